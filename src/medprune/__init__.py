@@ -1,0 +1,7 @@
+"""medprune: interpretability-aware pruning of medical image classifiers."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]

@@ -1,0 +1,1 @@
+"""Command-line interface: ``medprune <command>``; one module per command."""

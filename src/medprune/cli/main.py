@@ -1,0 +1,56 @@
+"""Entry point of the ``medprune`` command.
+
+Each command lives in ``medprune/cli/<command>.py`` and exposes ``HELP`` (one line), ``add_arguments(parser)`` and
+``run(args) -> int``. Library errors (``ValueError``, ``FileNotFoundError``, ``ConfigError``) are shown as one clear
+line and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from medprune import __version__
+
+COMMANDS = ("train", "evaluate", "score", "prune", "sweep", "report", "demo")
+
+logger = logging.getLogger("medprune")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="medprune", description="Interpretability-aware pruning of medical image "
+                                     "classifiers.")
+    parser.add_argument("--version", action="version", version=f"medprune {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"medprune.cli.{name}")
+        except ModuleNotFoundError as error:
+            if error.name != f"medprune.cli.{name}":
+                raise
+            continue
+        command = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(command)
+        command.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        return int(args._run(args) or 0)
+    except (ValueError, FileNotFoundError, KeyError) as error:
+        print(f"medprune {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
