@@ -1,0 +1,236 @@
+"""Checkpoints without pickle: weights in ``<stem>.safetensors``, everything else in a ``<stem>.json`` sidecar.
+
+Loading rebuilds the architecture from the sidecar with :func:`medprune.models.create_model`, shrinks it to the saved
+pruned shapes when the sidecar says it was pruned, checks the weights file's SHA-256 and loads the state dict
+strictly. Nothing is ever unpickled: ``.pt``/``.pth``/``.pkl`` files are refused.
+
+>>> from medprune.models import create_model
+>>> import tempfile, pathlib
+>>> model = create_model("resnet_small", num_classes=2, image_size=28)
+>>> path = save_checkpoint(pathlib.Path(tempfile.mkdtemp()) / "model", model, {"class_names": ["a", "b"]})
+>>> loaded, meta = load_checkpoint(path)
+>>> meta["model"]["name"], model_checksum(loaded) == model_checksum(model)
+('resnet_small', True)
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import logging
+import math
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from medprune.models import create_model
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["save_checkpoint", "load_checkpoint", "read_meta", "model_checksum", "checkpoint_paths", "FORMAT"]
+
+#: Sidecar format tag; bump when the layout changes incompatibly.
+FORMAT = "medprune-checkpoint/1"
+_PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt")
+_REQUIRED = ("format", "model", "weights_file", "weights_sha256", "class_names", "image_size", "in_channels")
+_MODEL_KEYS = ("name", "num_classes", "in_channels", "image_size")
+
+
+def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
+    """``(weights, sidecar)`` paths for ``path`` given with or without ``.safetensors``/``.json``.
+
+    Raises:
+        ValueError: for pickle-based formats (``.pt``, ``.pth``, ``.pkl``, ...), which medprune never loads.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in _PICKLE_SUFFIXES:
+        raise ValueError(
+            f"{path}: refusing a pickle-based checkpoint ({suffix}); loading pickles can execute arbitrary code. "
+            "medprune checkpoints are <stem>.safetensors + <stem>.json (see medprune.checkpoint.save_checkpoint)"
+        )
+    stem = path.with_suffix("") if suffix in (".safetensors", ".json") else path
+    return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _tensor_bytes(tensor: torch.Tensor) -> bytes:
+    flat = tensor.detach().cpu().contiguous().reshape(-1)
+    return flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b""
+
+
+def model_checksum(model: nn.Module) -> str:
+    """SHA-256 over the state dict (names, dtypes, shapes and values, in sorted name order); same weights, same hash.
+
+    Used as provenance in score files: a score computed for one set of weights must not be applied to another.
+    """
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(_tensor_bytes(tensor))
+    return digest.hexdigest()
+
+
+def _jsonable(value: Any) -> Any:
+    """Recursively turn numpy/torch/Path values into JSON types; NaN and inf become ``None``."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.generic, torch.Tensor)) and np.ndim(value) == 0:
+        value = value.item()
+    if isinstance(value, (np.ndarray, torch.Tensor)):
+        return _jsonable(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def _versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for package in ("torch", "torchvision", "timm", "medprune", "safetensors"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any] | None = None) -> Path:
+    """Write ``<stem>.safetensors`` (weights) and ``<stem>.json`` (everything needed to rebuild and audit).
+
+    Args:
+        path: ``<stem>``, ``<stem>.safetensors`` or ``<stem>.json``; parent folders are created.
+        model: a model built by :func:`medprune.models.create_model` (it carries ``medprune_spec``).
+        meta: extra sidecar fields, stored as given (JSON-converted). Recognised keys: ``class_names`` (default
+            ``"0"``…), ``normalization`` (``{"mean": [...], "std": [...]}``), ``train_config``, ``dataset``
+            (name, fingerprint), ``metrics``, ``pruned`` (the structure ``apply_structure`` restores).
+
+    Returns:
+        The path of the weights file.
+    """
+    weights_path, sidecar_path = checkpoint_paths(path)
+    spec = getattr(model, "medprune_spec", None)
+    if not isinstance(spec, dict) or any(key not in spec for key in _MODEL_KEYS):
+        raise ValueError("model has no medprune_spec; build it with medprune.models.create_model to save it")
+    meta = dict(meta or {})
+    reserved = sorted(set(meta) & {"format", "model", "weights_file", "weights_sha256", "versions", "created"})
+    if reserved:
+        raise ValueError(f"meta keys {reserved} are set by save_checkpoint itself; remove them")
+    class_names = [str(c) for c in meta.pop("class_names", range(spec["num_classes"]))]
+    if len(class_names) != spec["num_classes"]:
+        raise ValueError(f"class_names has {len(class_names)} entries but the model has {spec['num_classes']} outputs")
+
+    state = {}
+    seen: set[int] = set()
+    for name, tensor in model.state_dict().items():
+        tensor = tensor.detach().cpu().contiguous()
+        key = tensor.untyped_storage().data_ptr()
+        state[name] = tensor.clone() if key in seen else tensor  # safetensors refuses shared storage
+        seen.add(key)
+    weights_path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(weights_path), metadata={"format": FORMAT})
+    sidecar = {
+        "format": FORMAT,
+        "model": {key: spec[key] for key in _MODEL_KEYS},
+        "class_names": class_names,
+        "image_size": int(meta.pop("image_size", spec["image_size"])),
+        "in_channels": int(meta.pop("in_channels", spec["in_channels"])),
+        **meta,
+        "weights_file": weights_path.name,
+        "weights_sha256": _sha256_file(weights_path),
+        "model_checksum": model_checksum(model),
+        "versions": _versions(),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    sidecar_path.write_text(json.dumps(_jsonable(sidecar), indent=2, allow_nan=False) + "\n")
+    logger.debug("saved checkpoint %s (+ %s)", weights_path, sidecar_path.name)
+    return weights_path
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """The validated sidecar of a checkpoint (no weights are read).
+
+    Raises:
+        FileNotFoundError: the sidecar is missing.
+        ValueError: pickle formats, invalid JSON or missing fields (the message names the file).
+    """
+    _, sidecar_path = checkpoint_paths(path)
+    if not sidecar_path.is_file():
+        raise FileNotFoundError(f"checkpoint sidecar {sidecar_path} does not exist")
+    try:
+        meta = json.loads(sidecar_path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{sidecar_path}: not valid JSON ({error})") from error
+    if not isinstance(meta, dict):
+        raise ValueError(f"{sidecar_path}: expected a JSON object, got {type(meta).__name__}")
+    missing = [key for key in _REQUIRED if key not in meta]
+    if missing:
+        raise ValueError(f"{sidecar_path}: missing checkpoint field(s) {missing}; required: {', '.join(_REQUIRED)}")
+    if meta["format"] != FORMAT:
+        raise ValueError(f"{sidecar_path}: unsupported format {meta['format']!r}; this medprune reads {FORMAT!r}")
+    model_missing = [key for key in _MODEL_KEYS if key not in (meta["model"] or {})]
+    if model_missing:
+        raise ValueError(f"{sidecar_path}: 'model' lacks {model_missing}; required: {', '.join(_MODEL_KEYS)}")
+    return meta
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a model saved by :func:`save_checkpoint` and load its weights (never unpickles).
+
+    Args:
+        path: ``<stem>``, ``<stem>.safetensors`` or ``<stem>.json``.
+        device: where to put the model.
+
+    Returns:
+        ``(model, meta)``: the model in eval mode (with ``medprune_spec``) and the sidecar dict.
+
+    Raises:
+        ValueError: pickle formats, missing/invalid sidecar fields, a weights file whose SHA-256 differs from the
+            sidecar's, or weights that do not fit the architecture (each message names the file).
+    """
+    weights_path, sidecar_path = checkpoint_paths(path)
+    meta = read_meta(sidecar_path)
+    weights_path = sidecar_path.with_name(meta["weights_file"])
+    if not weights_path.is_file():
+        raise FileNotFoundError(f"weights file {weights_path} (named in {sidecar_path.name}) does not exist")
+    digest = _sha256_file(weights_path)
+    if digest != meta["weights_sha256"]:
+        raise ValueError(
+            f"{weights_path}: SHA-256 {digest[:12]}… differs from {meta['weights_sha256'][:12]}… recorded in "
+            f"{sidecar_path.name}; the weights were changed or belong to another checkpoint"
+        )
+    model = create_model(**meta["model"])
+    if meta.get("pruned"):
+        from medprune.pruning.structure import apply_structure
+
+        shrunk = apply_structure(model, meta["pruned"])
+        if shrunk is not None and shrunk is not model:
+            shrunk.medprune_spec = getattr(shrunk, "medprune_spec", model.medprune_spec)  # type: ignore[assignment]
+            model = shrunk
+    try:
+        state = load_file(str(weights_path))
+    except SafetensorError as error:
+        raise ValueError(f"{weights_path}: not a readable safetensors file ({error})") from error
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        raise ValueError(f"{weights_path}: weights do not fit {meta['model']['name']!r}: {error}") from error
+    model.medprune_meta = meta  # type: ignore[assignment]
+    return model.to(device).eval(), meta
