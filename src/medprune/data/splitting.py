@@ -1,0 +1,114 @@
+"""Seeded splits (stratified by class; patient-disjoint when patients are known) and dataset fingerprints."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from medprune.data.errors import DatasetError
+
+logger = logging.getLogger(__name__)
+
+_HASH_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def check_fraction(name: str, value: float) -> float:
+    """``value`` as a float in [0, 1); otherwise a :class:`DatasetError` naming the parameter."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) < 1.0:
+        raise DatasetError(f"{name} must be a number in [0, 1), got {value!r}")
+    return float(value)
+
+
+def stratified_split(
+    labels: np.ndarray, val_fraction: float, test_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Indices (train, val, test), each class split in the given proportions of its own size.
+
+    Per class of n samples: ``round(n * test_fraction)`` go to test and ``round(n * val_fraction)`` to val, but at
+    least one each when the fraction is positive and the class has 3 or more samples; train keeps at least one.
+
+    >>> tr, va, te = stratified_split(np.array([0] * 10 + [1] * 10), 0.1, 0.2, seed=0)
+    >>> len(tr), len(va), len(te)
+    (14, 2, 4)
+    """
+    val_fraction = check_fraction("val_fraction", val_fraction)
+    test_fraction = check_fraction("test_fraction", test_fraction)
+    if val_fraction + test_fraction >= 1.0:
+        raise DatasetError(f"val_fraction + test_fraction must be < 1, got {val_fraction} + {test_fraction}")
+    rng = np.random.default_rng(seed)
+    parts: tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]] = ([], [], [])
+    for cls in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == cls))
+        n = len(members)
+        n_test = int(round(n * test_fraction))
+        n_val = int(round(n * val_fraction))
+        if n >= 3:
+            n_test = max(n_test, 1 if test_fraction > 0 else 0)
+            n_val = max(n_val, 1 if val_fraction > 0 else 0)
+        while n_test + n_val > n - 1 and (n_test or n_val):  # keep at least one training sample
+            if n_test >= n_val:
+                n_test -= 1
+            else:
+                n_val -= 1
+        parts[2].append(members[:n_test])
+        parts[1].append(members[n_test : n_test + n_val])
+        parts[0].append(members[n_test + n_val :])
+    train, val, test = (np.sort(np.concatenate(p)).astype(np.int64) if p else np.zeros(0, np.int64) for p in parts)
+    return train, val, test
+
+
+def group_split(
+    labels: np.ndarray, groups: np.ndarray, fraction: float, seed: int, *, what: str = "patients"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (kept, held out): about ``fraction`` of the samples held out, no group on both sides.
+
+    The held-out part is one fold of a shuffled ``StratifiedGroupKFold`` with ``round(1 / fraction)`` folds, so class
+    proportions are kept as far as whole groups allow. Groups (patients) never cross: leakage is impossible by
+    construction.
+    """
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    fraction = check_fraction("val_fraction", fraction)
+    everything = np.arange(len(labels), dtype=np.int64)
+    if fraction == 0.0 or len(labels) == 0:
+        return everything, np.zeros(0, np.int64)
+    n_splits = max(2, int(round(1.0 / fraction)))
+    n_groups = len(np.unique(groups))
+    if n_groups < n_splits:
+        raise DatasetError(
+            f"cannot hold out {fraction:.0%} of the training images by {what}: {n_groups} {what}, "
+            f"need at least {n_splits}"
+        )
+    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "least populated class has only k members"
+        kept, held = next(splitter.split(everything, labels, groups))
+    return np.sort(kept).astype(np.int64), np.sort(held).astype(np.int64)
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes (cached per path, size and mtime within the process)."""
+    stat = os.stat(path)
+    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _HASH_CACHE:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        _HASH_CACHE[key] = digest.hexdigest()
+    return _HASH_CACHE[key]
+
+
+def fingerprint(parts: Iterable[object]) -> str:
+    """sha256 over the ``repr`` of each part, in order (each part separated, so boundaries count)."""
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(repr(part).encode())
+        digest.update(b"\x00")
+    return digest.hexdigest()
