@@ -1,0 +1,192 @@
+"""LRP scorer on CNNs: conservation, agreement with gradient x input, in-place ReLU, nothing left changed."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from medprune.models import create_model
+from medprune.scoring.lrp import input_relevance, lrp_scores, relevance_maps
+from medprune.scoring.lrp_rules import CNN_COMPOSITES
+from medprune.scoring.registry import score, scorer_entry
+from medprune.units import UnitGroup, has_hooks, unit_groups
+
+CNNS = ("vgg_small", "resnet_small")
+
+
+def _bias_free(name: str, num_classes: int = 3, size: int = 16) -> nn.Module:
+    """A float64 model whose every bias (conv, linear, BatchNorm shift and running mean) is zero."""
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=num_classes, image_size=size).double()
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+        if isinstance(module, nn.BatchNorm2d):  # non-trivial scale, zero shift: the merged conv stays bias-free
+            module.weight.data.uniform_(0.5, 1.5)
+            module.running_var.data.uniform_(0.5, 2.0)
+            module.eps = 0.0  # merged BatchNorm then equals the original exactly (it computes x / sqrt(1 + eps))
+    return model.eval()
+
+
+def _inputs(batch: int = 3, size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(batch, 3, size, size, generator=generator, dtype=torch.float64)
+    return x, torch.arange(batch) % 3
+
+
+def _snapshot(model: nn.Module) -> dict[str, object]:
+    return {
+        "state": {k: v.clone() for k, v in model.state_dict().items()},
+        "params": {k: (id(p), p.data_ptr(), p.requires_grad) for k, p in model.named_parameters()},
+        "modules": [name for name, _ in model.named_modules()],
+        "instance_forward": [name for name, m in model.named_modules() if "forward" in m.__dict__],
+        "training": [m.training for m in model.modules()],
+    }
+
+
+def _plain_grad(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    x = x.clone().requires_grad_(True)
+    model(x)[:, 0].sum().backward()
+    return x.grad
+
+
+def _assert_unchanged(model: nn.Module, before: dict[str, object]) -> None:
+    after = _snapshot(model)
+    assert not has_hooks(model)
+    assert after["params"] == before["params"]
+    assert after["modules"] == before["modules"]
+    assert after["instance_forward"] == before["instance_forward"] == []
+    assert after["training"] == before["training"]
+    for key, value in before["state"].items():
+        assert torch.equal(value, after["state"][key]), key
+
+
+@pytest.mark.parametrize("name", CNNS)
+@pytest.mark.parametrize("composite", ["epsilon_plus_flat", "epsilon_plus", "epsilon_gamma_box", "epsilon"])
+def test_conservation_bias_free(name: str, composite: str) -> None:
+    """With zero biases and tiny epsilon, input relevance sums to the target logit (1%), as does every VGG layer."""
+    model = _bias_free(name)
+    x, y = _inputs()
+    groups = unit_groups(model)
+    maps, relevance = relevance_maps(model, x, y, groups, composite=composite, epsilon=1e-12, stabilizer=1e-12)
+    logit = model(x).gather(1, y[:, None]).squeeze(1).detach()
+    torch.testing.assert_close(relevance.sum(dim=(1, 2, 3)), logit, rtol=1e-6, atol=0)
+    if name == "vgg_small":  # no skip connections: every layer carries the whole relevance
+        for group in groups:
+            torch.testing.assert_close(maps[group.name].flatten(1).sum(1), logit, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("name", CNNS)
+def test_epsilon_rule_equals_gradient_times_input(name: str) -> None:
+    """Oracle: on a bias-free ReLU net, LRP-epsilon (epsilon -> 0) is gradient x input of the plain model."""
+    model = _bias_free(name)
+    x, y = _inputs()
+    xg = x.clone().requires_grad_(True)
+    model(xg).gather(1, y[:, None]).sum().backward()
+    expected = (xg.grad * x).sum(1)
+    got = input_relevance(model, x, y, composite="epsilon", epsilon=1e-12, stabilizer=1e-12)
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-8 * float(expected.abs().max()))
+
+
+def test_biases_absorb_relevance() -> None:
+    """With biases, the input relevance is the logit minus the share the biases absorbed: totals differ from it."""
+    model = create_model("vgg_small", num_classes=3, image_size=16).double()
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            nn.init.normal_(module.bias, 0.0, 0.5)
+    x, y = _inputs()
+    logit = model(x).gather(1, y[:, None]).squeeze(1).detach()
+    relevance = input_relevance(model, x, y, composite="epsilon", epsilon=1e-12).sum(dim=(1, 2))
+    assert not torch.allclose(relevance, logit, rtol=1e-2)
+
+
+@pytest.mark.parametrize("name", CNNS)
+def test_inplace_relu_gives_identical_scores(name: str) -> None:
+    model = _bias_free(name)
+    assert any(isinstance(m, nn.ReLU) and m.inplace for m in model.modules())
+    plain = copy.deepcopy(model)
+    for module in plain.modules():
+        if isinstance(module, nn.ReLU):
+            module.inplace = False
+    x, y = _inputs()
+    groups = unit_groups(model)
+    a, b = lrp_scores(model, x, y, groups), lrp_scores(plain, x, y, groups)
+    for group in groups:
+        assert torch.equal(a[group.name], b[group.name]), group.name
+    assert torch.equal(input_relevance(model, x, y), input_relevance(plain, x, y))
+
+
+@pytest.mark.parametrize("name", CNNS)
+def test_nothing_left_changed(name: str) -> None:
+    model = _bias_free(name)
+    model.train()  # scoring runs in eval mode and restores the mode
+    x, y = _inputs()
+    model.eval()
+    grad_before = _plain_grad(model, x)
+    model.train()
+    before = _snapshot(model)
+    lrp_scores(model, x, y, unit_groups(model), composite="epsilon_alpha2_beta1_flat")
+    _assert_unchanged(model, before)
+    model.eval()
+    assert torch.equal(grad_before, _plain_grad(model, x))
+
+
+def test_nothing_left_changed_after_an_error() -> None:
+    model = _bias_free("resnet_small")
+    before = _snapshot(model)
+    bad = [UnitGroup("conv1", "conv1", "conv", 16), UnitGroup("layer1.0.conv1", "layer1.0.conv1", "conv", 16, "input")]
+    with pytest.raises(ValueError, match="module output"):
+        lrp_scores(model, *_inputs(), bad)
+    _assert_unchanged(model, before)
+    with pytest.raises(ValueError, match="targets must lie"):
+        lrp_scores(model, _inputs()[0], torch.tensor([0, 1, 7]), unit_groups(model))
+    _assert_unchanged(model, before)
+
+
+@pytest.mark.parametrize("name", CNNS)
+def test_batch_size_invariance_and_shapes(name: str) -> None:
+    model = _bias_free(name)
+    x, y = _inputs(batch=4)
+    one = score(model, x, y, method="lrp", batch_size=1)
+    four = score(model, x, y, method="lrp", batch_size=4)
+    for key, value in four.items():
+        assert value.shape == (dict((g.name, g.num_units) for g in unit_groups(model))[key],)
+        assert torch.isfinite(value).all()
+        torch.testing.assert_close(one[key], value, rtol=1e-9, atol=1e-12)
+    heat = input_relevance(model, x, y)
+    assert heat.shape == (4, 16, 16) and not heat.requires_grad
+
+
+def test_float32_batch_and_float_targets_checked() -> None:
+    model = create_model("vgg_small", num_classes=2, image_size=16)
+    x = torch.randn(2, 3, 16, 16)
+    scores = lrp_scores(model, x, torch.tensor([0, 1]), unit_groups(model))
+    assert all(torch.isfinite(v).all() and v.shape[0] == 2 for v in scores.values())
+    with pytest.raises(ValueError, match="integer"):
+        lrp_scores(model, x, torch.tensor([0.0, 1.0]), unit_groups(model))
+
+
+def test_unknown_composite_lists_valid_names() -> None:
+    model = create_model("vgg_small", num_classes=2, image_size=16)
+    with pytest.raises(ValueError, match="epsilon_plus_flat") as error:
+        input_relevance(model, torch.randn(1, 3, 16, 16), torch.tensor([0]), composite="zplus_everywhere")
+    assert all(name in str(error.value) for name in CNN_COMPOSITES)
+    with pytest.raises(ValueError, match="cp_lrp"):
+        input_relevance(model, torch.randn(1, 3, 16, 16), torch.tensor([0]), composite="cp_lrp")
+
+
+def test_registered_with_its_options() -> None:
+    entry = scorer_entry("lrp")
+    assert not entry.data_free
+    assert {"composite", "epsilon"} <= set(entry.options)
+    with pytest.raises(ValueError, match="unknown option"):
+        score(
+            create_model("vgg_small", num_classes=2, image_size=16),
+            torch.randn(1, 3, 16, 16),
+            torch.tensor([0]),
+            method="lrp",
+            alpha=3,
+        )
