@@ -1,0 +1,232 @@
+"""The sweep's results table: tidy rows keyed by their parameters, written durably one row at a time.
+
+A row is a flat ``dict`` (one model x dataset x method x sampling x rate). Rows are appended to a JSON-lines log
+(``rows.jsonl``; ``flush`` + ``fsync`` after every row) so a killed sweep loses at most the row it was computing; a
+partial last line left by a kill is ignored on reading and cut off before the next append. The tidy CSV is rewritten
+(atomically) from the log. No pandas: rows are plain dicts, columns are computed as the union over rows.
+
+>>> row = {"checkpoint": "ab12", "dataset": "d", "method": "lrp", "sampling": "random", "rate": 0.3}
+>>> row_key(row)[-1]
+'0.300000'
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+Row = dict[str, Any]
+
+#: Parameters that identify a row; two rows with equal keys are the same measurement.
+KEY_FIELDS: tuple[str, ...] = (
+    "checkpoint",
+    "dataset",
+    "method",
+    "sampling",
+    "sign",
+    "target",
+    "n_per_class",
+    "seed",
+    "scope",
+    "normalize",
+    "rate",
+)
+#: Descriptive columns first in the CSV, in this order; metrics and per-class columns follow.
+LEAD_COLUMNS: tuple[str, ...] = (
+    "row_id",
+    "model",
+    "dataset",
+    "checkpoint",
+    "method",
+    "sampling",
+    "sign",
+    "target",
+    "n_per_class",
+    "seed",
+    "scope",
+    "normalize",
+    "rate",
+    "pruned_fraction",
+    "accuracy",
+    "balanced_accuracy",
+    "macro_f1",
+    "auroc",
+    "worst_recall",
+    "n_test",
+)
+TAIL_COLUMNS: tuple[str, ...] = ("seconds", "finished_at")
+#: Columns read back from CSV as text; every other non-empty cell is a number.
+TEXT_COLUMNS: frozenset[str] = frozenset(
+    {
+        "row_id",
+        "model",
+        "dataset",
+        "checkpoint",
+        "method",
+        "sampling",
+        "sign",
+        "target",
+        "scope",
+        "normalize",
+        "finished_at",
+    }
+)
+#: ``method`` of the unpruned reference row of each model x dataset.
+BASELINE = "baseline"
+
+
+def format_rate(rate: float) -> str:
+    """Canonical text of a rate used in keys (6 decimals: 0.3 and 0.30000000000000004 are the same rate)."""
+    return f"{float(rate):.6f}"
+
+
+def row_key(row: Row) -> tuple[str, ...]:
+    """The identifying parameters of ``row`` as a tuple of strings (missing fields count as empty)."""
+    return tuple(format_rate(row[f]) if f == "rate" else str(row.get(f, "")) for f in KEY_FIELDS)
+
+
+def row_id(row: Row) -> str:
+    """A short stable id derived from :func:`row_key`."""
+    return hashlib.sha1("|".join(row_key(row)).encode()).hexdigest()[:16]
+
+
+class RowLog:
+    """Append-only JSON-lines log of finished rows, safe against ``SIGKILL``.
+
+    Args:
+        path: the ``.jsonl`` file (created with its folder on the first append).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def read(self) -> list[Row]:
+        """All complete rows; a truncated or unreadable last line (a kill mid-write) is skipped with a warning."""
+        if not self.path.is_file():
+            return []
+        rows: list[Row] = []
+        lines = self.path.read_bytes().split(b"\n")
+        for index, line in enumerate(lines):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                if index == len(lines) - 1:
+                    logger.warning("ignoring a partial last line in %s (an interrupted write)", self.path)
+                    continue
+                raise ValueError(f"{self.path} line {index + 1} is not valid JSON; the log is damaged") from None
+        return rows
+
+    def finished(self) -> dict[tuple[str, ...], Row]:
+        """Rows already in the log by :func:`row_key` (later duplicates win)."""
+        return {row_key(row): row for row in self.read()}
+
+    def _cut_partial_tail(self) -> None:
+        with open(self.path, "rb+") as handle:
+            data = handle.read()
+            if data and not data.endswith(b"\n"):
+                handle.truncate(data.rfind(b"\n") + 1)
+
+    def append(self, row: Row) -> None:
+        """Write one row durably (one line, ``flush`` + ``fsync``)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.is_file():
+            self._cut_partial_tail()
+        line = json.dumps(row, sort_keys=False, allow_nan=True) + "\n"
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(line)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def columns_of(rows: Iterable[Row]) -> list[str]:
+    """Union of the rows' columns: :data:`LEAD_COLUMNS`, then the others sorted, then :data:`TAIL_COLUMNS`."""
+    seen: set[str] = set()
+    for row in rows:
+        seen.update(row)
+    lead = [c for c in LEAD_COLUMNS if c in seen]
+    tail = [c for c in TAIL_COLUMNS if c in seen]
+    middle = sorted(seen - set(lead) - set(tail))
+    return lead + middle + tail
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def write_csv(rows: Sequence[Row], path: str | Path, columns: Sequence[str] | None = None) -> Path:
+    """Write ``rows`` as CSV atomically (temporary file + rename); missing cells are empty."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    columns = list(columns) if columns is not None else columns_of(rows)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(columns)
+            for row in rows:
+                writer.writerow([_cell(row.get(c)) for c in columns])
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _parse(column: str, text: str) -> Any:
+    if column in TEXT_COLUMNS:
+        return text
+    if text == "":
+        return None
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return int(number) if column in ("n_per_class", "seed", "n_test") and number.is_integer() else number
+
+
+def read_csv(path: str | Path) -> list[Row]:
+    """Rows of a results CSV, with numbers parsed (text for :data:`TEXT_COLUMNS`, ``None`` for empty cells)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"results table {path} does not exist")
+    with open(path, newline="", encoding="utf-8") as handle:
+        return [{k: _parse(k, v) for k, v in record.items()} for record in csv.DictReader(handle)]
+
+
+def read_results(paths: Sequence[str | Path]) -> list[Row]:
+    """Rows of several tables (CSV files, ``.jsonl`` logs or sweep folders holding ``results.csv``), de-duplicated.
+
+    Raises:
+        FileNotFoundError: a path holds no table.
+        ValueError: no rows at all.
+    """
+    merged: dict[tuple[str, ...], Row] = {}
+    for item in paths:
+        path = Path(item)
+        if path.is_dir():
+            path = path / "results.csv" if (path / "results.csv").is_file() else path / "rows.jsonl"
+        rows = RowLog(path).read() if path.suffix == ".jsonl" else read_csv(path)
+        if path.suffix == ".jsonl" and not path.is_file():
+            raise FileNotFoundError(f"no results table (results.csv or rows.jsonl) in {item}")
+        for row in rows:
+            merged[row_key(row)] = row
+    if not merged:
+        raise ValueError(f"the results table(s) {[str(p) for p in paths]} hold no rows")
+    return list(merged.values())
