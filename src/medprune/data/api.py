@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
+from medprune.data import csv_layouts as _csv_layouts  # noqa: F401  (registers fetal_planes, mura)
+from medprune.data import folders as _folders  # noqa: F401  (registers folder, kvasir, cpn)
 from medprune.data.base import DatasetSplits, ImageDataset
 from medprune.data.errors import DatasetError
 from medprune.data.medmnist import is_medmnist_flag, load_medmnist, medmnist_flags
-from medprune.data.registry import LoadOptions, RawSplit, default_root, layouts
+from medprune.data.registry import ENV_ROOT, LoadOptions, RawSplit, default_root, layouts
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +48,8 @@ def load_dataset(
     Args:
         name: a layout (``folder``, ``kvasir``, ``cpn``, ``fetal_planes``, ``mura``) or a MedMNIST flag
             (``pneumoniamnist``, ``breastmnist``, ...); case-insensitive. See :func:`available_datasets`.
-        root: the dataset's folder. Default: ``$MEDPRUNE_DATA`` (layouts look in it and in ``<it>/<name>``);
-            for MedMNIST then the ``medmnist`` package's default root. ``folder`` needs an explicit root.
+        root: the dataset's folder (layouts also look in ``<root>/<name>``). Default: ``$MEDPRUNE_DATA/<name>`` for
+            layouts; for MedMNIST ``$MEDPRUNE_DATA``, else the ``medmnist`` package's default root.
         image_size: side of the square images fed to the model (images are resized).
         channels: 3 (grey images repeated, ImageNet mean/std) or 1 (RGB converted to grey, grey mean/std).
         size: MedMNIST file resolution (28, 64, 128 or 224; default 28). MedMNIST only.
@@ -85,8 +88,12 @@ def load_dataset(
         raise DatasetError(f"size={size!r} applies to MedMNIST files only; {key!r} images are resized to image_size")
     if study_type is not None and key != "mura":
         raise DatasetError(f"study_type={study_type!r} applies to 'mura' only, not {key!r}")
-    resolved_root = default_root(root)
-    raw = load_medmnist(key, resolved_root, options) if is_medmnist else registered[key](resolved_root, options)
+    if is_medmnist:
+        raw = load_medmnist(key, default_root(root), options)
+    else:
+        env = os.environ.get(ENV_ROOT)
+        layout_root = Path(root).expanduser() if root is not None else (Path(env) / key if env else None)
+        raw = registered[key](layout_root, options)
 
     def make(split: RawSplit, train: bool) -> ImageDataset:
         return ImageDataset(
