@@ -15,16 +15,25 @@ from medprune.pruning.masks import (
     normalize_scores,
     validate_scores,
 )
+from medprune.pruning.physical import coupled_groups, example_inputs_for, model_cost, remove_units
+from medprune.pruning.structure import apply_structure, pruned_structure, structure_masks
 
 __all__ = [
     "NORMALIZATIONS",
     "SCOPES",
     "MaskHandle",
     "apply_masks",
+    "apply_structure",
     "check_rate",
+    "coupled_groups",
+    "example_inputs_for",
     "following_batchnorms",
     "mask_model",
+    "model_cost",
     "masks_from_scores",
     "normalize_scores",
+    "pruned_structure",
+    "remove_units",
+    "structure_masks",
     "validate_scores",
 ]

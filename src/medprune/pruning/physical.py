@@ -1,0 +1,206 @@
+"""Physical removal of pruned units: a genuinely smaller copy whose outputs equal the masked model's.
+
+Surgery is torch-pruning's (``DependencyGraph``): for each unit group the masked-out output channels are removed
+together with everything that depends on them (the following BatchNorm, the next layers' input channels, flattened
+classifier inputs). The *choice* of channels is ours (the masks), never torch-pruning's importance.
+
+Coupling: in a ResNet the last convolution of every block, the downsample convolution and (when a stage has no
+downsample) the stem all write into one residual stream; a residual channel can only be removed from all of them at
+once. :func:`coupled_groups` finds these sets from the dependency graph; build masks with
+``masks_from_scores(..., couplings=coupled_groups(model))`` so every member of a set gets the same mask. Then masked and
+physical pruning agree exactly: every writer of a removed residual channel (conv rows and BatchNorm shift) is zeroed,
+so the channel is exactly zero through the whole stage. Masks that differ inside a coupled set are still valid for
+*masked* pruning (the paper zeroes each conv independently) but have no physical equivalent: :func:`remove_units`
+refuses them with an error naming the set.
+
+ViT heads: the head's q, k, v rows of ``attn.qkv`` and its columns of ``attn.proj`` are removed (the dependency graph
+maps qkv rows to proj columns), then ``attn.num_heads`` and ``attn.attn_dim`` are updated by hand (``head_dim`` and
+``scale`` are unchanged).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import warnings
+from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from medprune.pruning.masks import validate_scores
+from medprune.units import UnitGroup, get_module, unit_groups
+
+logger = logging.getLogger(__name__)
+
+
+def example_inputs_for(model: nn.Module, batch: int = 1) -> Tensor:
+    """Zeros shaped like the model's input, from ``model.medprune_spec`` (set by ``create_model``)."""
+    spec = getattr(model, "medprune_spec", None)
+    if not spec:
+        raise ValueError("model has no medprune_spec (not built by create_model): pass example_inputs explicitly")
+    dtype = next(model.parameters()).dtype
+    size = spec["image_size"]
+    return torch.zeros(batch, spec["in_channels"], size, size, dtype=dtype, device=next(model.parameters()).device)
+
+
+@contextmanager
+def _eval_mode(model: nn.Module):  # noqa: ANN202 - context manager
+    """Tracing runs a forward pass: in eval mode BatchNorm running statistics are not updated."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def dependency_graph(model: nn.Module, example_inputs: Tensor | None = None) -> Any:
+    """torch-pruning's ``DependencyGraph`` of ``model`` (traced in eval mode; the model is not changed)."""
+    import torch_pruning as tp
+
+    inputs = example_inputs_for(model) if example_inputs is None else example_inputs
+    with _eval_mode(model), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Unwrapped parameters detected")  # ViT cls_token/pos_embed
+        return tp.DependencyGraph().build_dependency(model, example_inputs=inputs)
+
+
+def _out_pruner(module: nn.Module) -> Any:
+    import torch_pruning as tp
+
+    if isinstance(module, nn.Conv2d):
+        return tp.prune_conv_out_channels
+    if isinstance(module, nn.Linear):
+        return tp.prune_linear_out_channels
+    raise TypeError(f"cannot prune output channels of {type(module).__name__}")
+
+
+def _channel_groups(groups: Sequence[UnitGroup]) -> list[UnitGroup]:
+    """Groups whose units are a module's output channels (everything but heads)."""
+    return [g for g in groups if g.kind != "head"]
+
+
+def _couplings(model: nn.Module, groups: Sequence[UnitGroup], graph: Any) -> list[list[str]]:
+    by_module = {id(get_module(model, g.module)): g.name for g in _channel_groups(groups)}
+    order = {g.name: index for index, g in enumerate(groups)}
+    sets: list[list[str]] = []
+    seen: set[str] = set()
+    for group in _channel_groups(groups):
+        if group.name in seen:
+            continue
+        module = get_module(model, group.module)
+        pruning_group = graph.get_pruning_group(module, _out_pruner(module), idxs=[0])
+        members = [group.name]
+        for dep, _ in pruning_group:
+            target = dep.target.module
+            name = by_module.get(id(target))
+            if name and name not in members and graph.is_out_channel_pruning_fn(dep.handler):
+                members.append(name)
+        seen.update(members)
+        if len(members) > 1:
+            sets.append(sorted(members, key=order.__getitem__))
+    return sets
+
+
+def coupled_groups(
+    model: nn.Module, groups: Sequence[UnitGroup] | None = None, example_inputs: Tensor | None = None
+) -> list[list[str]]:
+    """Sets of unit groups whose output channels can only be removed together (e.g. ResNet residual writers).
+
+    Args:
+        model: the model (not changed).
+        groups: its unit groups (default: :func:`medprune.units.unit_groups`).
+        example_inputs: an input batch for tracing (default: zeros from ``model.medprune_spec``).
+
+    Returns:
+        One list of group names per coupled set with two or more members, in forward order; ``[]`` for VGG and ViT.
+    """
+    groups = unit_groups(model) if groups is None else list(groups)
+    return _couplings(model, groups, dependency_graph(model, example_inputs))
+
+
+def check_coupled_masks(masks: Mapping[str, Tensor], couplings: Sequence[Sequence[str]]) -> None:
+    """Raise a ValueError if the masks differ inside a coupled set (no physical model matches them)."""
+    for members in couplings:
+        first = masks[members[0]]
+        for name in members[1:]:
+            if not torch.equal(masks[name].cpu(), first.cpu()):
+                raise ValueError(
+                    f"masks differ between coupled groups {members[0]!r} and {name!r}, which write into the same "
+                    f"residual channels {list(members)}; physical removal needs identical masks there. Build masks "
+                    "with masks_from_scores(..., couplings=coupled_groups(model)); masked pruning accepts them as is."
+                )
+
+
+def remove_units(model: nn.Module, masks: Mapping[str, Tensor], example_inputs: Tensor | None = None) -> nn.Module:
+    """A smaller copy of ``model`` with every masked-out unit removed; its outputs equal ``mask_model(model, masks)``'s.
+
+    Args:
+        model: a VGG, ResNet (torchvision) or timm ViT built by :func:`medprune.models.create_model` (not changed).
+        masks: ``{group.name: BoolTensor(num_units)}`` (True = keep), identical inside every coupled set.
+        example_inputs: an input batch for tracing (default: zeros from ``model.medprune_spec``).
+
+    Returns:
+        The pruned copy, in the original's train/eval mode, with ``medprune_pruned`` holding
+        :func:`medprune.pruning.structure.pruned_structure` of the masks.
+
+    Raises:
+        ValueError: masks for another model, masks that would empty a layer, or masks that differ in a coupled set.
+    """
+    from medprune.pruning.structure import pruned_structure
+
+    groups = unit_groups(model)
+    validate_scores(masks, groups, what="masks")
+    masks = {name: torch.as_tensor(mask).to(torch.bool).cpu() for name, mask in masks.items()}
+    emptied = [name for name, mask in masks.items() if not mask.any()]
+    if emptied:
+        raise ValueError(f"masks remove every unit of {emptied}: a layer cannot be removed physically (min_keep>=1)")
+    pruned = copy.deepcopy(model)
+    if example_inputs is not None:
+        example_inputs = example_inputs.to(next(pruned.parameters()).device, next(pruned.parameters()).dtype)
+    graph = dependency_graph(pruned, example_inputs)
+    couplings = _couplings(pruned, groups, graph)
+    check_coupled_masks(masks, couplings)
+    done: set[str] = set()
+    for members in couplings:
+        done.update(members[1:])  # the first member's pruning group removes the channels of all of them
+    for group in groups:
+        drop = (~masks[group.name]).nonzero().flatten().tolist()
+        if not drop or group.name in done:
+            continue
+        if group.kind == "head":
+            _remove_heads(pruned, group, drop, graph)
+            continue
+        module = get_module(pruned, group.module)
+        pruning_group = graph.get_pruning_group(module, _out_pruner(module), idxs=drop)
+        pruning_group.prune()
+    pruned.medprune_pruned = pruned_structure(model, masks)  # type: ignore[assignment]
+    return pruned
+
+
+def _remove_heads(model: nn.Module, group: UnitGroup, heads: list[int], graph: Any) -> None:
+    import torch_pruning as tp
+
+    from medprune.pruning.masked import _check_plain_attention
+
+    attn = get_module(model, group.module.rsplit(".", 1)[0])
+    _check_plain_attention(attn, group)
+    width, dim = attn.head_dim, attn.qkv.out_features // 3
+    rows = [part * dim + h * width + j for part in range(3) for h in heads for j in range(width)]
+    graph.get_pruning_group(attn.qkv, tp.prune_linear_out_channels, idxs=rows).prune()
+    attn.num_heads -= len(heads)
+    attn.attn_dim = attn.num_heads * attn.head_dim
+    if attn.qkv.out_features != 3 * attn.attn_dim or attn.proj.in_features != attn.attn_dim:
+        raise RuntimeError(f"head removal left {group.name} inconsistent: qkv {attn.qkv}, proj {attn.proj}")
+
+
+def model_cost(model: nn.Module, example_inputs: Tensor | None = None) -> dict[str, int]:
+    """``{"params": ..., "macs": ...}`` per example batch, from torch-pruning's ``count_ops_and_params``."""
+    import torch_pruning as tp
+
+    inputs = example_inputs_for(model) if example_inputs is None else example_inputs
+    with _eval_mode(model), torch.no_grad():
+        macs, params = tp.utils.count_ops_and_params(model, inputs)
+    return {"params": int(params), "macs": int(macs)}
