@@ -34,7 +34,15 @@ from medprune.models import create_model
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["save_checkpoint", "load_checkpoint", "read_meta", "model_checksum", "checkpoint_paths", "FORMAT"]
+__all__ = [
+    "save_checkpoint",
+    "load_checkpoint",
+    "read_meta",
+    "model_checksum",
+    "checkpoint_paths",
+    "to_jsonable",
+    "FORMAT",
+]
 
 #: Sidecar format tag; bump when the layout changes incompatibly.
 FORMAT = "medprune-checkpoint/1"
@@ -85,16 +93,16 @@ def model_checksum(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def _jsonable(value: Any) -> Any:
+def to_jsonable(value: Any) -> Any:
     """Recursively turn numpy/torch/Path values into JSON types; NaN and inf become ``None``."""
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [to_jsonable(v) for v in value]
     if isinstance(value, (np.generic, torch.Tensor)) and np.ndim(value) == 0:
         value = value.item()
     if isinstance(value, (np.ndarray, torch.Tensor)):
-        return _jsonable(value.tolist())
+        return to_jsonable(value.tolist())
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, (str, int, float, bool)) or value is None:
@@ -159,7 +167,7 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any] | N
         "versions": _versions(),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    sidecar_path.write_text(json.dumps(_jsonable(sidecar), indent=2, allow_nan=False) + "\n")
+    sidecar_path.write_text(json.dumps(to_jsonable(sidecar), indent=2, allow_nan=False) + "\n")
     logger.debug("saved checkpoint %s (+ %s)", weights_path, sidecar_path.name)
     return weights_path
 

@@ -1,0 +1,61 @@
+"""``medprune evaluate``: metrics of a saved checkpoint on a dataset split, written as JSON.
+
+Options come from (later wins): :class:`~medprune.evaluation.EvaluateConfig` defaults, ``--config file.yaml``, the
+positional checkpoint and flags, then ``--set key=value``. Dataset settings default to the checkpoint's sidecar.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+from medprune.config import build_config, parse_overrides
+from medprune.evaluation import EvaluateConfig
+
+HELP = "evaluate a checkpoint on a dataset split (accuracy, balanced accuracy, F1, AUROC, per-class) -> JSON"
+
+_FLAGS = {
+    "--dataset": "dataset",
+    "--data-root": "data_root",
+    "--split": "split",
+    "--batch-size": "batch_size",
+    "--device": "device",
+    "--max-samples": "max_samples",
+    "--out": "out",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    keys = [f.name for f in dataclasses.fields(EvaluateConfig)]
+    parser.add_argument("checkpoint", nargs="?", help="<stem>.safetensors / <stem>.json written by medprune train")
+    parser.add_argument("--config", metavar="YAML", help="YAML file of EvaluateConfig options")
+    for flag, name in _FLAGS.items():
+        parser.add_argument(flag, dest=name, metavar=name.upper())
+    parser.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        default=[],
+        help=f"any EvaluateConfig option; valid keys: {', '.join(keys)}",
+    )
+
+
+def config_from_args(args: argparse.Namespace) -> EvaluateConfig:
+    """The resolved :class:`EvaluateConfig` (defaults ← YAML ← positional/flags ← ``--set``)."""
+    overrides = {name: getattr(args, name) for name in ["checkpoint", *_FLAGS.values()]}
+    overrides = {key: value for key, value in overrides.items() if value is not None}
+    overrides.update(parse_overrides(args.set))
+    return build_config(EvaluateConfig, args.config, overrides)
+
+
+def run(args: argparse.Namespace) -> int:
+    from medprune.evaluation import run_evaluate
+
+    metrics = run_evaluate(config_from_args(args))
+    auroc = "-" if metrics["auroc"] is None else f"{metrics['auroc']:.4f}"
+    print(
+        f"{metrics['provenance']['dataset']} {metrics['provenance']['split']} ({metrics['n']} images): accuracy "
+        f"{metrics['accuracy']:.4f} balanced {metrics['balanced_accuracy']:.4f} AUROC {auroc} "
+        f"-> {metrics['provenance']['output']}"
+    )
+    return 0

@@ -1,0 +1,113 @@
+"""Evaluate a saved checkpoint on a dataset split: :func:`run_evaluate` behind ``medprune evaluate``.
+
+The dataset, image size, channels and split parameters default to those recorded in the checkpoint's sidecar, so
+``run_evaluate(EvaluateConfig(checkpoint="runs/x/model"))`` re-creates the test split the model was trained with.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from medprune.checkpoint import checkpoint_paths, load_checkpoint, model_checksum, to_jsonable
+from medprune.config import ConfigError, config_to_dict, save_config
+from medprune.devices import resolve_device
+from medprune.metrics import evaluate, summary_line
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["EvaluateConfig", "run_evaluate"]
+
+
+@dataclass
+class EvaluateConfig:
+    """Settings of ``medprune evaluate``.
+
+    Attributes:
+        checkpoint: ``<stem>``, ``<stem>.safetensors`` or ``<stem>.json`` written by training.
+        dataset: dataset name (default: the one in the checkpoint).
+        data_root: data folder (default: the training run's).
+        split: which split to evaluate.
+        batch_size: images per forward pass. device: ``auto``, ``cpu``, ``cuda``.
+        max_samples: stratified subset for quick checks (``None``: the whole split).
+        out: metrics JSON path (default ``<checkpoint folder>/eval_<dataset>_<split>.json``).
+    """
+
+    checkpoint: str = ""
+    dataset: str | None = None
+    data_root: str | None = None
+    split: Literal["test", "val", "train"] = "test"
+    batch_size: int = 256
+    device: str = "auto"
+    max_samples: int | None = None
+    out: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.checkpoint:
+            raise ConfigError("checkpoint is required (path to <stem>.safetensors / <stem>.json)")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.max_samples is not None and self.max_samples < 2:
+            raise ConfigError(f"max_samples must be >= 2 or None, got {self.max_samples}")
+
+
+def run_evaluate(config: EvaluateConfig) -> dict[str, Any]:
+    """Load the checkpoint, rebuild the dataset split, compute :func:`medprune.metrics.evaluate`, write JSON.
+
+    Returns:
+        The metrics dict as written, plus a ``provenance`` entry (checkpoint, model checksum, dataset fingerprint).
+    """
+    from medprune.data import load_dataset
+    from medprune.train import limit_dataset
+
+    device = resolve_device(config.device)
+    model, meta = load_checkpoint(config.checkpoint, device=device)
+    trained = meta.get("train_config") or {}
+    recorded = (meta.get("dataset") or {}).get("name") or trained.get("dataset")
+    name = config.dataset or recorded
+    if not name:
+        raise ConfigError("the checkpoint records no dataset; pass dataset=<name>")
+    same = name == recorded
+    splits = load_dataset(
+        name,
+        config.data_root or trained.get("data_root"),
+        image_size=int(meta["image_size"]),
+        channels=int(meta["in_channels"]),
+        size=trained.get("size") if same else None,
+        val_fraction=trained.get("val_fraction", 0.1) if same else 0.1,
+        test_fraction=trained.get("test_fraction", 0.2) if same else 0.2,
+        seed=trained.get("seed", 0) if same else 0,
+        augment=False,
+        study_type=trained.get("study_type") if same else None,
+    )
+    if list(splits.class_names) != list(meta["class_names"]):
+        raise ValueError(
+            f"dataset {name!r} has classes {splits.class_names} but the checkpoint was trained on {meta['class_names']}"
+        )
+    fingerprint = (meta.get("dataset") or {}).get("fingerprint")
+    if same and fingerprint and fingerprint != splits.fingerprint:
+        logger.warning(
+            "dataset fingerprint %s differs from the checkpoint's %s", splits.fingerprint[:12], fingerprint[:12]
+        )
+    data = getattr(splits, config.split).with_transform(train=False)
+    data = limit_dataset(data, config.max_samples, trained.get("seed", 0))
+    metrics = evaluate(model, data, splits.class_names, batch_size=config.batch_size, device=device)
+    logger.info("%s %s (%d images): %s", name, config.split, len(data), summary_line(metrics))
+    weights, _ = checkpoint_paths(config.checkpoint)
+    metrics["provenance"] = {
+        "checkpoint": str(weights),
+        "model_checksum": model_checksum(model),
+        "dataset": name,
+        "dataset_fingerprint": splits.fingerprint,
+        "split": config.split,
+        "config": config_to_dict(config),
+    }
+    out = Path(config.out) if config.out else weights.parent / f"eval_{name}_{config.split}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(to_jsonable(metrics), indent=2, allow_nan=False) + "\n")
+    save_config(config, out.parent, name=f"{out.stem}.config.yaml")
+    metrics["provenance"]["output"] = str(out)
+    return metrics

@@ -1,0 +1,290 @@
+"""Supervised training of a baseline classifier with the paper's recipe (METHOD.md §1).
+
+Class-weighted cross-entropy (inverse class frequency), Adam (lr 1e-3), batch 32, StepLR ×0.1 every 10 epochs; the
+epoch with the best validation score is kept. :func:`run_train` is the whole pipeline (data → model → train →
+checkpoint) reading top to bottom; :func:`train` is the loop for a model and splits you already have.
+
+>>> config = TrainConfig(model="resnet_small", epochs=1, max_train_samples=64)  # doctest: +SKIP
+>>> result = run_train(config)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from medprune.checkpoint import save_checkpoint, to_jsonable
+from medprune.config import config_to_dict, save_config
+from medprune.devices import autocast, grad_scaler, resolve_device
+from medprune.metrics import evaluate, summary_line
+from medprune.models import create_model, model_spec
+from medprune.seeding import seed_everything
+from medprune.train_config import SelectOn, TrainConfig, TrainResult
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["TrainConfig", "TrainResult", "train", "run_train", "class_weights", "limit_dataset"]
+
+
+def class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
+    """Inverse class frequency ``N / (K · n_k)`` (scikit-learn's "balanced"); absent classes get weight 0.
+
+    >>> class_weights(np.array([0, 1, 1, 1]), 2)
+    tensor([2.0000, 0.6667])
+    """
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes).astype(np.float64)
+    weights = np.zeros(num_classes)
+    present = counts > 0
+    weights[present] = counts.sum() / (num_classes * counts[present])
+    if not present.all():
+        logger.warning("classes %s have no training samples; their loss weight is 0", np.flatnonzero(~present).tolist())
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def limit_dataset(dataset: Any, max_samples: int | None, seed: int) -> Any:
+    """A stratified, seeded subset of at most ``max_samples`` items (every present class keeps >= 1); else as is."""
+    if max_samples is None or max_samples >= len(dataset):
+        return dataset
+    labels = np.asarray(dataset.labels)
+    rng = np.random.default_rng(seed)
+    chosen: list[np.ndarray] = []
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        take = max(1, round(max_samples * len(members) / len(labels)))
+        chosen.append(rng.permutation(members)[:take])
+    return dataset.subset(np.sort(np.concatenate(chosen))[: max(max_samples, len(chosen))])
+
+
+def _score(metrics: dict[str, Any], select_on: SelectOn) -> float:
+    if select_on == "loss":
+        return -metrics["loss"]
+    value = metrics.get(select_on)
+    if value is None:  # e.g. AUROC of a validation split holding one class
+        logger.warning("validation %s is undefined; selecting on accuracy this epoch", select_on)
+        value = metrics["accuracy"]
+    return float(value)
+
+
+def _normalization(splits: Any) -> dict[str, list[float]]:
+    transform = getattr(splits.test, "transform", None)
+    if transform is not None and hasattr(transform, "mean"):
+        return {"mean": list(transform.mean), "std": list(transform.std)}
+    from medprune.data.transforms import build_transform
+
+    reference = build_transform(int(splits.image_size), int(splits.in_channels), False)
+    return {"mean": list(reference.mean), "std": list(reference.std)}
+
+
+def train(model: nn.Module, splits: Any, config: TrainConfig, out_dir: str | Path | None = None) -> TrainResult:
+    """Train ``model`` on ``splits.train``, keep the best epoch on ``splits.val``, report on ``splits.test``.
+
+    Args:
+        model: a classifier (from :func:`medprune.models.create_model` if a checkpoint is to be written).
+        splits: a :class:`medprune.data.DatasetSplits` (``train``/``val``/``test`` datasets with ``labels``,
+            ``class_names``, ``image_size``, ``in_channels``, ``name``, ``fingerprint``).
+        config: the run's settings (data fields are not used here; the splits are given).
+        out_dir: when given, ``history.csv`` (written as epochs finish), ``model.safetensors`` + ``model.json`` and
+            ``metrics.json`` are written there.
+
+    Returns:
+        A :class:`TrainResult`; ``result.model`` holds the best-validation weights.
+    """
+    start = time.perf_counter()
+    device = resolve_device(config.device)
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    class_names = list(splits.class_names)
+    train_set = limit_dataset(splits.train, config.max_train_samples, config.seed)
+    val_set = limit_dataset(splits.val, config.max_eval_samples, config.seed)
+    test_set = limit_dataset(splits.test, config.max_eval_samples, config.seed)
+    model.to(device)
+
+    weights = class_weights(train_set.labels, len(class_names)) if config.class_weights == "inverse" else None
+    criterion = nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device))
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_step, gamma=config.lr_gamma)
+    scaler = grad_scaler(device, config.amp)
+    loader = DataLoader(
+        train_set,
+        batch_size=config.batch_size,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(config.seed),
+        num_workers=config.num_workers,
+        persistent_workers=config.num_workers > 0,
+        pin_memory=device.type == "cuda",
+        drop_last=len(train_set) % config.batch_size == 1,  # a batch of one breaks BatchNorm
+    )
+    show_bars = config.progress and sys.stderr.isatty()
+    logger.info(
+        "training %s on %s: %d train / %d val / %d test images, %d epochs, device %s, class weights %s",
+        type(model).__name__,
+        getattr(splits, "name", "?"),
+        len(train_set),
+        len(val_set),
+        len(test_set),
+        config.epochs,
+        device,
+        None if weights is None else [round(w, 3) for w in weights.tolist()],
+    )
+
+    history: list[dict[str, Any]] = []
+    best_score, best_epoch, best_val = -math.inf, 0, {}
+    best_state: dict[str, torch.Tensor] = {}
+    csv_handle = (out / "history.csv").open("w", newline="") if out is not None else None
+    writer = None
+    try:
+        for epoch in range(1, config.epochs + 1):
+            epoch_start = time.perf_counter()
+            lr = optimizer.param_groups[0]["lr"]
+            model.train()
+            loss_sum, correct, seen = 0.0, 0, 0
+            bar = tqdm(loader, desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False, disable=not show_bars)
+            for inputs, labels in bar:
+                inputs = inputs.to(device, non_blocking=True)
+                labels = labels.to(device, non_blocking=True)
+                optimizer.zero_grad(set_to_none=True)
+                with autocast(device, config.amp):
+                    logits = model(inputs)
+                loss = criterion(logits.float(), labels)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch}; lower lr")
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                loss_sum += loss.item() * len(labels)
+                correct += int((logits.argmax(1) == labels).sum())
+                seen += len(labels)
+                bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
+            scheduler.step()
+            val = evaluate(model, val_set, class_names, batch_size=config.eval_batch_size)
+            score = _score(val, config.select_on)
+            improved = score > best_score
+            if improved:
+                best_score, best_epoch, best_val = score, epoch, val
+                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            row = {
+                "epoch": epoch,
+                "lr": lr,
+                "train_loss": round(loss_sum / max(seen, 1), 6),
+                "train_accuracy": round(correct / max(seen, 1), 6),
+                **{f"val_{k}": val[k] for k in ("loss", "accuracy", "balanced_accuracy", "macro_f1", "auroc")},
+                "seconds": round(time.perf_counter() - epoch_start, 2),
+            }
+            history.append(row)
+            if csv_handle is not None:
+                if writer is None:
+                    writer = csv.DictWriter(csv_handle, fieldnames=list(row))
+                    writer.writeheader()
+                writer.writerow(row)
+                csv_handle.flush()
+            logger.info(
+                "epoch %d/%d lr %.0e train loss %.4f acc %.4f | val loss %.4f %s | %.1fs%s",
+                epoch,
+                config.epochs,
+                lr,
+                row["train_loss"],
+                row["train_accuracy"],
+                val["loss"],
+                summary_line(val),
+                row["seconds"],
+                " *" if improved else "",
+            )
+    finally:
+        if csv_handle is not None:
+            csv_handle.close()
+
+    model.load_state_dict(best_state)
+    model.eval()
+    test = evaluate(model, test_set, class_names, batch_size=config.eval_batch_size)
+    logger.info("kept epoch %d (val %s %.4f); test %s", best_epoch, config.select_on, best_score, summary_line(test))
+    result = TrainResult(model, history, best_epoch, best_score, best_val, test, out)
+    result.extra = {"select_on": config.select_on, "dataset": getattr(splits, "name", None), "device": str(device)}
+    result.wall_time_s = time.perf_counter() - start
+    if out is not None:
+        result.checkpoint = save_checkpoint(
+            out / "model",
+            model,
+            {
+                "class_names": class_names,
+                "image_size": int(getattr(splits, "image_size", config.image_size)),
+                "in_channels": int(getattr(splits, "in_channels", config.channels)),
+                "normalization": _normalization(splits),
+                "dataset": {"name": getattr(splits, "name", None), "fingerprint": getattr(splits, "fingerprint", None)},
+                "train_config": config_to_dict(config),
+                "metrics": {"best_epoch": best_epoch, "val": _headline(best_val), "test": _headline(test)},
+            },
+        )
+        (out / "metrics.json").write_text(json.dumps(to_jsonable(result.to_dict()), indent=2, allow_nan=False) + "\n")
+    return result
+
+
+def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: metrics.get(k) for k in ("n", "accuracy", "balanced_accuracy", "macro_f1", "auroc", "loss")}
+
+
+def _resolve_pretrained(config: TrainConfig, in_channels: int) -> bool:
+    if config.pretrained is not None:
+        return config.pretrained
+    if not model_spec(config.model).paper or in_channels != 3:
+        return False
+    return True
+
+
+def run_train(config: TrainConfig) -> TrainResult:
+    """The whole training pipeline: seed → data → model → :func:`train` → files in ``config.out_dir``.
+
+    Writes ``config.yaml`` (the resolved config) first, then ``history.csv``, ``model.safetensors``,
+    ``model.json`` and ``metrics.json``.
+    """
+    from medprune.data import load_dataset
+
+    out = Path(config.out_dir)
+    save_config(config, out)
+    seed_everything(config.seed)
+    splits = load_dataset(
+        config.dataset,
+        config.data_root,
+        image_size=config.image_size,
+        channels=config.channels,
+        size=config.size,
+        val_fraction=config.val_fraction,
+        test_fraction=config.test_fraction,
+        seed=config.seed,
+        augment=config.augment,
+        study_type=config.study_type,
+    )
+    counts = {name: len(getattr(splits, name)) for name in ("train", "val", "test")}
+    logger.info(
+        "data: %s %s, classes %s, fingerprint %s", splits.name, counts, splits.class_names, splits.fingerprint[:12]
+    )
+    build = dict(num_classes=len(splits.class_names), in_channels=splits.in_channels, image_size=splits.image_size)
+    pretrained = _resolve_pretrained(config, splits.in_channels)
+    try:
+        model = create_model(config.model, pretrained=pretrained, **build)
+    except RuntimeError as error:
+        if config.pretrained:  # explicitly required
+            raise ValueError(str(error)) from error
+        logger.warning("pretrained weights unavailable (%s); training %s from random init", error, config.model)
+        pretrained = False
+        model = create_model(config.model, pretrained=False, **build)
+    logger.info(
+        "model: %s (pretrained=%s), %d parameters", config.model, pretrained, sum(p.numel() for p in model.parameters())
+    )
+    seed_everything(config.seed)  # same init/shuffle stream whatever the data loader consumed
+    result = train(model, splits, config, out)
+    result.extra["pretrained"] = pretrained
+    (out / "metrics.json").write_text(json.dumps(to_jsonable(result.to_dict()), indent=2, allow_nan=False) + "\n")
+    return result
