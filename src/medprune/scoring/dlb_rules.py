@@ -146,7 +146,8 @@ def align_rule(relevance: Tensor, input_shape: torch.Size | tuple[int, ...]) -> 
             raise ValueError(f"cannot align relevance of shape {tuple(relevance.shape)} to {target}")
     before = relevance.flatten(1).sum(1)
     after = r.flatten(1).sum(1)
-    scale = torch.where(after > 0, before / torch.where(after > 0, after, torch.ones_like(after)), torch.ones_like(after))
+    positive = after > 0
+    scale = torch.where(positive, before / torch.where(positive, after, torch.ones_like(after)), torch.ones_like(after))
     return r * scale.view(-1, *([1] * (r.dim() - 1)))
 
 
@@ -174,7 +175,7 @@ def _conserve_by_magnitude(total: Tensor, t: Tensor, eps: float = 1e-12) -> Tens
 
 
 def attention_rule(relevance: Tensor, q: Tensor, k: Tensor, v: Tensor, epsilon: float = 1e-9) -> tuple[Tensor, ...]:
-    """DLB rule of scaled dot-product attention (mirrors ``SelfAttention.original_version.calculate_wt_self_attention``).
+    """DLB rule of scaled dot-product attention (``SelfAttention.original_version.calculate_wt_self_attention``).
 
     With ``A = softmax(q k^T / sqrt(d))`` (denominator + 1e-9), ``out = A v`` and ``Rn = R / stab(2 out)``:
     ``R_QK = (Rn v^T) * A``; the relevance of V, Q and K are the per-head totals of ``(A^T Rn) * v``,
