@@ -6,6 +6,7 @@ Data flow: ``scores -> masks_from_scores -> apply_masks`` (the paper's zeroing) 
 
 from __future__ import annotations
 
+from medprune.pruning.export import export_onnx, run_onnx
 from medprune.pruning.masked import MaskHandle, apply_masks, following_batchnorms, mask_model
 from medprune.pruning.masks import (
     NORMALIZATIONS,
@@ -27,6 +28,7 @@ __all__ = [
     "check_rate",
     "coupled_groups",
     "example_inputs_for",
+    "export_onnx",
     "following_batchnorms",
     "mask_model",
     "model_cost",
@@ -34,6 +36,7 @@ __all__ = [
     "normalize_scores",
     "pruned_structure",
     "remove_units",
+    "run_onnx",
     "structure_masks",
     "validate_scores",
 ]
