@@ -112,25 +112,42 @@ def _rule_cases() -> dict[str, torch.Tensor]:
         return torch.randn(*shape, generator=g)
 
     cases = {
-        "linear/mixed/r": rnd(4, 6).abs(), "linear/mixed/x": rnd(4, 5), "linear/mixed/w": rnd(6, 5),
+        "linear/mixed/r": rnd(4, 6).abs(),
+        "linear/mixed/x": rnd(4, 5),
+        "linear/mixed/w": rnd(6, 5),
         "linear/mixed/b": rnd(6) * 0.3,
-        "linear/tokens/r": rnd(2, 3, 6), "linear/tokens/x": rnd(2, 3, 5), "linear/tokens/w": rnd(6, 5),
+        "linear/tokens/r": rnd(2, 3, 6),
+        "linear/tokens/x": rnd(2, 3, 5),
+        "linear/tokens/w": rnd(6, 5),
         "linear/tokens/b": rnd(6) * 0.3,
         # non-negative inputs and an all-positive / all-negative weight row: the package's P, N -> 1 guard
-        "linear/onesided/r": rnd(3, 4).abs(), "linear/onesided/x": rnd(3, 5).abs(),
+        "linear/onesided/r": rnd(3, 4).abs(),
+        "linear/onesided/x": rnd(3, 5).abs(),
         "linear/onesided/w": torch.cat([rnd(1, 5).abs(), -rnd(1, 5).abs(), rnd(2, 5)]),
         "linear/onesided/b": rnd(4) * 0.3,
-        "conv/s2p1/r": rnd(2, 4, 3, 3).abs(), "conv/s2p1/x": rnd(2, 3, 6, 6), "conv/s2p1/w": rnd(4, 3, 3, 3),
-        "conv/s2p1/b": rnd(4) * 0.3, "conv/s2p1/padding": torch.tensor([1.0, 1.0]),
+        "conv/s2p1/r": rnd(2, 4, 3, 3).abs(),
+        "conv/s2p1/x": rnd(2, 3, 6, 6),
+        "conv/s2p1/w": rnd(4, 3, 3, 3),
+        "conv/s2p1/b": rnd(4) * 0.3,
+        "conv/s2p1/padding": torch.tensor([1.0, 1.0]),
         "conv/s2p1/stride": torch.tensor([2.0, 2.0]),
-        "conv/s1p0/r": rnd(1, 2, 4, 4), "conv/s1p0/x": rnd(1, 3, 6, 6), "conv/s1p0/w": rnd(2, 3, 3, 3),
-        "conv/s1p0/b": rnd(2) * 0.3, "conv/s1p0/padding": torch.tensor([0.0, 0.0]),
+        "conv/s1p0/r": rnd(1, 2, 4, 4),
+        "conv/s1p0/x": rnd(1, 3, 6, 6),
+        "conv/s1p0/w": rnd(2, 3, 3, 3),
+        "conv/s1p0/b": rnd(2) * 0.3,
+        "conv/s1p0/padding": torch.tensor([0.0, 0.0]),
         "conv/s1p0/stride": torch.tensor([1.0, 1.0]),
-        "attention/a/r": rnd(2, 3, 5, 4), "attention/a/q": rnd(2, 3, 5, 4), "attention/a/k": rnd(2, 3, 5, 4),
+        "attention/a/r": rnd(2, 3, 5, 4),
+        "attention/a/q": rnd(2, 3, 5, 4),
+        "attention/a/k": rnd(2, 3, 5, 4),
         "attention/a/v": rnd(2, 3, 5, 4),
     }
-    for case, (src, dst) in {"pool2": ((1, 2, 2, 2), (1, 2, 4, 4)), "tile": ((1, 2, 3, 3), (1, 2, 7, 7)),
-                             "sum": ((1, 2, 7, 7), (1, 2, 1, 1)), "gap": ((1, 2, 1, 1), (1, 2, 4, 4))}.items():
+    for case, (src, dst) in {
+        "pool2": ((1, 2, 2, 2), (1, 2, 4, 4)),
+        "tile": ((1, 2, 3, 3), (1, 2, 7, 7)),
+        "sum": ((1, 2, 7, 7), (1, 2, 1, 1)),
+        "gap": ((1, 2, 1, 1), (1, 2, 4, 4)),
+    }.items():
         cases[f"align/{case}/r"] = rnd(*src).abs()
         cases[f"align/{case}/shape"] = torch.tensor(dst, dtype=torch.float64)
     return cases
