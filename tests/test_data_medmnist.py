@@ -126,3 +126,31 @@ def test_refusals() -> None:
     with pytest.raises(DatasetError, match="study_type"):
         load_dataset("breastmnist", study_type="XR_WRIST")
     assert "chestmnist" not in available_datasets() and "breastmnist" in available_datasets()
+
+
+def test_download_when_absent(data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import medmnist
+
+    import medprune.data.medmnist as mm
+
+    calls = []
+
+    class FakeBreastMNIST:  # stands in for the network: "downloads" by copying the real file
+        def __init__(self, split: str, root: str, size: int, download: bool) -> None:
+            calls.append((root, size, download))
+            shutil.copy(data_root / "breastmnist" / "breastmnist.npz", Path(root) / "breastmnist.npz")
+
+    monkeypatch.delenv("MEDPRUNE_DATA", raising=False)
+    monkeypatch.setattr(mm, "_online", lambda: True)
+    monkeypatch.setattr(mm, "_default_medmnist_root", lambda: tmp_path / "default")
+    monkeypatch.setattr(medmnist, "BreastMNIST", FakeBreastMNIST)
+    splits = load_dataset("breastmnist")
+    assert calls == [(str(tmp_path / "default"), 28, True)] and len(splits.train) == 546
+    assert (tmp_path / "default" / "breastmnist.npz").is_file()
+
+    def failing(**kwargs: object) -> None:
+        raise RuntimeError("Automatic download failed!")
+
+    monkeypatch.setattr(medmnist, "BreastMNIST", failing)
+    with pytest.raises(DatasetNotFoundError, match=r"downloading breastmnist_64\.npz into .* failed"):
+        load_dataset("breastmnist", tmp_path / "other", size=64)

@@ -151,7 +151,6 @@ class ImageDataset(Dataset):
             raise DatasetError(f"indices out of range 0..{len(store) - 1}")
         self._all_labels = all_labels.astype(np.int64)
         self.labels = self._all_labels[self.indices]
-        self.labels.flags.writeable = False
         bad = np.flatnonzero((self.labels < 0) | (self.labels >= len(self.class_names)))
         if len(bad):
             i = int(bad[0])
