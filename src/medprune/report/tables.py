@@ -103,9 +103,10 @@ def curves(rows: Sequence[Row]) -> dict[tuple[Any, ...], list[Row]]:
 
 
 def varying_fields(rows: Sequence[Row], fields: Sequence[str] = VARIANT_FIELDS) -> list[str]:
-    """Which of ``fields`` take more than one value over the pruned rows."""
+    """Which of ``fields`` take more than one value over the pruned rows (placeholders of controls ignored)."""
     pruned = [r for r in rows if r["method"] != BASELINE]
-    return [f for f in fields if len({str(r.get(f)) for r in pruned}) > 1]
+    placeholders = {"none", "0", "None", ""}
+    return [f for f in fields if len({str(r.get(f)) for r in pruned} - placeholders) > 1]
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:

@@ -144,16 +144,6 @@ def sweep_model(
     inputs, labels = test_data
     rows: list[Row] = []
 
-    base = params.row(BASELINE, NO_SAMPLING, 0.0)
-    if row_key(base) not in done:
-        started = time.perf_counter()
-        _finish(
-            base, {**evaluate_rows(model, inputs, labels, class_names, batch_size), "pruned_fraction": 0.0}, started
-        )
-        log.append(base)
-        logger.info("%s/%s baseline: accuracy %.4f", params.model, params.dataset, base["accuracy"])
-    rows.append(done.get(row_key(base), base))
-
     pending: list[tuple[str, str, list[Row]]] = []
     for method, sampling in curves:
         curve_rows = [params.row(method, sampling, rate) for rate in rates]
@@ -167,6 +157,16 @@ def sweep_model(
         scores = {k: torch.as_tensor(v) for k, v in scores_for(method, sampling).items()}
         validate_scores(scores, groups, what=f"{method}/{sampling} scores")
         scored.append((method, sampling, todo, scores))
+    base = params.row(BASELINE, NO_SAMPLING, 0.0)
+    if row_key(base) not in done:
+        started = time.perf_counter()
+        _finish(
+            base, {**evaluate_rows(model, inputs, labels, class_names, batch_size), "pruned_fraction": 0.0}, started
+        )
+        log.append(base)
+        logger.info("%s/%s baseline: accuracy %.4f", params.model, params.dataset, base["accuracy"])
+    rows.insert(0, done.get(row_key(base), base))
+
     total = sum(g.num_units for g in groups)
     for method, sampling, todo, scores in scored:
         for row in todo:

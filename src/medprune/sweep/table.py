@@ -182,6 +182,7 @@ def write_csv(rows: Sequence[Row], path: str | Path, columns: Sequence[str] | No
                 writer.writerow([_cell(row.get(c)) for c in columns])
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

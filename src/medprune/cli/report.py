@@ -1,0 +1,27 @@
+"""``medprune report``: Table 1, lossless rates, curves, efficiency and heatmaps as one HTML page + PNG/CSV files."""
+
+from __future__ import annotations
+
+import argparse
+
+from medprune.cli.config_args import add_config_arguments, config_from_args
+from medprune.report.build import ReportConfig
+
+HELP = "build the report (Table 1, lossless rates, curves, efficiency, heatmaps) from sweep folders or CSVs"
+
+FLAGS = {"--results": "results", "--out": "out", "--tolerances": "tolerances", "--data-root": "data_root"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser, ReportConfig, FLAGS)
+    parser.add_argument("--no-efficiency", dest="efficiency", action="store_const", const=False)
+    parser.add_argument("--no-heatmaps", dest="heatmaps", action="store_const", const=False)
+
+
+def run(args: argparse.Namespace) -> int:
+    from medprune.report.build import build_report
+
+    config = config_from_args(args, ReportConfig, FLAGS, efficiency=args.efficiency, heatmaps=args.heatmaps)
+    result = build_report(config)
+    print(f"report: {result['html']}")
+    return 0

@@ -1,0 +1,29 @@
+"""``medprune sweep``: prune trained model(s) at every rate with every (method, sampling) and the controls."""
+
+from __future__ import annotations
+
+import argparse
+
+from medprune.cli.config_args import add_config_arguments, config_from_args
+from medprune.sweep.run import SweepConfig
+
+HELP = "sweep pruning rates x methods x samplings over trained checkpoints (resumable) -> results.csv"
+
+FLAGS = {
+    "--checkpoints": "checkpoints", "--out": "out", "--data-root": "data_root", "--methods": "methods",
+    "--samplings": "samplings", "--controls": "controls", "--rates": "rates", "--scope": "scope",
+    "--normalize": "normalize", "--device": "device",
+}  # fmt: skip
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser, SweepConfig, FLAGS)
+
+
+def run(args: argparse.Namespace) -> int:
+    from medprune.sweep.run import run_sweep
+
+    config = config_from_args(args, SweepConfig, FLAGS)
+    rows = run_sweep(config)
+    print(f"{len(rows)} rows -> {config.out}/results.csv")
+    return 0

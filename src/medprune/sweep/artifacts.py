@@ -1,0 +1,88 @@
+"""Re-open a finished sweep: its config, the checkpoints and datasets it used, its cached scores and their masks.
+
+The report (efficiency, heatmaps) and the demo's deployment step use this to rebuild exactly the masks of a row.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor, nn
+
+from medprune.config import build_config
+from medprune.pruning import masks_from_scores
+from medprune.sweep.run import SweepConfig, load_for_sweep, score_callback
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SweepModel:
+    """One swept checkpoint, loaded: model, checkpoint meta, dataset splits and a score lookup."""
+
+    key: str
+    model: nn.Module
+    meta: dict[str, Any]
+    splits: Any
+    config: SweepConfig
+    scores_for: Any
+    _couplings: list[list[str]] | None = field(default=None, repr=False)
+
+    def couplings(self) -> list[list[str]]:
+        """Coupled groups (residual streams) of the model, computed once."""
+        if self._couplings is None:
+            from medprune.pruning.physical import coupled_groups
+
+            self._couplings = coupled_groups(self.model)
+        return self._couplings
+
+    def masks(self, method: str, sampling: str, rate: float, physical: bool = False) -> dict[str, Tensor]:
+        """Keep-masks of a row (as swept); ``physical=True`` couples residual writers so removal is possible."""
+        coupled = self.config.couplings or (physical and bool(self.couplings()))
+        return masks_from_scores(
+            self.scores_for(method, sampling), rate, scope=self.config.scope, normalize=self.config.normalize,
+            min_keep=max(1, self.config.min_keep) if physical else self.config.min_keep,
+            couplings=self.couplings() if coupled else None,
+        )  # fmt: skip
+
+    def physical_matches_sweep(self) -> bool:
+        """Whether physical removal uses exactly the swept masks (no residual couplings, or the sweep coupled them)."""
+        return self.config.couplings or not self.couplings()
+
+
+def is_sweep_dir(path: str | Path) -> bool:
+    """A folder written by :func:`medprune.sweep.run.run_sweep` (has manifest.json and config.yaml)."""
+    path = Path(path)
+    return path.is_dir() and (path / "manifest.json").is_file() and (path / "config.yaml").is_file()
+
+
+def open_sweep(path: str | Path) -> tuple[SweepConfig, dict[str, Any]]:
+    """The resolved config and the manifest of a sweep folder."""
+    path = Path(path)
+    if not is_sweep_dir(path):
+        raise FileNotFoundError(f"{path} is not a sweep folder (needs manifest.json and config.yaml)")
+    config = build_config(SweepConfig, path / "config.yaml")
+    return config, json.loads((path / "manifest.json").read_text())
+
+
+def load_swept_models(path: str | Path, data_root: str | None = None) -> dict[str, SweepModel]:
+    """Every checkpoint of a sweep folder, loaded, keyed by the ``checkpoint`` column of its rows."""
+    from medprune.checkpoint import model_checksum
+
+    config, manifest = open_sweep(path)
+    if data_root is not None:
+        config.data_root = data_root
+    config.out = str(Path(path))
+    models: dict[str, SweepModel] = {}
+    for key, entry in manifest.get("models", {}).items():
+        model, meta, splits = load_for_sweep(entry["checkpoint"], config)
+        checksum = model_checksum(model)
+        if checksum[:16] != key:
+            raise ValueError(f"checkpoint {entry['checkpoint']} changed since the sweep ({checksum[:16]} vs {key})")
+        scores_for = score_callback(model, splits, config, Path(path) / "scores", checksum)
+        models[key] = SweepModel(key, model, meta, splits, config, scores_for)
+    return models

@@ -1,0 +1,245 @@
+"""``run_sweep(config)``: load each checkpoint and its dataset, score once per (method, sampling), sweep the rates.
+
+Everything is validated before any work (rates, methods, samplings, checkpoints, datasets); the rows go to
+``<out>/rows.jsonl`` (durable, resumable) and ``<out>/results.csv`` (the tidy table, rewritten after each model);
+``<out>/manifest.json`` records, per checkpoint, where the model, data and score files are (the report reads it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from medprune.config import save_config
+from medprune.pruning import check_rate
+from medprune.scoring import available_scorers, scorer_entry
+from medprune.sweep.core import DEFAULT_RATES, NO_SAMPLING, CurveParams, sweep_model
+from medprune.sweep.table import Row, RowLog, write_csv
+
+logger = logging.getLogger(__name__)
+
+SAMPLINGS: tuple[str, ...] = ("random", "confidence", "clustering")
+#: Data-free controls scored once (sampling ``none``) and swept beside every method by default.
+DEFAULT_CONTROLS: tuple[str, ...] = ("random", "magnitude")
+
+
+@dataclass
+class SweepConfig:
+    """Options of ``medprune sweep`` (also the sweep stage of the demo).
+
+    Attributes:
+        checkpoints: trained checkpoints (``model.safetensors`` paths or their stems); several go into one table.
+        out: output folder (rows.jsonl, results.csv, manifest.json, scores/, config.yaml).
+        data_root: folder holding the datasets (default: ``$MEDPRUNE_DATA``).
+        dataset: dataset name (default: the one recorded in each checkpoint).
+        methods: attribution methods (each swept with every sampling).
+        samplings: sample-selection strategies for data-dependent methods.
+        controls: control criteria added to every sweep (data-free ones are scored once, sampling ``none``).
+        rates: pruning rates in [0, 1); 0 is always included.
+        n_per_class: samples per class used for scoring.
+        seed: seed of sample selection and random scores.
+        sign: ``signed`` (paper) or ``abs`` aggregation of relevance over samples.
+        target: relevance starts at the ``true`` class (paper) or the ``predicted`` one.
+        scope: ``global`` ranking or the same rate in every ``layer``.
+        normalize: per-layer normalisation before a global ranking.
+        min_keep: units every layer keeps.
+        couplings: prune coupled groups (ResNet residual streams) together, so physical removal can match.
+        split: evaluation split.
+        batch_size: images per forward pass in evaluation.
+        score_batch_size: samples per scorer call.
+        device: ``cpu`` or ``cuda``.
+        method_options: ``{method: {option: value}}`` passed to scorers.
+    """
+
+    checkpoints: list[str] = field(default_factory=list)
+    out: str = "runs/sweep"
+    data_root: str | None = None
+    dataset: str | None = None
+    methods: list[str] = field(default_factory=lambda: ["lrp", "dlb", "ig"])
+    samplings: list[str] = field(default_factory=lambda: list(SAMPLINGS))
+    controls: list[str] = field(default_factory=lambda: list(DEFAULT_CONTROLS))
+    rates: list[float] = field(default_factory=lambda: list(DEFAULT_RATES))
+    n_per_class: int = 10
+    seed: int = 0
+    sign: Literal["signed", "abs"] = "signed"
+    target: Literal["true", "predicted"] = "true"
+    scope: Literal["global", "layer"] = "global"
+    normalize: Literal["none", "total", "max", "l2"] = "none"
+    min_keep: int = 1
+    couplings: bool = False
+    split: Literal["test", "val"] = "test"
+    batch_size: int = 256
+    score_batch_size: int = 16
+    device: str = "cpu"
+    method_options: dict[str, Any] = field(default_factory=dict)
+
+
+def curve_list(config: SweepConfig) -> list[tuple[str, str]]:
+    """The (method, sampling) pairs of a sweep: data-free methods once with sampling ``none``."""
+    pairs: list[tuple[str, str]] = []
+    for method in [*config.methods, *[c for c in config.controls if c not in config.methods]]:
+        samplings = [NO_SAMPLING] if scorer_entry(method).data_free else list(config.samplings)
+        pairs.extend((method, s) for s in samplings if (method, s) not in pairs)
+    return pairs
+
+
+def validate_config(config: SweepConfig) -> list[float]:
+    """Refuse a bad sweep before any work; return the sorted rates (with 0).
+
+    Raises:
+        ValueError: empty or out-of-range rates, unknown methods/samplings/options, no or missing checkpoints.
+    """
+    if not config.rates:
+        raise ValueError("rates is empty; give at least one rate in [0, 1)")
+    rates = sorted({round(check_rate(r, "rates entry"), 6) for r in config.rates} | {0.0})
+    known = available_scorers()
+    unknown = [m for m in [*config.methods, *config.controls] if m not in known]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; valid methods: {', '.join(known)}")
+    bad = [s for s in config.samplings if s not in SAMPLINGS]
+    if bad:
+        raise ValueError(f"unknown sampling(s) {bad}; valid samplings: {', '.join(SAMPLINGS)}")
+    for method, options in config.method_options.items():
+        if method not in known:
+            raise ValueError(f"method_options names unknown method {method!r}; valid methods: {', '.join(known)}")
+        extra = sorted(set(options or {}) - set(scorer_entry(method).options))
+        if extra:
+            valid = ", ".join(sorted(scorer_entry(method).options)) or "none"
+            raise ValueError(f"unknown option(s) {extra} for method {method!r}; valid options: {valid}")
+    if not config.checkpoints:
+        raise ValueError("no checkpoints given; pass at least one trained model (model.safetensors)")
+    if not isinstance(config.n_per_class, int) or config.n_per_class < 1:
+        raise ValueError(f"n_per_class must be a positive int, got {config.n_per_class!r}")
+    from medprune.checkpoint import read_meta
+
+    for path in config.checkpoints:
+        read_meta(path)  # raises FileNotFoundError / ValueError naming the file
+    return rates
+
+
+def load_for_sweep(path: str, config: SweepConfig) -> tuple[nn.Module, dict[str, Any], Any]:
+    """The checkpoint's model and meta, and its dataset split the way it was trained (checked by fingerprint)."""
+    from medprune.checkpoint import load_checkpoint
+    from medprune.data import load_dataset
+
+    model, meta = load_checkpoint(path, device=config.device)
+    recorded = meta.get("dataset") if isinstance(meta.get("dataset"), dict) else {}
+    trained = meta.get("train_config") or {}
+    name = config.dataset or recorded.get("name") or trained.get("dataset")
+    if not name:
+        raise ValueError(f"checkpoint {path} records no dataset; pass dataset=<name>")
+    kwargs = {k: trained[k] for k in ("size", "val_fraction", "test_fraction", "seed", "study_type") if k in trained}
+    root = config.data_root if config.data_root is not None else trained.get("data_root")
+    splits = load_dataset(
+        name, root, image_size=int(meta["image_size"]), channels=int(meta["in_channels"]), augment=False, **kwargs
+    )
+    if list(splits.class_names) != [str(c) for c in meta["class_names"]]:
+        raise ValueError(
+            f"checkpoint {path} was trained on classes {meta['class_names']} but dataset {name!r} has "
+            f"{splits.class_names}; pass the right dataset"
+        )
+    if config.dataset is None and recorded.get("fingerprint") and recorded["fingerprint"] != splits.fingerprint:
+        logger.warning("dataset %s differs from the one %s was trained on (fingerprint)", name, path)
+    return model, meta, splits
+
+
+def score_callback(model: nn.Module, splits: Any, config: SweepConfig, cache: Path, checksum: str):  # noqa: ANN201
+    """``scores_for(method, sampling)`` backed by the score store (reuses existing score files)."""
+    files: dict[str, str] = {}
+    try:
+        from medprune.scoring.store import ScoreRequest, compute_scores
+    except ModuleNotFoundError:
+        from medprune.sweep.fallback_scores import cached_scores
+
+        ScoreRequest = compute_scores = None  # noqa: N806
+
+    def scores_for(method: str, sampling: str) -> Mapping[str, Tensor]:
+        fields = dict(
+            method=method, sampling=sampling, n_per_class=config.n_per_class, seed=config.seed, sign=config.sign,
+            target=config.target, options=dict(config.method_options.get(method) or {}),
+        )  # fmt: skip
+        if compute_scores is None:
+            scores, path = cached_scores(model, splits.train, fields, cache, checksum, config.device)
+            files[f"{method}/{sampling}"] = str(path)
+            return scores
+        record = compute_scores(model, splits.train, ScoreRequest(**fields), cache_dir=cache, device=config.device)
+        recorded = (record.provenance or {}).get("model_checksum")
+        if recorded is not None and recorded != checksum:
+            raise ValueError(
+                f"{method}/{sampling} scores were made for another model ({recorded[:12]}…, this "
+                f"checkpoint is {checksum[:12]}…)"
+            )
+        if getattr(record, "path", None):
+            files[f"{method}/{sampling}"] = str(record.path)
+        return record.scores
+
+    scores_for.files = files  # type: ignore[attr-defined]
+    return scores_for
+
+
+def run_sweep(config: SweepConfig) -> list[Row]:
+    """Sweep every checkpoint of ``config``; return all rows (old and new) of this sweep.
+
+    >>> # rows = run_sweep(SweepConfig(checkpoints=["runs/train/model.safetensors"], out="runs/sweep"))
+    """
+    from medprune.checkpoint import model_checksum
+    from medprune.data import stack_samples
+
+    rates = validate_config(config)
+    curves = curve_list(config)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(config, out)
+    log = RowLog(out / "rows.jsonl")
+    manifest_path = out / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {"models": {}}
+    all_rows: list[Row] = []
+    for path in config.checkpoints:
+        model, meta, splits = load_for_sweep(path, config)
+        checksum = model_checksum(model)
+        name = meta["model"]["name"]
+        logger.info(
+            "sweep %s on %s (%s): %d curves x %d rates", name, splits.name, checksum[:12], len(curves), len(rates)
+        )
+        evaluation = getattr(splits, config.split)
+        test_data = stack_samples(evaluation, range(len(evaluation)))
+        scores_for = score_callback(model, splits, config, out / "scores", checksum)
+        couplings = None
+        if config.couplings:
+            from medprune.pruning.physical import coupled_groups
+            from medprune.units import unit_groups
+
+            couplings = coupled_groups(model, unit_groups(model))
+        params = CurveParams(
+            name, splits.name, checksum[:16], config.sign, config.target, config.n_per_class, config.seed,
+            config.scope, config.normalize, config.min_keep,
+        )  # fmt: skip
+        with torch.no_grad():
+            rows = sweep_model(
+                model,
+                params,
+                curves,
+                rates,
+                scores_for,
+                test_data,
+                splits.class_names,
+                log,
+                config.batch_size,
+                couplings,
+            )
+        all_rows.extend(rows)
+        manifest["models"][checksum[:16]] = {
+            "checkpoint": str(Path(path).resolve()), "model": name, "dataset": splits.name,
+            "data_root": config.data_root, "split": config.split, "score_files": scores_for.files,  # type: ignore[attr-defined]
+        }  # fmt: skip
+        manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+        write_csv(log.read(), out / "results.csv")
+    logger.info("sweep done: %d rows in %s", len(all_rows), out / "results.csv")
+    return all_rows

@@ -1,0 +1,69 @@
+"""Malformed sweep requests are refused with clear errors before any work is done."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from medprune.checkpoint import save_checkpoint
+from medprune.models import create_model
+from medprune.sweep.core import CurveParams, sweep_model
+from medprune.sweep.run import SweepConfig, curve_list, run_sweep, validate_config
+from medprune.sweep.table import RowLog
+from medprune.units import unit_groups
+
+
+@pytest.fixture()
+def checkpoint(tmp_path):
+    model = create_model("vgg_small", num_classes=2, image_size=16)
+    meta = {"class_names": ["normal", "pneumonia"], "dataset": {"name": "pneumoniamnist"}}
+    return str(save_checkpoint(tmp_path / "ckpt" / "model", model, meta))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"rates": [0.1, 1.0]}, r"in \[0, 1\)"),
+        ({"rates": [-0.05]}, r"in \[0, 1\)"),
+        ({"rates": []}, "rates is empty"),
+        ({"methods": ["lrp", "gradcam"]}, "unknown method.*gradcam.*valid methods: .*lrp"),
+        ({"controls": ["nonsense"]}, "unknown method"),
+        ({"samplings": ["kmeans"]}, "unknown sampling.*valid samplings: random, confidence, clustering"),
+        ({"method_options": {"lrp": {"gamma_typo": 1}}}, "unknown option.*gamma_typo"),
+        ({"checkpoints": []}, "no checkpoints"),
+        ({"n_per_class": 0}, "n_per_class"),
+    ],
+)
+def test_bad_requests_are_refused_before_any_work(tmp_path, checkpoint, change, message):
+    config = SweepConfig(**{"checkpoints": [checkpoint], "out": str(tmp_path / "sweep"), **change})
+    with pytest.raises(ValueError, match=message):
+        run_sweep(config)
+    assert not (tmp_path / "sweep").exists()
+
+
+def test_missing_checkpoint_is_refused(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        validate_config(SweepConfig(checkpoints=[str(tmp_path / "nope.safetensors")]))
+
+
+def test_rates_are_sorted_deduplicated_and_include_zero(checkpoint):
+    assert validate_config(SweepConfig(checkpoints=[checkpoint], rates=[0.3, 0.1, 0.30000000000000004])) == [
+        0.0, 0.1, 0.3,
+    ]  # fmt: skip
+
+
+def test_controls_are_data_free_and_scored_once():
+    pairs = curve_list(SweepConfig(methods=["lrp"], samplings=["random", "clustering"]))
+    assert pairs == [("lrp", "random"), ("lrp", "clustering"), ("random", "none"), ("magnitude", "none")]
+
+
+def test_scores_for_another_model_are_refused_before_any_row(tmp_path):
+    model = create_model("vgg_small", num_classes=2, image_size=16)
+    other = create_model("resnet_small", num_classes=2, image_size=16)
+    foreign = {g.name: torch.rand(g.num_units) for g in unit_groups(other)}
+    log = RowLog(tmp_path / "rows.jsonl")
+    data = (torch.randn(8, 3, 16, 16), torch.randint(0, 2, (8,)))
+    with pytest.raises(ValueError, match="another model"):
+        sweep_model(model, CurveParams("vgg_small", "d", "x"), [("lrp", "random")], [0.0, 0.5],
+                    lambda m, s: foreign, data, ["a", "b"], log)  # fmt: skip
+    assert log.read() == []
