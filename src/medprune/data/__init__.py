@@ -1,5 +1,25 @@
 """Datasets: one entry point, :func:`load_dataset`, giving train/val/test :class:`ImageDataset` splits.
 
+Layout (data flows top to bottom):
+
+- ``api.py``: :func:`load_dataset`, :func:`available_datasets` (names: layouts + MedMNIST flags).
+- ``medmnist.py``, ``folders.py`` (folder, kvasir, cpn), ``csv_layouts.py`` (fetal_planes, mura): one loader per
+  layout, registered with :func:`register_layout`, each returning raw samples + split indices + a fingerprint.
+- ``splitting.py``: seeded stratified and patient-disjoint splits, fingerprints.
+- ``base.py``: :class:`ImageDataset` (a view on an in-memory or file :class:`ImageStore`), :class:`DatasetSplits`,
+  :func:`stack_samples`, :func:`verify_images`.
+- ``transforms.py`` / ``batch_augment.py``: the paper's transforms, per image and (for DataLoader batches of
+  in-memory images) per batch.
+- ``errors.py``: :class:`DatasetError` (a ``ValueError``), :class:`DatasetNotFoundError` (also a
+  ``FileNotFoundError``), :class:`ImageReadError`.
+
+Typical use::
+
+    splits = load_dataset("pneumoniamnist", image_size=28)          # root: $MEDPRUNE_DATA or medmnist's default
+    loader = DataLoader(splits.train, batch_size=32, shuffle=True)  # augmented; splits.val/test are not
+    weights = 1.0 / splits.train.class_counts()                     # inverse class frequency
+    images, labels = stack_samples(splits.train, [0, 7, 9])         # eval transform, for scoring
+
 >>> "pneumoniamnist" in available_datasets() and "kvasir" in available_datasets()
 True
 """

@@ -12,6 +12,7 @@ from medprune.data.base import DatasetSplits, ImageDataset
 from medprune.data.errors import DatasetError
 from medprune.data.medmnist import is_medmnist_flag, load_medmnist, medmnist_flags
 from medprune.data.registry import ENV_ROOT, LoadOptions, RawSplit, default_root, layouts
+from medprune.data.splitting import check_fraction
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +80,10 @@ def load_dataset(
         raise DatasetError(f"channels must be 1 or 3, got {channels!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise DatasetError(f"seed must be a non-negative int, got {seed!r}")
+    check_fraction("val_fraction", val_fraction)
+    check_fraction("test_fraction", test_fraction)
+    if val_fraction + test_fraction >= 1.0:
+        raise DatasetError(f"val_fraction + test_fraction must be < 1, got {val_fraction} + {test_fraction}")
     options = LoadOptions(image_size, channels, size, val_fraction, test_fraction, seed, bool(augment), study_type)
     registered = layouts()
     is_medmnist = key not in registered and is_medmnist_flag(key)
@@ -89,6 +94,10 @@ def load_dataset(
     if study_type is not None and key != "mura":
         raise DatasetError(f"study_type={study_type!r} applies to 'mura' only, not {key!r}")
     if is_medmnist:
+        if size is None and image_size > 28:
+            logger.info(
+                "%s: 28-px file resized to %d px; pass size=64/128/224 for the MedMNIST+ files", key, image_size
+            )
         raw = load_medmnist(key, default_root(root), options)
     else:
         env = os.environ.get(ENV_ROOT)

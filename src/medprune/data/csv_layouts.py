@@ -40,7 +40,9 @@ def _check_files(paths: list[Path], listed_in: Path) -> None:
         )
 
 
-def _carve_val(labels: np.ndarray, patients: np.ndarray, train_idx: np.ndarray, options: LoadOptions):
+def _carve_val(
+    labels: np.ndarray, patients: np.ndarray, train_idx: np.ndarray, options: LoadOptions
+) -> tuple[np.ndarray, np.ndarray]:
     keep, held = group_split(labels[train_idx], patients[train_idx], options.val_fraction, options.seed)
     return train_idx[keep], train_idx[held]
 
@@ -137,7 +139,7 @@ def _study_type(value: str | None) -> str | None:
     return key
 
 
-def _read_mura_csv(csv_path: Path, base: Path, study: str | None):
+def _read_mura_csv(csv_path: Path, base: Path, study: str | None) -> tuple[list[Path], list[int], list[str]]:
     paths, labels, patients = [], [], []
     with open(csv_path, encoding="utf-8-sig") as handle:
         for line, raw in enumerate(handle, start=1):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -71,7 +72,9 @@ def _class_folders(folder: Path, expected: list[str] | None, what: str) -> dict[
     return {canonical[k]: found[k] for k in sorted(canonical)}
 
 
-def _scan(folder: Path, class_names: list[str] | None, expected: list[str] | None, what: str):
+def _scan(
+    folder: Path, class_names: list[str] | None, expected: list[str] | None, what: str
+) -> tuple[list[str], list[Path], np.ndarray]:
     """(class names, image paths, labels) of one folder of class folders; an empty class folder is an error."""
     classes = _class_folders(folder, expected, what)
     if class_names is not None and sorted(classes) != sorted(class_names):
@@ -146,7 +149,7 @@ def load_class_folders(folder: Path, options: LoadOptions, expected: list[str] |
     )
 
 
-def _locate(root: Path | None, name: str, what: str, looks_right) -> Path:
+def _locate(root: Path | None, name: str, what: str, looks_right: Callable[[Path], bool]) -> Path:
     if root is None:
         raise DatasetNotFoundError(
             f"no root folder for {what}: pass root= (the folder holding one folder per class), "
@@ -160,7 +163,7 @@ def _locate(root: Path | None, name: str, what: str, looks_right) -> Path:
     return root
 
 
-def _matches(expected: list[str] | None):
+def _matches(expected: list[str] | None) -> Callable[[Path], bool]:
     def looks_right(folder: Path) -> bool:
         names = {d.name.lower() for d in _subdirs(folder)}
         if _given_splits(folder):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -66,30 +65,38 @@ def stratified_split(
 def group_split(
     labels: np.ndarray, groups: np.ndarray, fraction: float, seed: int, *, what: str = "patients"
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (kept, held out): about ``fraction`` of the samples held out, no group on both sides.
+    """Indices (kept, held out): about ``fraction`` of the samples of each class held out, whole groups only.
 
-    The held-out part is one fold of a shuffled ``StratifiedGroupKFold`` with ``round(1 / fraction)`` folds, so class
-    proportions are kept as far as whole groups allow. Groups (patients) never cross: leakage is impossible by
-    construction.
+    Groups (patients) are visited in a seeded random order; a group is held out when that brings the held-out
+    per-class counts closer to ``fraction`` × the class counts (L1 distance). No group is on both sides, so leakage is
+    impossible by construction.
+
+    >>> kept, held = group_split(np.array([0, 0, 1, 1] * 5), np.repeat(np.arange(10), 2), 0.2, seed=0)
+    >>> len(held), len(np.intersect1d(np.repeat(np.arange(10), 2)[kept], np.repeat(np.arange(10), 2)[held]))
+    (4, 0)
     """
-    from sklearn.model_selection import StratifiedGroupKFold
-
     fraction = check_fraction("val_fraction", fraction)
     everything = np.arange(len(labels), dtype=np.int64)
     if fraction == 0.0 or len(labels) == 0:
         return everything, np.zeros(0, np.int64)
-    n_splits = max(2, int(round(1.0 / fraction)))
-    n_groups = len(np.unique(groups))
-    if n_groups < n_splits:
+    classes, label_idx = np.unique(labels, return_inverse=True)
+    names, group_idx = np.unique(groups, return_inverse=True)
+    per_group = np.zeros((len(names), len(classes)), dtype=np.int64)
+    np.add.at(per_group, (group_idx, label_idx), 1)
+    target = fraction * per_group.sum(axis=0)
+    held_counts = np.zeros(len(classes))
+    held_groups = np.zeros(len(names), dtype=bool)
+    for g in np.random.default_rng(seed).permutation(len(names)):
+        candidate = held_counts + per_group[g]
+        if np.abs(candidate - target).sum() < np.abs(held_counts - target).sum():
+            held_counts, held_groups[g] = candidate, True
+    if not held_groups.any():
         raise DatasetError(
-            f"cannot hold out {fraction:.0%} of the training images by {what}: {n_groups} {what}, "
-            f"need at least {n_splits}"
+            f"cannot hold out {fraction:.0%} of {len(labels)} training images by {what}: no whole set of the "
+            f"{len(names)} {what} comes close; raise val_fraction or use more data"
         )
-    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "least populated class has only k members"
-        kept, held = next(splitter.split(everything, labels, groups))
-    return np.sort(kept).astype(np.int64), np.sort(held).astype(np.int64)
+    held = held_groups[group_idx]
+    return everything[~held], everything[held]
 
 
 def file_sha256(path: str | Path) -> str:
