@@ -235,8 +235,11 @@ def stack_samples(
     view = dataset.subset(indices).with_transform(train=augment)
     if len(view) == 0:
         return torch.empty(0, view.channels, view.image_size, view.image_size), torch.empty(0, dtype=torch.int64)
-    images = torch.stack([view[i][0] for i in range(len(view))])
-    return images, torch.from_numpy(view.labels.copy())
+    chunks = [
+        torch.stack([image for image, _ in view.__getitems__(list(range(start, min(start + 512, len(view)))))])
+        for start in range(0, len(view), 512)
+    ]  # in-memory images are transformed 512 at a time (batched), files one by one
+    return torch.cat(chunks), torch.from_numpy(view.labels.copy())
 
 
 def verify_images(dataset: ImageDataset) -> None:
