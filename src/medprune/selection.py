@@ -1,0 +1,222 @@
+"""Which training samples the relevance of each unit is computed on (METHOD.md §4, paper §3.2).
+
+From the **training split**, seen through the evaluation transform (no augmentation), ``n_per_class`` samples of each
+class:
+
+- ``random``: uniform without replacement within the class (seeded).
+- ``confidence``: the samples with the highest softmax probability of their own class.
+- ``clustering``: k-means (k = n, scikit-learn, seeded, ``n_init`` fixed) on the penultimate-layer features (the input
+  of the final classifier Linear), then the sample nearest each centroid; samples are distinct (nearest-sample
+  matching of centroids to samples by minimum total distance).
+
+A class with fewer than ``n_per_class`` samples contributes all it has, and the :class:`Selection` notes (and the log)
+say so. ``confidence`` and ``clustering`` need a forward pass over the class's samples; ``candidate_limit`` caps it to a
+seeded random subset of at most that many samples per class (reported in the notes).
+
+>>> # sel = select_samples(model, splits.train, "clustering", n_per_class=10, seed=0)
+>>> # images, labels = stack_samples(splits.train, sel.indices)
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+logger = logging.getLogger(__name__)
+
+Strategy = Literal["random", "confidence", "clustering"]
+SAMPLINGS: tuple[str, ...] = ("random", "confidence", "clustering")
+KMEANS_N_INIT = 10
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The chosen samples.
+
+    Attributes:
+        indices: positions in the dataset handed to :func:`select_samples`, grouped by class (class 0 first).
+        labels: the label of each chosen sample.
+        per_class_counts: ``{class index: number chosen}`` for every class.
+        notes: human-readable remarks (short classes, candidate caps).
+        strategy: the strategy used.
+        n_per_class: samples asked for per class.
+        seed: the seed used.
+        candidate_limit: cap on the samples scanned per class by ``confidence``/``clustering`` (``None``: all).
+        candidates_per_class: ``{class index: samples scanned}`` (``random`` scans none).
+    """
+
+    indices: list[int]
+    labels: list[int]
+    per_class_counts: dict[int, int]
+    notes: list[str] = field(default_factory=list)
+    strategy: str = "random"
+    n_per_class: int = 10
+    seed: int = 0
+    candidate_limit: int | None = None
+    candidates_per_class: dict[int, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly copy (for score-file provenance)."""
+        d = asdict(self)
+        d["per_class_counts"] = {str(k): v for k, v in self.per_class_counts.items()}
+        d["candidates_per_class"] = {str(k): v for k, v in self.candidates_per_class.items()}
+        return d
+
+
+def _eval_view(dataset: Any) -> Any:
+    return dataset.with_transform(train=False) if hasattr(dataset, "with_transform") else dataset
+
+
+def _load(view: Any, positions: Sequence[int]) -> Tensor:
+    positions = [int(p) for p in positions]
+    items = view.__getitems__(positions) if hasattr(view, "__getitems__") else [view[p] for p in positions]
+    return torch.stack([image for image, _ in items])
+
+
+def _classifier(model: nn.Module) -> nn.Linear:
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError(f"{type(model).__name__} has no Linear classifier; cannot read penultimate features")
+    return linears[-1]
+
+
+@torch.no_grad()
+def forward_features(
+    model: nn.Module, dataset: Any, positions: Sequence[int], batch_size: int = 64, device: torch.device | None = None
+) -> tuple[Tensor, Tensor]:
+    """Softmax probabilities (N, classes) and penultimate features (N, D) of the samples at ``positions``.
+
+    The model is run in eval mode (its mode is restored) on ``device`` (default: where its parameters are).
+    """
+    device = device or next(model.parameters()).device
+    view = _eval_view(dataset)
+    kept: list[Tensor] = []
+    handle = _classifier(model).register_forward_pre_hook(lambda _m, inputs: kept.append(inputs[0].flatten(1)))
+    was_training = model.training
+    model.eval()
+    probs, feats = [], []
+    try:
+        for start in range(0, len(positions), batch_size):
+            images = _load(view, positions[start : start + batch_size]).to(device)
+            kept.clear()
+            probs.append(model(images).softmax(1).double().cpu())
+            feats.append(kept[-1].double().cpu())
+    finally:
+        handle.remove()
+        model.train(was_training)
+    if not probs:
+        return torch.empty(0, 0, dtype=torch.float64), torch.empty(0, 0, dtype=torch.float64)
+    return torch.cat(probs), torch.cat(feats)
+
+
+def _nearest_to_centroids(features: np.ndarray, k: int, seed: int) -> tuple[list[int], list[str]]:
+    """Positions (into ``features``) of the distinct samples nearest the ``k`` k-means centroids."""
+    from scipy.optimize import linear_sum_assignment
+    from sklearn.cluster import KMeans
+
+    notes = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        centroids = KMeans(n_clusters=k, random_state=seed, n_init=KMEANS_N_INIT).fit(features).cluster_centers_
+    if any("distinct clusters" in str(w.message) for w in caught):
+        notes.append("k-means found fewer distinct clusters than k (duplicate features)")
+    distance = ((centroids[:, None, :] - features[None, :, :]) ** 2).sum(-1)
+    rows, cols = linear_sum_assignment(distance)  # one distinct sample per centroid, least total distance
+    return [int(c) for _, c in sorted(zip(rows, cols))], notes
+
+
+def select_samples(
+    model: nn.Module,
+    dataset: Any,
+    strategy: Strategy,
+    n_per_class: int = 10,
+    seed: int = 0,
+    batch_size: int = 64,
+    device: torch.device | str | None = None,
+    candidate_limit: int | None = None,
+) -> Selection:
+    """Choose ``n_per_class`` samples of every class of ``dataset`` (the training split) with ``strategy``.
+
+    Args:
+        model: the trained classifier (used by ``confidence`` and ``clustering``).
+        dataset: an :class:`~medprune.data.ImageDataset` (``.labels``, ``.with_transform``, ``dataset[i]``); the
+            evaluation transform is used whatever the dataset's own.
+        strategy: ``random``, ``confidence`` or ``clustering`` (module docstring).
+        n_per_class: samples per class (a class with fewer gives all it has).
+        seed: seeds the random draws, the candidate subset and k-means.
+        batch_size: images per forward pass.
+        device: where the model runs (default: where its parameters are).
+        candidate_limit: scan at most this many samples per class (seeded random subset) for ``confidence`` and
+            ``clustering``; ``None`` scans all.
+
+    Returns:
+        A :class:`Selection`.
+    """
+    if strategy not in SAMPLINGS:
+        raise ValueError(f"sampling strategy must be one of {', '.join(SAMPLINGS)}, got {strategy!r}")
+    for name, value in (("n_per_class", n_per_class), ("batch_size", batch_size)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if candidate_limit is not None and (not isinstance(candidate_limit, int) or candidate_limit < 1):
+        raise ValueError(f"candidate_limit must be a positive int or None, got {candidate_limit!r}")
+    if not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    if isinstance(device, str):
+        from medprune.devices import resolve_device
+
+        device = resolve_device(device)
+    labels = np.asarray(dataset.labels, dtype=np.int64)
+    num_classes = len(getattr(dataset, "class_names", None) or []) or (int(labels.max()) + 1 if len(labels) else 0)
+    rng = np.random.default_rng(seed)
+    indices: list[int] = []
+    counts: dict[int, int] = {}
+    scanned: dict[int, int] = {}
+    notes: list[str] = []
+    for c in range(num_classes):
+        where = np.flatnonzero(labels == c)
+        if len(where) <= n_per_class:
+            chosen = where.tolist()
+            message = f"class {c} has {len(where)} training sample(s), fewer than n_per_class={n_per_class}: all used"
+            if len(where) == n_per_class:
+                message = f"class {c} has exactly {n_per_class} training samples: all used"
+            else:
+                logger.warning(message)
+            notes.append(message)
+        elif strategy == "random":
+            chosen = sorted(rng.choice(where, size=n_per_class, replace=False).tolist())
+        else:
+            candidates = where
+            if candidate_limit is not None and len(where) > candidate_limit:
+                candidates = np.sort(rng.choice(where, size=candidate_limit, replace=False))
+                notes.append(f"class {c}: {strategy} scanned a seeded random {candidate_limit} of {len(where)} samples")
+            scanned[c] = len(candidates)
+            probs, feats = forward_features(model, dataset, candidates.tolist(), batch_size, device)
+            if strategy == "confidence":
+                order = np.argsort(-probs[:, c].numpy(), kind="stable")[:n_per_class]
+                chosen = candidates[order].tolist()
+            else:
+                picked, extra = _nearest_to_centroids(feats.numpy(), n_per_class, seed)
+                notes.extend(f"class {c}: {e}" for e in extra)
+                chosen = candidates[picked].tolist()
+        counts[c] = len(chosen)
+        indices.extend(int(i) for i in chosen)
+    logger.info("selected %d samples (%s, n_per_class=%d, seed=%d): %s", len(indices), strategy, n_per_class, seed,
+                counts)
+    return Selection(
+        indices=indices,
+        labels=[int(labels[i]) for i in indices],
+        per_class_counts=counts,
+        notes=notes,
+        strategy=strategy,
+        n_per_class=n_per_class,
+        seed=seed,
+        candidate_limit=candidate_limit,
+        candidates_per_class=scanned,
+    )
