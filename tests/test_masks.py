@@ -30,7 +30,7 @@ def _pruned(masks: dict[str, torch.Tensor]) -> int:
     return sum(int((~m).sum()) for m in masks.values())
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(scores=score_dicts(), rate=RATES, min_keep=st.integers(0, 2))
 def test_global_exact_count_and_floor(scores: dict, rate: float, min_keep: int) -> None:
     masks = masks_from_scores(scores, rate, scope="global", min_keep=min_keep)
@@ -42,7 +42,7 @@ def test_global_exact_count_and_floor(scores: dict, rate: float, min_keep: int) 
         assert int(mask.sum()) >= min(min_keep, mask.numel())
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(scores=score_dicts(), rate=RATES, min_keep=st.integers(0, 2))
 def test_layer_exact_counts(scores: dict, rate: float, min_keep: int) -> None:
     masks = masks_from_scores(scores, rate, scope="layer", min_keep=min_keep)
@@ -51,7 +51,7 @@ def test_layer_exact_counts(scores: dict, rate: float, min_keep: int) -> None:
         assert int((~mask).sum()) == min(pruned_count(rate, n), max(n - min_keep, 0))
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(
     scores=score_dicts(),
     rates=st.lists(RATES, min_size=2, max_size=4),
@@ -69,7 +69,7 @@ def test_nested_and_monotone_across_rates(scores: dict, rates: list, scope: str,
         previous = masks
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(scores=score_dicts(distinct=True), rate=RATES, scope=st.sampled_from(["global", "layer"]), data=st.data())
 def test_permutation_equivariant(scores: dict, rate: float, scope: str, data: st.DataObject) -> None:
     perms = {k: torch.tensor(data.draw(st.permutations(list(range(v.numel()))))) for k, v in scores.items()}

@@ -159,9 +159,10 @@ def apply_masks(model: nn.Module, masks: Mapping[str, Tensor]) -> MaskHandle:
     """
     groups = unit_groups(model)
     validate_scores(masks, groups, what="masks")
+    masks = {name: torch.as_tensor(mask) for name, mask in masks.items()}
     for name, mask in masks.items():
-        if torch.as_tensor(mask).dtype != torch.bool:
-            raise ValueError(f"masks[{name!r}] must be a bool tensor (True = keep), got {torch.as_tensor(mask).dtype}")
+        if mask.dtype != torch.bool:
+            raise ValueError(f"masks[{name!r}] must be a bool tensor (True = keep), got {mask.dtype}")
     needs_bn = any((~masks[g.name]).any() for g in groups if g.kind in ("conv", "linear"))
     plan = zeroing_plan(model, groups, masks, following_batchnorms(model) if needs_bn else {})
     saved: list[tuple[Tensor, Tensor, Tensor]] = []
