@@ -34,9 +34,9 @@ class DemoConfig:
         tolerances: tolerances of the lossless rates in the report.
         deploy_tolerance, deploy_criterion: the lossless rate the deployed (physically pruned) model uses: the best
             curve's largest rate with accuracy (or worst-class recall) drop within the tolerance.
-        efficiency, heatmaps: report sections.
+        efficiency, heatmaps: report sections. report_options: other :class:`ReportConfig` fields.
         threads: torch CPU threads (``None``: torch's default; 1 is fastest on a machine shared with other jobs).
-        quick: a tiny run for tests: 1 epoch on 600 images, 3 rates, LRP + controls, one sampling.
+        quick: a tiny run for tests: 1 epoch on 300 images, rates 0 and 0.3, LRP (random sampling) + controls.
     """
 
     data_root: str | None = None
@@ -62,16 +62,19 @@ class DemoConfig:
     deploy_criterion: Literal["accuracy", "worst_recall"] = "accuracy"
     efficiency: bool = True
     heatmaps: bool = True
+    report_options: dict[str, Any] = field(default_factory=dict)
     threads: int | None = None
     quick: bool = False
 
 
 def shrink(config: DemoConfig) -> DemoConfig:
     """The ``quick`` version of a config: small enough for a smoke test (well under a minute on 2 cores)."""
-    config.epochs, config.max_train_samples = 1, config.max_train_samples or 600
+    config.epochs, config.max_train_samples = 1, min(config.max_train_samples or 300, 300)
     config.methods, config.samplings, config.controls = ["lrp"], ["random"], ["random", "magnitude"]
-    config.rates, config.n_per_class = [0.0, 0.2, 0.4], 3
+    config.rates, config.n_per_class = [0.0, 0.3], 3
     config.train_options = {"max_eval_samples": 200, **config.train_options}
+    config.report_options = {"heatmap_per_class": 1, "similarity_images": 2, "similarity_rates": [0.3],
+                             **config.report_options}  # fmt: skip
     return config
 
 
@@ -161,7 +164,7 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
 
     report = build_report(ReportConfig(results=[str(sweep_dir)], out=str(out / "report"), tolerances=tolerances,
                                        efficiency=config.efficiency, heatmaps=config.heatmaps,
-                                       data_root=config.data_root))  # fmt: skip
+                                       data_root=config.data_root, **config.report_options))  # fmt: skip
     logger.info("stage 5/5 report: %s", report["html"])
 
     summary = {"report": str(report["html"]), "results": str(sweep_dir / "results.csv"), "deployed": deployed,
