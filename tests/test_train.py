@@ -130,3 +130,38 @@ def test_class_weights_and_limit_dataset(splits):
 def test_bad_config_is_refused(overrides, match):
     with pytest.raises((ConfigError, ValueError), match=match):
         build_config(TrainConfig, overrides=overrides)
+
+
+def test_pretrained_auto_only_for_paper_models_with_rgb():
+    from medprune.train import _resolve_pretrained
+
+    assert _resolve_pretrained(_config(), 3) is False  # resnet_small has no weights
+    assert _resolve_pretrained(_config(model="resnet50"), 1) is False  # ImageNet weights need 3 channels
+    assert _resolve_pretrained(_config(model="resnet50"), 3) is True
+    assert _resolve_pretrained(_config(model="resnet50", pretrained=False), 3) is False
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_mixed_precision_trains(splits):
+    result = train(_model(), splits, _config(epochs=2, device="cuda", amp=True), None)
+    assert next(result.model.parameters()).is_cuda
+    assert all(np.isfinite(row["train_loss"]) for row in result.history)
+    assert result.test_metrics["auroc"] > 0.7
+
+
+def test_recalibrate_batchnorm_gives_exact_statistics_and_restores_state():
+    from medprune.train import recalibrate_batchnorm
+
+    model = _model().train()
+    x = torch.randn(40, 1, 12, 12)
+    momentum = model.bn1.momentum
+    assert recalibrate_batchnorm(model, (x, torch.zeros(40, dtype=torch.long)), batch_size=40) == sum(
+        isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()
+    )
+    with torch.no_grad():
+        features = model.conv1(x)
+    torch.testing.assert_close(model.bn1.running_mean, features.mean((0, 2, 3)))
+    torch.testing.assert_close(model.bn1.running_var, features.var((0, 2, 3), unbiased=True))
+    assert model.training and model.bn1.momentum == momentum
+    assert recalibrate_batchnorm(torch.nn.Sequential(torch.nn.Linear(2, 2)), (x, x)) == 0

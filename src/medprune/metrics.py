@@ -22,7 +22,15 @@ from scipy.stats import rankdata
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-__all__ = ["predict", "metrics_from_predictions", "evaluate", "binary_auroc", "SUMMARY_KEYS"]
+__all__ = [
+    "predict",
+    "metrics_from_predictions",
+    "evaluate",
+    "binary_auroc",
+    "iterate_batches",
+    "summary_line",
+    "SUMMARY_KEYS",
+]
 
 #: The scalar metrics worth one line in a log or a table.
 SUMMARY_KEYS = ("accuracy", "balanced_accuracy", "macro_f1", "auroc")
@@ -36,7 +44,8 @@ def _model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def _batches(data: DataSource, batch_size: int) -> Any:
+def iterate_batches(data: DataSource, batch_size: int) -> Any:
+    """``(inputs, labels)`` batches in order from a Dataset, a DataLoader (as is) or an ``(inputs, labels)`` tuple."""
     if isinstance(data, DataLoader):
         return data
     if isinstance(data, tuple):
@@ -83,7 +92,7 @@ def predict(
     labels: list[np.ndarray] = []
     try:
         with torch.inference_mode():
-            for inputs, batch_labels in _batches(data, batch_size):
+            for inputs, batch_labels in iterate_batches(data, batch_size):
                 logits = model(inputs.to(target, non_blocking=True))
                 probs.append(torch.softmax(logits.double(), dim=1).cpu().numpy())
                 labels.append(np.asarray(batch_labels).reshape(-1).astype(np.int64))

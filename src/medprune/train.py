@@ -28,14 +28,22 @@ from tqdm import tqdm
 from medprune.checkpoint import save_checkpoint, to_jsonable
 from medprune.config import config_to_dict, save_config
 from medprune.devices import autocast, grad_scaler, resolve_device
-from medprune.metrics import evaluate, summary_line
+from medprune.metrics import evaluate, iterate_batches, summary_line
 from medprune.models import create_model, model_spec
 from medprune.seeding import seed_everything
 from medprune.train_config import SelectOn, TrainConfig, TrainResult
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TrainConfig", "TrainResult", "train", "run_train", "class_weights", "limit_dataset"]
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "train",
+    "run_train",
+    "class_weights",
+    "limit_dataset",
+    "recalibrate_batchnorm",
+]
 
 
 def class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
@@ -65,6 +73,44 @@ def limit_dataset(dataset: Any, max_samples: int | None, seed: int) -> Any:
         take = max(1, round(max_samples * len(members) / len(labels)))
         chosen.append(rng.permutation(members)[:take])
     return dataset.subset(np.sort(np.concatenate(chosen))[: max(max_samples, len(chosen))])
+
+
+def recalibrate_batchnorm(
+    model: nn.Module, data: Any, batch_size: int = 256, device: str | torch.device | None = None
+) -> int:
+    """Recompute every BatchNorm's running mean/variance as an exact average over ``data``; weights are untouched.
+
+    Only the BatchNorm layers run in training mode (dropout stays off); momenta and the model's mode are restored.
+
+    Args:
+        model: any model; without BatchNorm layers nothing happens.
+        data: as for :func:`medprune.metrics.predict` (give it the evaluation transform).
+        batch_size: images per forward pass.
+        device: where to run (default: the model's device).
+
+    Returns:
+        The number of BatchNorm layers recalibrated.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not norms:
+        return 0
+    target = torch.device(device) if device is not None else next(model.parameters()).device
+    momenta = [m.momentum for m in norms]
+    was_training = model.training
+    model.eval()
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative average
+        norm.train()
+    try:
+        with torch.no_grad():
+            for inputs, _ in iterate_batches(data, batch_size):
+                model(inputs.to(target))
+    finally:
+        for norm, momentum in zip(norms, momenta):
+            norm.momentum = momentum
+        model.train(was_training)
+    return len(norms)
 
 
 def _score(metrics: dict[str, Any], select_on: SelectOn) -> float:
@@ -111,6 +157,10 @@ def train(model: nn.Module, splits: Any, config: TrainConfig, out_dir: str | Pat
     val_set = limit_dataset(splits.val, config.max_eval_samples, config.seed)
     test_set = limit_dataset(splits.test, config.max_eval_samples, config.seed)
     model.to(device)
+    recalibration_set = None
+    if config.bn_recalibration:
+        clean = train_set.with_transform(train=False) if hasattr(train_set, "with_transform") else train_set
+        recalibration_set = limit_dataset(clean, config.bn_recalibration_samples, config.seed)
 
     weights = class_weights(train_set.labels, len(class_names)) if config.class_weights == "inverse" else None
     criterion = nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device))
@@ -169,6 +219,8 @@ def train(model: nn.Module, splits: Any, config: TrainConfig, out_dir: str | Pat
                 seen += len(labels)
                 bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
             scheduler.step()
+            if recalibration_set is not None:
+                recalibrate_batchnorm(model, recalibration_set, config.eval_batch_size, device)
             val = evaluate(model, val_set, class_names, batch_size=config.eval_batch_size)
             score = _score(val, config.select_on)
             improved = score > best_score
