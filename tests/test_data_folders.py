@@ -153,3 +153,21 @@ def test_missing_folders_say_what_to_do(tmp_path: Path, monkeypatch: pytest.Monk
         load_dataset("folder", tmp_path, size=64)
     with pytest.raises(DatasetError, match="val_fraction"):
         load_dataset("folder", tmp_path, val_fraction=1.5)
+
+
+def test_read_image_modes(tmp_path: Path) -> None:
+    from medprune.data import read_image
+
+    rgb = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    cases = {
+        "grey.png": (Image.fromarray(rgb[..., 0], mode="L"), 1),
+        "rgba.png": (Image.fromarray(np.dstack([rgb, rgb[..., :1]]), mode="RGBA"), 3),
+        "palette.png": (Image.fromarray(rgb, mode="RGB").convert("P"), 3),
+        "deep.png": (Image.fromarray(rgb[..., 0].astype(np.uint16) * 257), 1),
+    }
+    for name, (image, channels) in cases.items():
+        image.save(tmp_path / name)
+        tensor = read_image(tmp_path / name)
+        assert tensor.dtype == torch.uint8 and tensor.shape == (channels, 5, 7), name
+    assert torch.equal(read_image(tmp_path / "deep.png")[0], torch.from_numpy(rgb[..., 0])), "16-bit scaled to 8-bit"
+    assert torch.equal(read_image(tmp_path / "rgba.png"), torch.from_numpy(rgb).permute(2, 0, 1))

@@ -58,8 +58,12 @@ def _leak_note(patients: np.ndarray, train_idx: np.ndarray, test_idx: np.ndarray
 
 
 def _read_fetal_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        rows = list(csv.reader(handle, delimiter=";"))
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            rows = list(csv.reader(handle, delimiter=";"))
+    except UnicodeDecodeError:  # not UTF-8: every byte is valid latin-1
+        with open(path, newline="", encoding="latin-1") as handle:
+            rows = list(csv.reader(handle, delimiter=";"))
     if not rows:
         raise DatasetError(f"{path} is empty; expected the header {';'.join(FETAL_COLUMNS)};...")
     header = [h.strip() for h in rows[0]]
