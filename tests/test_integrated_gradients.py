@@ -107,6 +107,8 @@ def test_baselines():
     assert custom.shape == x.shape and (custom == 2).all()
     with pytest.raises(ValueError, match="baseline must be one of"):
         resolve_baseline("grey", x)
+    grey = resolve_baseline("black", torch.zeros(1, 1, 4, 4))  # grey data: mean / std of the ImageNet values
+    torch.testing.assert_close(grey[0, 0, 0, 0], torch.tensor(-(0.485 + 0.456 + 0.406) / (0.229 + 0.224 + 0.225)))
     with pytest.raises(ValueError, match="one per input channel"):
         resolve_baseline("black", torch.zeros(1, 2, 4, 4))
 

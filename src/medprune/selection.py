@@ -80,6 +80,13 @@ def _load(view: Any, positions: Sequence[int]) -> Tensor:
     return torch.stack([image for image, _ in items])
 
 
+def load_images(dataset: Any, positions: Sequence[int]) -> Tensor:
+    """(N, C, H, W) images of the samples at ``positions``, through the evaluation transform."""
+    if len(positions) == 0:
+        raise ValueError("no samples to load (empty selection)")
+    return _load(_eval_view(dataset), positions)
+
+
 def _classifier(model: nn.Module) -> nn.Linear:
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     if not linears:

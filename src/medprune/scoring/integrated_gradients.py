@@ -53,7 +53,8 @@ def resolve_baseline(
         baseline: ``"zeros"`` (all zeros in normalised space, i.e. the dataset-mean image), ``"black"`` (the image of
             zeros *before* normalisation: ``(0 − mean) / std`` per channel) or a tensor broadcastable to ``inputs``.
         inputs: (B, C, H, W) normalised images.
-        mean: per-channel normalisation mean (one value, or one per channel), used by ``"black"``.
+        mean: per-channel normalisation mean (one value, or one per channel), used by ``"black"``. Three values with
+            1-channel inputs are averaged (the grey normalisation of :mod:`medprune.data`).
         std: per-channel normalisation std, used by ``"black"``.
 
     Returns:
@@ -70,6 +71,8 @@ def resolve_baseline(
         return torch.zeros_like(inputs)
     if baseline == "black":
         channels = inputs.shape[1]
+        if channels == 1 and len(mean) == 3 and len(std) == 3:  # grey inputs: the data pipeline's mean of the three
+            mean, std = (sum(mean) / 3,), (sum(std) / 3,)
         if len(mean) != len(std) or len(mean) not in (1, channels):
             raise ValueError(
                 f"baseline='black' needs mean/std with 1 or {channels} values (one per input channel), "

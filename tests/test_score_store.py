@@ -1,0 +1,101 @@
+"""Score files: computed once, reused, validated against the model, provenance complete."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from medprune.data.base import ArrayStore, ImageDataset
+from medprune.models import create_model
+from medprune.scoring.registry import score
+from medprune.scoring.store import ScoreRequest, compute_scores, load_scores, model_checksum
+from medprune.selection import load_images
+from medprune.units import unit_groups
+
+
+@pytest.fixture()
+def train_split() -> ImageDataset:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(24, 16, 16), dtype=np.uint8)
+    labels = np.array([0, 1, 2] * 7 + [0, 1, 0])
+    return ImageDataset(ArrayStore(images, "mem[train]"), labels, ["a", "b", "c"], image_size=16, train=True)
+
+
+@pytest.fixture()
+def model() -> torch.nn.Module:
+    return create_model("vgg_small", num_classes=3, image_size=16)
+
+
+def test_scores_are_saved_with_provenance_and_reused(tmp_path, train_split, model, caplog):
+    request = ScoreRequest("ig", "confidence", n_per_class=2, seed=1, options={"steps": 3})
+    record = compute_scores(model, train_split, request, cache_dir=tmp_path)
+    assert record.path is not None and record.path.is_file() and record.path.with_suffix(".json").is_file()
+    groups = {g.name: g.num_units for g in unit_groups(model)}
+    assert {k: v.numel() for k, v in record.scores.items()} == groups
+    prov = json.loads(record.path.with_suffix(".json").read_text())
+    assert prov["model_checksum"] == model_checksum(model)
+    assert prov["unit_groups"] == groups
+    assert prov["selection"]["per_class_counts"] == {"0": 2, "1": 2, "2": 2}
+    assert prov["request"]["options"] == {"steps": 3} and prov["resolved_options"]["rule"] == "trapezoid"
+    assert prov["versions"]["torch"] and prov["versions"]["safetensors"]
+    assert prov["dataset_fingerprint"] and prov["wall_time_s"] >= 0
+    # the saved scores are exactly score() on the selected samples
+    picked = prov["selection"]["indices"]
+    direct = score(model, load_images(train_split, picked), torch.tensor(prov["selection"]["labels"]), "ig", steps=3)
+    for name, values in direct.items():
+        torch.testing.assert_close(record.scores[name], values)
+    with caplog.at_level(logging.INFO):
+        again = compute_scores(model, train_split, ScoreRequest("ig", "confidence", 2, 1, options={"steps": 3}),
+                               cache_dir=tmp_path)
+    assert "reusing" in caplog.text
+    assert again.path == record.path
+    assert all(torch.equal(again.scores[k], record.scores[k]) for k in groups)
+    assert len(list(tmp_path.glob("*.safetensors"))) == 1
+
+
+def test_a_different_request_or_model_gets_a_different_file(tmp_path, train_split, model):
+    base = compute_scores(model, train_split, ScoreRequest("activation", "random", 2, 0), cache_dir=tmp_path).path
+    other_seed = compute_scores(model, train_split, ScoreRequest("activation", "random", 2, 5), cache_dir=tmp_path).path
+    other_model = create_model("vgg_small", num_classes=3, image_size=16)
+    other = compute_scores(other_model, train_split, ScoreRequest("activation", "random", 2, 0), cache_dir=tmp_path)
+    assert len({base, other_seed, other.path}) == 3
+
+
+def test_data_free_methods_ignore_the_sampling(tmp_path, train_split, model):
+    a = compute_scores(model, train_split, ScoreRequest("random", "random", seed=3), cache_dir=tmp_path)
+    b = compute_scores(model, train_split, ScoreRequest("random", "clustering", seed=3), cache_dir=tmp_path)
+    assert a.path == b.path and "datafree" in a.path.name
+    assert a.provenance["selection"] is None
+
+
+def test_scores_for_another_model_are_refused_naming_the_group(tmp_path, train_split, model):
+    record = compute_scores(model, train_split, ScoreRequest("magnitude"), cache_dir=tmp_path)
+    assert set(load_scores(record.path, model).scores) == {g.name for g in unit_groups(model)}
+    narrower = create_model("vgg_small", num_classes=3, image_size=16)
+    narrower.features[0] = torch.nn.Conv2d(3, 8, 3, padding=1)
+    with pytest.raises(ValueError, match="unit group 'features.0' has \\(16,\\) scores but this model has 8 units"):
+        load_scores(record.path, narrower)
+    with pytest.raises(ValueError, match="no scores for unit group 'conv1'"):
+        load_scores(record.path, create_model("resnet_small", num_classes=3, image_size=16))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_scores(tmp_path / "missing.safetensors")
+
+
+def test_bad_requests_name_the_valid_values(train_split, model):
+    with pytest.raises(ValueError, match="valid methods: .*ig"):
+        compute_scores(model, train_split, ScoreRequest("gradcam"))
+    with pytest.raises(ValueError, match="valid samplings: random, confidence, clustering"):
+        compute_scores(model, train_split, ScoreRequest("ig", "entropy"))
+    with pytest.raises(ValueError, match="unknown option\\(s\\) \\['stepz'\\] for method 'ig'"):
+        compute_scores(model, train_split, ScoreRequest("ig", options={"stepz": 3}))
+
+
+def test_without_cache_dir_nothing_is_written(tmp_path, train_split, model, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    record = compute_scores(model, train_split, ScoreRequest("taylor", "random", 1))
+    assert record.path is None and not list(tmp_path.iterdir())
+    assert record.provenance["selection"]["per_class_counts"] == {"0": 1, "1": 1, "2": 1}
