@@ -218,7 +218,7 @@ def dlb_relevance(
     """Per-sample, per-unit DL-Backtrace relevance.
 
     Args:
-        model: a torchvision VGG/ResNet or timm ViT in eval mode (BatchNorm in eval mode is passed through).
+        model: a torchvision VGG/ResNet or timm ViT; run in eval mode (its mode is restored afterwards).
         inputs: (B, C, H, W) on the model's device.
         targets: (B,) classes to explain (``start="target"``); ignored for ``start="argmax"``.
         groups: unit groups to read (default: :func:`medprune.units.unit_groups`).
@@ -242,13 +242,18 @@ def dlb_relevance(
     def classes(logits: Tensor) -> Tensor:
         return logits.argmax(dim=1) if start == "argmax" else targets.to(logits.device)
 
-    with torch.no_grad():
-        if hasattr(model, "blocks") and hasattr(model, "patch_embed"):
-            from medprune.scoring.dlb_vit import vit_backward
+    was_training = model.training
+    model.eval()  # BatchNorm statistics and Dropout as at inference (the package explains the eval-mode graph)
+    try:
+        with torch.no_grad():
+            if hasattr(model, "blocks") and hasattr(model, "patch_embed"):
+                from medprune.scoring.dlb_vit import vit_backward
 
-            vit_backward(model, inputs, classes, float(total), collect)
-        else:
-            _cnn_backward(model, inputs, classes, float(total), collect)
+                vit_backward(model, inputs, classes, float(total), collect)
+            else:
+                _cnn_backward(model, inputs, classes, float(total), collect)
+    finally:
+        model.train(was_training)
     return collect.check()
 
 

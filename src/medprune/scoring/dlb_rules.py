@@ -91,12 +91,11 @@ def conv2d_rule(
     """
     w_abs = weight.abs()
     x_abs = x.abs()
-    denominator = F.conv2d(x_abs, w_abs, None, stride, padding, dilation, groups)
-    if bias is not None:
-        denominator = denominator + bias.abs().view(1, -1, 1, 1)
-    denominator = torch.where(denominator == 0, torch.full_like(denominator, 1e-12), denominator)
-    spread = torch.nn.grad.conv2d_input(x.shape, w_abs, relevance / denominator, stride, padding, dilation, groups)
-    return x_abs * spread
+    denominator = F.conv2d(x_abs, w_abs, bias.abs() if bias is not None else None, stride, padding, dilation, groups)
+    denominator.masked_fill_(denominator == 0, 1e-12)
+    scaled = torch.div(relevance, denominator, out=denominator)
+    spread = torch.nn.grad.conv2d_input(x.shape, w_abs, scaled, stride, padding, dilation, groups)
+    return spread.mul_(x_abs)
 
 
 def _resize_axis(r: Tensor, axis: int, size: int) -> Tensor:
