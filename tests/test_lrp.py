@@ -10,7 +10,7 @@ from torch import nn
 
 from medprune.models import create_model
 from medprune.scoring.lrp import input_relevance, lrp_scores, relevance_maps
-from medprune.scoring.lrp_rules import CNN_COMPOSITES
+from medprune.scoring.lrp_rules import CNN_COMPOSITES, build_cnn_composite
 from medprune.scoring.registry import score, scorer_entry
 from medprune.units import UnitGroup, has_hooks, unit_groups
 
@@ -101,6 +101,42 @@ def test_biases_absorb_relevance() -> None:
     logit = model(x).gather(1, y[:, None]).squeeze(1).detach()
     relevance = input_relevance(model, x, y, composite="epsilon", epsilon=1e-12).sum(dim=(1, 2))
     assert not torch.allclose(relevance, logit, rtol=1e-2)
+
+
+def _with_biases(name: str) -> nn.Module:
+    model = _bias_free(name)
+    generator = torch.Generator().manual_seed(2)
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear, nn.BatchNorm2d)) and module.bias is not None:
+            module.bias.data = 0.1 * torch.randn(module.bias.shape, generator=generator, dtype=torch.float64)
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.data = torch.randn(module.running_mean.shape, generator=generator, dtype=torch.float64)
+    return model
+
+
+@pytest.mark.parametrize("name", CNNS)
+@pytest.mark.parametrize("composite", sorted(CNN_COMPOSITES))
+def test_lean_hooks_match_zennit_stock_hooks(name: str, composite: str) -> None:
+    """medprune's lean hooks compute zennit's rules exactly (biases, BN shifts and negative inputs included)."""
+    model = _with_biases(name)
+    x, y = _inputs(batch=2)
+    groups = unit_groups(model)
+    lean_maps, lean_input = relevance_maps(model, x, y, groups, composite=composite, fast=True)
+    stock_maps, stock_input = relevance_maps(model, x, y, groups, composite=composite, fast=False)
+    torch.testing.assert_close(lean_input, stock_input, rtol=1e-12, atol=1e-15)
+    for group in groups:
+        torch.testing.assert_close(lean_maps[group.name], stock_maps[group.name], rtol=1e-12, atol=1e-15)
+
+
+def test_fast_composite_uses_lean_hooks() -> None:
+    model = _bias_free("resnet_small")
+    x, _ = _inputs()
+    for fast in (True, False):
+        composite = build_cnn_composite("epsilon_plus_flat", "resnet", x, fast=fast)
+        with composite.context(model):
+            names = {type(hook).__name__ for hook in composite.hook_refs}
+        assert ("LeanZPlus" in names and "LeanFlat" in names) == fast, names
+        assert not has_hooks(model)
 
 
 @pytest.mark.parametrize("name", CNNS)

@@ -53,6 +53,7 @@ LRP_OPTIONS: dict[str, object] = {
     "gamma": 0.25,
     "low": None,
     "high": None,
+    "fast": True,
 }
 
 
@@ -73,7 +74,7 @@ def _cnn_relevance(
     groups: Sequence[UnitGroup],
     family: str,
     composite: str | None,
-    **rules: float | None,
+    **rules: float | bool | None,
 ) -> tuple[dict[str, Tensor], Tensor]:
     """zennit LRP in one backward pass: relevance maps at every group's activation and at the input."""
     x = inputs.detach().clone().requires_grad_(True)
@@ -126,6 +127,7 @@ def relevance_maps(
     gamma: float = 0.25,
     low: float | None = None,
     high: float | None = None,
+    fast: bool = True,
 ) -> tuple[dict[str, Tensor], Tensor]:
     """LRP relevance at every group's activation and at the input, from one forward and one backward pass.
 
@@ -141,6 +143,7 @@ def relevance_maps(
         gamma: gamma of the gamma rule (CNN ``epsilon_gamma_box``).
         low: lower input bound of the z-box rule (``None``: each image's minimum).
         high: upper input bound of the z-box rule (``None``: each image's maximum).
+        fast: CNNs: lean hooks computing zennit's rules with less work (default); ``False``: zennit's stock hooks.
 
     Returns:
         ``({group.name: activation-shaped relevance}, input relevance (B, C, H, W))``.
@@ -168,6 +171,7 @@ def relevance_maps(
             gamma=gamma,
             low=low,
             high=high,
+            fast=fast,
         )
     finally:
         model.train(was_training)

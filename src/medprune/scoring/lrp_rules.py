@@ -93,6 +93,7 @@ def build_cnn_composite(
     gamma: float = 0.25,
     low: float | None = None,
     high: float | None = None,
+    fast: bool = True,
 ):  # noqa: ANN201 - zennit's Composite is untyped
     """A fresh zennit composite (with the family's canonizers) for one batch.
 
@@ -105,19 +106,28 @@ def build_cnn_composite(
         gamma: gamma of the gamma rule (``epsilon_gamma_box``).
         low: lowest input value for the z-box rule; ``None`` = each image's own minimum (batch-size invariant).
         high: highest input value for the z-box rule; ``None`` = each image's own maximum.
+        fast: use the lean hooks of :mod:`medprune.scoring.lrp_zennit` (same rules, less work); ``False`` uses
+            zennit's stock hooks (the reference the lean ones are tested against).
     """
     from zennit.composites import COMPOSITES, LayerMapComposite, layer_map_base
-    from zennit.rules import Epsilon
-    from zennit.types import Linear
+    from zennit.rules import AlphaBeta, Epsilon, Flat, Gamma, ZBox, ZPlus
+    from zennit.types import Convolution, Linear
+
+    from medprune.scoring.lrp_zennit import lean
 
     name = resolve_composite(name, family)
     epsilon = _check_positive("epsilon", epsilon)
     stabilizer = _check_positive("stabilizer", stabilizer)
     gamma = _check_positive("gamma", gamma)
     canonizers = canonizers_for(family)
+    wrap = lean if fast else (lambda rule: rule)
     if name == "epsilon":
-        layer_map = layer_map_base(stabilizer) + [(Linear, Epsilon(epsilon=epsilon))]
+        layer_map = layer_map_base(stabilizer) + [(Linear, wrap(Epsilon(epsilon=epsilon)))]
         return LayerMapComposite(layer_map=layer_map, canonizers=canonizers)
+    kwargs: dict = {"epsilon": epsilon, "stabilizer": stabilizer, "canonizers": canonizers}
+    conv_rule = ZPlus(stabilizer=stabilizer) if "plus" in name else AlphaBeta(2.0, 1.0, stabilizer=stabilizer)
+    if name.endswith("_flat"):
+        kwargs["first_map"] = [(Linear, wrap(Flat(stabilizer=stabilizer)))]
     if name == "epsilon_gamma_box":
         dims = tuple(range(1, inputs.dim()))
         lo = inputs.detach().amin(dim=dims, keepdim=True) if low is None else torch.tensor(float(low))
@@ -126,7 +136,8 @@ def build_cnn_composite(
         hi = hi.to(inputs).expand_as(inputs)
         if bool((lo > inputs).any()) or bool((hi < inputs).any()):
             raise ValueError(f"epsilon_gamma_box needs low <= inputs <= high; got low={low!r}, high={high!r}")
-        return COMPOSITES[name](
-            low=lo, high=hi, epsilon=epsilon, gamma=gamma, stabilizer=stabilizer, canonizers=canonizers
-        )
-    return COMPOSITES[name](epsilon=epsilon, stabilizer=stabilizer, canonizers=canonizers)
+        conv_rule = Gamma(gamma=gamma, stabilizer=stabilizer)
+        kwargs.update(low=lo, high=hi, gamma=gamma)
+        kwargs["first_map"] = [(Convolution, wrap(ZBox(low=lo, high=hi, stabilizer=stabilizer)))]
+    kwargs["layer_map"] = [(Convolution, wrap(conv_rule)), (torch.nn.Linear, wrap(Epsilon(epsilon=epsilon)))]
+    return COMPOSITES[name](**kwargs)

@@ -1,0 +1,109 @@
+"""Lean versions of zennit's rule hooks: the same LRP rules, about half the backward work.
+
+zennit's :class:`~zennit.core.BasicHook` lets autograd differentiate through the original layer and then throws that
+gradient away (the rule's relevance replaces it), and it evaluates every modified pass of a rule even when the pass's
+input is all zeros (z+ and alpha-beta evaluate the negative-input passes on post-ReLU inputs, which are >= 0).
+:func:`lean` turns a zennit rule into one that
+
+- runs the layer on a detached input and reconnects it with a small autograd function whose backward *is* the rule
+  (no wasted gradient of the original layer, no input clone), and
+- skips a pass whose modified input is all zeros (its output is just its modified bias; its share of relevance is
+  ``0 * gradient = 0``) and the gradient of a pass whose mapped output gradient is all zeros (gamma's sign pass).
+
+The rules, composites and canonizers are zennit's; tests check the lean hooks against zennit's stock hooks.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from zennit.core import BasicHook, ParamMod
+
+
+class _Reconnect(torch.autograd.Function):
+    """Forward: the layer output (computed from a detached input); backward: the rule's relevance for the input."""
+
+    @staticmethod
+    def forward(ctx, source: Tensor, output: Tensor, hook: _LeanHook, module: nn.Module) -> Tensor:  # noqa: ANN001
+        ctx.hook, ctx.module = hook, module
+        return output.detach()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None, None]:  # noqa: ANN001
+        return ctx.hook.relevance(ctx.module, grad), None, None, None
+
+
+def _bias_only(module: nn.Module, like: Tensor) -> Tensor:
+    """The output of ``module`` (with its current, possibly modified, parameters) for an all-zero input."""
+    out = torch.zeros_like(like)
+    bias = getattr(module, "bias", None)
+    if bias is None:
+        return out
+    shape = [1] * like.dim()
+    shape[-1 if isinstance(module, nn.Linear) else 1] = -1
+    return out + bias.detach().view(shape)
+
+
+class _LeanHook(BasicHook):
+    """Mixin (put before a zennit :class:`BasicHook` rule) replacing its autograd plumbing; the rule is unchanged."""
+
+    def pre_forward(self, module: nn.Module, input: tuple) -> tuple | None:  # noqa: A002 - zennit's signature
+        args = input if isinstance(input, tuple) else (input,)
+        self.stored_tensors.pop("source", None)
+        if not args[0].requires_grad:
+            return None
+        self.stored_tensors["source"] = args[0]
+        self.stored_tensors["version"] = args[0]._version
+        return (args[0].detach(), *args[1:])
+
+    def post_forward(self, module: nn.Module, input: tuple, output: Tensor) -> Tensor | None:  # noqa: A002
+        source = self.stored_tensors.get("source")
+        if source is None:
+            return None
+        return _Reconnect.apply(source, output, self, module)
+
+    def relevance(self, module: nn.Module, out_grad: Tensor) -> Tensor:
+        """The rule's relevance for the layer input, given the relevance (zennit's gradient) at its output."""
+        original = self.stored_tensors["input"][0]
+        if self.stored_tensors["source"]._version != self.stored_tensors["version"]:
+            raise RuntimeError(f"LRP: the input of {type(module).__name__} was modified in place after the layer ran")
+        inputs, outputs, computed = [], [], []
+        with torch.enable_grad():
+            for in_mod, param_mod, out_mod in zip(self.input_modifiers, self.param_modifiers, self.output_modifiers):
+                value = in_mod(original)
+                with ParamMod.ensure(param_mod)(module) as modified:
+                    if outputs and not bool(value.any()):
+                        output = _bias_only(modified, outputs[0])
+                        computed.append(False)
+                    else:
+                        value = value.detach().requires_grad_()
+                        output = modified.forward(value)
+                        computed.append(True)
+                inputs.append(value)
+                outputs.append(out_mod(output))
+            grad_outputs = self.gradient_mapper(out_grad, outputs)
+            if isinstance(grad_outputs, Tensor):  # single-pass rules (epsilon, flat) map to one tensor
+                grad_outputs = [grad_outputs]
+            used = [i for i, done in enumerate(computed) if done and bool(grad_outputs[i].any())]
+            grads = torch.autograd.grad(
+                [outputs[i] for i in used], [inputs[i] for i in used], [grad_outputs[i] for i in used]
+            )
+        gradients = [torch.zeros_like(value) for value in inputs]
+        for index, grad in zip(used, grads):
+            gradients[index] = grad
+        return self.reducer([value.detach() for value in inputs], gradients)
+
+
+_LEAN_CLASSES: dict[type, type] = {}
+
+
+def lean(rule: BasicHook) -> BasicHook:
+    """The lean version of a zennit rule instance (same modifiers, mapper and reducer; see module docstring)."""
+    cls = type(rule)
+    if cls not in _LEAN_CLASSES:
+        _LEAN_CLASSES[cls] = type(f"Lean{cls.__name__}", (_LeanHook, cls), {})
+    copy = BasicHook.__new__(_LEAN_CLASSES[cls])
+    BasicHook.__init__(
+        copy, rule.input_modifiers, rule.param_modifiers, rule.output_modifiers, rule.gradient_mapper, rule.reducer
+    )
+    return copy
