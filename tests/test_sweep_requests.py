@@ -15,7 +15,7 @@ from medprune.units import unit_groups
 
 @pytest.fixture()
 def checkpoint(tmp_path):
-    model = create_model("vgg_small", num_classes=2, image_size=16)
+    model = create_model("resnet_small", num_classes=2, image_size=16)
     meta = {"class_names": ["normal", "pneumonia"], "dataset": {"name": "pneumoniamnist"}}
     return str(save_checkpoint(tmp_path / "ckpt" / "model", model, meta))
 
@@ -58,12 +58,13 @@ def test_controls_are_data_free_and_scored_once():
 
 
 def test_scores_for_another_model_are_refused_before_any_row(tmp_path):
-    model = create_model("vgg_small", num_classes=2, image_size=16)
-    other = create_model("resnet_small", num_classes=2, image_size=16)
+    model = create_model("resnet_small", num_classes=2, image_size=16)
+    other = create_model("resnet_small", num_classes=3, image_size=16)
+    other.layer1[0].conv1 = torch.nn.Conv2d(16, 8, 3)
     foreign = {g.name: torch.rand(g.num_units) for g in unit_groups(other)}
     log = RowLog(tmp_path / "rows.jsonl")
     data = (torch.randn(8, 3, 16, 16), torch.randint(0, 2, (8,)))
     with pytest.raises(ValueError, match="another model"):
-        sweep_model(model, CurveParams("vgg_small", "d", "x"), [("lrp", "random")], [0.0, 0.5],
+        sweep_model(model, CurveParams("resnet_small", "d", "x"), [("lrp", "random")], [0.0, 0.5],
                     lambda m, s: foreign, data, ["a", "b"], log)  # fmt: skip
     assert log.read() == []

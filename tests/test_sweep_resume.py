@@ -27,7 +27,7 @@ class SlowLog(RowLog):
         time.sleep(float(sys.argv[2]))
 
 torch.manual_seed(0)
-model = create_model("vgg_small", num_classes=3, image_size=16)
+model = create_model("resnet_small", num_classes=3, image_size=16)
 g = torch.Generator().manual_seed(1)
 x, y = torch.randn(90, 3, 16, 16, generator=g), torch.randint(0, 3, (90,), generator=g)
 seeds = {("lrp", "random"): 1, ("magnitude", "none"): 2, ("ig", "clustering"): 3}
@@ -35,7 +35,7 @@ def scores_for(method, sampling):
     gen = torch.Generator().manual_seed(seeds[(method, sampling)])
     return {grp.name: torch.rand(grp.num_units, generator=gen) for grp in unit_groups(model)}
 rates = [i / 40 for i in range(24)]
-sweep_model(model, CurveParams("vgg_small", "synthetic", "abc123"), list(seeds), rates, scores_for, (x, y),
+sweep_model(model, CurveParams("resnet_small", "synthetic", "abc123"), list(seeds), rates, scores_for, (x, y),
             ["a", "b", "c"], SlowLog(sys.argv[1]), batch_size=90)
 """
 EXPECTED_ROWS = 1 + 3 * 24

@@ -169,6 +169,8 @@ def score_callback(model: nn.Module, splits: Any, config: SweepConfig, cache: Pa
             scores, path = cached_scores(model, splits.train, fields, cache, checksum, config.device)
             files[f"{method}/{sampling}"] = str(path)
             return scores
+        if fields["sampling"] == NO_SAMPLING:  # data-free: the store ignores the sampling
+            fields["sampling"] = "random"
         record = compute_scores(model, splits.train, ScoreRequest(**fields), cache_dir=cache, device=config.device)
         recorded = (record.provenance or {}).get("model_checksum")
         if recorded is not None and recorded != checksum:
