@@ -5,11 +5,13 @@ For each model (random init, 224 px) and scope, units are ranked by data-free sc
 weights, or ``random``), masks are built with ``masks_from_scores`` (global scope: max-normalised per layer; ResNet
 residual writers coupled), and ``remove_units`` builds the smaller model. Latency is the median of ``--repeats``
 forward passes of one batch under ``torch.inference_mode``; unpruned and pruned models are timed alternately so that
-load from other processes on a shared machine hits both alike. ``efficiency = speed-up / MACs reduction`` (target
->= 0.8).
+load from other processes on a shared machine hits both alike. Both wall-clock and process CPU time are recorded: on a
+loaded machine wall time mostly measures the other processes, while CPU time with ``--threads 1`` measures the model.
+``efficiency = speed-up / MACs reduction`` (target >= 0.8).
 
     .venv/bin/python bench/pruning.py                                  # vgg19, resnet50, vit_b_16; 30/50/70 %
     .venv/bin/python bench/pruning.py --models resnet50 --rates 0.5 --scopes layer --batch 4 --repeats 5
+    .venv/bin/python bench/pruning.py --threads 1 --batch 4    # shared machine: read the CPU-time columns
 """
 
 from __future__ import annotations
@@ -29,14 +31,18 @@ from medprune.scoring.registry import score
 logger = logging.getLogger("bench.pruning")
 
 
-def _time_once(model: torch.nn.Module, x: torch.Tensor) -> float:
-    start = time.perf_counter()
+def _time_once(model: torch.nn.Module, x: torch.Tensor) -> tuple[float, float]:
+    wall, cpu = time.perf_counter(), time.process_time()
     model(x)
-    return time.perf_counter() - start
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def paired_latency(base: torch.nn.Module, pruned: torch.nn.Module, x: torch.Tensor, repeats: int) -> tuple[float, ...]:
-    """Median seconds per batch of both models, timed alternately after one warm-up each."""
+def paired_latency(base: torch.nn.Module, pruned: torch.nn.Module, x: torch.Tensor, repeats: int) -> list[float]:
+    """Median (wall, CPU) seconds per batch of both models, timed alternately after one warm-up each.
+
+    Returns:
+        ``[base wall, pruned wall, base CPU, pruned CPU]``.
+    """
     base_times, pruned_times = [], []
     with torch.inference_mode():
         _time_once(base, x)
@@ -44,7 +50,9 @@ def paired_latency(base: torch.nn.Module, pruned: torch.nn.Module, x: torch.Tens
         for _ in range(repeats):
             base_times.append(_time_once(base, x))
             pruned_times.append(_time_once(pruned, x))
-    return statistics.median(base_times), statistics.median(pruned_times)
+    median = statistics.median
+    return [median(t[0] for t in base_times), median(t[0] for t in pruned_times),
+            median(t[1] for t in base_times), median(t[1] for t in pruned_times)]  # fmt: skip
 
 
 def bench_model(name: str, rates: list[float], scopes: list[str], method: str, batch: int, repeats: int) -> list[dict]:
@@ -63,8 +71,9 @@ def bench_model(name: str, rates: list[float], scopes: list[str], method: str, b
             pruned = remove_units(model, masks, example).eval()
             surgery = time.perf_counter() - start
             after = model_cost(pruned, example)
-            base_s, pruned_s = paired_latency(model, pruned, x, repeats)
+            base_s, pruned_s, base_cpu, pruned_cpu = paired_latency(model, pruned, x, repeats)
             speedup, macs_reduction = base_s / pruned_s, before["macs"] / after["macs"]
+            cpu_speedup = base_cpu / pruned_cpu
             rows.append(
                 {
                     "model": name, "scope": scope, "rate": rate,
@@ -72,10 +81,13 @@ def bench_model(name: str, rates: list[float], scopes: list[str], method: str, b
                     "macs": f"{before['macs'] / 1e9:.2f}G->{after['macs'] / 1e9:.2f}G",
                     "latency": f"{base_s:.3f}->{pruned_s:.3f} s",
                     "speedup": speedup, "macs_x": macs_reduction, "efficiency": speedup / macs_reduction,
+                    "cpu": f"{base_cpu:.3f}->{pruned_cpu:.3f} s", "cpu_speedup": cpu_speedup,
+                    "cpu_efficiency": cpu_speedup / macs_reduction,
                     "surgery": surgery,
                 }
             )  # fmt: skip
-            logger.info("%s %s %.2f: %.2fx speed-up, %.2fx fewer MACs", name, scope, rate, speedup, macs_reduction)
+            logger.info("%s %s %.2f: %.2fx wall / %.2fx CPU speed-up, %.2fx fewer MACs", name, scope, rate, speedup,
+                        cpu_speedup, macs_reduction)  # fmt: skip
             del pruned
     return rows
 
@@ -100,12 +112,14 @@ def main(argv: list[str] | None = None) -> int:
         f"\n{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
         f"batch {args.batch}, median of {args.repeats}, scores={args.scores}, 224 px, random init\n"
     )
-    print("| model | scope | rate | params | MACs | latency | speed-up | MACs red. | efficiency | surgery s |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| model | scope | rate | params | MACs | MACs red. | wall latency | wall speed-up | wall eff. | CPU time "
+          "| CPU speed-up | CPU eff. | surgery s |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
-            f"| {r['model']} | {r['scope']} | {r['rate']:.2f} | {r['params']} | {r['macs']} | {r['latency']} | "
-            f"{r['speedup']:.2f}x | {r['macs_x']:.2f}x | {r['efficiency']:.2f} | {r['surgery']:.1f} |"
+            f"| {r['model']} | {r['scope']} | {r['rate']:.2f} | {r['params']} | {r['macs']} | {r['macs_x']:.2f}x | "
+            f"{r['latency']} | {r['speedup']:.2f}x | {r['efficiency']:.2f} | {r['cpu']} | {r['cpu_speedup']:.2f}x | "
+            f"{r['cpu_efficiency']:.2f} | {r['surgery']:.1f} |"
         )
     return 0
 
