@@ -69,3 +69,18 @@ def test_sweep_then_report_cli_from_yaml(tmp_path, checkpoint, data_root, capsys
     assert "report:" in capsys.readouterr().out
     assert (report / "report.html").is_file() and (report / "config.yaml").is_file()
     assert list(report.glob("curve_*.png"))
+
+
+def test_prune_refuses_scores_made_for_another_model(tmp_path, checkpoint, data_root, capsys):
+    from medprune.data import load_dataset
+    from medprune.scoring.store import ScoreRequest, compute_scores
+
+    torch.manual_seed(1)
+    other = create_model("resnet_small", num_classes=2, image_size=28)  # same architecture, other weights
+    train = load_dataset("pneumoniamnist", data_root, image_size=28).train
+    record = compute_scores(other, train, ScoreRequest("magnitude"), cache_dir=tmp_path / "scores")
+    argv = ["prune", "--checkpoint", checkpoint, "--out", str(tmp_path / "p"), "--scores", str(record.path),
+            "--data-root", str(data_root)]  # fmt: skip
+    assert main(argv) == 2
+    assert "made for another model" in capsys.readouterr().err
+    assert not (tmp_path / "p" / "model.safetensors").exists()

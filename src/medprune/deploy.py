@@ -37,6 +37,8 @@ class PruneConfig:
         n_per_class, seed, sign, target: the score request.
         data_root, dataset: where the evaluation data is (default: as recorded in the checkpoint).
         score_cache: folder of score files (default ``<out>/scores``).
+        scores: a score file (``medprune score`` output) to use instead of ``method``/``sampling``; refused when it
+            was computed for another model (other unit groups or other weights).
         device: ``cpu`` or ``cuda``.
     """
 
@@ -57,6 +59,7 @@ class PruneConfig:
     data_root: str | None = None
     dataset: str | None = None
     score_cache: str | None = None
+    scores: str | None = None
     device: str = "cpu"
     method_options: dict[str, Any] = field(default_factory=dict)
 
@@ -109,6 +112,19 @@ def save_pruned(
     return result
 
 
+def _scores_from_file(path: str, model: nn.Module, checksum: str) -> tuple[dict[str, Tensor], tuple[str, str]]:
+    from medprune.scoring.store import load_scores
+
+    record = load_scores(path, model)  # refuses other unit groups
+    recorded = record.provenance.get("model_checksum")
+    if recorded and recorded != checksum:
+        raise ValueError(f"{path} was computed for other weights (model checksum {recorded[:12]}…, this checkpoint "
+                         f"is {checksum[:12]}…): made for another model")  # fmt: skip
+    request = record.provenance.get("request") or {}
+    data_free = record.provenance.get("data_free", False)
+    return record.scores, (str(request.get("method", "?")), "none" if data_free else str(request.get("sampling")))
+
+
 def run_prune(config: PruneConfig) -> dict[str, Any]:
     """Score (or reuse cached scores), build masks at ``config.rate`` and write the pruned checkpoint(s)."""
     from medprune.checkpoint import model_checksum
@@ -140,7 +156,11 @@ def run_prune(config: PruneConfig) -> dict[str, Any]:
     model, meta, splits = load_for_sweep(config.checkpoint, sweep_like)
     checksum = model_checksum(model)
     cache = Path(config.score_cache) if config.score_cache else out / "scores"
-    scores = score_callback(model, splits, sweep_like, cache, checksum)(config.method, sampling)
+    if config.scores:
+        scores, (method, sampling) = _scores_from_file(config.scores, model, checksum)
+        config.method = method
+    else:
+        scores = score_callback(model, splits, sweep_like, cache, checksum)(config.method, sampling)
     couplings = None
     if config.couplings:
         from medprune.pruning.physical import coupled_groups

@@ -12,7 +12,7 @@ HELP = "prune one checkpoint at one rate (masked and/or physically smaller model
 FLAGS = {
     "--checkpoint": "checkpoint", "--out": "out", "--method": "method", "--sampling": "sampling", "--rate": "rate",
     "--output": "output", "--scope": "scope", "--normalize": "normalize", "--data-root": "data_root",
-    "--score-cache": "score_cache", "--device": "device",
+    "--score-cache": "score_cache", "--scores": "scores", "--device": "device",
 }  # fmt: skip
 
 

@@ -165,7 +165,8 @@ def sweep_model(
         )
         log.append(base)
         logger.info("%s/%s baseline: accuracy %.4f", params.model, params.dataset, base["accuracy"])
-    rows.insert(0, done.get(row_key(base), base))
+    reference = done.get(row_key(base), base)
+    rows.insert(0, reference)
 
     total = sum(g.num_units for g in groups)
     for method, sampling, todo, scores in scored:
@@ -180,8 +181,11 @@ def sweep_model(
                 couplings=couplings,
             )
             kept = sum(int(m.sum()) for m in masks.values())
-            with apply_masks(model, masks):
-                metrics = evaluate_rows(model, inputs, labels, class_names, batch_size)
+            if kept == total:  # nothing pruned (rate 0): the model is the baseline, bit for bit
+                metrics = {k: v for k, v in reference.items() if k not in row and k not in ("seconds", "finished_at")}
+            else:
+                with apply_masks(model, masks):
+                    metrics = evaluate_rows(model, inputs, labels, class_names, batch_size)
             metrics["pruned_fraction"] = 1.0 - kept / total
             log.append(_finish(row, metrics, started))
             rows.append(row)
