@@ -2,11 +2,12 @@
 
 Per model (random init, 224 px, batch 1): the median seconds of a forward pass and of ``dlb_relevance`` over all unit
 groups (which includes its own forward pass), timed alternately back to back so that load from other jobs on a shared
-machine hits both alike; ``ratio = dlb / forward`` (target <= 4). Where ``.oracle-venv`` exists (see
+machine hits both alike; ``ratio = dlb / forward`` (target <= 4). Both wall-clock and process CPU seconds are taken:
+on a shared, oversubscribed machine the CPU-time ratio is the stable one. Where ``.oracle-venv`` exists (see
 ``scripts/build_dlb_oracle.sh``), the package is run once on the same weights and image in a subprocess
-(``DLBacktrace(...)`` + ``run_task``, import excluded; the package forces 1 thread), and ``speed-up = package / ours``
-is reported against ours at the default threads and at 1 thread (targets: >= 50x on VGG19 and ResNet50). The package
-cannot backtrace timm ViTs (docs/dlb.md), so it is not run on vit_b_16.
+(``DLBacktrace(...)`` + ``run_task``, import excluded; the package forces 1 thread) and ``speed-up = package / ours``
+is reported against ours at 1 thread, by CPU time and by wall time (targets: >= 50x on VGG19 and ResNet50). The
+package cannot backtrace timm ViTs (docs/dlb.md), so it is not run on vit_b_16.
 
     .venv/bin/python bench/dlb.py                                   # vgg19, resnet50, vit_b_16; package where possible
     .venv/bin/python bench/dlb.py --models resnet50 --repeats 5 --no-package
@@ -36,14 +37,15 @@ RUNNER = REPO / "scripts" / "dlb_oracle_runner.py"
 PACKAGE_MODELS = ("vgg19", "resnet50")
 
 
-def _seconds(fn) -> float:  # noqa: ANN001 - any zero-argument callable
-    start = time.perf_counter()
+def _seconds(fn) -> tuple[float, float]:  # noqa: ANN001 - any zero-argument callable
+    """Wall-clock and process CPU seconds of one call."""
+    wall, cpu = time.perf_counter(), time.process_time()
     fn()
-    return time.perf_counter() - start
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def paired_times(model: torch.nn.Module, x: torch.Tensor, repeats: int) -> tuple[float, float]:
-    """Median seconds of a forward pass and of a full DLB pass, alternated after one warm-up each."""
+def paired_times(model: torch.nn.Module, x: torch.Tensor, repeats: int) -> dict[str, float]:
+    """Median wall/CPU seconds of a forward pass and of a full DLB pass, alternated after one warm-up each."""
     groups = unit_groups(model)
     target = torch.zeros(x.shape[0], dtype=torch.long)
 
@@ -60,11 +62,16 @@ def paired_times(model: torch.nn.Module, x: torch.Tensor, repeats: int) -> tuple
     for _ in range(repeats):
         forwards.append(_seconds(forward))
         dlbs.append(_seconds(dlb))
-    return statistics.median(forwards), statistics.median(dlbs)
+    return {
+        "forward_s": statistics.median(t[0] for t in forwards),
+        "dlb_s": statistics.median(t[0] for t in dlbs),
+        "forward_cpu_s": statistics.median(t[1] for t in forwards),
+        "dlb_cpu_s": statistics.median(t[1] for t in dlbs),
+    }
 
 
-def package_seconds(name: str, model: torch.nn.Module, x: torch.Tensor, image_size: int) -> float | None:
-    """Seconds the package takes for one image (its own timing of construction + run_task), or None if it fails."""
+def package_seconds(name: str, model: torch.nn.Module, x: torch.Tensor, image_size: int) -> dict | None:
+    """The package's own wall and CPU seconds for one image (construction + run_task), or None if it fails."""
     with tempfile.TemporaryDirectory(prefix="dlb-bench-") as tmp:
         work = Path(tmp)
         (work / "spec.json").write_text(json.dumps({"name": name, "num_classes": 2, "image_size": image_size}))
@@ -73,29 +80,48 @@ def package_seconds(name: str, model: torch.nn.Module, x: torch.Tensor, image_si
         done = subprocess.run([str(ORACLE_PYTHON), str(RUNNER), str(work)], capture_output=True, text=True)
         result = json.loads((work / "result.json").read_text()) if (work / "result.json").is_file() else {}
         if done.returncode != 0 or "seconds" not in result:
-            print(f"package failed on {name}: {result.get('error') or done.stderr[-500:]}")
+            print(f"package failed on {name}: {result.get('error') or done.stderr[-500:]}", flush=True)
             return None
-        return float(result["seconds"])
+        return {"package_s": float(result["seconds"]), "package_cpu_s": float(result["cpu_seconds"])}
 
 
 def bench(name: str, image_size: int, repeats: int, run_package: bool) -> dict:
     torch.manual_seed(0)
     model = create_model(name, num_classes=2, image_size=image_size).eval()
     x = torch.randn(1, 3, image_size, image_size)
-    forward_s, dlb_s = paired_times(model, x, repeats)
-    row = {"model": name, "forward_s": forward_s, "dlb_s": dlb_s, "ratio": dlb_s / forward_s}
+    row: dict = {"model": name, **paired_times(model, x, repeats)}
+    row["ratio"] = row["dlb_s"] / row["forward_s"]
+    row["ratio_cpu"] = row["dlb_cpu_s"] / row["forward_cpu_s"]
     if run_package and name in PACKAGE_MODELS:
         threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # the package runs single-threaded; time ours alike for the second figure
+        torch.set_num_threads(1)  # the package runs single-threaded; time ours alike for the comparison
         try:
-            _, dlb_1t = paired_times(model, x, max(1, repeats // 2))
+            one = paired_times(model, x, max(1, repeats // 2))
         finally:
             torch.set_num_threads(threads)
+        row.update({"dlb_1t_s": one["dlb_s"], "dlb_1t_cpu_s": one["dlb_cpu_s"]})
         pkg = package_seconds(name, model, x, image_size)
-        row.update({"dlb_1thread_s": dlb_1t, "package_s": pkg})
         if pkg is not None:
-            row.update({"speedup": pkg / dlb_s, "speedup_1thread": pkg / dlb_1t})
+            row.update(pkg)
+            row["speedup"] = pkg["package_s"] / one["dlb_s"]
+            row["speedup_cpu"] = pkg["package_cpu_s"] / one["dlb_cpu_s"]
     return row
+
+
+COLUMNS = {
+    "forward s": "forward_s",
+    "DLB s": "dlb_s",
+    "DLB/fwd": "ratio",
+    "fwd CPU s": "forward_cpu_s",
+    "DLB CPU s": "dlb_cpu_s",
+    "DLB/fwd CPU": "ratio_cpu",
+    "DLB 1-thread s": "dlb_1t_s",
+    "DLB 1-thread CPU s": "dlb_1t_cpu_s",
+    "package s": "package_s",
+    "package CPU s": "package_cpu_s",
+    "speed-up": "speedup",
+    "speed-up CPU": "speedup_cpu",
+}
 
 
 def main() -> None:
@@ -112,17 +138,16 @@ def main() -> None:
     print(
         f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, threads {torch.get_num_threads()}"
     )
-    rows = [bench(name, args.image_size, args.repeats, run_package) for name in args.models]
-    print("| model | forward s | DLB s | DLB / forward | DLB 1 thread s | package s | speed-up | speed-up 1 thread |")
-    print("|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        cells = [
-            f"{r.get(k):.3g}" if isinstance(r.get(k), float) else "-"
-            for k in ("forward_s", "dlb_s", "ratio", "dlb_1thread_s", "package_s", "speedup", "speedup_1thread")
-        ]
-        print(f"| {r['model']} | " + " | ".join(cells) + " |")
-    if args.out:
-        args.out.write_text(json.dumps(rows, indent=1))
+    print("| model | " + " | ".join(COLUMNS) + " |")
+    print("|---" * (len(COLUMNS) + 1) + "|", flush=True)
+    rows = []
+    for name in args.models:
+        r = bench(name, args.image_size, args.repeats, run_package)
+        rows.append(r)
+        cells = [f"{r[k]:.3g}" if isinstance(r.get(k), float) else "-" for k in COLUMNS.values()]
+        print(f"| {r['model']} | " + " | ".join(cells) + " |", flush=True)
+        if args.out:
+            args.out.write_text(json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":

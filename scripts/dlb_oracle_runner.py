@@ -8,7 +8,8 @@ torch state (threads, MKL-DNN, determinism) and prints a lot. Usage::
 Model mode: ``WORKDIR`` holds ``spec.json`` (``create_model`` arguments), ``weights.safetensors`` (state dict) and
 ``input.safetensors`` (key ``x``, shape (1, C, H, W)). Written back: ``relevance.safetensors`` with, for every Conv2d /
 Linear module, ``<module>`` = relevance at the module's OUTPUT summed over spatial positions / tokens (per channel), and
-``<module>:input`` = relevance at its INPUT likewise; and ``result.json`` (node count, seconds, module per node, error).
+``<module>:input`` = relevance at its INPUT likewise; and ``result.json`` (node count, wall and CPU seconds, module per
+node, or the package's error).
 Relevance at a node's output = sum over its output children of ``get_relevance_from_child`` (dlb-oracle README).
 With ``"lenient": true`` in the spec, a failing ``align_relevance`` (the package crashes on timm ViTs) returns zeros
 instead of raising, so the layers above the failure can still be compared.
@@ -110,7 +111,7 @@ def main(workdir: str) -> int:
     from dl_backtrace.pytorch_backtrace.dlbacktrace.core.relevance_propagation import get_relevance_from_child
 
     log = io.StringIO()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     try:
         with contextlib.redirect_stdout(log):
             dlb = DLBacktrace(model, (x,), device="cpu", verbose=False, collect_node_module_map=True)
@@ -118,7 +119,7 @@ def main(workdir: str) -> int:
     except Exception as error:  # the package's own failure is a result worth recording
         (work / "result.json").write_text(json.dumps({"error": f"{type(error).__name__}: {error}"}))
         return 2
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     rel, node_io = res["relevance"], res["node_io"]
     out: dict[str, torch.Tensor] = {}
     nodes: dict[str, str] = {}
@@ -146,6 +147,7 @@ def main(workdir: str) -> int:
         json.dumps(
             {
                 "seconds": seconds,
+                "cpu_seconds": cpu_seconds,
                 "nodes": len(node_io),
                 "modules": nodes,
                 "argmax": int(logits.argmax(1)[0]),
