@@ -113,7 +113,7 @@ def build_cnn_composite(
     from zennit.rules import AlphaBeta, Epsilon, Flat, Gamma, ZBox, ZPlus
     from zennit.types import Convolution, Linear
 
-    from medprune.scoring.lrp_zennit import lean
+    from medprune.scoring.lrp_zennit import lean, lean_layer_map_base
 
     name = resolve_composite(name, family)
     epsilon = _check_positive("epsilon", epsilon)
@@ -121,8 +121,9 @@ def build_cnn_composite(
     gamma = _check_positive("gamma", gamma)
     canonizers = canonizers_for(family)
     wrap = lean if fast else (lambda rule: rule)
+    base = lean_layer_map_base(stabilizer) if fast else []  # prepended: overrides the composite's stock base
     if name == "epsilon":
-        layer_map = layer_map_base(stabilizer) + [(Linear, wrap(Epsilon(epsilon=epsilon)))]
+        layer_map = base + layer_map_base(stabilizer) + [(Linear, wrap(Epsilon(epsilon=epsilon)))]
         return LayerMapComposite(layer_map=layer_map, canonizers=canonizers)
     kwargs: dict = {"epsilon": epsilon, "stabilizer": stabilizer, "canonizers": canonizers}
     conv_rule = ZPlus(stabilizer=stabilizer) if "plus" in name else AlphaBeta(2.0, 1.0, stabilizer=stabilizer)
@@ -139,5 +140,5 @@ def build_cnn_composite(
         conv_rule = Gamma(gamma=gamma, stabilizer=stabilizer)
         kwargs.update(low=lo, high=hi, gamma=gamma)
         kwargs["first_map"] = [(Convolution, wrap(ZBox(low=lo, high=hi, stabilizer=stabilizer)))]
-    kwargs["layer_map"] = [(Convolution, wrap(conv_rule)), (torch.nn.Linear, wrap(Epsilon(epsilon=epsilon)))]
+    kwargs["layer_map"] = base + [(Convolution, wrap(conv_rule)), (torch.nn.Linear, wrap(Epsilon(epsilon=epsilon)))]
     return COMPOSITES[name](**kwargs)

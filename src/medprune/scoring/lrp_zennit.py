@@ -17,7 +17,19 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from zennit.core import BasicHook, ParamMod
+from zennit.core import BasicHook, Hook, ParamMod
+
+
+class _PassThrough(torch.autograd.Function):
+    """Forward: the layer output (computed from a detached input); backward: the output relevance, unchanged."""
+
+    @staticmethod
+    def forward(ctx, source: Tensor, output: Tensor) -> Tensor:  # noqa: ANN001
+        return output.detach()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # noqa: ANN001
+        return grad, None
 
 
 class _Reconnect(torch.autograd.Function):
@@ -107,3 +119,35 @@ def lean(rule: BasicHook) -> BasicHook:
         copy, rule.input_modifiers, rule.param_modifiers, rule.output_modifiers, rule.gradient_mapper, rule.reducer
     )
     return copy
+
+
+class LeanPass(Hook):
+    """zennit's ``Pass`` rule (relevance passes through unchanged, e.g. ReLU, merged BatchNorm) without running the
+    layer's own backward. In-place layers get a copy of their input, as in zennit."""
+
+    def pre_forward(self, module: nn.Module, input: tuple) -> tuple | None:  # noqa: A002 - zennit's signature
+        args = input if isinstance(input, tuple) else (input,)
+        self.stored_tensors.pop("source", None)
+        if not args[0].requires_grad:
+            return None
+        self.stored_tensors["source"] = args[0]
+        detached = args[0].detach()
+        return (detached.clone() if getattr(module, "inplace", False) else detached, *args[1:])
+
+    def post_forward(self, module: nn.Module, input: tuple, output: Tensor) -> Tensor | None:  # noqa: A002
+        source = self.stored_tensors.get("source")
+        return None if source is None else _PassThrough.apply(source, output)
+
+
+def lean_layer_map_base(stabilizer: float) -> list:
+    """zennit's ``layer_map_base`` (activations and BatchNorm: pass; sums and average pools: norm) with lean hooks."""
+    from zennit.layer import Sum
+    from zennit.rules import Norm
+    from zennit.types import Activation, AvgPool, BatchNorm
+
+    return [
+        (Activation, LeanPass()),
+        (Sum, lean(Norm(stabilizer=stabilizer))),
+        (AvgPool, lean(Norm(stabilizer=stabilizer))),
+        (BatchNorm, LeanPass()),
+    ]
