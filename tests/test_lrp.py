@@ -226,3 +226,19 @@ def test_registered_with_its_options() -> None:
             method="lrp",
             alpha=3,
         )
+
+
+def test_lean_path_matches_stock_on_bottleneck_resnet() -> None:
+    """ResNet-50's Bottleneck blocks (lean canonizer stacks the residual pair first): same relevance as zennit's."""
+    from torchvision.models.resnet import Bottleneck, ResNet
+
+    torch.manual_seed(0)
+    model = ResNet(Bottleneck, [1, 1, 1, 1], num_classes=3, width_per_group=16).double().eval()
+    x, y = _inputs(batch=2, size=32)
+    groups = unit_groups(model)
+    lean_maps, lean_input = relevance_maps(model, x, y, groups, fast=True)
+    stock_maps, stock_input = relevance_maps(model, x, y, groups, fast=False)
+    torch.testing.assert_close(lean_input, stock_input, rtol=1e-12, atol=1e-15)
+    for group in groups:
+        torch.testing.assert_close(lean_maps[group.name], stock_maps[group.name], rtol=1e-12, atol=1e-15)
+    assert not has_hooks(model) and all("forward" not in m.__dict__ for m in model.modules())

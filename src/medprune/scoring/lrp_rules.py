@@ -65,15 +65,20 @@ def resolve_composite(name: str | None, family: str) -> str:
     return name
 
 
-def canonizers_for(family: str) -> list:
-    """zennit canonizers for a torchvision VGG (merge BatchNorm) or ResNet (merge BatchNorm, split residual sums)."""
+def canonizers_for(family: str, fast: bool = True) -> list:
+    """zennit canonizers for a torchvision VGG (merge BatchNorm) or ResNet (merge BatchNorm, split residual sums).
+
+    ``fast`` uses :func:`medprune.scoring.lrp_zennit.lean_resnet_canonizer` for ResNets (same relevance, faster sum).
+    """
     from zennit.canonizers import SequentialMergeBatchNorm
     from zennit.torchvision import ResNetCanonizer
+
+    from medprune.scoring.lrp_zennit import lean_resnet_canonizer
 
     if family == "vgg":
         return [SequentialMergeBatchNorm()]
     if family == "resnet":
-        return [ResNetCanonizer()]
+        return [lean_resnet_canonizer() if fast else ResNetCanonizer()]
     raise ValueError(f"no zennit canonizer for model family {family!r}")
 
 
@@ -119,7 +124,7 @@ def build_cnn_composite(
     epsilon = _check_positive("epsilon", epsilon)
     stabilizer = _check_positive("stabilizer", stabilizer)
     gamma = _check_positive("gamma", gamma)
-    canonizers = canonizers_for(family)
+    canonizers = canonizers_for(family, fast)
     wrap = lean if fast else (lambda rule: rule)
     base = lean_layer_map_base(stabilizer) if fast else []  # prepended: overrides the composite's stock base
     if name == "epsilon":

@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from zennit.canonizers import CompositeCanonizer, SequentialMergeBatchNorm
 from zennit.core import BasicHook, Hook, ParamMod
+from zennit.layer import Sum
+from zennit.torchvision import ResNetBasicBlockCanonizer, ResNetBottleneckCanonizer
 
 
 class _PassThrough(torch.autograd.Function):
@@ -151,3 +154,47 @@ def lean_layer_map_base(stabilizer: float) -> list:
         (AvgPool, lean(Norm(stabilizer=stabilizer))),
         (BatchNorm, LeanPass()),
     ]
+
+
+# ------------------------------------------------------------------------------------------------- ResNet canonizer
+
+
+def _bottleneck_forward(self: nn.Module, x: Tensor) -> Tensor:
+    """zennit's canonized Bottleneck forward, with the residual pair stacked on a leading dimension."""
+    identity = x if self.downsample is None else self.downsample(x)
+    out = self.relu(self.bn1(self.conv1(x)))
+    out = self.relu(self.bn2(self.conv2(out)))
+    out = self.bn3(self.conv3(out))
+    return self.relu(self.canonizer_sum(torch.stack([identity, out], dim=0)))
+
+
+def _basic_block_forward(self: nn.Module, x: Tensor) -> Tensor:
+    """zennit's canonized BasicBlock forward, with the residual pair stacked on a leading dimension."""
+    identity = x if self.downsample is None else self.downsample(x)
+    out = self.relu(self.bn1(self.conv1(x)))
+    out = self.bn2(self.conv2(out))
+    return self.relu(self.canonizer_sum(torch.stack([identity, out], dim=0)))
+
+
+class _StackFirstBottleneckCanonizer(ResNetBottleneckCanonizer):
+    @classmethod
+    def _attribute_map(cls, name: str, module: nn.Module) -> dict | None:
+        if super()._attribute_map(name, module) is None:
+            return None
+        return {"forward": _bottleneck_forward.__get__(module), "canonizer_sum": Sum(dim=0)}
+
+
+class _StackFirstBasicBlockCanonizer(ResNetBasicBlockCanonizer):
+    @classmethod
+    def _attribute_map(cls, name: str, module: nn.Module) -> dict | None:
+        if super()._attribute_map(name, module) is None:
+            return None
+        return {"forward": _basic_block_forward.__get__(module), "canonizer_sum": Sum(dim=0)}
+
+
+def lean_resnet_canonizer() -> CompositeCanonizer:
+    """zennit's ``ResNetCanonizer`` with the residual sum over a leading stack dimension instead of the last one (a
+    strided size-2 reduction over the last dimension is several times slower on CPU); the same relevance."""
+    return CompositeCanonizer(
+        (SequentialMergeBatchNorm(), _StackFirstBottleneckCanonizer(), _StackFirstBasicBlockCanonizer())
+    )
