@@ -64,10 +64,18 @@ def _assert_unchanged(model: nn.Module, before: dict[str, object]) -> None:
         assert torch.equal(value, after["state"][key]), key
 
 
-@pytest.mark.parametrize("name", CNNS)
-@pytest.mark.parametrize("composite", ["epsilon_plus_flat", "epsilon_plus", "epsilon_gamma_box", "epsilon"])
+CONSERVING = [("vgg_small", c) for c in ("epsilon_plus_flat", "epsilon_plus", "epsilon_gamma_box", "epsilon")] + [
+    ("resnet_small", c) for c in ("epsilon_gamma_box", "epsilon")
+]
+
+
+@pytest.mark.parametrize(("name", "composite"), CONSERVING)
 def test_conservation_bias_free(name: str, composite: str) -> None:
-    """With zero biases and tiny epsilon, input relevance sums to the target logit (1%), as does every VGG layer."""
+    """With zero biases and tiny epsilon, input relevance sums to the target logit, as does every VGG layer.
+
+    z+ and alpha-beta are not conservative on residual nets: a residual branch whose (negative) share of relevance
+    has no positive contribution loses it (measured: up to 4% on resnet_small at 32 px; 1e-11 on resnet18).
+    """
     model = _bias_free(name)
     x, y = _inputs()
     groups = unit_groups(model)
