@@ -49,7 +49,7 @@ class ReportConfig:
     heatmaps: bool = True
     heatmap_per_class: int = 2
     similarity_images: int = 8
-    latency_batch: int = 1
+    latency_batch: int = 16
     similarity_rates: list[float] = field(default_factory=lambda: [round(0.1 * i, 1) for i in range(1, 10)])
     data_root: str | None = None
 

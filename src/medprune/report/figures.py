@@ -93,7 +93,9 @@ def plot_curves(rows: Sequence[Row], out_dir: str | Path, tolerance: float | Non
             axis.set_ylim(-0.02, 1.02)
             axis.set_xlim(-0.01, 1.0)
             axis.grid(alpha=0.3)
-        axes[0].legend(fontsize=8, loc="lower left")
+        handles, labels = axes[0].get_legend_handles_labels()
+        fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=min(len(labels), 7), frameon=False)
+        fig.subplots_adjust(bottom=0.22)
         fig.suptitle(f"{model} on {dataset} ({str(checkpoint)[:8]}), {sampling} sampling")
         paths.append(_save(fig, out / f"curve_{_slug(model, dataset, str(checkpoint)[:8], sampling)}.png"))
     return paths
@@ -142,28 +144,34 @@ def plot_heatmaps(
 
 
 def plot_similarity(similarity: Sequence[Row], path: str | Path) -> Path:
-    """Mean (± std over images) heatmap correlation with the unpruned model vs pruning rate, one line per curve.
+    """Mean heatmap correlation with the unpruned model vs pruning rate: one panel per sampling, one line per method.
+
+    Controls (sampling ``none``) appear dashed in every panel; the std over images is in the CSV, not drawn.
 
     Args:
-        similarity: rows with ``label``, ``rate``, ``pearson_mean``, ``pearson_std``.
+        similarity: rows with ``label`` (``"<method> <sampling>"``), ``rate``, ``pearson_mean``.
         path: PNG path.
     """
-    fig, axis = plt.subplots(figsize=(6.5, 4.2))
     lines: dict[str, list[Row]] = defaultdict(list)
     for row in similarity:
         lines[str(row["label"])].append(row)
-    for label, points in sorted(lines.items()):
-        points = sorted(points, key=lambda r: float(r["rate"]))
-        rates = np.array([float(p["rate"]) for p in points])
-        mean = np.array([float(p["pearson_mean"]) for p in points])
-        std = np.array([float(p["pearson_std"]) for p in points])
-        method = label.split()[0].lower()
-        style = dict(METHOD_STYLE.get(method, {"marker": "."}))
-        axis.plot(rates, mean, label=label, markersize=4, **style)
-        axis.fill_between(rates, mean - std, mean + std, color=style.get("color"), alpha=0.12)
-    axis.set_xlabel("pruning rate")
-    axis.set_ylabel("Pearson r of LRP heatmaps (pruned vs unpruned)")
-    axis.set_ylim(-1.02, 1.02)
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=8, loc="lower left")
+    samplings = sorted({label.split()[-1] for label in lines} - {CONTROL_SAMPLING}) or [CONTROL_SAMPLING]
+    fig, axes = plt.subplots(1, len(samplings), figsize=(4.6 * len(samplings), 4.0), squeeze=False, sharey=True)
+    for axis, sampling in zip(axes[0], samplings):
+        for label, points in sorted(lines.items()):
+            if label.split()[-1] not in (sampling, CONTROL_SAMPLING):
+                continue
+            points = sorted(points, key=lambda r: float(r["rate"]))
+            method = label.split()[0].lower()
+            style = dict(METHOD_STYLE.get(method, {"marker": "."}))
+            name = method.upper() if label.split()[-1] != CONTROL_SAMPLING else method
+            axis.plot([float(p["rate"]) for p in points], [float(p["pearson_mean"]) for p in points], label=name,
+                      markersize=4, **style)  # fmt: skip
+        axis.set_title(f"{sampling} sampling", fontsize=10)
+        axis.set_xlabel("pruning rate")
+        axis.set_ylim(-0.5, 1.02)
+        axis.axhline(0, color="black", linewidth=0.6)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8, loc="lower left")
+    axes[0][0].set_ylabel("mean Pearson r, pruned vs unpruned LRP heatmap")
     return _save(fig, Path(path))

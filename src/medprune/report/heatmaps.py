@@ -43,7 +43,13 @@ def relevance(model: nn.Module, inputs: Tensor, targets: Tensor, **options: Any)
     """LRP input heatmaps (N, H, W) of ``model`` (``medprune.scoring.lrp.input_relevance``) as a NumPy array."""
     from medprune.scoring.lrp import input_relevance
 
-    return input_relevance(model, inputs, targets, **options).detach().cpu().numpy()
+    try:
+        return input_relevance(model, inputs, targets, **options).detach().cpu().numpy()
+    except RuntimeError as error:  # the lean hooks can fail on heavily pruned models: retry with zennit's own
+        if options.get("fast") is False:
+            raise
+        logger.warning("LRP heatmap failed with the fast hooks (%s); retrying with fast=False", error)
+        return input_relevance(model, inputs, targets, **{**options, "fast": False}).detach().cpu().numpy()
 
 
 def heatmaps_under_masks(
@@ -92,8 +98,12 @@ def similarity_curve(
     reference = relevance(model, inputs, targets, **options) if reference is None else reference
     rows = []
     for rate, masks in sorted(masks_at.items()):
-        with apply_masks(model, masks):
-            r = pearson(reference, relevance(model, inputs, targets, **options))
+        try:
+            with apply_masks(model, masks):
+                r = pearson(reference, relevance(model, inputs, targets, **options))
+        except RuntimeError as error:
+            logger.warning("%s at rate %.2f: no LRP heatmap (%s); similarity left out", label, rate, error)
+            r = np.full(len(inputs), np.nan)
         finite = r[np.isfinite(r)]
         rows.append({
             "label": label, "rate": float(rate), "n": int(finite.size),

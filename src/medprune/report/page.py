@@ -92,7 +92,9 @@ def render(
                          "<p class='note'>Latency: median of timed forward passes, batch "
                          f"{config.latency_batch}, on this machine's CPU. “coupled for removal”: the model has "
                          "residual couplings the sweep did not impose, so physical removal uses coupled masks at the "
-                         "same rate.</p>" + _efficiency_table(efficiency)))  # fmt: skip
+                         "same rate. On a machine shared with other jobs latency is noisy (a speed-up below 1 is "
+                         "noise, not a slowdown); MACs and parameters are exact.</p>"
+                         + _efficiency_table(efficiency)))  # fmt: skip
     if heat_paths:
         mean = {}
         for s in similarity:
