@@ -221,3 +221,18 @@ def test_float32_and_unsupported_groups() -> None:
         lrp_scores(model, x, torch.tensor([0, 1]), [UnitGroup("blocks.0.mlp.fc2", "blocks.0.mlp.fc2", "linear", 32)])
     with pytest.raises(ValueError, match="attnlrp"):
         input_relevance(model, x, torch.tensor([0, 1]), composite="epsilon_plus_flat")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name", ["vgg_small", "resnet_small", "vit_small"])
+def test_cuda_matches_cpu(name: str) -> None:
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=3, image_size=32).double()
+    x, y = torch.randn(2, 3, 32, 32, dtype=torch.float64), torch.tensor([0, 2])
+    cpu = lrp_scores(model, x, y, unit_groups(model))
+    gpu = lrp_scores(model.cuda(), x.cuda(), y.cuda(), unit_groups(model))
+    for key, value in cpu.items():
+        assert gpu[key].device.type == "cuda"
+        torch.testing.assert_close(gpu[key].cpu(), value, rtol=1e-6, atol=1e-9)
+    assert input_relevance(model, x.cuda(), y.cuda()).device.type == "cuda"
