@@ -50,13 +50,12 @@ class _Reconnect(torch.autograd.Function):
 
 def _bias_only(module: nn.Module, like: Tensor) -> Tensor:
     """The output of ``module`` (with its current, possibly modified, parameters) for an all-zero input."""
-    out = torch.zeros_like(like)
     bias = getattr(module, "bias", None)
     if bias is None:
-        return out
+        return like.new_zeros(()).expand_as(like)
     shape = [1] * like.dim()
     shape[-1 if isinstance(module, nn.Linear) else 1] = -1
-    return out + bias.detach().view(shape)
+    return bias.detach().view(shape).expand_as(like)
 
 
 class _LeanHook(BasicHook):
@@ -103,7 +102,7 @@ class _LeanHook(BasicHook):
             grads = torch.autograd.grad(
                 [outputs[i] for i in used], [inputs[i] for i in used], [grad_outputs[i] for i in used]
             )
-        gradients = [torch.zeros_like(value) for value in inputs]
+        gradients = [value.new_zeros(()).expand_as(value) for value in inputs]
         for index, grad in zip(used, grads):
             gradients[index] = grad
         return self.reducer([value.detach() for value in inputs], gradients)
