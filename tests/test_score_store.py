@@ -52,7 +52,7 @@ def test_scores_are_saved_with_provenance_and_reused(tmp_path, train_split, mode
         again = compute_scores(model, train_split, ScoreRequest("ig", "confidence", 2, 1, options={"steps": 3}),
                                cache_dir=tmp_path)
     assert "reusing" in caplog.text
-    assert again.path == record.path
+    assert again.path == record.path and again.reused and not record.reused
     assert all(torch.equal(again.scores[k], record.scores[k]) for k in groups)
     assert len(list(tmp_path.glob("*.safetensors"))) == 1
 

@@ -102,11 +102,13 @@ class ScoreRequest:
 
 @dataclass
 class ScoreRecord:
-    """Scores of one request: ``{group.name: float64 Tensor(num_units)}``, their provenance and file (if saved)."""
+    """Scores of one request: ``{group.name: float64 Tensor(num_units)}``, their provenance, file (if saved) and
+    whether that file already existed (``reused``)."""
 
     scores: dict[str, Tensor]
     provenance: dict[str, Any]
     path: Path | None = None
+    reused: bool = False
 
 
 def _jsonable(value: Any) -> Any:
@@ -207,7 +209,7 @@ def compute_scores(
     path = score_file(request, checksum, fingerprint, cache_dir) if cache_dir is not None else None
     if path is not None and path.is_file() and _sidecar(path).is_file():
         logger.info("reusing %s for %s/%s", path, request.method, request.sampling)
-        return load_scores(path, model)
+        return dataclasses.replace(load_scores(path, model), reused=True)
 
     started = time.perf_counter()
     groups = unit_groups(model)
