@@ -118,7 +118,7 @@ def build_cnn_composite(
     from zennit.rules import AlphaBeta, Epsilon, Flat, Gamma, ZBox, ZPlus
     from zennit.types import Convolution, Linear
 
-    from medprune.scoring.lrp_zennit import lean, lean_layer_map_base
+    from medprune.scoring.lrp_zennit import LeanZPlus, lean, lean_layer_map_base
 
     name = resolve_composite(name, family)
     epsilon = _check_positive("epsilon", epsilon)
@@ -145,5 +145,6 @@ def build_cnn_composite(
         conv_rule = Gamma(gamma=gamma, stabilizer=stabilizer)
         kwargs.update(low=lo, high=hi, gamma=gamma)
         kwargs["first_map"] = [(Convolution, wrap(ZBox(low=lo, high=hi, stabilizer=stabilizer)))]
-    kwargs["layer_map"] = base + [(Convolution, wrap(conv_rule)), (torch.nn.Linear, wrap(Epsilon(epsilon=epsilon)))]
+    conv_hook = LeanZPlus(stabilizer=stabilizer) if fast and isinstance(conv_rule, ZPlus) else wrap(conv_rule)
+    kwargs["layer_map"] = base + [(Convolution, conv_hook), (torch.nn.Linear, wrap(Epsilon(epsilon=epsilon)))]
     return COMPOSITES[name](**kwargs)

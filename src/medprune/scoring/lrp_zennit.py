@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from zennit.canonizers import CompositeCanonizer, SequentialMergeBatchNorm
 from zennit.core import BasicHook, Hook, ParamMod
 from zennit.layer import Sum
+from zennit.rules import ZPlus
 from zennit.torchvision import ResNetBasicBlockCanonizer, ResNetBottleneckCanonizer
 
 
@@ -76,11 +77,14 @@ class _LeanHook(BasicHook):
             return None
         return _Reconnect.apply(source, output, self, module)
 
+    def _check_version(self, module: nn.Module) -> None:
+        if self.stored_tensors["source"]._version != self.stored_tensors["version"]:
+            raise RuntimeError(f"LRP: the input of {type(module).__name__} was modified in place after the layer ran")
+
     def relevance(self, module: nn.Module, out_grad: Tensor) -> Tensor:
         """The rule's relevance for the layer input, given the relevance (zennit's gradient) at its output."""
         original = self.stored_tensors["input"][0]
-        if self.stored_tensors["source"]._version != self.stored_tensors["version"]:
-            raise RuntimeError(f"LRP: the input of {type(module).__name__} was modified in place after the layer ran")
+        self._check_version(module)
         inputs, outputs, computed = [], [], []
         with torch.enable_grad():
             for in_mod, param_mod, out_mod in zip(self.input_modifiers, self.param_modifiers, self.output_modifiers):
@@ -121,6 +125,30 @@ def lean(rule: BasicHook) -> BasicHook:
         copy, rule.input_modifiers, rule.param_modifiers, rule.output_modifiers, rule.gradient_mapper, rule.reducer
     )
     return copy
+
+
+class LeanZPlus(_LeanHook, ZPlus):
+    """zennit's ``ZPlus`` rule, lean; for non-negative inputs (post-ReLU) in three fused steps: ``z = conv+(x)``,
+    ``s = R / (z + stabilizer)``, ``R_in = x * conv+^T(s)`` (z >= 0 there, so zennit's stabiliser adds +stabilizer)."""
+
+    def __init__(self, stabilizer: float = 1e-6, zero_params: list[str] | None = None) -> None:
+        ZPlus.__init__(self, stabilizer=stabilizer, zero_params=zero_params)
+        self.stabilizer = float(stabilizer)
+        self.zero_params = zero_params
+
+    def copy(self) -> LeanZPlus:
+        return LeanZPlus(self.stabilizer, self.zero_params)
+
+    def relevance(self, module: nn.Module, out_grad: Tensor) -> Tensor:
+        original = self.stored_tensors["input"][0]
+        if original.numel() == 0 or bool(original.min() < 0):
+            return super().relevance(module, out_grad)
+        self._check_version(module)
+        with torch.enable_grad(), ParamMod.ensure(self.param_modifiers[0])(module) as modified:
+            value = original.detach().requires_grad_()
+            positive = modified.forward(value)
+            (grad,) = torch.autograd.grad(positive, value, out_grad / (positive.detach() + self.stabilizer))
+        return original * grad
 
 
 class LeanPass(Hook):
