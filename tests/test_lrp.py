@@ -250,3 +250,19 @@ def test_lean_path_matches_stock_on_bottleneck_resnet() -> None:
     for group in groups:
         torch.testing.assert_close(lean_maps[group.name], stock_maps[group.name], rtol=1e-12, atol=1e-15)
     assert not has_hooks(model) and all("forward" not in m.__dict__ for m in model.modules())
+
+
+@pytest.mark.parametrize(("name", "layer"), [("vgg_small", "features.4"), ("resnet_small", "layer2.0.conv1")])
+def test_fully_pruned_layer(name: str, layer: str) -> None:
+    """A layer with all weights zeroed (as pruning leaves it): no relevance through it, no error, same as zennit."""
+    model = _with_biases(name)
+    with torch.no_grad():
+        model.get_submodule(layer).weight.zero_()
+    x, y = _inputs(batch=2)
+    groups = unit_groups(model)
+    for composite in ("epsilon_plus_flat", "epsilon_alpha2_beta1"):
+        lean_maps, lean_input = relevance_maps(model, x, y, groups, composite=composite)
+        stock_maps, stock_input = relevance_maps(model, x, y, groups, composite=composite, fast=False)
+        torch.testing.assert_close(lean_input, stock_input, rtol=1e-12, atol=1e-15)
+        assert all(torch.equal(lean_maps[g.name], stock_maps[g.name]) for g in groups)
+        assert torch.isfinite(lean_input).all()

@@ -6,8 +6,10 @@ Relevance starts at the logit of each sample's target class and is propagated ba
 - **CNNs** (torchvision VGG / ResNet): zennit composites (``epsilon_plus_flat`` by default) with canonizers — BatchNorm
   merged into the preceding conv, residual sums split in proportion to each branch's contribution. zennit propagates
   the relevance itself as the (modified) gradient, so the relevance at a unit's activation is the gradient arriving
-  there when the backward pass starts from ``one_hot(target) * logits``. Everything zennit changes on the model
-  (hooks, merged parameters, overloaded ``forward``) is undone on exit, also after an error.
+  there when the backward pass starts from ``one_hot(target) * logits``. By default the rules run through
+  medprune's lean hooks (:mod:`medprune.scoring.lrp_zennit`: bit-identical results, about half the work);
+  ``fast=False`` uses zennit's stock hooks. Everything changed on the model (hooks, merged parameters, overloaded
+  ``forward``) is undone on exit, also after an error.
 - **ViTs** (timm ``VisionTransformer``): medprune's own CP-LRP / AttnLRP rules in gradient x input form
   (:mod:`medprune.scoring.lrp_vit`); the model is not modified at all.
 
@@ -201,7 +203,8 @@ def input_relevance(model: nn.Module, inputs: Tensor, targets: Tensor, **options
         **options: as for :func:`relevance_maps` (``composite``, ``epsilon``, ...).
 
     Returns:
-        (B, H, W) relevance, detached, on the inputs' device.
+        (B, H, W) relevance, detached, on the inputs' device. Its total is the target logit minus what biases absorb
+        (for ViTs also the class token and position embedding, which in untrained ViTs take most of it).
     """
     _, relevance = relevance_maps(model, inputs, targets, (), **options)  # type: ignore[arg-type]
     return relevance.detach().sum(dim=1)

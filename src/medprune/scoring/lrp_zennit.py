@@ -103,8 +103,12 @@ class _LeanHook(BasicHook):
             if isinstance(grad_outputs, Tensor):  # single-pass rules (epsilon, flat) map to one tensor
                 grad_outputs = [grad_outputs]
             used = [i for i, done in enumerate(computed) if done and bool(grad_outputs[i].any())]
-            grads = torch.autograd.grad(
-                [outputs[i] for i in used], [inputs[i] for i in used], [grad_outputs[i] for i in used]
+            grads = (  # nothing to differentiate when no relevance arrives (e.g. a fully pruned layer)
+                torch.autograd.grad(
+                    [outputs[i] for i in used], [inputs[i] for i in used], [grad_outputs[i] for i in used]
+                )
+                if used
+                else ()
             )
         gradients = [value.new_zeros(()).expand_as(value) for value in inputs]
         for index, grad in zip(used, grads):
