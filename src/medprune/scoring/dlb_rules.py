@@ -29,6 +29,7 @@ from torch import Tensor
 ZERO_SUM_RTOL = 1e-5
 
 
+@torch.no_grad()
 def linear_rule(relevance: Tensor, x: Tensor, weight: Tensor, bias: Tensor | None, output: Tensor) -> Tensor:
     """DLB rule of a Linear layer (mirrors ``Linear_v2.original_version.calculate_wt_fc``).
 
@@ -54,16 +55,21 @@ def linear_rule(relevance: Tensor, x: Tensor, weight: Tensor, bias: Tensor | Non
     x_abs = x.abs()
     magnitude = F.linear(x_abs, w_abs)  # P + N
     signed = output - bias if bias is not None else output  # P - N
-    positive = (magnitude + signed) * 0.5
-    negative = (magnitude - signed) * 0.5
-    tiny = magnitude * ZERO_SUM_RTOL
-    one = torch.ones((), dtype=magnitude.dtype, device=magnitude.device)
-    denominator = torch.where(positive <= tiny, one, positive) + torch.where(negative <= tiny, one, negative)
+    # P <= rtol (P+N) or N <= rtol (P+N)  <=>  |P - N| >= (1 - 2 rtol) (P + N); rare in real layers
+    one_sided = signed.abs() >= magnitude * (1 - 2 * ZERO_SUM_RTOL)
+    if bool(one_sided.any()):
+        positive, negative = (magnitude + signed) * 0.5, (magnitude - signed) * 0.5
+        tiny = magnitude * ZERO_SUM_RTOL
+        denominator = torch.where(positive <= tiny, 1.0, positive) + torch.where(negative <= tiny, 1.0, negative)
+    else:
+        denominator = magnitude
     if bias is not None:
-        denominator = denominator + bias.abs()
-    return x_abs * ((relevance / denominator) @ w_abs)
+        denominator = denominator.add_(bias.abs())
+    scaled = torch.div(relevance, denominator, out=denominator)
+    return (scaled @ w_abs).mul_(x_abs)
 
 
+@torch.no_grad()
 def conv2d_rule(
     relevance: Tensor,
     x: Tensor,
@@ -160,8 +166,7 @@ def add_rule(relevance: Tensor, num_inputs: int = 2) -> Tensor:
 
 def _stabilize(t: Tensor, epsilon: float) -> Tensor:
     """``SelfAttention.original_version.stabilize``: entries with ``|t| < eps`` become ``eps`` with ``t``'s sign."""
-    sign = torch.where(t < 0, -torch.ones_like(t), torch.ones_like(t))
-    return torch.where(t.abs() < epsilon, epsilon * sign, t)
+    return torch.where(t.abs() < epsilon, torch.where(t < 0, -epsilon, epsilon), t)
 
 
 def _conserve_by_magnitude(total: Tensor, t: Tensor, eps: float = 1e-12) -> Tensor:
