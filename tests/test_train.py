@@ -102,7 +102,7 @@ def test_same_seed_same_weights_and_loss_selection(splits):
     second = train(_model(), splits, _config(epochs=2, select_on="loss", max_train_samples=48), None)
     assert model_checksum(first.model) == model_checksum(second.model)
     losses = [row["val_loss"] for row in first.history]
-    assert first.best_epoch == int(np.argmin(losses)) + 1
+    assert first.best_epoch == int(np.argmin(losses)) + 1 and first.best_score == pytest.approx(min(losses))
     assert first.out_dir is None and first.checkpoint is None
 
 

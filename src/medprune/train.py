@@ -261,8 +261,9 @@ def train(model: nn.Module, splits: Any, config: TrainConfig, out_dir: str | Pat
     model.load_state_dict(best_state)
     model.eval()
     test = evaluate(model, test_set, class_names, batch_size=config.eval_batch_size)
-    logger.info("kept epoch %d (val %s %.4f); test %s", best_epoch, config.select_on, best_score, summary_line(test))
-    result = TrainResult(model, history, best_epoch, best_score, best_val, test, out)
+    best_value = -best_score if config.select_on == "loss" else best_score  # _score negates the loss
+    logger.info("kept epoch %d (val %s %.4f); test %s", best_epoch, config.select_on, best_value, summary_line(test))
+    result = TrainResult(model, history, best_epoch, best_value, best_val, test, out)
     result.extra = {"select_on": config.select_on, "dataset": getattr(splits, "name", None), "device": str(device)}
     result.wall_time_s = time.perf_counter() - start
     if out is not None:
