@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from medprune.models import create_model
 from medprune.scoring.lrp import input_relevance, lrp_scores, relevance_maps
-from medprune.scoring.lrp_vit import vit_lrp_forward
+from medprune.scoring.lrp_vit import _pool, vit_lrp_forward
 from medprune.scoring.registry import score
 from medprune.units import UnitGroup, has_hooks, unit_groups
 
@@ -51,6 +51,31 @@ def test_modified_forward_reproduces_logits(rules: str) -> None:
     x, _ = _inputs()
     with torch.no_grad():
         torch.testing.assert_close(vit_lrp_forward(model, x, rules, 1e-6), model(x), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("pool", ["avg", "avgmax"])
+def test_mean_pooled_vit_with_fc_norm(pool: str) -> None:
+    """global_pool='avg' (fc_norm is a LayerNorm, the final norm Identity): same logits; pooling without timm's
+    ``pool`` method (older timm) matches it."""
+    from types import SimpleNamespace
+
+    from timm.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(0)
+    model = (
+        VisionTransformer(
+            img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2, num_classes=3, global_pool=pool
+        )
+        .double()
+        .eval()
+    )
+    x, _ = _inputs()
+    x = x[..., :16, :16]
+    with torch.no_grad():
+        torch.testing.assert_close(vit_lrp_forward(model, x, "cp_lrp", 1e-6), model(x), rtol=1e-10, atol=1e-12)
+        tokens = torch.randn(2, 17, 32, dtype=torch.float64)
+        legacy = SimpleNamespace(global_pool=pool, num_prefix_tokens=1)
+        torch.testing.assert_close(_pool(legacy, tokens), model.pool(tokens))
 
 
 def test_cp_lrp_conserves_relevance_block_to_block() -> None:

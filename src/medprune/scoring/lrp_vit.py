@@ -134,6 +134,22 @@ def _mlp(mlp: nn.Module, x: Tensor, epsilon: float, record: dict[str, Tensor], p
     return mlp.drop2(_epsilon(mlp.fc2(hidden), epsilon))
 
 
+def _pool(model: nn.Module, x: Tensor) -> Tensor:
+    """timm's token pooling (``model.pool`` where this timm version has it): class token, mean, max or avgmax."""
+    if hasattr(model, "pool"):
+        return model.pool(x)
+    if model.global_pool == "token":
+        return x[:, 0]
+    x = x[:, model.num_prefix_tokens :]
+    if model.global_pool == "avg":
+        return x.mean(dim=1)
+    if model.global_pool == "max":
+        return x.amax(dim=1)
+    if model.global_pool == "avgmax":
+        return 0.5 * (x.amax(dim=1) + x.mean(dim=1))
+    return x
+
+
 def vit_lrp_forward(
     model: nn.Module, inputs: Tensor, rules: str = "cp_lrp", epsilon: float = 1e-6, record: dict | None = None
 ) -> Tensor:
@@ -167,7 +183,7 @@ def vit_lrp_forward(
         )
         x = x + block.drop_path2(block.ls2(_mlp(block.mlp, _norm(block.norm2, x), epsilon, record, f"{path}.mlp")))
     record[f"tokens.{len(model.blocks)}"] = x
-    x = _norm(model.fc_norm, model.pool(_norm(model.norm, x)))
+    x = _norm(model.fc_norm, _pool(model, _norm(model.norm, x)))
     return _epsilon(model.head(model.head_drop(x)), epsilon)
 
 
