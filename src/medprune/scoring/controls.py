@@ -43,10 +43,11 @@ def random_scores(
 
 def _head_qkv_rows(attn: nn.Module, num_heads: int) -> Tensor:
     """(num_heads,) L1 of the q, k and v rows of ``attn.qkv`` feeding each head (timm layout: [q | k | v] × heads)."""
-    weight = attn.qkv.weight.detach().double()
+    weight = attn.qkv.weight.detach()
     dim = weight.shape[0] // 3
     head_dim = dim // num_heads
-    return weight.abs().sum(1).reshape(3, num_heads, head_dim).sum((0, 2))
+    rows = torch.linalg.vector_norm(weight, ord=1, dim=1, dtype=torch.float64)
+    return rows.reshape(3, num_heads, head_dim).sum((0, 2))
 
 
 @register_scorer("magnitude", data_free=True, description="L1 norm of each unit's weights (filter, row, head q/k/v)")
@@ -63,7 +64,8 @@ def magnitude_scores(
                 raise NotImplementedError(f"magnitude of heads needs a fused attn.qkv Linear; {g.name!r} has none")
             scores[g.name] = _head_qkv_rows(attn, g.num_units)
         elif isinstance(module, (nn.Conv2d, nn.Linear)):
-            scores[g.name] = module.weight.detach().double().abs().flatten(1).sum(1)
+            weight = module.weight.detach().flatten(1)
+            scores[g.name] = torch.linalg.vector_norm(weight, ord=1, dim=1, dtype=torch.float64)
         else:
             raise NotImplementedError(f"magnitude does not know unit group {g.name!r} ({type(module).__name__})")
     return scores
