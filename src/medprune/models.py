@@ -163,28 +163,42 @@ def _adapt_first_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
 
 
 def _vgg(cfg: list, batch_norm: bool, hidden: int, pool: int, num_classes: int, in_channels: int) -> nn.Module:
+    """A torchvision ``VGG`` (so zennit's canonizers and the surgery table know it) with a small classifier.
+
+    Built without torchvision's default 25088x4096 classifier, whose allocation and initialisation would cost seconds.
+    """
     import torchvision
     from torchvision.models.vgg import make_layers
 
-    features = make_layers(cfg, batch_norm=batch_norm)
-    features[0] = _adapt_first_conv(features[0], in_channels)
-    model = torchvision.models.VGG(features, num_classes=num_classes, init_weights=True)
-    last = [c for c in cfg if c != "M"][-1]
-    model.avgpool = nn.AdaptiveAvgPool2d((pool, pool))
-    model.classifier = nn.Sequential(
-        nn.Linear(last * pool * pool, hidden),
-        nn.ReLU(True),
-        nn.Dropout(0.5),
-        nn.Linear(hidden, hidden),
-        nn.ReLU(True),
-        nn.Dropout(0.5),
-        nn.Linear(hidden, num_classes),
-    )
-    for module in model.classifier:
-        if isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, 0, 0.01)
-            nn.init.zeros_(module.bias)
-    return model
+    class SmallVGG(torchvision.models.VGG):
+        def __init__(self) -> None:
+            nn.Module.__init__(self)
+            self.features = make_layers(cfg, batch_norm=batch_norm)
+            self.features[0] = _adapt_first_conv(self.features[0], in_channels)
+            last = [c for c in cfg if c != "M"][-1]
+            self.avgpool = nn.AdaptiveAvgPool2d((pool, pool))
+            self.classifier = nn.Sequential(
+                nn.Linear(last * pool * pool, hidden),
+                nn.ReLU(True),
+                nn.Dropout(0.5),
+                nn.Linear(hidden, hidden),
+                nn.ReLU(True),
+                nn.Dropout(0.5),
+                nn.Linear(hidden, num_classes),
+            )
+            for module in self.modules():  # torchvision's VGG initialisation
+                if isinstance(module, nn.Conv2d):
+                    nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+                    if module.bias is not None:
+                        nn.init.zeros_(module.bias)
+                elif isinstance(module, nn.BatchNorm2d):
+                    nn.init.ones_(module.weight)
+                    nn.init.zeros_(module.bias)
+                elif isinstance(module, nn.Linear):
+                    nn.init.normal_(module.weight, 0, 0.01)
+                    nn.init.zeros_(module.bias)
+
+    return SmallVGG()
 
 
 @register_model("vgg19", family="vgg", min_image_size=32, paper=True)
