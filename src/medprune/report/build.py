@@ -48,9 +48,9 @@ class ReportConfig:
     efficiency: bool = True
     heatmaps: bool = True
     heatmap_per_class: int = 2
-    similarity_images: int = 8
-    latency_batch: int = 16
-    similarity_rates: list[float] = field(default_factory=lambda: [round(0.1 * i, 1) for i in range(1, 10)])
+    similarity_images: int = 4
+    latency_batch: int = 8
+    similarity_rates: list[float] = field(default_factory=lambda: [0.1, 0.3, 0.5, 0.7, 0.9])
     data_root: str | None = None
 
 

@@ -29,7 +29,7 @@ def cpu_latency_ms(model: nn.Module, inputs: Tensor, repeats: int = 20, warmup: 
 
 
 def efficiency(
-    model: nn.Module, masks: Mapping[str, Tensor] | None, batch: int = 1, repeats: int = 20
+    model: nn.Module, masks: Mapping[str, Tensor] | None, batch: int = 1, repeats: int = 10
 ) -> dict[str, Any]:
     """Params, MACs (per image) and CPU latency (per ``batch`` images) of ``model`` physically pruned by ``masks``.
 
