@@ -1,0 +1,84 @@
+"""Scoring cost per image on CPU: every registered method vs one forward pass, for the paper's architectures.
+
+    .venv/bin/python bench/scoring.py [--models vgg19 resnet50 vit_b_16] [--methods ig lrp ...] [--images 2]
+
+Random init, 224 px, ``--threads`` torch threads (default 2, as in shared/docs/STACK.md). The forward pass is timed on
+one image (median of ``--repeats``); each method scores ``--images`` images in one :func:`medprune.scoring.score` call
+and is reported as seconds per image and as a multiple of the forward pass. IG's target: <= 3 x steps forwards
+(forward + backward at steps + 1 points).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import sys
+import time
+
+import torch
+
+from medprune.models import create_model
+from medprune.scoring.registry import available_scorers, score, scorer_entry
+
+PAPER_MODELS = ["vgg19", "resnet50", "vit_b_16"]
+
+
+def _forward_seconds(model: torch.nn.Module, x: torch.Tensor, repeats: int) -> float:
+    times = []
+    with torch.no_grad():
+        model(x)  # warm-up
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model(x)
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=PAPER_MODELS)
+    parser.add_argument("--methods", nargs="+", default=None, help="default: every registered method")
+    parser.add_argument("--images", type=int, default=2, help="images scored per method")
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3, help="forward-pass timings (median)")
+    parser.add_argument("--steps", type=int, default=20, help="IG steps")
+    parser.add_argument("--chunk-size", type=int, default=None, help="IG chunk size (default: the method's)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(args.threads)
+    methods = args.methods or available_scorers()
+    unknown = [m for m in methods if m not in available_scorers()]
+    if unknown:
+        parser.error(f"unknown method(s) {unknown}; valid methods: {', '.join(available_scorers())}")
+    options = {"ig": {"steps": args.steps, **({"chunk_size": args.chunk_size} if args.chunk_size else {})}}
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.image_size} px, random init, "
+          f"{args.images} image(s) per method; IG steps={args.steps}")
+    header = f"| model | forward s/img | {' | '.join(methods)} |"
+    print(header)
+    print("|" + "---|" * (header.count("|") - 1))
+    for name in args.models:
+        torch.manual_seed(0)
+        model = create_model(name, num_classes=3, image_size=args.image_size)
+        x = torch.randn(args.images, 3, args.image_size, args.image_size)
+        y = torch.arange(args.images) % 3
+        forward = _forward_seconds(model, x[:1], args.repeats)
+        cells = []
+        for method in methods:
+            start = time.perf_counter()
+            try:
+                score(model, x, y, method, batch_size=args.images, **options.get(method, {}))
+            except NotImplementedError as error:
+                cells.append(f"n/a ({error})")
+                continue
+            per_image = (time.perf_counter() - start) / (1 if scorer_entry(method).data_free else args.images)
+            cells.append(f"{per_image:.3g} s ({per_image / forward:.1f}x)")
+        print(f"| {name} | {forward:.3f} | {' | '.join(cells)} |", flush=True)
+    print("cells: seconds per image (multiple of one forward pass); data-free methods: seconds per call")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
