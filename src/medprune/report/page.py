@@ -78,7 +78,7 @@ def render(
     from medprune.report.build import table1_display
 
     rates = list(config.table1_rates)
-    contiguous = " and so does every smaller rate" if config.contiguous else ""
+    contiguous = ", with every smaller swept rate within it too" if config.contiguous else ""
     sections = [
         ("What was swept", _sweep_summary(rows)),
         ("Table 1: accuracy drop at fixed pruning rates (ours beside the paper)",
