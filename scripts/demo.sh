@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
-.venv/bin/medprune demo --data-root "$MEDPRUNE_DATA" --out runs/demo "$@"
+.venv/bin/medprune demo --config configs/demo.yaml --data-root "$MEDPRUNE_DATA" --out runs/demo "$@"
