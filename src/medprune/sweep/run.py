@@ -152,23 +152,15 @@ def load_for_sweep(path: str, config: SweepConfig) -> tuple[nn.Module, dict[str,
 
 def score_callback(model: nn.Module, splits: Any, config: SweepConfig, cache: Path, checksum: str):  # noqa: ANN201
     """``scores_for(method, sampling)`` backed by the score store (reuses existing score files)."""
-    files: dict[str, str] = {}
-    try:
-        from medprune.scoring.store import ScoreRequest, compute_scores
-    except ModuleNotFoundError:
-        from medprune.sweep.fallback_scores import cached_scores
+    from medprune.scoring.store import ScoreRequest, compute_scores
 
-        ScoreRequest = compute_scores = None  # noqa: N806
+    files: dict[str, str] = {}
 
     def scores_for(method: str, sampling: str) -> Mapping[str, Tensor]:
         fields = dict(
             method=method, sampling=sampling, n_per_class=config.n_per_class, seed=config.seed, sign=config.sign,
             target=config.target, options=dict(config.method_options.get(method) or {}),
         )  # fmt: skip
-        if compute_scores is None:
-            scores, path = cached_scores(model, splits.train, fields, cache, checksum, config.device)
-            files[f"{method}/{sampling}"] = str(path)
-            return scores
         if fields["sampling"] == NO_SAMPLING:  # data-free: the store ignores the sampling
             fields["sampling"] = "random"
         record = compute_scores(model, splits.train, ScoreRequest(**fields), cache_dir=cache, device=config.device)
