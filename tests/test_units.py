@@ -69,3 +69,27 @@ def test_paper_models_build_offline():
         model = create_model(name, num_classes=4, image_size=64)
         assert model(torch.zeros(1, 3, 64, 64)).shape == (1, 4)
     assert set(available_models()) >= {"vgg19", "resnet50", "vit_b_16"}
+
+
+@pytest.mark.parametrize("name", ["vgg19", "resnet50", "resnet18", "vit_b_16"])
+def test_pretrained_offline_fails_fast_with_a_clear_message(name, monkeypatch, tmp_path):
+    monkeypatch.setenv("MEDPRUNE_OFFLINE", "1")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # no cached weights
+    with pytest.raises(RuntimeError, match="offline"):
+        create_model(name, num_classes=2, image_size=224, pretrained=True)
+
+
+def test_pretrained_unreachable_host_names_the_host_and_the_way_out(monkeypatch, tmp_path):
+    import socket
+
+    def refuse(*_args, **_kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.delenv("MEDPRUNE_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    with pytest.raises(RuntimeError, match=r"download\.pytorch\.org.*pretrained=False"):
+        create_model("resnet50", num_classes=2, image_size=224, pretrained=True)
+    with pytest.raises(ValueError, match="in_channels=3"):
+        create_model("resnet50", num_classes=2, in_channels=1, pretrained=True)
