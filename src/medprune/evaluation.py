@@ -60,38 +60,14 @@ def run_evaluate(config: EvaluateConfig) -> dict[str, Any]:
     Returns:
         The metrics dict as written, plus a ``provenance`` entry (checkpoint, model checksum, dataset fingerprint).
     """
-    from medprune.data import load_dataset
+    from medprune.checkpoint_data import recorded_dataset_name, splits_for_checkpoint
     from medprune.train import limit_dataset
 
     device = resolve_device(config.device)
     model, meta = load_checkpoint(config.checkpoint, device=device)
     trained = meta.get("train_config") or {}
-    recorded = (meta.get("dataset") or {}).get("name") or trained.get("dataset")
-    name = config.dataset or recorded
-    if not name:
-        raise ConfigError("the checkpoint records no dataset; pass dataset=<name>")
-    same = name == recorded
-    splits = load_dataset(
-        name,
-        config.data_root or trained.get("data_root"),
-        image_size=int(meta["image_size"]),
-        channels=int(meta["in_channels"]),
-        size=trained.get("size") if same else None,
-        val_fraction=trained.get("val_fraction", 0.1) if same else 0.1,
-        test_fraction=trained.get("test_fraction", 0.2) if same else 0.2,
-        seed=trained.get("seed", 0) if same else 0,
-        augment=False,
-        study_type=trained.get("study_type") if same else None,
-    )
-    if list(splits.class_names) != list(meta["class_names"]):
-        raise ValueError(
-            f"dataset {name!r} has classes {splits.class_names} but the checkpoint was trained on {meta['class_names']}"
-        )
-    fingerprint = (meta.get("dataset") or {}).get("fingerprint")
-    if same and fingerprint and fingerprint != splits.fingerprint:
-        logger.warning(
-            "dataset fingerprint %s differs from the checkpoint's %s", splits.fingerprint[:12], fingerprint[:12]
-        )
+    splits = splits_for_checkpoint(meta, dataset=config.dataset, data_root=config.data_root or None)
+    name = config.dataset or recorded_dataset_name(meta)
     data = getattr(splits, config.split).with_transform(train=False)
     data = limit_dataset(data, config.max_samples, trained.get("seed", 0))
     metrics = evaluate(model, data, splits.class_names, batch_size=config.batch_size, device=device)

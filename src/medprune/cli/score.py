@@ -119,24 +119,11 @@ def config_from_args(args: argparse.Namespace) -> ScoreConfig:
 
 def validate(config: ScoreConfig) -> list[str]:
     """Check names before any work; return the methods to run (all registered ones when none are given)."""
-    from medprune.scoring.registry import available_scorers, scorer_entry
-    from medprune.selection import SAMPLINGS
+    from medprune.scoring.registry import available_scorers, validate_method_request
 
-    known = available_scorers()
-    methods = list(config.methods) or known
-    unknown = [m for m in methods if m not in known]
-    if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; valid methods: {', '.join(known)}")
-    bad = [s for s in config.samplings if s not in SAMPLINGS]
-    if bad or not config.samplings:
-        raise ValueError(f"unknown or no sampling(s) {bad}; valid samplings: {', '.join(SAMPLINGS)}")
-    for method, options in config.method_options.items():
-        if method not in known:
-            raise ValueError(f"--option names unknown method {method!r}; valid methods: {', '.join(known)}")
-        extra = sorted(set(options or {}) - set(scorer_entry(method).options))
-        if extra:
-            valid = ", ".join(sorted(scorer_entry(method).options)) or "none"
-            raise ValueError(f"unknown option(s) {extra} for method {method!r}; valid options: {valid}")
+    methods = list(config.methods) or available_scorers()
+    validate_method_request(methods, config.samplings, config.method_options, option_word="--option",
+                            require_sampling=True)  # fmt: skip
     if not config.checkpoint:
         raise ValueError("no checkpoint given; pass the model.safetensors written by medprune train")
     return methods
@@ -145,26 +132,12 @@ def validate(config: ScoreConfig) -> list[str]:
 def load_model_and_train_split(config: ScoreConfig) -> tuple[Any, dict[str, Any], Any]:
     """The checkpoint's model and meta, and the training split of its dataset split the way it was trained."""
     from medprune.checkpoint import load_checkpoint
-    from medprune.data import load_dataset
+    from medprune.checkpoint_data import splits_for_checkpoint
     from medprune.devices import resolve_device
 
     model, meta = load_checkpoint(config.checkpoint, device=resolve_device(config.device))
-    trained = meta.get("train_config") or {}
-    recorded = (meta.get("dataset") or {}).get("name") or trained.get("dataset")
-    name = config.dataset or recorded
-    if not name:
-        raise ValueError("the checkpoint records no dataset; pass --dataset NAME")
-    same = name == recorded
-    kwargs = {k: trained[k] for k in ("size", "val_fraction", "test_fraction", "seed", "study_type") if k in trained}
-    splits = load_dataset(name, config.data_root or trained.get("data_root"), image_size=int(meta["image_size"]),
-                          channels=int(meta["in_channels"]), augment=False, **(kwargs if same else {}))  # fmt: skip
-    if list(splits.class_names) != [str(c) for c in meta["class_names"]]:
-        raise ValueError(f"dataset {name!r} has classes {splits.class_names} but the checkpoint was trained on "
-                         f"{meta['class_names']}; pass the right --dataset")  # fmt: skip
-    fingerprint = (meta.get("dataset") or {}).get("fingerprint")
-    if same and fingerprint and fingerprint != splits.fingerprint:
-        logger.warning("dataset fingerprint %s differs from the checkpoint's %s", splits.fingerprint[:12],
-                       fingerprint[:12])  # fmt: skip
+    splits = splits_for_checkpoint(meta, dataset=config.dataset, data_root=config.data_root or None,
+                                   dataset_hint="--dataset NAME")  # fmt: skip
     return model, meta, splits
 
 

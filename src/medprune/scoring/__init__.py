@@ -7,6 +7,15 @@ from medprune.scoring.registry import (
     register_scorer,
     score,
     scorer_entry,
+    validate_method_request,
 )
 
-__all__ = ["ScorerEntry", "UnitScorer", "available_scorers", "register_scorer", "score", "scorer_entry"]
+__all__ = [
+    "ScorerEntry",
+    "UnitScorer",
+    "available_scorers",
+    "register_scorer",
+    "score",
+    "scorer_entry",
+    "validate_method_request",
+]

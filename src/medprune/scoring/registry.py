@@ -102,6 +102,47 @@ def scorer_entry(name: str) -> ScorerEntry:
     return _SCORERS[name]
 
 
+def validate_method_request(
+    methods: Sequence[str],
+    samplings: Sequence[str],
+    method_options: dict[str, Any],
+    *,
+    option_word: str = "method_options",
+    require_sampling: bool = False,
+) -> None:
+    """Refuse unknown scorer names, sampling names and per-method option keys, naming the valid ones.
+
+    Args:
+        methods: scorer names to check (all must be registered).
+        samplings: sampling names to check against :data:`medprune.selection.SAMPLINGS`.
+        method_options: ``{method: {option: value}}``; each method must be registered and each option one its
+            :class:`ScorerEntry` accepts.
+        option_word: how the caller's user spells the options (``--option``, ``method_options``), used in messages.
+        require_sampling: also refuse an empty ``samplings`` (message then says "unknown or no sampling(s)").
+
+    Raises:
+        ValueError: the first problem found, with the valid names.
+    """
+    from medprune.selection import SAMPLINGS
+
+    known = available_scorers()
+    unknown = [m for m in methods if m not in known]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; valid methods: {', '.join(known)}")
+    bad = [s for s in samplings if s not in SAMPLINGS]
+    if bad or (require_sampling and not samplings):
+        what = "unknown or no sampling(s)" if require_sampling else "unknown sampling(s)"
+        raise ValueError(f"{what} {bad}; valid samplings: {', '.join(SAMPLINGS)}")
+    for method, options in method_options.items():
+        if method not in known:
+            raise ValueError(f"{option_word} names unknown method {method!r}; valid methods: {', '.join(known)}")
+        accepted = scorer_entry(method).options
+        extra = sorted(set(options or {}) - set(accepted))
+        if extra:
+            valid = ", ".join(sorted(accepted)) or "none"
+            raise ValueError(f"unknown option(s) {extra} for method {method!r}; valid options: {valid}")
+
+
 def resolve_targets(model: nn.Module, inputs: Tensor, targets: Tensor, target: TargetMode) -> Tensor:
     """The class whose logit relevance starts from: the true label (paper default) or the model's prediction."""
     if target not in TARGET_MODES:

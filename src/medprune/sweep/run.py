@@ -19,13 +19,13 @@ from torch import Tensor, nn
 
 from medprune.config import save_config
 from medprune.pruning import check_rate
-from medprune.scoring import available_scorers, scorer_entry
+from medprune.scoring import scorer_entry, validate_method_request
+from medprune.selection import SAMPLINGS
 from medprune.sweep.core import DEFAULT_RATES, NO_SAMPLING, CurveParams, sweep_model
 from medprune.sweep.table import Row, RowLog, write_csv
 
 logger = logging.getLogger(__name__)
 
-SAMPLINGS: tuple[str, ...] = ("random", "confidence", "clustering")
 #: Data-free controls scored once (sampling ``none``) and swept beside every method by default.
 DEFAULT_CONTROLS: tuple[str, ...] = ("random", "magnitude")
 
@@ -99,20 +99,7 @@ def validate_config(config: SweepConfig) -> list[float]:
     if not config.rates:
         raise ValueError("rates is empty; give at least one rate in [0, 1)")
     rates = sorted({round(check_rate(r, "rates entry"), 6) for r in config.rates} | {0.0})
-    known = available_scorers()
-    unknown = [m for m in [*config.methods, *config.controls] if m not in known]
-    if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; valid methods: {', '.join(known)}")
-    bad = [s for s in config.samplings if s not in SAMPLINGS]
-    if bad:
-        raise ValueError(f"unknown sampling(s) {bad}; valid samplings: {', '.join(SAMPLINGS)}")
-    for method, options in config.method_options.items():
-        if method not in known:
-            raise ValueError(f"method_options names unknown method {method!r}; valid methods: {', '.join(known)}")
-        extra = sorted(set(options or {}) - set(scorer_entry(method).options))
-        if extra:
-            valid = ", ".join(sorted(scorer_entry(method).options)) or "none"
-            raise ValueError(f"unknown option(s) {extra} for method {method!r}; valid options: {valid}")
+    validate_method_request([*config.methods, *config.controls], config.samplings, config.method_options)
     if not config.checkpoints:
         raise ValueError("no checkpoints given; pass at least one trained model (model.safetensors)")
     if not isinstance(config.n_per_class, int) or config.n_per_class < 1:
@@ -127,26 +114,11 @@ def validate_config(config: SweepConfig) -> list[float]:
 def load_for_sweep(path: str, config: SweepConfig) -> tuple[nn.Module, dict[str, Any], Any]:
     """The checkpoint's model and meta, and its dataset split the way it was trained (checked by fingerprint)."""
     from medprune.checkpoint import load_checkpoint
-    from medprune.data import load_dataset
+    from medprune.checkpoint_data import splits_for_checkpoint
 
     model, meta = load_checkpoint(path, device=config.device)
-    recorded = meta.get("dataset") if isinstance(meta.get("dataset"), dict) else {}
-    trained = meta.get("train_config") or {}
-    name = config.dataset or recorded.get("name") or trained.get("dataset")
-    if not name:
-        raise ValueError(f"checkpoint {path} records no dataset; pass dataset=<name>")
-    kwargs = {k: trained[k] for k in ("size", "val_fraction", "test_fraction", "seed", "study_type") if k in trained}
-    root = config.data_root if config.data_root is not None else trained.get("data_root")
-    splits = load_dataset(
-        name, root, image_size=int(meta["image_size"]), channels=int(meta["in_channels"]), augment=False, **kwargs
-    )
-    if list(splits.class_names) != [str(c) for c in meta["class_names"]]:
-        raise ValueError(
-            f"checkpoint {path} was trained on classes {meta['class_names']} but dataset {name!r} has "
-            f"{splits.class_names}; pass the right dataset"
-        )
-    if config.dataset is None and recorded.get("fingerprint") and recorded["fingerprint"] != splits.fingerprint:
-        logger.warning("dataset %s differs from the one %s was trained on (fingerprint)", name, path)
+    splits = splits_for_checkpoint(meta, dataset=config.dataset, data_root=config.data_root, label=f"checkpoint {path}",
+                                   override_is_same_data=True)  # fmt: skip
     return model, meta, splits
 
 
