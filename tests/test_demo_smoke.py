@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from medprune.checkpoint import load_checkpoint
@@ -19,6 +20,8 @@ def test_demo_quick_end_to_end(tmp_path, data_root):
     try:
         summary = run_demo(DemoConfig(data_root=str(data_root), out=str(tmp_path / "demo"), quick=True, threads=1))
         out = tmp_path / "demo"
+        strict = json.loads((out / "summary.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
+        assert strict["rows"] == summary["rows"]
         with open(out / "sweep" / "results.csv") as handle:
             rows = list(csv.DictReader(handle))
         assert len(rows) == summary["rows"] == 1 + 3 * 2  # baseline + (lrp, random, magnitude) x rates {0, 0.3}

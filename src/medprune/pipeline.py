@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from medprune.checkpoint import to_jsonable
 from medprune.config import config_to_dict, save_config
 
 logger = logging.getLogger(__name__)
@@ -123,7 +124,7 @@ def _deploy(config: DemoConfig, best: dict[str, Any], sweep_dir: Path, out: Path
                "physical_accuracy": result["physical"]["accuracy"], "reloaded_accuracy": result["reloaded_accuracy"],
                "params": [result["cost_before"]["params"], result["cost_after"]["params"]],
                "macs": [result["cost_before"]["macs"], result["cost_after"]["macs"]]}  # fmt: skip
-    done.write_text(json.dumps(summary, indent=2) + "\n")
+    done.write_text(json.dumps(to_jsonable(summary), indent=2, allow_nan=False) + "\n")
     return summary
 
 
@@ -170,5 +171,5 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
     summary = {"report": str(report["html"]), "results": str(sweep_dir / "results.csv"), "deployed": deployed,
                "table1": report["table1"], "lossless": lossless, "rows": len(rows),
                "wall_time_s": round(time.perf_counter() - started, 1)}  # fmt: skip
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    (out / "summary.json").write_text(json.dumps(to_jsonable(summary), indent=2, allow_nan=False) + "\n")
     return summary
