@@ -18,6 +18,7 @@ from typing import Any, Literal
 from torch import Tensor, nn
 
 from medprune.config import save_config
+from medprune.selection import SAMPLINGS
 
 logger = logging.getLogger(__name__)
 
@@ -149,8 +150,8 @@ def run_prune(config: PruneConfig) -> dict[str, Any]:
         device=config.device,
         method_options={config.method: config.method_options} if config.method_options else {},
     )
-    if sampling != "none" and sampling not in ("random", "confidence", "clustering"):
-        raise ValueError(f"unknown sampling {sampling!r}; valid samplings: random, confidence, clustering")
+    if sampling != "none" and sampling not in SAMPLINGS:
+        raise ValueError(f"unknown sampling {sampling!r}; valid samplings: {', '.join(SAMPLINGS)}")
     out = Path(config.out)
     save_config(config, out)
     model, meta, splits = load_for_sweep(config.checkpoint, sweep_like)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from medprune.config import build_config, parse_overrides
+from medprune.cli.config_args import config_from_args as shared_config_from_args
 from medprune.evaluation import EvaluateConfig
 
 HELP = "evaluate a checkpoint on a dataset split (accuracy, balanced accuracy, F1, AUROC, per-class) -> JSON"
@@ -42,10 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> EvaluateConfig:
     """The resolved :class:`EvaluateConfig` (defaults ← YAML ← positional/flags ← ``--set``)."""
-    overrides = {name: getattr(args, name) for name in ["checkpoint", *_FLAGS.values()]}
-    overrides = {key: value for key, value in overrides.items() if value is not None}
-    overrides.update(parse_overrides(args.set))
-    return build_config(EvaluateConfig, args.config, overrides)
+    return shared_config_from_args(args, EvaluateConfig, _FLAGS, checkpoint=args.checkpoint)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from medprune.config import ConfigError, build_config, parse_overrides, save_config
+from medprune.cli.config_args import config_from_args as shared_config_from_args
+from medprune.config import ConfigError, save_config
 
 logger = logging.getLogger(__name__)
 
@@ -108,10 +109,7 @@ def _parse_options(pairs: list[str]) -> dict[str, dict[str, Any]]:
 
 def config_from_args(args: argparse.Namespace) -> ScoreConfig:
     """The resolved :class:`ScoreConfig` (defaults ← YAML ← positional/flags ← ``--set``; ``--option`` merged in)."""
-    overrides = {name: getattr(args, name) for name in ["checkpoint", *_FLAGS.values()]}
-    overrides = {key: value for key, value in overrides.items() if value is not None}
-    overrides.update(parse_overrides(args.set))
-    config = build_config(ScoreConfig, args.config, overrides)
+    config = shared_config_from_args(args, ScoreConfig, _FLAGS, checkpoint=args.checkpoint)
     for method, options in _parse_options(args.option).items():
         config.method_options[method] = {**(config.method_options.get(method) or {}), **options}
     return config

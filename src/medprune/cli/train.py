@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from medprune.config import build_config, parse_overrides
+from medprune.cli.config_args import config_from_args as shared_config_from_args
 from medprune.train_config import TrainConfig
 
 HELP = "train a baseline classifier (paper recipe) and save model.safetensors + model.json"
@@ -56,10 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The resolved :class:`TrainConfig` (defaults ← YAML ← flags ← ``--set``)."""
-    overrides = {name: getattr(args, name) for name in [*_FLAGS.values(), "pretrained", "progress"]}
-    overrides = {key: value for key, value in overrides.items() if value is not None}
-    overrides.update(parse_overrides(args.set))
-    return build_config(TrainConfig, args.config, overrides)
+    return shared_config_from_args(args, TrainConfig, _FLAGS, pretrained=args.pretrained, progress=args.progress)
 
 
 def run(args: argparse.Namespace) -> int:
