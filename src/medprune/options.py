@@ -1,0 +1,85 @@
+"""Every string option of medprune, defined once: a ``Literal`` type, the tuple of valid values, one validator.
+
+Configs annotate their fields with these types (so :func:`medprune.config.build_config` refuses other values) and
+library functions call :func:`check_option` at their boundary.
+
+>>> check_option("scope", "layer", SCOPES)
+'layer'
+>>> check_option("sign", "both", SIGNS)
+Traceback (most recent call last):
+...
+medprune.config.ConfigError: sign='both' is not allowed; valid values: signed, abs
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Literal, TypeVar
+
+from medprune.config import ConfigError
+
+__all__ = [
+    "Sign",
+    "SIGNS",
+    "TargetMode",
+    "TARGET_MODES",
+    "Scope",
+    "SCOPES",
+    "Normalize",
+    "NORMALIZATIONS",
+    "Sampling",
+    "SAMPLINGS",
+    "NO_SAMPLING",
+    "check_option",
+    "check_options",
+]
+
+T = TypeVar("T")
+
+#: How per-sample relevance is summed: as signed values (the paper's default) or as magnitudes.
+Sign = Literal["signed", "abs"]
+SIGNS: tuple[str, ...] = ("signed", "abs")
+
+#: Which class relevance starts from: the true label (the paper's default) or the model's prediction.
+TargetMode = Literal["true", "predicted"]
+TARGET_MODES: tuple[str, ...] = ("true", "predicted")
+
+#: Whether units compete for removal across the whole model or within each layer.
+Scope = Literal["global", "layer"]
+SCOPES: tuple[str, ...] = ("global", "layer")
+
+#: How each layer's scores are rescaled before a global ranking.
+Normalize = Literal["none", "total", "max", "l2"]
+NORMALIZATIONS: tuple[str, ...] = ("none", "total", "max", "l2")
+
+#: How the reference samples that scores are computed on are chosen.
+Sampling = Literal["random", "confidence", "clustering"]
+SAMPLINGS: tuple[str, ...] = ("random", "confidence", "clustering")
+
+#: The sampling recorded for data-free methods (random, magnitude) and the unpruned baseline.
+NO_SAMPLING = "none"
+
+
+def check_option(name: str, value: T, allowed: Sequence[T]) -> T:
+    """``value`` when it is one of ``allowed``.
+
+    Raises:
+        ConfigError: naming the option, the value given and the allowed values.
+    """
+    if value not in allowed:
+        raise ConfigError(f"{name}={value!r} is not allowed; valid values: {', '.join(map(str, allowed))}")
+    return value
+
+
+def check_options(name: str, values: Iterable[T], allowed: Sequence[T], *, required: bool = False) -> list[T]:
+    """Every one of ``values`` checked against ``allowed`` (``required``: an empty list is refused too).
+
+    Raises:
+        ConfigError: naming the option, the values not allowed and the allowed values.
+    """
+    values = list(values)
+    bad = [v for v in values if v not in allowed]
+    if bad or (required and not values):
+        given = f"{bad}" if bad else "nothing"
+        raise ConfigError(f"{name}: {given} is not allowed; valid values: {', '.join(map(str, allowed))}")
+    return values
