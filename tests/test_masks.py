@@ -118,15 +118,19 @@ def test_normalisation_changes_the_global_ranking() -> None:
     assert torch.equal(normalize_scores(torch.zeros(3), "max"), torch.zeros(3, dtype=torch.float64))
 
 
-def test_couplings_share_one_mask_and_count_once() -> None:
+def test_couplings_share_one_mask_and_every_member_counts() -> None:
     scores = {
         "a": torch.tensor([0.0, 5.0, 1.0, 9.0]),
         "b": torch.tensor([4.0, 0.0, 1.0, 9.0]),
         "c": torch.arange(4.0) + 10,
     }
-    masks = masks_from_scores(scores, 0.25, couplings=[["a", "b"]], min_keep=0)  # 8 entries -> 2 pruned
+    # 12 units, rate 0.25 -> 3 units; each position of the set removes 2: 2 or 4 are as near, halves round up -> 4.
+    masks = masks_from_scores(scores, 0.25, couplings=[["a", "b"]], min_keep=0)
     assert torch.equal(masks["a"], masks["b"])
     assert masks["a"].tolist() == [False, True, False, True]  # shared scores 4, 5, 2, 18: index 2, then 0
+    # Rate 0.5 -> 6 units = three positions of the set (the old count, one per set, pruned 4 positions = 8 units).
+    half = masks_from_scores(scores, 0.5, couplings=[["a", "b"]], min_keep=0)
+    assert half["a"].tolist() == [False, False, False, True] and half["c"].all()
     assert masks["c"].all()
     layer = masks_from_scores(scores, 0.5, scope="layer", couplings=[["b", "a"]])
     assert torch.equal(layer["a"], layer["b"]) and layer["a"].tolist() == [False, True, False, True]

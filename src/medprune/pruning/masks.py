@@ -4,17 +4,41 @@
 network (``scope="global"``, after an optional per-layer normalisation) or with the same rate in every layer
 (``scope="layer"``). Rules, all tested as properties:
 
-- exact counts: ``round(rate * N)`` units are pruned (half rounds up), per layer for ``layer`` scope, over all ranking
-  entries for ``global`` scope, unless the ``min_keep`` floor makes that impossible (then as many as allowed, with a
-  warning);
+- exact counts: ``round(rate * N)`` units are pruned (half rounds up), per layer for ``layer`` scope, over all units
+  for ``global`` scope, unless the ``min_keep`` floor makes that impossible (then as many as allowed, with a
+  warning); with couplings see "real rates" below;
 - deterministic ties: a stable ascending sort; equal scores are pruned in order of (group name, unit index);
 - nested across rates: the same ranking is cut deeper as ``rate`` grows, so a unit pruned at 0.3 stays pruned at 0.5;
 - no layer is emptied: every group keeps at least ``min_keep`` units (``min_keep=0`` allows empty layers).
 
+Per-layer normalisations (``normalize``; they matter for global scope: each divides a layer's scores by one positive
+number or replaces them by their ranks, so the order inside a layer never changes). What each is invariant to:
+
+- ``none``: raw scores; invariant to nothing (a layer multiplied by 2 moves in the global ranking).
+- ``total`` (divide by the sum of absolute values), ``max`` (by the largest absolute value), ``l2`` (by the L2
+  norm): invariant to multiplying one layer by a positive constant, but NOT to width: with ``total`` a layer of
+  ``n`` similar units gets scores of size ~1/n (~1/sqrt(n) for ``l2``), so wide layers are pruned first.
+- ``mean`` (divide by the mean absolute value): invariant to a positive constant per layer and to width: scores
+  whose size scales as 1/n (LRP, DLB) end up of size ~1 in every layer.
+- ``rank`` (percentile rank in (0, 1], ties averaged, lowest unit ~1/n): invariant to any strictly increasing map
+  of one layer's scores (positive factor, offset, log, ...); every layer spreads its units evenly over (0, 1], so
+  the global ranking compares within-layer quantiles.
+
+A zero norm (all scores 0) divides by 1. :data:`SCALE_INVARIANT` lists the normalisations invariant to a positive
+factor per layer.
+
 Couplings (groups whose units can only be removed together, e.g. the convolutions writing into one ResNet residual
 stream; see :func:`medprune.pruning.physical.coupled_groups`) are ranked as one entry: their shared score is the sum
 of the members' normalised scores (re-normalised with the same rule so the set competes on the scale of one layer),
-and every member gets the same mask. A coupled set counts once in the global ``N``.
+and every member gets the same mask.
+
+Real rates: every member of a coupled set counts individually, so ``N`` is the number of units of all groups
+(what :func:`achieved_rate` divides by) and removing one position of a set of ``m`` members removes ``m`` units.
+The global ranking is cut at the prefix whose unit count is nearest to ``rate * N`` (a tie takes the larger), so
+``|removed - rate * N| <= m / 2`` with ``m`` the number of members of the entry at the cut (1 for an uncoupled group,
+where this is exactly ``round(rate * N)`` as above): the achieved rate is within half a coupled set of the target.
+``layer`` scope prunes ``round(rate * n)`` positions of each entry, so every member of a set is at its layer's rate.
+The ``min_keep`` floor can stop short of the target (with a warning).
 
 >>> import torch
 >>> masks = masks_from_scores({"a": torch.tensor([3.0, 1.0, 2.0]), "b": torch.tensor([0.5, 4.0])}, 0.4)
@@ -37,9 +61,11 @@ from medprune.units import UnitGroup
 logger = logging.getLogger(__name__)
 
 Scope = Literal["global", "layer"]
-Normalize = Literal["none", "total", "max", "l2"]
+Normalize = Literal["none", "total", "max", "l2", "mean", "rank"]
 SCOPES: tuple[str, ...] = ("global", "layer")
-NORMALIZATIONS: tuple[str, ...] = ("none", "total", "max", "l2")
+NORMALIZATIONS: tuple[str, ...] = ("none", "total", "max", "l2", "mean", "rank")
+#: The normalisations under which multiplying one layer's scores by a positive constant leaves the masks unchanged.
+SCALE_INVARIANT: tuple[str, ...] = ("total", "max", "l2", "mean", "rank")
 
 
 def validate_scores(scores: Mapping[str, Tensor], groups: Sequence[UnitGroup], what: str = "scores") -> None:
@@ -53,7 +79,11 @@ def validate_scores(scores: Mapping[str, Tensor], groups: Sequence[UnitGroup], w
     Raises:
         ValueError: names missing or extra, or lengths that differ ("made for another model").
     """
-    expected = {g.name: g.num_units for g in groups}
+    check_sizes(scores, {g.name: g.num_units for g in groups}, what)
+
+
+def check_sizes(scores: Mapping[str, Tensor], expected: Mapping[str, int], what: str = "scores") -> None:
+    """:func:`validate_scores` against ``{group name: number of units}`` instead of unit groups."""
     missing = [name for name in expected if name not in scores]
     extra = [name for name in scores if name not in expected]
     wrong = [
@@ -93,17 +123,46 @@ def pruned_count(rate: float, n: int) -> int:
 
 
 def normalize_scores(values: Tensor, normalize: Normalize) -> Tensor:
-    """Divide one layer's scores by its total (sum of absolute values), max-abs or L2 norm; a zero norm divides by 1.
+    """One layer's scores on a cross-layer scale (float64): see the module docstring for each rule's invariances.
 
-    ``total`` uses absolute values so that signed scores keep their sign and order.
+    ``total``, ``max``, ``l2`` and ``mean`` divide by a norm of the absolute values (so signed scores keep their sign
+    and order; a zero norm divides by 1); ``rank`` gives percentile ranks in (0, 1] with ties averaged.
+
+    >>> normalize_scores(torch.tensor([2.0, -1.0, 2.0, 5.0]), "rank").tolist()
+    [0.625, 0.25, 0.625, 1.0]
+    >>> normalize_scores(torch.tensor([2.0, -1.0, 3.0]), "mean").tolist()
+    [1.0, -0.5, 1.5]
     """
     if normalize not in NORMALIZATIONS:
         raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
-    v = values.to(torch.float64)
-    if normalize == "none":
+    v = torch.as_tensor(values).to(torch.float64)
+    if normalize == "none" or v.numel() == 0:
         return v
-    norm = {"total": v.abs().sum(), "max": v.abs().max(), "l2": v.norm()}[normalize] if v.numel() else v.new_zeros(())
+    if normalize == "rank":
+        return average_ranks(v) / v.numel()
+    magnitude = v.abs()
+    norm = {"total": magnitude.sum, "max": magnitude.max, "l2": v.norm, "mean": magnitude.mean}[normalize]()
     return v / norm if float(norm) > 0 else v
+
+
+def average_ranks(values: Tensor) -> Tensor:
+    """Ranks 1..n of a 1-D tensor in ascending order (float64), tied values sharing their average rank.
+
+    >>> average_ranks(torch.tensor([3.0, 1.0, 3.0])).tolist()
+    [2.5, 1.0, 2.5]
+    """
+    n = values.numel()
+    order = torch.sort(values, stable=True).indices
+    ordered = values[order]
+    # Runs of equal values: a run starting at sorted position s and ending at e has average rank (s + e) / 2 + 1.
+    starts = torch.ones(n, dtype=torch.bool)
+    starts[1:] = ordered[1:] != ordered[:-1]
+    run = torch.cumsum(starts.long(), 0) - 1
+    first = torch.nonzero(starts).flatten()
+    last = torch.cat([first[1:] - 1, torch.tensor([n - 1])])
+    ranks = torch.empty(n, dtype=torch.float64)
+    ranks[order] = (first[run] + last[run]).to(torch.float64) / 2 + 1
+    return ranks
 
 
 def _entries(
@@ -151,9 +210,12 @@ def masks_from_scores(
         rate: fraction of units to prune, in [0, 1).
         scope: ``global`` (one ranking over all units) or ``layer`` (the same rate in every group).
         normalize: per-layer normalisation before a global ranking: ``none``, ``total`` (sum of absolute values),
-            ``max`` (max absolute value) or ``l2``. Has no effect on ``layer`` scope (a positive scale keeps order).
+            ``max`` (max absolute value), ``l2``, ``mean`` (mean absolute value) or ``rank`` (percentile rank);
+            see the module docstring for what each is invariant to. Without couplings it has no effect on
+            ``layer`` scope (none of them changes the order inside a layer).
         min_keep: units every group keeps at least (``0`` allows emptying a layer).
-        couplings: sets of group names whose units are pruned together (one shared score, one shared mask).
+        couplings: sets of group names whose units are pruned together (one shared score, one shared mask). Every
+            member's units count toward the rate; :func:`achieved_rate` gives the fraction actually removed.
 
     Returns:
         ``{group.name: BoolTensor(num_units)}`` in the order of ``scores``.
@@ -184,39 +246,68 @@ def masks_from_scores(
             k = min(pruned_count(rate, n), max(n - min_keep, 0))
             mask[torch.sort(values, stable=True).indices[:k]] = False
     else:
-        _prune_global(keep, [values for _, values in entries], rate, min_keep)
+        _prune_global(keep, [values for _, values in entries], [len(members) for members, _ in entries], rate, min_keep)
     by_name = {name: mask for (members, _), mask in zip(entries, keep) for name in members}
     return {name: by_name[name].clone() for name in scores}
 
 
-def _prune_global(keep: list[Tensor], values: list[Tensor], rate: float, min_keep: int) -> None:
-    """Walk one stable ascending ranking, pruning until the count is reached; full layers are skipped (nested)."""
+def _prune_global(keep: list[Tensor], values: list[Tensor], weights: list[int], rate: float, min_keep: int) -> None:
+    """Cut one stable ascending ranking at the prefix whose unit count is nearest ``rate * N``; full layers skipped.
+
+    Entry ``i`` has ``values[i].numel()`` positions and ``weights[i]`` members, so pruning one of its positions
+    removes ``weights[i]`` units. The walk order does not depend on ``rate``, so masks are nested across rates.
+    """
     if not values:
         return
     sizes = [v.numel() for v in values]
-    target = pruned_count(rate, sum(sizes))
-    if target == 0:
+    exact = round(rate * sum(n * w for n, w in zip(sizes, weights)), 9)  # rate * N, float noise absorbed
+    if exact == 0:
         return
     flat = torch.cat(values)
     owner = torch.cat([torch.full((n,), i, dtype=torch.long) for i, n in enumerate(sizes)])
     offset = torch.tensor([0, *sizes[:-1]]).cumsum(0)
     order = torch.sort(flat, stable=True).indices
-    removable = [max(n - min_keep, 0) for n in sizes]
-    if sum(removable) >= target and all(r == n for r, n in zip(removable, sizes)):
-        for position in order[:target].tolist():
-            layer = int(owner[position])
-            keep[layer][position - int(offset[layer])] = False
-        return
-    removed = [0] * len(sizes)
-    count = 0
-    for position in order.tolist():
-        layer = int(owner[position])
-        if removed[layer] < removable[layer]:
-            keep[layer][position - int(offset[layer])] = False
-            removed[layer] += 1
-            count += 1
-            if count == target:
-                return
-    logger.warning(
-        "min_keep=%d allows pruning only %d of the %d units asked for (rate %.3f)", min_keep, count, target, rate
-    )
+    if min_keep > 0:  # a layer's positions beyond its first n - min_keep in the ranking are never pruned
+        layer = owner[order]
+        by_layer = torch.sort(layer, stable=True).indices
+        within = torch.empty_like(order)
+        within[by_layer] = torch.arange(order.numel()) - offset[layer[by_layer]]
+        removable = torch.tensor([max(n - min_keep, 0) for n in sizes])
+        order = order[within < removable[layer]]
+    removed = torch.cat([torch.zeros(1, dtype=torch.long), torch.tensor(weights)[owner[order]].cumsum(0)])
+    k = int((removed <= exact).sum()) - 1  # removed[k] <= rate * N < removed[k + 1]
+    if k + 1 < removed.numel() and 2 * exact >= int(removed[k]) + int(removed[k + 1]):
+        k += 1  # the next position is nearer (or as near: halves round up)
+    for position in order[:k].tolist():
+        index = int(owner[position])
+        keep[index][position - int(offset[index])] = False
+    if k + 1 == removed.numel() and int(removed[k]) < math.floor(exact + 0.5):
+        logger.warning(
+            "min_keep=%d allows pruning only %d of the %d units asked for (rate %.3f)",
+            min_keep,
+            int(removed[k]),
+            math.floor(exact + 0.5),
+            rate,
+        )
+
+
+def achieved_rate(masks: Mapping[str, Tensor], groups: Sequence[UnitGroup] | Mapping[str, int] | None = None) -> float:
+    """The fraction of units that ``masks`` remove (every member of a coupled set counted): the real pruning rate.
+
+    Args:
+        masks: ``{group.name: BoolTensor(num_units)}`` (True = keep), e.g. from :func:`masks_from_scores`.
+        groups: optional unit groups (or ``{name: num_units}``) to check the masks against, so a mask dict that
+            misses a group cannot understate the rate.
+
+    Returns:
+        ``removed units / all units`` in [0, 1]; 0.0 for no units.
+
+    >>> achieved_rate({"a": torch.tensor([True, False]), "b": torch.tensor([False, False, True])})
+    0.6
+    """
+    if groups is not None:
+        sizes = dict(groups) if isinstance(groups, Mapping) else {g.name: g.num_units for g in groups}
+        check_sizes(masks, sizes, what="masks")
+    total = sum(torch.as_tensor(m).numel() for m in masks.values())
+    removed = sum(int((~torch.as_tensor(m).to(torch.bool)).sum()) for m in masks.values())
+    return removed / total if total else 0.0
