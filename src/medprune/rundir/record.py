@@ -1,0 +1,214 @@
+"""The folder's config record (``run.json``) and :class:`RunDir`, the context manager every writing command enters."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import socket
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from medprune.rundir.errors import ConfigMismatchError, RunDirError
+from medprune.rundir.files import RECORD_FILE, check_writable, move_aside, run_content, utc_now, write_json_atomic
+from medprune.rundir.lock import FolderLock, LockHolder
+
+logger = logging.getLogger(__name__)
+
+RECORD_FORMAT = "medprune-run/1"
+#: Keys never compared: how a command was asked to behave, not what it computes.
+ALWAYS_COSMETIC: tuple[str, ...] = ("overwrite", "verbose", "progress")
+_HISTORY = 20
+_ABSENT = "(absent)"
+
+
+def config_dict(config: Any) -> dict[str, Any]:
+    """A dataclass or mapping as a JSON-typed dict (paths and other objects as text)."""
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        config = dataclasses.asdict(config)
+    if not isinstance(config, Mapping):
+        raise TypeError(f"config must be a dataclass or a mapping, got {type(config).__name__}")
+    return json.loads(json.dumps(dict(config), default=str, sort_keys=True))
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict) and (value or not prefix):
+        flat: dict[str, Any] = {}
+        for key, item in value.items():
+            flat.update(_flatten(item, f"{prefix}{key}."))
+        return flat
+    return {prefix[:-1]: value}
+
+
+def _decisive(config: Any, cosmetic: Iterable[str]) -> dict[str, Any]:
+    skip = set(cosmetic) | set(ALWAYS_COSMETIC)
+    flat = _flatten(config_dict(config))
+    return {key: value for key, value in flat.items() if not any(key == c or key.startswith(f"{c}.") for c in skip)}
+
+
+def config_digest(config: Any, cosmetic: Iterable[str] = ()) -> str:
+    """SHA-256 over the keys of ``config`` (dataclass or mapping) that decide the results (``cosmetic`` left out).
+
+    >>> a, b = {"epochs": 3, "device": "cpu"}, {"epochs": 3, "device": "cuda"}
+    >>> config_digest(a, ["device"]) == config_digest(b, ["device"]), config_digest(a) == config_digest(b)
+    (True, False)
+    """
+    blob = json.dumps(_decisive(config, cosmetic), sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def config_diff(old: Any, new: Any, cosmetic: Iterable[str] = ()) -> list[str]:
+    """``["key: old -> new", ...]`` over the decisive keys; nested keys dotted (``method_options.ig.steps``).
+
+    >>> config_diff({"rates": [0.1], "lr": 0.01}, {"rates": [0.1, 0.2], "lr": 0.01})
+    ['rates: [0.1] -> [0.1, 0.2]']
+    """
+    cosmetic = tuple(cosmetic)
+    before, after = _decisive(old, cosmetic), _decisive(new, cosmetic)
+    lines = []
+    for key in sorted(set(before) | set(after)):
+        a = json.dumps(before[key]) if key in before else _ABSENT
+        b = json.dumps(after[key]) if key in after else _ABSENT
+        if a != b:
+            lines.append(f"{key}: {a} -> {b}")
+    return lines
+
+
+class RunDir:
+    """Context manager: the only writer of ``path`` while inside, with the folder's config record checked.
+
+    Args:
+        path: the run folder (created if missing; must be writable).
+        command: the command writing it (``train``, ``sweep``, ...), recorded and shown to a refused second writer.
+        config: the resolved config (dataclass or JSON-able mapping).
+        cosmetic: keys (top-level or dotted) that may differ between runs of one folder: device, batch sizes, the
+            folder's own path. :data:`ALWAYS_COSMETIC` keys are never compared.
+        overwrite: start afresh: the folder's current content is moved into ``path/.old-<UTC time>/``.
+
+    Attributes:
+        resumed: the folder held a run of the same config (its files are reused).
+        moved_to: where ``overwrite`` moved the old content (``None`` if nothing was moved).
+        previous_holder: the holder of a stale lock that was taken over, else ``None``.
+
+    Raises:
+        RunDirError: the folder cannot be written, or its ``run.json`` is damaged (without ``overwrite``).
+        FolderLockedError: another live process holds the folder.
+        ConfigMismatchError: the folder was made by another command or config, or holds files without a record
+            (without ``overwrite``).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        command: str,
+        config: Any,
+        *,
+        cosmetic: Iterable[str] = (),
+        overwrite: bool = False,
+    ) -> None:
+        self.path = Path(path).expanduser()
+        self.command = command
+        self.config = config_dict(config)
+        self.cosmetic = tuple(cosmetic)
+        self.overwrite = bool(overwrite)
+        self.resumed = False
+        self.moved_to: Path | None = None
+        self._lock = FolderLock(self.path, command)
+        self._record: dict[str, Any] = {}
+
+    @property
+    def record_path(self) -> Path:
+        return self.path / RECORD_FILE
+
+    @property
+    def previous_holder(self) -> LockHolder | None:
+        return self._lock.previous_holder
+
+    def __enter__(self) -> RunDir:
+        check_writable(self.path)
+        self._lock.acquire()
+        try:
+            self._open_record()
+        except BaseException:
+            self._lock.release()
+            raise
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        try:
+            if self._record:
+                status = "finished" if exc_type is None else f"failed: {exc_type.__name__}"
+                self._record["history"][-1].update(status=status, ended=utc_now())
+                write_json_atomic(self.record_path, self._record)
+        except OSError as error:  # never hide the body's own error behind this one
+            logger.warning("could not update %s: %s", self.record_path, error)
+        finally:
+            self._lock.release()
+
+    def _open_record(self) -> None:
+        record = self._read_record()
+        if self.overwrite:
+            self.moved_to = move_aside(self.path)
+            if self.moved_to is not None:
+                logger.warning("%s: --overwrite moved the previous content to %s", self.path, self.moved_to)
+            record = None
+        elif record is not None:
+            self._check_same(record)
+            self.resumed = True
+            logger.info("%s: resuming (same %s config as the run created %s)", self.path, self.command,
+                        record.get("created", "?"))  # fmt: skip
+        elif run_content(self.path):
+            names = ", ".join(p.name for p in run_content(self.path)[:5])
+            raise ConfigMismatchError(
+                f"output folder {self.path} already holds files ({names}) but no {RECORD_FILE} saying which config "
+                "made them; choose another folder or pass --overwrite to move them aside"
+            )
+        history = list((record or {}).get("history", []))[-(_HISTORY - 1) :]
+        history.append({"started": utc_now(), "pid": os.getpid(), "host": socket.gethostname(), "status": "running"})
+        self._record = {
+            "format": RECORD_FORMAT,
+            "command": self.command,
+            "config": self.config,
+            "config_sha256": config_digest(self.config, self.cosmetic),
+            "cosmetic": sorted(set(self.cosmetic) | set(ALWAYS_COSMETIC)),
+            "created": (record or {}).get("created", utc_now()),
+            "history": history,
+        }
+        write_json_atomic(self.record_path, self._record)
+
+    def _read_record(self) -> dict[str, Any] | None:
+        if not self.record_path.is_file():
+            return None
+        try:
+            record = json.loads(self.record_path.read_text(encoding="utf-8"))
+            if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
+                raise ValueError("not a run record")
+        except (ValueError, UnicodeDecodeError) as error:
+            if self.overwrite:
+                return None
+            raise RunDirError(
+                f"{self.record_path} is damaged ({type(error).__name__}); pass --overwrite to move the folder's "
+                "content aside, or choose another folder"
+            ) from None
+        return record
+
+    def _check_same(self, record: Mapping[str, Any]) -> None:
+        if record.get("command") != self.command:
+            raise ConfigMismatchError(
+                f"output folder {self.path} holds a 'medprune {record.get('command')}' run, not "
+                f"'medprune {self.command}'; choose another folder or pass --overwrite to move its content aside"
+            )
+        recorded = record.get("cosmetic", [])
+        cosmetic = set(self.cosmetic) | {str(c) for c in recorded if isinstance(c, str)}
+        diff = config_diff(record["config"], self.config, cosmetic)
+        if diff:
+            raise ConfigMismatchError(
+                f"output folder {self.path} was made by another config ({'; '.join(diff)}); use the same settings to "
+                "resume, choose another folder, or pass --overwrite to move its content aside"
+            )
