@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import sys
-import types
 
 import pytest
 import torch
 
-from medprune.checkpoint import FORMAT, load_checkpoint, model_checksum, read_meta, save_checkpoint
+from medprune import checkpoint
+from medprune.checkpoint import FORMAT, load_checkpoint, read_meta, save_checkpoint
 from medprune.models import create_model
+from medprune.provenance import model_checksum
 
 
 @pytest.fixture()
@@ -147,11 +147,7 @@ def test_pruned_checkpoint_calls_apply_structure(tmp_path, model, monkeypatch):
         m.fc = torch.nn.Linear(128, 3)  # stand-in for the real shrinking
         return m
 
-    module = types.ModuleType("medprune.pruning.structure")
-    module.apply_structure = apply_structure
-    monkeypatch.setitem(sys.modules, "medprune.pruning.structure", module)
-    if "medprune.pruning" not in sys.modules:
-        monkeypatch.setitem(sys.modules, "medprune.pruning", types.ModuleType("medprune.pruning"))
+    monkeypatch.setattr(checkpoint, "apply_structure", apply_structure)
     save_checkpoint(tmp_path / "p", model, {**_meta(), "pruned": {"layer1.0.conv1": 8}})
     loaded, meta = load_checkpoint(tmp_path / "p")
     assert calls == [{"layer1.0.conv1": 8}]

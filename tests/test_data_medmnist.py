@@ -141,7 +141,7 @@ def test_download_when_absent(data_root: Path, tmp_path: Path, monkeypatch: pyte
             shutil.copy(data_root / "breastmnist" / "breastmnist.npz", Path(root) / "breastmnist.npz")
 
     monkeypatch.delenv("MEDPRUNE_DATA", raising=False)
-    monkeypatch.setattr(mm, "_online", lambda: True)
+    monkeypatch.setattr(mm, "online", lambda host: True)
     monkeypatch.setattr(mm, "_default_medmnist_root", lambda: tmp_path / "default")
     monkeypatch.setattr(medmnist, "BreastMNIST", FakeBreastMNIST)
     splits = load_dataset("breastmnist")

@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from medprune.data import DatasetError
-from medprune.data.splitting import fingerprint, group_split, stratified_split
+from medprune.data.splitting import group_split, stratified_split
+from medprune.provenance import fingerprint
 
 
 @settings(max_examples=40, deadline=None)

@@ -12,8 +12,8 @@ from safetensors.torch import load_file, save_file
 
 from medprune.models import create_model
 from medprune.pruning.masks import masks_from_scores
-from medprune.pruning.physical import coupled_groups, remove_units
-from medprune.pruning.structure import apply_structure, pruned_structure, structure_masks
+from medprune.pruning.physical import apply_structure, coupled_groups, remove_units
+from medprune.pruning.structure import pruned_structure, structure_masks
 from medprune.units import unit_groups
 
 

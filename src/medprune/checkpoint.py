@@ -16,21 +16,19 @@ strictly. Nothing is ever unpickled: ``.pt``/``.pth``/``.pkl`` files are refused
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import logging
-import math
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from medprune.models import create_model
+from medprune.provenance import file_sha256, model_checksum, package_versions, to_jsonable
+from medprune.pruning.physical import apply_structure
 
 logger = logging.getLogger(__name__)
 
@@ -38,9 +36,7 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "read_meta",
-    "model_checksum",
     "checkpoint_paths",
-    "to_jsonable",
     "FORMAT",
 ]
 
@@ -66,58 +62,6 @@ def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
         )
     stem = path.with_suffix("") if suffix in (".safetensors", ".json") else path
     return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _tensor_bytes(tensor: torch.Tensor) -> bytes:
-    flat = tensor.detach().cpu().contiguous().reshape(-1)
-    return flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b""
-
-
-def model_checksum(model: nn.Module) -> str:
-    """SHA-256 over the state dict (names, dtypes, shapes and values, in sorted name order); same weights, same hash.
-
-    Used as provenance in score files: a score computed for one set of weights must not be applied to another.
-    """
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(_tensor_bytes(tensor))
-    return digest.hexdigest()
-
-
-def to_jsonable(value: Any) -> Any:
-    """Recursively turn numpy/torch/Path values into JSON types; NaN and inf become ``None``."""
-    if isinstance(value, dict):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_jsonable(v) for v in value]
-    if isinstance(value, (np.generic, torch.Tensor)) and np.ndim(value) == 0:
-        value = value.item()
-    if isinstance(value, (np.ndarray, torch.Tensor)):
-        return to_jsonable(value.tolist())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)
-
-
-def _versions() -> dict[str, str | None]:
-    versions: dict[str, str | None] = {}
-    for package in ("torch", "torchvision", "timm", "medprune", "safetensors"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
-    return versions
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any] | None = None) -> Path:
@@ -162,9 +106,9 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any] | N
         "in_channels": int(meta.pop("in_channels", spec["in_channels"])),
         **meta,
         "weights_file": weights_path.name,
-        "weights_sha256": _sha256_file(weights_path),
+        "weights_sha256": file_sha256(weights_path),
         "model_checksum": model_checksum(model),
-        "versions": _versions(),
+        "versions": package_versions(),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     sidecar_path.write_text(json.dumps(to_jsonable(sidecar), indent=2, allow_nan=False) + "\n")
@@ -218,7 +162,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     weights_path = sidecar_path.with_name(meta["weights_file"])
     if not weights_path.is_file():
         raise FileNotFoundError(f"weights file {weights_path} (named in {sidecar_path.name}) does not exist")
-    digest = _sha256_file(weights_path)
+    digest = file_sha256(weights_path)
     if digest != meta["weights_sha256"]:
         raise ValueError(
             f"{weights_path}: SHA-256 {digest[:12]}… differs from {meta['weights_sha256'][:12]}… recorded in "
@@ -226,8 +170,6 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
         )
     model = create_model(**meta["model"])
     if meta.get("pruned"):
-        from medprune.pruning.structure import apply_structure
-
         shrunk = apply_structure(model, meta["pruned"])
         if shrunk is not None and shrunk is not model:
             shrunk.medprune_spec = getattr(shrunk, "medprune_spec", model.medprune_spec)  # type: ignore[assignment]

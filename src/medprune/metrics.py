@@ -22,6 +22,8 @@ from scipy.stats import rankdata
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from medprune.runtime import eval_mode
+
 __all__ = [
     "predict",
     "metrics_from_predictions",
@@ -86,18 +88,13 @@ def predict(
     target = torch.device(device) if device is not None else _model_device(model)
     if device is not None:
         model.to(target)
-    was_training = model.training
-    model.eval()
     probs: list[np.ndarray] = []
     labels: list[np.ndarray] = []
-    try:
-        with torch.inference_mode():
-            for inputs, batch_labels in iterate_batches(data, batch_size):
-                logits = model(inputs.to(target, non_blocking=True))
-                probs.append(torch.softmax(logits.double(), dim=1).cpu().numpy())
-                labels.append(np.asarray(batch_labels).reshape(-1).astype(np.int64))
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.inference_mode():
+        for inputs, batch_labels in iterate_batches(data, batch_size):
+            logits = model(inputs.to(target, non_blocking=True))
+            probs.append(torch.softmax(logits.double(), dim=1).cpu().numpy())
+            labels.append(np.asarray(batch_labels).reshape(-1).astype(np.int64))
     if not probs:
         raise ValueError("cannot predict on an empty dataset")
     return np.concatenate(probs), np.concatenate(labels)

@@ -72,11 +72,18 @@ def model_checksum(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 of a file's bytes (cached per path, size and mtime within the process)."""
+def file_sha256(path: str | Path, *, cache: bool = False) -> str:
+    """SHA-256 of a file's bytes.
+
+    Args:
+        path: the file.
+        cache: reuse the digest computed earlier in this process for the same path, size and mtime (for large data
+            files read again and again; integrity checks leave it off, since a same-size rewrite within the
+            filesystem's timestamp granularity would be missed).
+    """
     stat = os.stat(path)
     key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _FILE_HASHES:
+    if not cache or key not in _FILE_HASHES:
         digest = hashlib.sha256()
         with open(path, "rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):

@@ -17,7 +17,8 @@ import numpy as np
 from medprune.data.base import FileStore
 from medprune.data.errors import DatasetError, DatasetNotFoundError
 from medprune.data.registry import LoadOptions, RawDataset, RawSplit, register_layout
-from medprune.data.splitting import file_sha256, fingerprint, group_split
+from medprune.data.splitting import group_split
+from medprune.provenance import file_sha256, fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +120,9 @@ def load_fetal_planes(root: Path | None, options: LoadOptions) -> RawDataset:
         raise DatasetError(f"{csv_path}: the Train column must have both 1 (train) and 0 (test) rows")
     train, val = _carve_val(labels_arr, patients_arr, official_train, options)
     store = FileStore(paths)
-    digest = fingerprint(["fetal_planes", file_sha256(csv_path), ("patient-val", options.val_fraction, options.seed)])
+    digest = fingerprint(
+        ["fetal_planes", file_sha256(csv_path, cache=True), ("patient-val", options.val_fraction, options.seed)]
+    )
     return RawDataset(
         RawSplit(store, labels_arr, train),
         RawSplit(store, labels_arr, val),
@@ -195,7 +198,7 @@ def load_mura(root: Path | None, options: LoadOptions) -> RawDataset:
     official_train, test = np.flatnonzero(split_arr == "train"), np.flatnonzero(split_arr == "test")
     train, val = _carve_val(labels_arr, patients_arr, official_train, options)
     store = FileStore(all_paths)
-    hashes = [file_sha256(base / MURA_DIR / name) for name in MURA_CSVS.values()]
+    hashes = [file_sha256(base / MURA_DIR / name, cache=True) for name in MURA_CSVS.values()]
     digest = fingerprint(["mura", hashes, study, ("patient-val", options.val_fraction, options.seed)])
     return RawDataset(
         RawSplit(store, labels_arr, train),

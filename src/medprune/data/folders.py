@@ -19,7 +19,8 @@ import numpy as np
 from medprune.data.base import IMAGE_EXTENSIONS, FileStore
 from medprune.data.errors import DatasetError, DatasetNotFoundError
 from medprune.data.registry import LoadOptions, RawDataset, RawSplit, register_layout
-from medprune.data.splitting import check_fraction, fingerprint, stratified_split
+from medprune.data.splitting import check_fraction, stratified_split
+from medprune.provenance import fingerprint
 
 logger = logging.getLogger(__name__)
 

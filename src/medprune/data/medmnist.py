@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ import numpy as np
 from medprune.data.base import ArrayStore
 from medprune.data.errors import DatasetError, DatasetNotFoundError
 from medprune.data.registry import LoadOptions, RawDataset, RawSplit
-from medprune.data.splitting import file_sha256, fingerprint
+from medprune.provenance import file_sha256, fingerprint, online
 
 logger = logging.getLogger(__name__)
 
@@ -75,16 +74,6 @@ def _default_medmnist_root() -> Path:
     return Path(DEFAULT_ROOT)
 
 
-def _online(timeout: float = 3.0) -> bool:
-    if os.environ.get("MEDPRUNE_OFFLINE") == "1":
-        return False
-    try:
-        socket.create_connection((_DOWNLOAD_HOST, 443), timeout=timeout).close()
-    except OSError:
-        return False
-    return True
-
-
 def find_medmnist_file(flag: str, size: int, root: Path | None, download: bool = True) -> Path:
     """Path of the ``.npz`` file, downloading it into ``root`` when absent and the network is reachable."""
     info = _info()[flag]
@@ -96,7 +85,7 @@ def find_medmnist_file(flag: str, size: int, root: Path | None, download: bool =
             return candidate
     url = info[f"url{'' if size == 28 else f'_{size}'}"]
     where = f"put {filename} (from {url}) at {candidates[0]} or {candidates[1]}"
-    if not download or not _online():
+    if not download or not online(_DOWNLOAD_HOST):
         raise DatasetNotFoundError(
             f"MedMNIST file {filename} not found (looked for {candidates[0]} and {candidates[1]}) and the download "
             f"host {_DOWNLOAD_HOST} cannot be reached: {where}, or pass root= / set MEDPRUNE_DATA to its folder"
@@ -148,5 +137,5 @@ def load_medmnist(flag: str, root: Path | None, options: LoadOptions) -> RawData
                     f"{len(class_names)} classes {class_names} ({len(bad)} bad labels)"
                 )
             splits[split] = RawSplit(ArrayStore(images, origin=f"{path}[{split}]"), labels)
-    digest = fingerprint(["medmnist", flag, size, "official-splits", file_sha256(path)])
+    digest = fingerprint(["medmnist", flag, size, "official-splits", file_sha256(path, cache=True)])
     return RawDataset(splits["train"], splits["val"], splits["test"], class_names, digest)

@@ -1,20 +1,14 @@
-"""Seeded splits (stratified by class; patient-disjoint when patients are known) and dataset fingerprints."""
+"""Seeded splits: stratified by class; patient-disjoint when patients are known."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
-from collections.abc import Iterable
-from pathlib import Path
 
 import numpy as np
 
 from medprune.data.errors import DatasetError
 
 logger = logging.getLogger(__name__)
-
-_HASH_CACHE: dict[tuple[str, int, int], str] = {}
 
 
 def check_fraction(name: str, value: float) -> float:
@@ -97,25 +91,3 @@ def group_split(
         )
     held = held_groups[group_idx]
     return everything[~held], everything[held]
-
-
-def file_sha256(path: str | Path) -> str:
-    """sha256 of a file's bytes (cached per path, size and mtime within the process)."""
-    stat = os.stat(path)
-    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _HASH_CACHE:
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        _HASH_CACHE[key] = digest.hexdigest()
-    return _HASH_CACHE[key]
-
-
-def fingerprint(parts: Iterable[object]) -> str:
-    """sha256 over the ``repr`` of each part, in order (each part separated, so boundaries count)."""
-    digest = hashlib.sha256()
-    for part in parts:
-        digest.update(repr(part).encode())
-        digest.update(b"\x00")
-    return digest.hexdigest()

@@ -16,8 +16,8 @@ from medprune.pruning.masks import (
     normalize_scores,
     validate_scores,
 )
-from medprune.pruning.physical import coupled_groups, example_inputs_for, model_cost, remove_units
-from medprune.pruning.structure import apply_structure, pruned_structure, structure_masks
+from medprune.pruning.physical import apply_structure, coupled_groups, example_inputs_for, model_cost, remove_units
+from medprune.pruning.structure import pruned_structure, structure_masks
 
 __all__ = [
     "NORMALIZATIONS",

@@ -22,8 +22,11 @@ from contextlib import redirect_stdout
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import Tensor, nn
+
+from medprune.runtime import eval_mode
 
 logger = logging.getLogger(__name__)
 
@@ -62,9 +65,7 @@ def export_onnx(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     order = [exporter, *([e for e in EXPORTERS if e != exporter] if fallback else [])]
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         for attempt, name in enumerate(order):
             try:
                 _export(model, path, example_inputs, name, dynamic_batch, opset)
@@ -73,8 +74,6 @@ def export_onnx(
                 if attempt + 1 == len(order):
                     raise
                 logger.warning("ONNX export with the %s exporter failed (%s); trying %s", name, error, order[-1])
-    finally:
-        model.train(was_training)
     raise AssertionError("unreachable")
 
 
@@ -110,9 +109,8 @@ def _export(model: nn.Module, path: Path, x: Tensor, exporter: str, dynamic_batc
 
 
 def run_onnx(path: str | Path, inputs: Tensor) -> Tensor:
-    """Run an exported model in onnxruntime (CPU) and return its logits as a torch tensor."""
-    import numpy as np
-    import onnxruntime as ort
+    """Run an exported model in onnxruntime (CPU) and return its logits as a torch tensor (needs the ``onnx`` extra)."""
+    import onnxruntime as ort  # optional extra
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (logits,) = session.run(["logits"], {"images": np.ascontiguousarray(inputs.detach().cpu().numpy())})

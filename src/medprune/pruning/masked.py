@@ -31,6 +31,7 @@ from collections.abc import Mapping
 from types import TracebackType
 
 import torch
+import torch.fx
 from torch import Tensor, nn
 
 from medprune.pruning.masks import validate_scores
@@ -47,8 +48,6 @@ def following_batchnorms(model: nn.Module) -> dict[str, str]:
     Traced with ``torch.fx``; if tracing fails, falls back to the registration-order rule (see module docstring).
     """
     try:
-        import torch.fx
-
         graph = torch.fx.symbolic_trace(model).graph
     except Exception as error:  # noqa: BLE001 - any tracing failure means: use the naming rule
         logger.info("torch.fx could not trace %s (%s); using the module-order rule", type(model).__name__, error)
@@ -95,7 +94,7 @@ def zeroing_plan(
             continue
         if group.kind == "head":
             attn = get_module(model, group.module.rsplit(".", 1)[0])
-            _check_plain_attention(attn, group)
+            check_plain_attention(attn, group)
             width, dim = group.unit_width, attn.qkv.out_features // 3
             within = (pruned[:, None] * width + torch.arange(width)).flatten()
             rows = torch.cat([within + part * dim for part in range(3)])
@@ -112,7 +111,12 @@ def zeroing_plan(
     return plan
 
 
-def _check_plain_attention(attn: nn.Module, group: UnitGroup) -> None:
+def check_plain_attention(attn: nn.Module, group: UnitGroup) -> None:
+    """Refuse attention whose heads cannot be pruned one by one (no fused ``qkv``, a gate, or ``scale_norm``).
+
+    Raises:
+        NotImplementedError: naming the head group.
+    """
     if not hasattr(attn, "qkv") or getattr(attn, "gate", None) is not None:
         raise NotImplementedError(f"{group.name}: only timm attention with a fused qkv and no gate is supported")
     if not isinstance(getattr(attn, "norm", nn.Identity()), nn.Identity):

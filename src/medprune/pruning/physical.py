@@ -24,13 +24,16 @@ import copy
 import logging
 import warnings
 from collections.abc import Mapping, Sequence
-from contextlib import contextmanager
 from typing import Any
 
 import torch
+import torch_pruning as tp
 from torch import Tensor, nn
 
+from medprune.pruning.masked import check_plain_attention
 from medprune.pruning.masks import validate_scores
+from medprune.pruning.structure import pruned_structure, structure_masks
+from medprune.runtime import eval_mode
 from medprune.units import UnitGroup, get_module, unit_groups
 
 logger = logging.getLogger(__name__)
@@ -46,30 +49,16 @@ def example_inputs_for(model: nn.Module, batch: int = 1) -> Tensor:
     return torch.zeros(batch, spec["in_channels"], size, size, dtype=dtype, device=next(model.parameters()).device)
 
 
-@contextmanager
-def _eval_mode(model: nn.Module):  # noqa: ANN202 - context manager
-    """Tracing runs a forward pass: in eval mode BatchNorm running statistics are not updated."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
-
-
 def dependency_graph(model: nn.Module, example_inputs: Tensor | None = None) -> Any:
-    """torch-pruning's ``DependencyGraph`` of ``model`` (traced in eval mode; the model is not changed)."""
-    import torch_pruning as tp
-
+    """torch-pruning's ``DependencyGraph`` of ``model`` (traced in eval mode, so BatchNorm statistics stay as they are;
+    the model is not changed)."""
     inputs = example_inputs_for(model) if example_inputs is None else example_inputs
-    with _eval_mode(model), warnings.catch_warnings():
+    with eval_mode(model), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Unwrapped parameters detected")  # ViT cls_token/pos_embed
         return tp.DependencyGraph().build_dependency(model, example_inputs=inputs)
 
 
 def _out_pruner(module: nn.Module) -> Any:
-    import torch_pruning as tp
-
     if isinstance(module, nn.Conv2d):
         return tp.prune_conv_out_channels
     if isinstance(module, nn.Linear):
@@ -149,8 +138,6 @@ def remove_units(model: nn.Module, masks: Mapping[str, Tensor], example_inputs: 
     Raises:
         ValueError: masks for another model, masks that would empty a layer, or masks that differ in a coupled set.
     """
-    from medprune.pruning.structure import pruned_structure
-
     groups = unit_groups(model)
     validate_scores(masks, groups, what="masks")
     masks = {name: torch.as_tensor(mask).to(torch.bool).cpu() for name, mask in masks.items()}
@@ -180,13 +167,23 @@ def remove_units(model: nn.Module, masks: Mapping[str, Tensor], example_inputs: 
     return pruned
 
 
+def apply_structure(model: nn.Module, structure: Mapping[str, Any], example_inputs: Tensor | None = None) -> nn.Module:
+    """Shrink a freshly built model to a saved pruned structure (weights are then loaded with ``load_state_dict``).
+
+    Args:
+        model: the unpruned architecture, e.g. ``create_model(**structure["model"])``-like (not changed).
+        structure: the output of :func:`medprune.pruning.structure.pruned_structure` (e.g. read back from JSON).
+        example_inputs: an input batch for tracing (default: zeros from ``model.medprune_spec``).
+
+    Returns:
+        A pruned copy whose state-dict keys and shapes match the saved pruned model's.
+    """
+    return remove_units(model, structure_masks(model, structure), example_inputs)
+
+
 def _remove_heads(model: nn.Module, group: UnitGroup, heads: list[int], graph: Any) -> None:
-    import torch_pruning as tp
-
-    from medprune.pruning.masked import _check_plain_attention
-
     attn = get_module(model, group.module.rsplit(".", 1)[0])
-    _check_plain_attention(attn, group)
+    check_plain_attention(attn, group)
     width, dim = attn.head_dim, attn.qkv.out_features // 3
     rows = [part * dim + h * width + j for part in range(3) for h in heads for j in range(width)]
     graph.get_pruning_group(attn.qkv, tp.prune_linear_out_channels, idxs=rows).prune()
@@ -198,9 +195,7 @@ def _remove_heads(model: nn.Module, group: UnitGroup, heads: list[int], graph: A
 
 def model_cost(model: nn.Module, example_inputs: Tensor | None = None) -> dict[str, int]:
     """``{"params": ..., "macs": ...}`` per example batch, from torch-pruning's ``count_ops_and_params``."""
-    import torch_pruning as tp
-
     inputs = example_inputs_for(model) if example_inputs is None else example_inputs
-    with _eval_mode(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         macs, params = tp.utils.count_ops_and_params(model, inputs)
     return {"params": int(params), "macs": int(macs)}

@@ -2,8 +2,8 @@
 
 A checkpoint of a physically pruned model stores its (smaller) state dict and, in its JSON metadata,
 ``pruned_structure(model_before, masks)``: the kept unit indices of every group. To load it, build the unpruned
-architecture with ``create_model``, call :func:`apply_structure` to shrink it to the same shapes (the same surgery as
-:func:`medprune.pruning.physical.remove_units`, so module names and shapes match), then
+architecture with ``create_model``, call :func:`medprune.pruning.physical.apply_structure` to shrink it to the same
+shapes (the same surgery as :func:`medprune.pruning.physical.remove_units`, so module names and shapes match), then
 ``load_state_dict(strict=True)``.
 
 >>> from medprune.models import create_model
@@ -11,8 +11,8 @@ architecture with ``create_model``, call :func:`apply_structure` to shrink it to
 >>> model = create_model("vit_small", num_classes=2, image_size=32)
 >>> masks = {g.name: torch.arange(g.num_units) % 2 == 0 for g in unit_groups(model)}
 >>> structure = pruned_structure(model, masks)
->>> apply_structure(create_model("vit_small", num_classes=2, image_size=32), structure).blocks[0].attn.num_heads
-2
+>>> structure["groups"]["blocks.0.attn.heads"]["kept"]
+[0, 2]
 """
 
 from __future__ import annotations
@@ -83,19 +83,3 @@ def structure_masks(model: nn.Module, structure: Mapping[str, Any]) -> dict[str,
         mask[kept] = True
         masks[g.name] = mask
     return masks
-
-
-def apply_structure(model: nn.Module, structure: Mapping[str, Any], example_inputs: Tensor | None = None) -> nn.Module:
-    """Shrink a freshly built model to a saved pruned structure (weights are then loaded with ``load_state_dict``).
-
-    Args:
-        model: the unpruned architecture, e.g. ``create_model(**structure["model"])``-like (not changed).
-        structure: the output of :func:`pruned_structure` (e.g. read back from JSON).
-        example_inputs: an input batch for tracing (default: zeros from ``model.medprune_spec``).
-
-    Returns:
-        A pruned copy whose state-dict keys and shapes match the saved pruned model's.
-    """
-    from medprune.pruning.physical import remove_units
-
-    return remove_units(model, structure_masks(model, structure), example_inputs)
