@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/scoring.py [--models vgg19 resnet50 vit_b_16] [--methods ig lrp ...] [--images 2]
 
-Random init, 224 px, ``--threads`` torch threads (default 2, as in shared/docs/STACK.md). The forward pass is timed on
+Random init, 224 px, ``--threads`` torch threads (default 2). The forward pass is timed on
 one image (median of ``--repeats``); each method scores ``--images`` images in one :func:`medprune.scoring.score` call
 and is reported as seconds per image and as a multiple of the forward pass. IG's target: <= 3 x steps forwards
 (forward + backward at steps + 1 points).

@@ -1,4 +1,4 @@
-"""Which training samples the relevance of each unit is computed on (METHOD.md §4, paper §3.2).
+"""Which training samples the relevance of each unit is computed on (docs/method.md §4, paper §3.2).
 
 From the **training split**, seen through the evaluation transform (no augmentation), ``n_per_class`` samples of each
 class:

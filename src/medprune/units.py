@@ -1,6 +1,6 @@
 """Prunable units: which neurons of a model can be scored and removed, under stable names.
 
-A *unit* (METHOD.md §3) is one output channel of a Conv2d, one output feature of a Linear layer (never the final
+A *unit* (docs/method.md §3) is one output channel of a Conv2d, one output feature of a Linear layer (never the final
 classifier's), a ViT MLP hidden unit (``fc1`` output) or a ViT attention head. Units of one module form a
 :class:`UnitGroup`; every later stage (scoring, masks, surgery) speaks in ``{group.name: tensor}`` dictionaries.
 

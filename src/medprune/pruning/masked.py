@@ -1,4 +1,4 @@
-"""Masked pruning, the paper's behaviour (METHOD.md §5): a pruned unit's output is made exactly zero, undoably.
+"""Masked pruning, the paper's behaviour (docs/method.md §5): a pruned unit's output is made exactly zero, undoably.
 
 Per unit kind:
 

@@ -1,4 +1,4 @@
-"""Keep-masks from unit scores (METHOD.md §5): a pure function of the scores, nothing touches a model.
+"""Keep-masks from unit scores (docs/method.md §5): a pure function of the scores, nothing touches a model.
 
 ``masks_from_scores`` removes the lowest-scored fraction ``rate`` of units, either in one ranking over the whole
 network (``scope="global"``, after an optional per-layer normalisation) or with the same rate in every layer

@@ -44,7 +44,7 @@ CURVE_FIELDS: tuple[str, ...] = (
 #: Variant fields that split Table 1 when they take several values in a table.
 VARIANT_FIELDS: tuple[str, ...] = ("sign", "target", "scope", "normalize", "n_per_class")
 
-#: The paper's Table 1 (METHOD.md; mean, std of the accuracy drop over 4 datasets x 3 models), for comparison.
+#: The paper's Table 1 (docs/method.md; mean, std of the accuracy drop over 4 datasets x 3 models), for comparison.
 PAPER_TABLE1: dict[tuple[str, str], tuple[tuple[float, float], ...]] = {
     ("dlb", "clustering"): ((0.001, 0.01), (0.058, 0.11), (0.234, 0.30), (0.384, 0.31)),
     ("dlb", "confidence"): ((0.002, 0.01), (0.054, 0.11), (0.215, 0.27), (0.398, 0.31)),

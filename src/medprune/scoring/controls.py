@@ -1,4 +1,4 @@
-"""Control criteria every interpretability-based pruning claim must beat (METHOD.md §3, beyond the paper).
+"""Control criteria every interpretability-based pruning claim must beat (docs/method.md §3, beyond the paper).
 
 All follow the scoring contract of :mod:`medprune.scoring.registry`:
 

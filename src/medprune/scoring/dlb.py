@@ -1,6 +1,6 @@
 """DL-Backtrace (DLB) unit scores, native and vectorised: the ``dlb`` scorer.
 
-Re-implements the default mode of the ``dl-backtrace==0.1.24`` package (Sankarapu et al. 2024; METHOD.md §3) for the
+Re-implements the default mode of the ``dl-backtrace==0.1.24`` package (docs/method.md §3; docs/dlb.md) for the
 models medprune builds: one forward pass records every layer's input (hooks, removed in ``finally``), then the layers
 are walked backwards applying the rules of :mod:`medprune.scoring.dlb_rules`, batched over samples, on the model's
 device. Relevance is read at every requested :class:`~medprune.units.UnitGroup` and reduced with

@@ -12,7 +12,7 @@ steps or samples: the last point of a chunk is carried over to pair with the fir
 
 Rules: ``trapezoid`` (default) averages the gradients at both ends of each step. ``left`` uses the gradient at the start
 of each step only, as captum's ``LayerConductance`` does; with a zero baseline ReLU gradients vanish at ``α = 0``, so
-``left`` loses about 1/n of the total (``shared/docs/STACK.md``).
+``left`` loses about 1/n of the total (docs/method.md §3).
 
 >>> from medprune.models import create_model
 >>> from medprune.units import unit_groups
