@@ -110,22 +110,34 @@ class RowLog:
         self.path = Path(path)
 
     def read(self) -> list[Row]:
-        """All complete rows; a truncated or unreadable last line (a kill mid-write) is skipped with a warning."""
+        """All complete rows, each row id once (the last complete line of an id wins, in the place of its first).
+
+        A truncated or unreadable last line (a kill mid-write) is skipped with a warning; duplicated ids (two writers
+        on one folder before folders were locked) are dropped with a warning.
+        """
         if not self.path.is_file():
             return []
-        rows: list[Row] = []
+        rows: dict[tuple[str, ...], Row] = {}
         lines = self.path.read_bytes().split(b"\n")
+        complete = 0
         for index, line in enumerate(lines):
             if not line.strip():
                 continue
             try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
+                row = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError):
                 if index == len(lines) - 1:
                     logger.warning("ignoring a partial last line in %s (an interrupted write)", self.path)
                     continue
                 raise ValueError(f"{self.path} line {index + 1} is not valid JSON; the log is damaged") from None
-        return rows
+            if not isinstance(row, dict):
+                raise ValueError(f"{self.path} line {index + 1} is not a row (a JSON object); the log is damaged")
+            complete += 1
+            rows[row_key(row)] = row
+        if complete > len(rows):
+            logger.warning("%s holds %d duplicated row(s); each row id is kept once (the last one written)",
+                           self.path, complete - len(rows))  # fmt: skip
+        return list(rows.values())
 
     def finished(self) -> dict[tuple[str, ...], Row]:
         """Rows already in the log by :func:`row_key` (later duplicates win)."""
