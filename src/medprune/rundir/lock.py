@@ -135,8 +135,11 @@ class FolderLock:
             except Timeout:
                 holder = self._wait_for_holder()
                 if soft and attempt == 0 and holder is not None and holder.is_stale():
-                    logger.warning("%s: taking over a stale lock left by %s, which is no longer running",
-                                   self.folder, holder.describe())  # fmt: skip
+                    logger.warning(
+                        "%s: taking over a stale lock left by %s, which is no longer running",
+                        self.folder,
+                        holder.describe(),
+                    )
                     self.previous_holder = holder
                     self.lock_path.unlink(missing_ok=True)
                     self.holder_path.unlink(missing_ok=True)
@@ -174,7 +177,11 @@ class FolderLock:
         if holder is None:
             return f"output folder {self.folder} is locked by another process (no holder recorded in {HOLDER_FILE})"
         if holder.is_stale():
-            return (f"output folder {self.folder} is locked: {holder.describe()} is no longer running but a process "
-                    f"it started still holds {self.lock_path}; stop that process or choose another folder")  # fmt: skip
-        return (f"output folder {self.folder} is being written by {holder.describe()}; wait for it to finish or "
-                "choose another folder")  # fmt: skip
+            return (
+                f"output folder {self.folder} is locked: {holder.describe()} is no longer running but a process "
+                f"it started still holds {self.lock_path}; stop that process or choose another folder"
+            )
+        return (
+            f"output folder {self.folder} is being written by {holder.describe()}; wait for it to finish or "
+            "choose another folder"
+        )

@@ -161,8 +161,12 @@ class RunDir:
         elif record is not None:
             self._check_same(record)
             self.resumed = True
-            logger.info("%s: resuming (same %s config as the run created %s)", self.path, self.command,
-                        record.get("created", "?"))  # fmt: skip
+            logger.info(
+                "%s: resuming (same %s config as the run created %s)",
+                self.path,
+                self.command,
+                record.get("created", "?"),
+            )
         elif run_content(self.path):
             names = ", ".join(p.name for p in run_content(self.path)[:5])
             raise ConfigMismatchError(

@@ -135,8 +135,11 @@ class RowLog:
             complete += 1
             rows[row_key(row)] = row
         if complete > len(rows):
-            logger.warning("%s holds %d duplicated row(s); each row id is kept once (the last one written)",
-                           self.path, complete - len(rows))  # fmt: skip
+            logger.warning(
+                "%s holds %d duplicated row(s); each row id is kept once (the last one written)",
+                self.path,
+                complete - len(rows),
+            )
         return list(rows.values())
 
     def finished(self) -> dict[tuple[str, ...], Row]:
