@@ -1,0 +1,393 @@
+"""Recovery after pruning: fine-tune a masked model with its pruned units held at exactly zero, optionally distilling
+from the unpruned model, resumable epoch by epoch.
+
+The masked model is a copy with the zeros written into its weights (:func:`medprune.pruning.masked.mask_model`);
+:func:`hold_masks` keeps them there during training: a gradient hook zeroes the gradient of every pruned row (conv /
+linear output rows and biases, the following BatchNorm's scale and shift, a ViT head's q/k/v rows, an MLP unit's fc1
+row), and :meth:`MaskHold.reapply` writes the zeros again after each optimiser step, so no optimiser (momentum,
+weight decay) can move them. The result can go straight to :func:`medprune.pruning.physical.remove_units`.
+
+The optimiser is the training recipe's (METHOD.md §1): Adam, lr 1e-3, batch 32, class-weighted cross-entropy,
+StepLR x0.1 every 10 epochs. Distillation adds Hinton's soft-target loss: ``(1 - w) * CE + w * T^2 * KL(teacher_T ||
+student_T)`` with temperature ``T`` and weight ``w``.
+
+Each epoch reseeds the shuffling, the augmentation and dropout from ``(seed, epoch)``, so an epoch does not depend on
+the ones before it; with the model and optimiser state saved after every epoch (safetensors, no pickle) a resumed run
+gives the same weights as an uninterrupted one.
+
+>>> from medprune.models import create_model
+>>> from medprune.units import unit_groups
+>>> model = create_model("vgg_small", num_classes=2, image_size=32)
+>>> masks = {g.name: torch.arange(g.num_units) % 2 == 0 for g in unit_groups(model)}
+>>> data = torch.utils.data.TensorDataset(torch.randn(8, 3, 32, 32), torch.tensor([0, 1] * 4))
+>>> result = finetune(model, masks, data, epochs=1, batch_size=4)
+>>> bool((result.model.features[0].weight[1] == 0).all())
+True
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as tnf
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from medprune.provenance import fingerprint, model_checksum, tensor_sha256
+from medprune.pruning.masked import following_batchnorms, mask_model, zeroing_plan
+from medprune.pruning.masks import validate_scores
+from medprune.runtime import autocast, grad_scaler, resolve_device
+from medprune.train import class_weights, recalibrate_batchnorm
+from medprune.units import unit_groups
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["MaskHold", "hold_masks", "FinetuneSettings", "FinetuneResult", "finetune", "distillation_loss"]
+
+CHECKPOINT_FORMAT = "medprune.finetune-checkpoint"
+CHECKPOINT_FILE = "finetune.safetensors"
+
+
+class MaskHold:
+    """Keeps the pruned rows of a model at exactly zero; see :func:`hold_masks`."""
+
+    def __init__(self, plan: list[tuple[Tensor, Tensor]]) -> None:
+        self._plan = plan
+        self._handles = [param.register_hook(_zero_rows_hook(rows.to(param.device))) for param, rows in plan]
+        self.reapply()
+
+    @property
+    def parameters(self) -> list[tuple[Tensor, Tensor]]:
+        """The ``(parameter, pruned row indices)`` pairs held at zero."""
+        return list(self._plan)
+
+    def reapply(self) -> None:
+        """Write the zeros again (call after every optimiser step)."""
+        with torch.no_grad():
+            for param, rows in self._plan:
+                param[rows.to(param.device)] = 0
+
+    def remove(self) -> None:
+        """Remove the gradient hooks (idempotent); the zeros stay in the weights."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def __enter__(self) -> MaskHold:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.remove()
+
+
+def _zero_rows_hook(rows: Tensor):  # noqa: ANN202 - hook factory
+    def hook(grad: Tensor) -> Tensor:
+        grad = grad.clone()
+        grad[rows] = 0
+        return grad
+
+    return hook
+
+
+def hold_masks(model: nn.Module, masks: Mapping[str, Tensor]) -> MaskHold:
+    """Zero every masked-out unit of ``model`` in place and keep it zero under training (gradient hooks).
+
+    Unlike :func:`medprune.pruning.masked.apply_masks` this is not undone: the zeros are the new weights. Leaving the
+    ``with`` block (or ``remove()``) removes only the hooks.
+
+    Args:
+        model: the model to train (a :func:`medprune.models.create_model` model).
+        masks: ``{group.name: BoolTensor(num_units)}`` (True = keep).
+
+    Returns:
+        A :class:`MaskHold`; call ``reapply()`` after each optimiser step.
+    """
+    groups = unit_groups(model)
+    validate_scores(masks, groups, what="masks")
+    masks = {name: torch.as_tensor(mask).to(torch.bool).cpu() for name, mask in masks.items()}
+    needs_bn = any((~masks[g.name]).any() for g in groups if g.kind in ("conv", "linear"))
+    return MaskHold(zeroing_plan(model, groups, masks, following_batchnorms(model) if needs_bn else {}))
+
+
+def distillation_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
+    """``T^2 * KL(softmax(teacher / T) || softmax(student / T))``, averaged over the batch (Hinton et al. 2015)."""
+    log_student = tnf.log_softmax(student_logits / temperature, dim=1)
+    log_teacher = tnf.log_softmax(teacher_logits / temperature, dim=1)
+    return tnf.kl_div(log_student, log_teacher, reduction="batchmean", log_target=True) * temperature**2
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    """Fine-tuning settings (defaults: the training recipe of :mod:`medprune.train`, METHOD.md §1).
+
+    Attributes:
+        epochs: passes over the training data (0: the masked copy is returned untrained).
+        lr, weight_decay: Adam. lr_step, lr_gamma: StepLR (x ``lr_gamma`` every ``lr_step`` epochs).
+        batch_size: training batch size.
+        class_weights: ``inverse`` (N / (K n_k), from ``train_data.labels``) or ``none``.
+        distill_temperature: softmax temperature T of the distillation term.
+        distill_weight: weight w of the distillation term (used only with a teacher).
+        recalibrate_samples: after training, re-estimate BatchNorm statistics on up to this many images of
+            ``recalibration_data`` (``None``: all of it).
+        seed: seeds every epoch's shuffling, augmentation and dropout (with the epoch number).
+        amp: float16 autocast on CUDA.
+    """
+
+    epochs: int = 2
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    lr_step: int = 10
+    lr_gamma: float = 0.1
+    batch_size: int = 32
+    class_weights: Literal["inverse", "none"] = "inverse"
+    distill_temperature: float = 4.0
+    distill_weight: float = 0.5
+    recalibrate_samples: int | None = 2048
+    seed: int = 0
+    amp: bool = True
+
+    def __post_init__(self) -> None:
+        if self.epochs < 0 or self.batch_size < 1 or self.lr_step < 1:
+            raise ValueError(f"need epochs >= 0, batch_size >= 1, lr_step >= 1; got {self}")
+        if self.lr <= 0 or self.weight_decay < 0 or not 0 < self.lr_gamma <= 1:
+            raise ValueError(f"need lr > 0, weight_decay >= 0, 0 < lr_gamma <= 1; got {self}")
+        if self.class_weights not in ("inverse", "none"):
+            raise ValueError(f"class_weights={self.class_weights!r} is not allowed; valid values: inverse, none")
+        if self.distill_temperature <= 0 or not 0 <= self.distill_weight <= 1:
+            raise ValueError(
+                f"need distill_temperature > 0 and 0 <= distill_weight <= 1; got {self.distill_temperature}, "
+                f"{self.distill_weight}"
+            )
+        if self.recalibrate_samples is not None and self.recalibrate_samples < 2:
+            raise ValueError(f"recalibrate_samples must be >= 2 or None, got {self.recalibrate_samples}")
+
+
+@dataclass
+class FinetuneResult:
+    """What :func:`finetune` produced.
+
+    Attributes:
+        model: the fine-tuned masked copy (pruned rows exactly zero, no hooks left), in eval mode on the CPU.
+        masks: the masks it holds.
+        history: one dict per epoch (epoch, lr, loss, ce, kd, train accuracy, seconds), resumed epochs included.
+        resumed_epochs: epochs read back from ``checkpoint_dir`` instead of being trained in this call.
+        wall_time_s: seconds spent in this call.
+    """
+
+    model: nn.Module
+    masks: dict[str, Tensor]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    resumed_epochs: int = 0
+    wall_time_s: float = 0.0
+
+
+def finetune(
+    model: nn.Module,
+    masks: Mapping[str, Tensor],
+    train_data: Dataset,
+    *,
+    settings: FinetuneSettings | None = None,
+    teacher: nn.Module | None = None,
+    recalibration_data: Dataset | None = None,
+    device: str | torch.device = "cpu",
+    checkpoint_dir: str | Path | None = None,
+    **overrides: Any,
+) -> FinetuneResult:
+    """Fine-tune a masked copy of ``model`` with the pruned units held at exactly zero.
+
+    Args:
+        model: the (unpruned or already masked) model; not changed.
+        masks: ``{group.name: BoolTensor(num_units)}`` (True = keep).
+        train_data: a Dataset of ``(image, label)`` (with the training transform); ``labels`` for class weights.
+        settings: :class:`FinetuneSettings`; keyword ``overrides`` (e.g. ``epochs=3``) replace single fields.
+        teacher: the unpruned model to distil from (``None``: plain cross-entropy); not changed.
+        recalibration_data: clean (evaluation-transform) images whose BatchNorm statistics are re-estimated after
+            training (``None``: keep the running statistics of training).
+        device: where to train.
+        checkpoint_dir: when given, ``finetune.safetensors`` is written there after each epoch and a run with the
+            same model, masks and settings resumes from it.
+
+    Returns:
+        A :class:`FinetuneResult`.
+    """
+    start = time.perf_counter()
+    settings = FinetuneSettings(**{**asdict(settings or FinetuneSettings()), **overrides})
+    masks = {name: torch.as_tensor(mask).to(torch.bool).cpu() for name, mask in masks.items()}
+    run_id = fingerprint(
+        [model_checksum(model), sorted((k, tensor_sha256(v.to(torch.uint8))) for k, v in masks.items()), settings]
+    )
+    target = resolve_device(device)
+    student = mask_model(model, masks).to(target)
+    history: list[dict[str, Any]] = []
+    optimizer = torch.optim.Adam(student.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=settings.lr_step, gamma=settings.lr_gamma)
+    path = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir is not None else None
+    done = 0
+    if path is not None and path.is_file():
+        done, history = _load_checkpoint(path, run_id, student, optimizer, scheduler)
+    resumed = done
+    if teacher is not None:
+        teacher = teacher.to(target).eval()
+    labels = getattr(train_data, "labels", None)
+    weights = None
+    if settings.class_weights == "inverse" and labels is not None:
+        num_classes = int(student.medprune_spec["num_classes"]) if hasattr(student, "medprune_spec") else None
+        weights = class_weights(np.asarray(labels), num_classes or int(np.max(labels)) + 1).to(target)
+    criterion = nn.CrossEntropyLoss(weight=weights)
+    scaler = grad_scaler(target, settings.amp)
+    with hold_masks(student, masks) as hold:
+        for epoch in range(done + 1, settings.epochs + 1):
+            row = _train_epoch(
+                student, teacher, train_data, optimizer, criterion, scaler, hold, settings, epoch, target
+            )
+            scheduler.step()
+            history.append(row)
+            logger.info(
+                "fine-tune epoch %d/%d lr %.0e loss %.4f (ce %.4f, kd %.4f) train acc %.4f | %.1fs",
+                epoch,
+                settings.epochs,
+                row["lr"],
+                row["loss"],
+                row["ce"],
+                row["kd"],
+                row["train_accuracy"],
+                row["seconds"],
+            )
+            if path is not None:
+                _save_checkpoint(path, run_id, epoch, student, optimizer, scheduler, history)
+    if recalibration_data is not None and settings.epochs > 0:
+        recalibrate_batchnorm(student, _first(recalibration_data, settings.recalibrate_samples), device=target)
+    student = student.cpu().eval()
+    return FinetuneResult(student, masks, history, resumed, time.perf_counter() - start)
+
+
+def _first(data: Dataset, count: int | None) -> Dataset:
+    if count is None or count >= len(data):  # type: ignore[arg-type]
+        return data
+    if hasattr(data, "subset"):
+        return data.subset(np.arange(count))
+    return torch.utils.data.Subset(data, range(count))
+
+
+def _train_epoch(
+    student: nn.Module,
+    teacher: nn.Module | None,
+    data: Dataset,
+    optimizer: torch.optim.Optimizer,
+    criterion: nn.Module,
+    scaler: torch.amp.GradScaler,
+    hold: MaskHold,
+    settings: FinetuneSettings,
+    epoch: int,
+    device: torch.device,
+) -> dict[str, Any]:
+    epoch_seed = settings.seed * 100_003 + epoch
+    torch.manual_seed(epoch_seed)  # augmentation and dropout: a function of (seed, epoch) only
+    size = len(data)  # type: ignore[arg-type]
+    loader = DataLoader(
+        data,
+        batch_size=settings.batch_size,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(epoch_seed),
+        drop_last=size % settings.batch_size == 1,  # a batch of one breaks BatchNorm
+    )
+    started = time.perf_counter()
+    lr = optimizer.param_groups[0]["lr"]
+    student.train()
+    sums = {"loss": 0.0, "ce": 0.0, "kd": 0.0}
+    correct = seen = 0
+    weight = settings.distill_weight if teacher is not None else 0.0
+    for inputs, labels in loader:
+        inputs, labels = inputs.to(device), labels.to(device)
+        optimizer.zero_grad(set_to_none=True)
+        with autocast(device, settings.amp):
+            logits = student(inputs).float()
+        ce = criterion(logits, labels)
+        kd = torch.zeros((), device=device)
+        if teacher is not None:
+            with torch.no_grad(), autocast(device, settings.amp):
+                teacher_logits = teacher(inputs).float()
+            kd = distillation_loss(logits, teacher_logits, settings.distill_temperature)
+        loss = (1 - weight) * ce + weight * kd
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"fine-tuning loss became {loss.item()} at epoch {epoch}; lower lr")
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        hold.reapply()
+        for key, value in (("loss", loss), ("ce", ce), ("kd", kd)):
+            sums[key] += float(value.detach()) * len(labels)
+        correct += int((logits.argmax(1) == labels).sum())
+        seen += len(labels)
+    seen = max(seen, 1)
+    return {
+        "epoch": epoch,
+        "lr": lr,
+        **{key: round(value / seen, 6) for key, value in sums.items()},
+        "train_accuracy": round(correct / seen, 6),
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+
+
+def _save_checkpoint(
+    path: Path,
+    run_id: str,
+    epoch: int,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    history: list[dict[str, Any]],
+) -> None:
+    tensors = {f"model/{k}": v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
+    optim = optimizer.state_dict()
+    for index, state in optim["state"].items():
+        for key, value in state.items():
+            tensors[f"optim/{index}/{key}"] = torch.as_tensor(value).detach().cpu().clone().contiguous()
+    metadata = {
+        "format": CHECKPOINT_FORMAT,
+        "run_id": run_id,
+        "epoch": str(epoch),
+        "param_groups": json.dumps(optim["param_groups"]),
+        "scheduler": json.dumps(scheduler.state_dict()),
+        "history": json.dumps(history),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    save_file(tensors, str(partial), metadata=metadata)
+    os.replace(partial, path)  # atomic: a kill leaves the previous epoch's file intact
+
+
+def _load_checkpoint(
+    path: Path, run_id: str, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
+) -> tuple[int, list[dict[str, Any]]]:
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata() or {}
+    if metadata.get("format") != CHECKPOINT_FORMAT or metadata.get("run_id") != run_id:
+        logger.warning("%s belongs to another model, masks or settings; fine-tuning from the start", path)
+        return 0, []
+    tensors = load_file(str(path))
+    model.load_state_dict({k[len("model/") :]: v for k, v in tensors.items() if k.startswith("model/")}, strict=True)
+    state: dict[int, dict[str, Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim/"):
+            _, index, name = key.split("/", 2)
+            state.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": json.loads(metadata["param_groups"])})
+    scheduler.load_state_dict(json.loads(metadata["scheduler"]))
+    epoch = int(metadata["epoch"])
+    logger.info("resuming fine-tuning from %s after epoch %d", path, epoch)
+    return epoch, json.loads(metadata["history"])
