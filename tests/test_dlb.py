@@ -11,7 +11,7 @@ from torch import nn
 
 from medprune.models import create_model
 from medprune.scoring.dlb import dlb_relevance
-from medprune.scoring.dlb_rules import align_rule, attention_rule, conv2d_rule, linear_rule
+from medprune.scoring.dlb.rules import align_rule, attention_rule, conv2d_rule, linear_rule
 from medprune.scoring.registry import score
 from medprune.units import has_hooks, unit_groups
 

@@ -19,7 +19,7 @@ from scipy.stats import spearmanr
 
 from medprune.models import create_model
 from medprune.scoring.dlb import dlb_relevance
-from medprune.scoring.dlb_rules import align_rule, attention_rule, conv2d_rule, linear_rule
+from medprune.scoring.dlb.rules import align_rule, attention_rule, conv2d_rule, linear_rule
 from medprune.units import unit_groups
 
 REPO = Path(__file__).resolve().parents[1]

@@ -10,7 +10,7 @@ from torch import nn
 
 from medprune.models import create_model
 from medprune.scoring.lrp import input_relevance, lrp_scores, relevance_maps
-from medprune.scoring.lrp_rules import CNN_COMPOSITES, build_cnn_composite
+from medprune.scoring.lrp.rules import CNN_COMPOSITES, build_cnn_composite
 from medprune.scoring.registry import score, scorer_entry
 from medprune.units import UnitGroup, has_hooks, unit_groups
 

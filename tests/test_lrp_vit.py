@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from medprune.models import create_model
 from medprune.scoring.lrp import input_relevance, lrp_scores, relevance_maps
-from medprune.scoring.lrp_vit import _pool, vit_lrp_forward
+from medprune.scoring.lrp.vit import pool_tokens, vit_lrp_forward
 from medprune.scoring.registry import score
 from medprune.units import UnitGroup, has_hooks, unit_groups
 
@@ -75,7 +75,7 @@ def test_mean_pooled_vit_with_fc_norm(pool: str) -> None:
         torch.testing.assert_close(vit_lrp_forward(model, x, "cp_lrp", 1e-6), model(x), rtol=1e-10, atol=1e-12)
         tokens = torch.randn(2, 17, 32, dtype=torch.float64)
         legacy = SimpleNamespace(global_pool=pool, num_prefix_tokens=1)
-        torch.testing.assert_close(_pool(legacy, tokens), model.pool(tokens))
+        torch.testing.assert_close(pool_tokens(legacy, tokens), model.pool(tokens))
 
 
 def test_cp_lrp_conserves_relevance_block_to_block() -> None:

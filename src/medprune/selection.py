@@ -23,16 +23,20 @@ import logging
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
+from scipy.optimize import linear_sum_assignment
+from sklearn.cluster import KMeans
 from torch import Tensor, nn
+
+from medprune.options import SAMPLINGS, Sampling, check_option
+from medprune.runtime import eval_mode, resolve_device
+from medprune.units import Probe, capture_activations, classifier_name
 
 logger = logging.getLogger(__name__)
 
-Strategy = Literal["random", "confidence", "clustering"]
-SAMPLINGS: tuple[str, ...] = ("random", "confidence", "clustering")
 KMEANS_N_INIT = 10
 
 
@@ -87,13 +91,6 @@ def load_images(dataset: Any, positions: Sequence[int]) -> Tensor:
     return _load(_eval_view(dataset), positions)
 
 
-def _classifier(model: nn.Module) -> nn.Linear:
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    if not linears:
-        raise ValueError(f"{type(model).__name__} has no Linear classifier; cannot read penultimate features")
-    return linears[-1]
-
-
 @torch.no_grad()
 def forward_features(
     model: nn.Module, dataset: Any, positions: Sequence[int], batch_size: int = 64, device: torch.device | None = None
@@ -104,20 +101,13 @@ def forward_features(
     """
     device = device or next(model.parameters()).device
     view = _eval_view(dataset)
-    kept: list[Tensor] = []
-    handle = _classifier(model).register_forward_pre_hook(lambda _m, inputs: kept.append(inputs[0].flatten(1)))
-    was_training = model.training
-    model.eval()
+    penultimate = Probe("features", classifier_name(model), "input")
     probs, feats = [], []
-    try:
+    with eval_mode(model), capture_activations(model, [penultimate]) as kept:
         for start in range(0, len(positions), batch_size):
             images = _load(view, positions[start : start + batch_size]).to(device)
-            kept.clear()
             probs.append(model(images).softmax(1).double().cpu())
-            feats.append(kept[-1].double().cpu())
-    finally:
-        handle.remove()
-        model.train(was_training)
+            feats.append(kept["features"].flatten(1).double().cpu())
     if not probs:
         return torch.empty(0, 0, dtype=torch.float64), torch.empty(0, 0, dtype=torch.float64)
     return torch.cat(probs), torch.cat(feats)
@@ -125,9 +115,6 @@ def forward_features(
 
 def _nearest_to_centroids(features: np.ndarray, k: int, seed: int) -> tuple[list[int], list[str]]:
     """Positions (into ``features``) of the distinct samples nearest the ``k`` k-means centroids."""
-    from scipy.optimize import linear_sum_assignment
-    from sklearn.cluster import KMeans
-
     notes = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -142,7 +129,7 @@ def _nearest_to_centroids(features: np.ndarray, k: int, seed: int) -> tuple[list
 def select_samples(
     model: nn.Module,
     dataset: Any,
-    strategy: Strategy,
+    strategy: Sampling,
     n_per_class: int = 10,
     seed: int = 0,
     batch_size: int = 64,
@@ -166,8 +153,7 @@ def select_samples(
     Returns:
         A :class:`Selection`.
     """
-    if strategy not in SAMPLINGS:
-        raise ValueError(f"sampling strategy must be one of {', '.join(SAMPLINGS)}, got {strategy!r}")
+    check_option("sampling", strategy, SAMPLINGS)
     for name, value in (("n_per_class", n_per_class), ("batch_size", batch_size)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
@@ -176,8 +162,6 @@ def select_samples(
     if not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     if isinstance(device, str):
-        from medprune.devices import resolve_device
-
         device = resolve_device(device)
     labels = np.asarray(dataset.labels, dtype=np.int64)
     num_classes = len(getattr(dataset, "class_names", None) or []) or (int(labels.max()) + 1 if len(labels) else 0)
@@ -214,8 +198,9 @@ def select_samples(
                 chosen = candidates[picked].tolist()
         counts[c] = len(chosen)
         indices.extend(int(i) for i in chosen)
-    logger.info("selected %d samples (%s, n_per_class=%d, seed=%d): %s", len(indices), strategy, n_per_class, seed,
-                counts)
+    logger.info(
+        "selected %d samples (%s, n_per_class=%d, seed=%d): %s", len(indices), strategy, n_per_class, seed, counts
+    )
     return Selection(
         indices=indices,
         labels=[int(labels[i]) for i in indices],

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -56,14 +56,16 @@ def get_module(model: nn.Module, path: str) -> nn.Module:
     return model.get_submodule(path) if path else model
 
 
-def _classifier_name(model: nn.Module) -> str:
+def classifier_name(model: nn.Module) -> str:
+    """Path of the final classifier: the last Linear module registered."""
     linears = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
     if not linears:
         raise ValueError(f"{type(model).__name__} has no Linear classifier; cannot tell which outputs are logits")
     return linears[-1]
 
 
-def _is_vit(model: nn.Module) -> bool:
+def is_vit(model: nn.Module) -> bool:
+    """Whether ``model`` is a timm VisionTransformer-like model (has ``blocks`` and ``patch_embed``)."""
     return hasattr(model, "blocks") and hasattr(model, "patch_embed")
 
 
@@ -82,16 +84,17 @@ def unit_groups(model: nn.Module, kinds: Sequence[UnitKind] | None = None) -> li
         if unknown:
             raise ValueError(f"unknown unit kinds {unknown}; valid kinds: {', '.join(UNIT_KINDS)}")
     groups: list[UnitGroup] = []
-    if _is_vit(model):
+    if is_vit(model):
         for index, block in enumerate(model.blocks):
             prefix = f"blocks.{index}"
             attn = block.attn
             head_dim = attn.head_dim if hasattr(attn, "head_dim") else attn.proj.in_features // attn.num_heads
-            groups.append(UnitGroup(f"{prefix}.attn.heads", f"{prefix}.attn.proj", "head", attn.num_heads, "input",
-                                    head_dim))
+            groups.append(
+                UnitGroup(f"{prefix}.attn.heads", f"{prefix}.attn.proj", "head", attn.num_heads, "input", head_dim)
+            )
             groups.append(UnitGroup(f"{prefix}.mlp.fc1", f"{prefix}.mlp.fc1", "mlp", block.mlp.fc1.out_features))
     else:
-        classifier = _classifier_name(model)
+        classifier = classifier_name(model)
         for name, module in model.named_modules():
             if isinstance(module, nn.Conv2d):
                 groups.append(UnitGroup(name, name, "conv", module.out_channels))
@@ -126,41 +129,71 @@ def units_per_sample(group: UnitGroup, activation_like: Tensor) -> Tensor:
     return x
 
 
+class Probe(NamedTuple):
+    """A place to read an activation: the ``output`` or first ``input`` of the module at ``module``, kept as ``name``.
+
+    A :class:`UnitGroup` has the same three fields, so groups and probes can be captured alike.
+    """
+
+    name: str
+    module: str
+    site: Literal["output", "input"] = "output"
+
+
 @contextmanager
 def capture_activations(
-    model: nn.Module, groups: Sequence[UnitGroup], retain_grad: bool = False
+    model: nn.Module,
+    probes: Sequence[UnitGroup | Probe],
+    *,
+    retain_grad: bool = False,
+    detach: bool = False,
+    for_backward: bool = False,
 ) -> Iterator[dict[str, Tensor]]:
-    """Record the activation of every group during forward passes; hooks are removed on exit, even after errors.
+    """Record activations during forward passes; hooks are removed on exit, even after errors.
+
+    The one activation capture of medprune (scorers, sample selection and DL-Backtrace all use it).
 
     Args:
         model: the model.
-        groups: groups to record.
+        probes: unit groups or :class:`Probe` s naming what to record.
         retain_grad: call ``retain_grad()`` on recorded tensors so ``.grad`` is filled by a backward pass.
+        detach: record ``tensor.detach()`` (no autograd history kept).
+        for_backward: hand the network a clone of each recorded tensor and keep the original, so in-place operations
+            downstream (torchvision's ``ReLU(inplace=True)`` right after a conv) can neither overwrite it nor replace
+            its autograd node: ``torch.autograd.grad(logit, recorded)`` is then the gradient at that activation.
 
     Yields:
-        A dict that each forward pass fills with ``{group.name: activation}`` (the latest pass wins).
+        A dict that each forward pass fills with ``{probe.name: activation}`` (the latest pass wins).
     """
     store: dict[str, Tensor] = {}
     handles = []
 
-    def recorder(name: str, site: str):  # noqa: ANN202 - hook factory
-        def keep(tensor: Tensor) -> None:
-            if retain_grad and tensor.requires_grad:
-                tensor.retain_grad()
+    def keep(name: str, tensor: Tensor) -> Tensor | None:
+        if not isinstance(tensor, Tensor):
             store[name] = tensor
+            return None
+        if retain_grad and tensor.requires_grad:
+            tensor.retain_grad()
+        store[name] = tensor.detach() if detach else tensor
+        return tensor.clone() if for_backward else None
 
-        if site == "output":
-            return lambda _module, _inputs, output: keep(output)
-        return lambda _module, inputs: keep(inputs[0])
+    def output_hook(name: str):  # noqa: ANN202 - hook factory
+        return lambda _module, _inputs, output: keep(name, output)
+
+    def input_hook(name: str):  # noqa: ANN202 - hook factory
+        def hook(_module: nn.Module, inputs: tuple) -> tuple | None:
+            handed = keep(name, inputs[0])
+            return None if handed is None else (handed, *inputs[1:])
+
+        return hook
 
     try:
-        for group in groups:
-            module = get_module(model, group.module)
-            hook = recorder(group.name, group.site)
-            if group.site == "output":
-                handles.append(module.register_forward_hook(hook))
+        for probe in probes:
+            module = get_module(model, probe.module)
+            if probe.site == "output":
+                handles.append(module.register_forward_hook(output_hook(probe.name)))
             else:
-                handles.append(module.register_forward_pre_hook(hook))
+                handles.append(module.register_forward_pre_hook(input_hook(probe.name)))
         yield store
     finally:
         for handle in handles:

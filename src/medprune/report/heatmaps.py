@@ -17,6 +17,7 @@ import numpy as np
 from torch import Tensor, nn
 
 from medprune.pruning import apply_masks
+from medprune.scoring.lrp import input_relevance
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +42,6 @@ def pearson(a: np.ndarray | Tensor, b: np.ndarray | Tensor) -> np.ndarray:
 
 def relevance(model: nn.Module, inputs: Tensor, targets: Tensor, **options: Any) -> np.ndarray:
     """LRP input heatmaps (N, H, W) of ``model`` (``medprune.scoring.lrp.input_relevance``) as a NumPy array."""
-    from medprune.scoring.lrp import input_relevance
-
     try:
         return input_relevance(model, inputs, targets, **options).detach().cpu().numpy()
     except RuntimeError as error:  # the lean hooks can fail on heavily pruned models: retry with zennit's own

@@ -28,9 +28,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from medprune.scoring.capture import capture_for_backward
 from medprune.scoring.registry import register_scorer
-from medprune.units import UnitGroup, get_module, units_per_sample
+from medprune.units import UnitGroup, capture_activations, get_module, units_per_sample
 
 
 @register_scorer("random", data_free=True, description="uniform random scores (seeded): the floor to beat")
@@ -85,7 +84,7 @@ def activation_scores(
     model: nn.Module, inputs: Tensor, targets: Tensor, groups: Sequence[UnitGroup]
 ) -> dict[str, Tensor]:
     """Per sample, the mean of each unit's activation over its positions: ``{name: (B, num_units)}``."""
-    with torch.no_grad(), capture_for_backward(model, groups) as store:
+    with torch.no_grad(), capture_activations(model, groups, for_backward=True) as store:
         model(inputs)
         return {g.name: units_per_sample(g, store[g.name]) / _positions(g, store[g.name]) for g in groups}
 
@@ -95,7 +94,7 @@ def taylor_scores(model: nn.Module, inputs: Tensor, targets: Tensor, groups: Seq
     """Per sample, Σ over a unit's positions of |a · ∂F/∂a| with F the target logit: ``{name: (B, num_units)}``."""
     groups = list(groups)
     x = inputs.detach().requires_grad_(True)
-    with torch.enable_grad(), capture_for_backward(model, groups) as store:
+    with torch.enable_grad(), capture_activations(model, groups, for_backward=True) as store:
         logits = model(x)
         acts = [store[g.name] for g in groups]
         picked = logits.gather(1, targets.to(logits.device).long().view(-1, 1)).sum()

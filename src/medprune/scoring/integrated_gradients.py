@@ -30,9 +30,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from medprune.scoring.capture import capture_for_backward
 from medprune.scoring.registry import register_scorer
-from medprune.units import UnitGroup, units_per_sample
+from medprune.units import UnitGroup, capture_activations, units_per_sample
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -134,7 +133,7 @@ def conductance(
     out = {g.name: torch.zeros(num_samples, g.num_units, dtype=inputs.dtype, device=inputs.device) for g in groups}
     carry: tuple[Tensor, dict[str, Tensor], dict[str, Tensor]] | None = None  # last point: sample, acts, grads
 
-    with capture_for_backward(model, groups) as store:
+    with capture_activations(model, groups, for_backward=True) as store:
         for start in range(0, num_samples * num_points, chunk_size):
             point = torch.arange(start, min(start + chunk_size, num_samples * num_points), device=inputs.device)
             sample, k = point // num_points, point % num_points

@@ -17,19 +17,29 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
 
+from medprune.options import SAMPLINGS, SIGNS, TARGET_MODES, Sign, TargetMode, check_option
+from medprune.runtime import eval_mode
 from medprune.units import UnitGroup, unit_groups
 
 logger = logging.getLogger(__name__)
 
-Sign = Literal["signed", "abs"]
-TargetMode = Literal["true", "predicted"]
-SIGNS: tuple[str, ...] = ("signed", "abs")
-TARGET_MODES: tuple[str, ...] = ("true", "predicted")
+__all__ = [
+    "SIGNS",
+    "TARGET_MODES",
+    "ScorerEntry",
+    "UnitScorer",
+    "available_scorers",
+    "register_scorer",
+    "resolve_targets",
+    "score",
+    "scorer_entry",
+    "validate_method_request",
+]
 
 
 class UnitScorer(Protocol):
@@ -76,27 +86,13 @@ def register_scorer(
     return decorate
 
 
-def _load_builtin_scorers() -> None:
-    """Import the modules that register the built-in methods (idempotent)."""
-    import importlib
-
-    for module in ("controls", "lrp", "integrated_gradients", "dlb"):
-        try:
-            importlib.import_module(f"medprune.scoring.{module}")
-        except ModuleNotFoundError as error:
-            if error.name != f"medprune.scoring.{module}":
-                raise
-
-
 def available_scorers() -> list[str]:
-    """Names accepted by :func:`score`."""
-    _load_builtin_scorers()
+    """Names accepted by :func:`score` (the built-in ones register when :mod:`medprune.scoring` is imported)."""
     return sorted(_SCORERS)
 
 
 def scorer_entry(name: str) -> ScorerEntry:
     """The :class:`ScorerEntry` of ``name``; unknown names raise with the valid list."""
-    _load_builtin_scorers()
     if name not in _SCORERS:
         raise ValueError(f"unknown scoring method {name!r}; valid methods: {', '.join(available_scorers())}")
     return _SCORERS[name]
@@ -114,7 +110,7 @@ def validate_method_request(
 
     Args:
         methods: scorer names to check (all must be registered).
-        samplings: sampling names to check against :data:`medprune.selection.SAMPLINGS`.
+        samplings: sampling names to check against :data:`medprune.options.SAMPLINGS`.
         method_options: ``{method: {option: value}}``; each method must be registered and each option one its
             :class:`ScorerEntry` accepts.
         option_word: how the caller's user spells the options (``--option``, ``method_options``), used in messages.
@@ -123,8 +119,6 @@ def validate_method_request(
     Raises:
         ValueError: the first problem found, with the valid names.
     """
-    from medprune.selection import SAMPLINGS
-
     known = available_scorers()
     unknown = [m for m in methods if m not in known]
     if unknown:
@@ -145,8 +139,7 @@ def validate_method_request(
 
 def resolve_targets(model: nn.Module, inputs: Tensor, targets: Tensor, target: TargetMode) -> Tensor:
     """The class whose logit relevance starts from: the true label (paper default) or the model's prediction."""
-    if target not in TARGET_MODES:
-        raise ValueError(f"target must be one of {TARGET_MODES}, got {target!r}")
+    check_option("target", target, TARGET_MODES)
     if target == "true":
         return targets
     with torch.no_grad():
@@ -188,8 +181,7 @@ def score(
     if unknown:
         valid = ", ".join(sorted(entry.options)) or "none"
         raise ValueError(f"unknown option(s) {unknown} for method {method!r}; valid options: {valid}")
-    if sign not in SIGNS:
-        raise ValueError(f"sign must be one of {SIGNS}, got {sign!r}")
+    check_option("sign", sign, SIGNS)
     if inputs.dim() != 4:
         raise ValueError(f"inputs must be (N, C, H, W), got shape {tuple(inputs.shape)}")
     if targets.shape != (inputs.shape[0],):
@@ -198,9 +190,7 @@ def score(
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     groups = list(unit_groups(model) if groups is None else groups)
     merged = {**entry.options, **options}
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         if entry.data_free:
             generator = torch.Generator().manual_seed(seed)
             raw = entry.fn(model, inputs, targets, groups, generator=generator, **merged)
@@ -215,5 +205,3 @@ def score(
                 r = per_sample[g.name].detach().to("cpu", torch.float64)
                 totals[g.name] += (r.abs() if sign == "abs" else r).sum(0)
         return totals
-    finally:
-        model.train(was_training)

@@ -20,8 +20,9 @@ from torch import Tensor, nn
 from zennit.canonizers import CompositeCanonizer, SequentialMergeBatchNorm
 from zennit.core import BasicHook, Hook, ParamMod
 from zennit.layer import Sum
-from zennit.rules import ZPlus
+from zennit.rules import Norm, ZPlus
 from zennit.torchvision import ResNetBasicBlockCanonizer, ResNetBottleneckCanonizer
+from zennit.types import Activation, AvgPool, BatchNorm
 
 
 class _PassThrough(torch.autograd.Function):
@@ -175,10 +176,6 @@ class LeanPass(Hook):
 
 def lean_layer_map_base(stabilizer: float) -> list:
     """zennit's ``layer_map_base`` (activations and BatchNorm: pass; sums and average pools: norm) with lean hooks."""
-    from zennit.layer import Sum
-    from zennit.rules import Norm
-    from zennit.types import Activation, AvgPool, BatchNorm
-
     return [
         (Activation, LeanPass()),
         (Sum, lean(Norm(stabilizer=stabilizer))),

@@ -1,17 +1,17 @@
-"""Layer-wise Relevance Propagation (LRP) unit scores and input heatmaps.
+"""LRP entry points: relevance maps (CNN or ViT by model family), the ``lrp`` scorer and input heatmaps.
 
 Relevance starts at the logit of each sample's target class and is propagated back with the rules of a *composite*
-(see :mod:`medprune.scoring.lrp_rules`):
+(see :mod:`medprune.scoring.lrp.rules`):
 
 - **CNNs** (torchvision VGG / ResNet): zennit composites (``epsilon_plus_flat`` by default) with canonizers — BatchNorm
   merged into the preceding conv, residual sums split in proportion to each branch's contribution. zennit propagates
   the relevance itself as the (modified) gradient, so the relevance at a unit's activation is the gradient arriving
   there when the backward pass starts from ``one_hot(target) * logits``. By default the rules run through
-  medprune's lean hooks (:mod:`medprune.scoring.lrp_zennit`: bit-identical results, about half the work);
+  medprune's lean hooks (:mod:`medprune.scoring.lrp.lean_hooks`: bit-identical results, about half the work);
   ``fast=False`` uses zennit's stock hooks. Everything changed on the model (hooks, merged parameters, overloaded
   ``forward``) is undone on exit, also after an error.
 - **ViTs** (timm ``VisionTransformer``): medprune's own CP-LRP / AttnLRP rules in gradient x input form
-  (:mod:`medprune.scoring.lrp_vit`); the model is not modified at all.
+  (:mod:`medprune.scoring.lrp.vit`); the model is not modified at all.
 
 A unit's relevance is its activation map's relevance summed over positions / tokens
 (:func:`medprune.units.units_per_sample`). Biases (and, for ViTs, the class token and position embedding) absorb a
@@ -30,20 +30,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-import torch
 from torch import Tensor, nn
 
 from medprune.models import model_family
-from medprune.scoring.lrp_rules import (
-    CNN_COMPOSITES,
-    VIT_COMPOSITES,
-    CnnComposite,
-    VitComposite,
-    build_cnn_composite,
-    resolve_composite,
-)
+from medprune.runtime import eval_mode
+from medprune.scoring.lrp.cnn import cnn_relevance
+from medprune.scoring.lrp.rules import CnnComposite, VitComposite, resolve_composite
+from medprune.scoring.lrp.vit import vit_relevance
 from medprune.scoring.registry import register_scorer
-from medprune.units import UnitGroup, get_module, units_per_sample
+from medprune.units import UnitGroup, units_per_sample
 
 logger = logging.getLogger(__name__)
 
@@ -57,64 +52,6 @@ LRP_OPTIONS: dict[str, object] = {
     "high": None,
     "fast": True,
 }
-
-
-def _check_targets(logits_or_classes: int, targets: Tensor, batch: int) -> Tensor:
-    if targets.dim() != 1 or targets.shape[0] != batch:
-        raise ValueError(f"targets must have shape ({batch},), got {tuple(targets.shape)}")
-    if targets.dtype in (torch.float16, torch.float32, torch.float64, torch.bfloat16):
-        raise ValueError(f"targets must be integer class indices, got dtype {targets.dtype}")
-    if batch and (int(targets.min()) < 0 or int(targets.max()) >= logits_or_classes):
-        raise ValueError(f"targets must lie in [0, {logits_or_classes}), got {targets.tolist()}")
-    return targets.long()
-
-
-def _cnn_relevance(
-    model: nn.Module,
-    inputs: Tensor,
-    targets: Tensor,
-    groups: Sequence[UnitGroup],
-    family: str,
-    composite: str | None,
-    **rules: float | bool | None,
-) -> tuple[dict[str, Tensor], Tensor]:
-    """zennit LRP in one backward pass: relevance maps at every group's activation and at the input."""
-    x = inputs.detach().clone().requires_grad_(True)
-    zennit_composite = build_cnn_composite(composite, family, x, **rules)
-    store: dict[str, tuple[Tensor, int]] = {}
-    handles = []
-
-    def recorder(name: str):  # noqa: ANN202 - hook factory
-        def keep(_module: nn.Module, _inputs: tuple, output: Tensor) -> None:
-            store[name] = (output, output._version)
-
-        return keep
-
-    with torch.enable_grad():
-        try:
-            zennit_composite.register(model)
-            for group in groups:  # registered after zennit's hooks: they see the module's final output
-                if group.site != "output":
-                    raise ValueError(f"CNN unit group {group.name!r} must be read at a module output")
-                handles.append(get_module(model, group.module).register_forward_hook(recorder(group.name)))
-            logits = model(x)
-            target = _check_targets(logits.shape[1], targets.to(logits.device), x.shape[0])
-            missing = [g.name for g in groups if g.name not in store]
-            if missing:
-                raise RuntimeError(f"LRP: no activation recorded for groups {missing} (modules not used in forward?)")
-            changed = [name for name, (tensor, version) in store.items() if tensor._version != version]
-            if changed:
-                raise RuntimeError(f"LRP: activations of {changed} were modified in place after being recorded")
-            start = torch.zeros_like(logits).scatter_(1, target[:, None], 1.0) * logits.detach()
-            tensors = [x] + [store[g.name][0] for g in groups]
-            grads = torch.autograd.grad(logits, tensors, grad_outputs=start, allow_unused=True)
-        finally:
-            for handle in handles:
-                handle.remove()
-            zennit_composite.remove()
-            store.clear()
-    relevance = [torch.zeros_like(t) if g is None else g for t, g in zip(tensors, grads)]
-    return {group.name: r for group, r in zip(groups, relevance[1:])}, relevance[0]
 
 
 def relevance_maps(
@@ -139,7 +76,7 @@ def relevance_maps(
         targets: (B,) classes whose logits relevance starts from.
         groups: unit groups whose activation relevance is returned.
         composite: rule set; ``None`` = ``epsilon_plus_flat`` for CNNs, ``cp_lrp`` for ViTs
-            (see :data:`~medprune.scoring.lrp_rules.CNN_COMPOSITES` and ``VIT_COMPOSITES``).
+            (see :data:`~medprune.scoring.lrp.rules.CNN_COMPOSITES` and ``VIT_COMPOSITES``).
         epsilon: epsilon of the epsilon rule (dense layers; every linear layer of a ViT).
         stabilizer: denominator stabiliser of the z+/alpha-beta/flat/gamma rules (CNNs).
         gamma: gamma of the gamma rule (CNN ``epsilon_gamma_box``).
@@ -154,14 +91,10 @@ def relevance_maps(
         raise ValueError(f"inputs must be (B, C, H, W), got shape {tuple(inputs.shape)}")
     family = model_family(model)
     composite = resolve_composite(composite, family)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         if family == "vit":
-            from medprune.scoring.lrp_vit import vit_relevance
-
             return vit_relevance(model, inputs, targets, groups, composite=composite, epsilon=epsilon)
-        return _cnn_relevance(
+        return cnn_relevance(
             model,
             inputs,
             targets,
@@ -175,8 +108,6 @@ def relevance_maps(
             high=high,
             fast=fast,
         )
-    finally:
-        model.train(was_training)
 
 
 @register_scorer(
@@ -208,6 +139,3 @@ def input_relevance(model: nn.Module, inputs: Tensor, targets: Tensor, **options
     """
     _, relevance = relevance_maps(model, inputs, targets, (), **options)  # type: ignore[arg-type]
     return relevance.detach().sum(dim=1)
-
-
-__all__ = ["CNN_COMPOSITES", "LRP_OPTIONS", "VIT_COMPOSITES", "input_relevance", "lrp_scores", "relevance_maps"]

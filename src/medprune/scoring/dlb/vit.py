@@ -1,4 +1,4 @@
-"""DL-Backtrace backward walk over a timm VisionTransformer (used by :func:`medprune.scoring.dlb.dlb_relevance`).
+"""DL-Backtrace backward walk over a timm VisionTransformer (used by :func:`medprune.scoring.dlb.scorer.dlb_relevance`).
 
 The package's graph for a timm ViT, read from the head down (``docs/dlb.md``): ``head`` Linear (linear rule) ->
 ``fc_norm``/``norm`` LayerNorm (pass-through) -> class-token ``select`` (relevance only at token 0) -> per block, in
@@ -16,8 +16,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from medprune.scoring.dlb import Collector, record_io
-from medprune.scoring.dlb_rules import add_rule, attention_rule, linear_rule, start_relevance
+from medprune.scoring.dlb.rules import add_rule, attention_rule, linear_rule, start_relevance
+from medprune.scoring.dlb.walk import Collector, record_io
 
 _PASS = (nn.Identity, nn.LayerNorm, nn.Dropout, nn.GELU)
 

@@ -14,6 +14,13 @@ from typing import Literal
 
 import torch
 from torch import Tensor
+from zennit.canonizers import SequentialMergeBatchNorm
+from zennit.composites import COMPOSITES, LayerMapComposite, layer_map_base
+from zennit.rules import AlphaBeta, Epsilon, Flat, Gamma, ZBox, ZPlus
+from zennit.torchvision import ResNetCanonizer
+from zennit.types import Convolution, Linear
+
+from medprune.scoring.lrp.lean_hooks import LeanZPlus, lean, lean_layer_map_base, lean_resnet_canonizer
 
 CnnComposite = Literal[
     "epsilon_plus_flat",
@@ -68,13 +75,9 @@ def resolve_composite(name: str | None, family: str) -> str:
 def canonizers_for(family: str, fast: bool = True) -> list:
     """zennit canonizers for a torchvision VGG (merge BatchNorm) or ResNet (merge BatchNorm, split residual sums).
 
-    ``fast`` uses :func:`medprune.scoring.lrp_zennit.lean_resnet_canonizer` for ResNets (same relevance, faster sum).
+    ``fast`` uses :func:`~medprune.scoring.lrp.lean_hooks.lean_resnet_canonizer` for ResNets (same relevance,
+    faster sum).
     """
-    from zennit.canonizers import SequentialMergeBatchNorm
-    from zennit.torchvision import ResNetCanonizer
-
-    from medprune.scoring.lrp_zennit import lean_resnet_canonizer
-
     if family == "vgg":
         return [SequentialMergeBatchNorm()]
     if family == "resnet":
@@ -111,15 +114,9 @@ def build_cnn_composite(
         gamma: gamma of the gamma rule (``epsilon_gamma_box``).
         low: lowest input value for the z-box rule; ``None`` = each image's own minimum (batch-size invariant).
         high: highest input value for the z-box rule; ``None`` = each image's own maximum.
-        fast: use the lean hooks of :mod:`medprune.scoring.lrp_zennit` (same rules, less work); ``False`` uses
+        fast: use the lean hooks of :mod:`medprune.scoring.lrp.lean_hooks` (same rules, less work); ``False`` uses
             zennit's stock hooks (the reference the lean ones are tested against).
     """
-    from zennit.composites import COMPOSITES, LayerMapComposite, layer_map_base
-    from zennit.rules import AlphaBeta, Epsilon, Flat, Gamma, ZBox, ZPlus
-    from zennit.types import Convolution, Linear
-
-    from medprune.scoring.lrp_zennit import LeanZPlus, lean, lean_layer_map_base
-
     name = resolve_composite(name, family)
     epsilon = _check_positive("epsilon", epsilon)
     stabilizer = _check_positive("stabilizer", stabilizer)

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from medprune.scoring.lrp.targets import check_targets
 from medprune.units import UnitGroup
 
 
@@ -134,7 +135,7 @@ def _mlp(mlp: nn.Module, x: Tensor, epsilon: float, record: dict[str, Tensor], p
     return mlp.drop2(_epsilon(mlp.fc2(hidden), epsilon))
 
 
-def _pool(model: nn.Module, x: Tensor) -> Tensor:
+def pool_tokens(model: nn.Module, x: Tensor) -> Tensor:
     """timm's token pooling (``model.pool`` where this timm version has it): class token, mean, max or avgmax."""
     if hasattr(model, "pool"):
         return model.pool(x)
@@ -183,7 +184,7 @@ def vit_lrp_forward(
         )
         x = x + block.drop_path2(block.ls2(_mlp(block.mlp, _norm(block.norm2, x), epsilon, record, f"{path}.mlp")))
     record[f"tokens.{len(model.blocks)}"] = x
-    x = _norm(model.fc_norm, _pool(model, _norm(model.norm, x)))
+    x = _norm(model.fc_norm, pool_tokens(model, _norm(model.norm, x)))
     return _epsilon(model.head(model.head_drop(x)), epsilon)
 
 
@@ -209,8 +210,6 @@ def vit_relevance(
     Returns:
         ``({group.name: (B, tokens, width) relevance}, (B, C, H, W) input relevance)``.
     """
-    from medprune.scoring.lrp import _check_targets
-
     if not isinstance(epsilon, (int, float)) or isinstance(epsilon, bool) or epsilon < 0:
         raise ValueError(f"LRP option 'epsilon' must be a non-negative number, got {epsilon!r}")
     for group in groups:
@@ -221,7 +220,7 @@ def vit_relevance(
     record: dict[str, Tensor] = {}
     with torch.enable_grad():
         logits = vit_lrp_forward(model, x, composite, float(epsilon), record)
-        target = _check_targets(logits.shape[1], targets.to(logits.device), x.shape[0])
+        target = check_targets(logits.shape[1], targets.to(logits.device), x.shape[0])
         tensors = [x] + [record[group.module] for group in groups]
         start = F.one_hot(target, logits.shape[1]).to(logits)  # relevance at the logit: logit x 1
         grads = torch.autograd.grad(logits, tensors, grad_outputs=start, allow_unused=True)
