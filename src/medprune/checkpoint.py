@@ -127,7 +127,9 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     if not sidecar_path.is_file():
         raise FileNotFoundError(f"checkpoint sidecar {sidecar_path} does not exist")
     try:
-        meta = json.loads(sidecar_path.read_text())
+        meta = json.loads(sidecar_path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{sidecar_path}: not UTF-8 text (byte {error.start}); a sidecar is a JSON file") from None
     except json.JSONDecodeError as error:
         raise ValueError(f"{sidecar_path}: not valid JSON ({error})") from error
     if not isinstance(meta, dict):
@@ -137,10 +139,42 @@ def read_meta(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"{sidecar_path}: missing checkpoint field(s) {missing}; required: {', '.join(_REQUIRED)}")
     if meta["format"] != FORMAT:
         raise ValueError(f"{sidecar_path}: unsupported format {meta['format']!r}; this medprune reads {FORMAT!r}")
-    model_missing = [key for key in _MODEL_KEYS if key not in (meta["model"] or {})]
+    if not isinstance(meta["model"], dict):
+        raise ValueError(f"{sidecar_path}: 'model' must be an object with keys {', '.join(_MODEL_KEYS)}")
+    model_missing = [key for key in _MODEL_KEYS if key not in meta["model"]]
     if model_missing:
         raise ValueError(f"{sidecar_path}: 'model' lacks {model_missing}; required: {', '.join(_MODEL_KEYS)}")
+    model_extra = sorted(set(meta["model"]) - set(_MODEL_KEYS))
+    if model_extra:
+        raise ValueError(
+            f"{sidecar_path}: unknown key(s) {model_extra} under 'model'; allowed: {', '.join(_MODEL_KEYS)}"
+        )
+    _check_field_types(meta, sidecar_path)
     return meta
+
+
+def _check_field_types(meta: dict[str, Any], sidecar_path: Path) -> None:
+    """Types of the fields loading relies on; ``weights_file`` must be a plain file name beside the sidecar."""
+    weights_file = meta["weights_file"]
+    if not isinstance(weights_file, str) or not weights_file or Path(weights_file).name != weights_file:
+        raise ValueError(
+            f"{sidecar_path}: weights_file must be a file name beside the sidecar (no folders), got {weights_file!r}"
+        )
+    if not isinstance(meta["weights_sha256"], str):
+        raise ValueError(f"{sidecar_path}: weights_sha256 must be a hex string, got {meta['weights_sha256']!r}")
+    if not isinstance(meta["model"]["name"], str):
+        raise ValueError(f"{sidecar_path}: model.name must be a string, got {meta['model']['name']!r}")
+    sizes = {f"model.{key}": meta["model"][key] for key in _MODEL_KEYS[1:]}
+    sizes.update(image_size=meta["image_size"], in_channels=meta["in_channels"])
+    for key, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{sidecar_path}: {key} must be a positive integer, got {value!r}")
+    names = meta["class_names"]
+    if not isinstance(names, list) or len(names) != meta["model"]["num_classes"]:
+        raise ValueError(
+            f"{sidecar_path}: class_names must be a list of {meta['model']['num_classes']} names (model.num_classes), "
+            f"got {names!r}"
+        )
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
@@ -168,9 +202,17 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
             f"{weights_path}: SHA-256 {digest[:12]}… differs from {meta['weights_sha256'][:12]}… recorded in "
             f"{sidecar_path.name}; the weights were changed or belong to another checkpoint"
         )
-    model = create_model(**meta["model"])
+    try:
+        model = create_model(**meta["model"])
+    except (ValueError, KeyError) as error:
+        raise ValueError(f"{sidecar_path}: cannot build the model it describes: {error}") from None
     if meta.get("pruned"):
-        shrunk = apply_structure(model, meta["pruned"])
+        try:
+            shrunk = apply_structure(model, meta["pruned"])
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError, RuntimeError) as error:
+            raise ValueError(
+                f"{sidecar_path}: 'pruned' does not fit the model ({type(error).__name__}: {error})"
+            ) from None
         if shrunk is not None and shrunk is not model:
             shrunk.medprune_spec = getattr(shrunk, "medprune_spec", model.medprune_spec)  # type: ignore[assignment]
             model = shrunk

@@ -79,6 +79,19 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
     return value
 
 
+def _load_yaml(path: Path) -> Any:
+    """Parse a YAML file; syntax errors and non-UTF-8 bytes become a :class:`ConfigError` naming the file and line."""
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {error.start})") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark is not None else str(path)
+        problem = getattr(error, "problem", None) or type(error).__name__
+        raise ConfigError(f"config file {where}: invalid YAML ({problem})") from None
+
+
 def build_config(cls: type[T], yaml_path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> T:
     """Build a config dataclass from defaults, an optional YAML file and overrides (later wins).
 
@@ -90,14 +103,14 @@ def build_config(cls: type[T], yaml_path: str | Path | None = None, overrides: d
         path = Path(yaml_path)
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
-        loaded = yaml.safe_load(path.read_text()) or {}
+        loaded = _load_yaml(path) or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping of options, got {type(loaded).__name__}")
         values.update(loaded)
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     hints = typing.get_type_hints(cls)
     fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(values) - fields)
+    unknown = sorted(set(values) - fields, key=str)
     if unknown:
         raise ConfigError(f"unknown option(s) {unknown} for {cls.__name__}; valid options: {', '.join(sorted(fields))}")
     coerced = {k: _coerce(k, v, hints[k]) for k, v in values.items()}

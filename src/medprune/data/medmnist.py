@@ -17,6 +17,7 @@ import numpy as np
 from medprune.data.base import ArrayStore
 from medprune.data.errors import DatasetError, DatasetNotFoundError
 from medprune.data.registry import LoadOptions, RawDataset, RawSplit
+from medprune.data.validate import integer_labels, npz_array
 from medprune.provenance import file_sha256, fingerprint, online
 
 logger = logging.getLogger(__name__)
@@ -121,13 +122,11 @@ def load_medmnist(flag: str, root: Path | None, options: LoadOptions) -> RawData
         raise DatasetError(f"cannot read MedMNIST file {path}: {type(error).__name__}: {error}") from error
     with archive:
         for split in ("train", "val", "test"):
-            for key in (f"{split}_images", f"{split}_labels"):
-                if key not in archive.files:
-                    raise DatasetError(f"{path} has no array {key!r} (arrays: {', '.join(archive.files)})")
-            images, labels = archive[f"{split}_images"], archive[f"{split}_labels"]
+            images = npz_array(archive, f"{split}_images", path)
+            labels = npz_array(archive, f"{split}_labels", path)
             if labels.ndim == 2 and labels.shape[1] != 1:
                 raise DatasetError(f"{path}: {split}_labels is {labels.shape}, multi-label; single-label only")
-            labels = labels.reshape(-1).astype(np.int64)
+            labels = integer_labels(labels.reshape(-1), f"{path}: {split}_labels")
             if len(labels) != len(images):
                 raise DatasetError(f"{path}: {len(images)} {split}_images but {len(labels)} {split}_labels")
             bad = np.flatnonzero((labels < 0) | (labels >= len(class_names)))
