@@ -1,0 +1,255 @@
+"""The model card of a compressed model: ``card.json`` (the record, strict JSON) and ``card.md`` (the same, readable).
+
+The card formats the numbers it is given and computes none: every figure (costs, rates, metrics, intervals,
+latencies, hashes) is measured by :mod:`medprune.runs.compress` and stored in a :class:`CompressionRecord`, so a test
+can recompute each one and find it in the card. Every number in ``card.md`` goes through :func:`format_number`.
+
+>>> format_number(0.912345), format_number(1234567), format_number(None)
+('0.9123', '1,234,567', '—')
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medprune.provenance import to_jsonable
+
+__all__ = [
+    "CI_METHOD",
+    "LayerChange",
+    "SearchRow",
+    "ClassRates",
+    "SplitMetrics",
+    "Latency",
+    "CompressionRecord",
+    "format_number",
+    "render_markdown",
+    "write_card",
+]
+
+#: How the per-class 95% intervals are computed (stated on the card).
+CI_METHOD = "Wilson score interval, scipy.stats.binomtest(k, n).proportion_ci(confidence_level=0.95, method='wilson')"
+
+
+@dataclass
+class LayerChange:
+    """One layer before and after compression (units are ``None`` for layers that carry no prunable units)."""
+
+    name: str
+    kind: str
+    units_before: int | None
+    units_after: int | None
+    params_before: int
+    params_after: int
+    macs_before: int
+    macs_after: int
+
+
+@dataclass
+class SearchRow:
+    """One candidate rate of the search on the validation split."""
+
+    rate: float
+    achieved_rate: float
+    value: float | None
+    drop: float | None
+    within_tolerance: bool
+    metrics: dict[str, float | None] = field(default_factory=dict)
+
+
+@dataclass
+class ClassRates:
+    """Sensitivity (recall of the class) and specificity (recall of the rest) of one class, with 95% intervals."""
+
+    name: str
+    positives: int
+    negatives: int
+    sensitivity: float | None
+    sensitivity_ci: tuple[float | None, float | None]
+    specificity: float | None
+    specificity_ci: tuple[float | None, float | None]
+
+
+@dataclass
+class SplitMetrics:
+    """Headline metrics and per-class rates of one model on one split (the card shows the test split)."""
+
+    n: int
+    accuracy: float | None
+    balanced_accuracy: float | None
+    auroc: float | None
+    worst_class_recall: float | None
+    per_class: list[ClassRates] = field(default_factory=list)
+
+
+@dataclass
+class Latency:
+    """Median CPU latency (milliseconds per batch) of the original and the compressed model."""
+
+    batch: int
+    threads: int
+    original_ms: float
+    compressed_ms: float
+    speedup: float
+
+
+@dataclass
+class CompressionRecord:
+    """Everything the card shows.
+
+    Attributes:
+        title: one line naming the model and the dataset.
+        source: the input (checkpoint path, architecture, dataset, ...), shown as given.
+        choice: how the rate was chosen (method, metric, tolerance, chosen and achieved rate, recovery), as given.
+        search: the validation rows the choice read.
+        totals: units / params / MACs before and after and the fractions removed, as measured.
+        layers: per-layer changes.
+        test_original, test_compressed: final test metrics (the test split is read only for these).
+        latency: CPU latency rows (batch 1 and 32).
+        checks: numerical checks (masked vs physical, ONNX vs PyTorch max |difference|).
+        commands: the commands that produced the model.
+        config: the resolved configuration.
+        hashes: SHA-256 of the data, the input and output weights and the ONNX file.
+        ci_method: how the intervals were computed.
+        timings: seconds per stage.
+    """
+
+    title: str
+    source: dict[str, Any]
+    choice: dict[str, Any]
+    search: list[SearchRow]
+    totals: dict[str, float | int]
+    layers: list[LayerChange]
+    test_original: SplitMetrics
+    test_compressed: SplitMetrics
+    latency: list[Latency]
+    checks: dict[str, float | bool | None]
+    commands: list[str]
+    config: dict[str, Any]
+    hashes: dict[str, str | None]
+    ci_method: str = CI_METHOD
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The strict-JSON content of ``card.json``."""
+        return to_jsonable(asdict(self))
+
+
+def format_number(value: Any) -> str:
+    """How the card writes a number: ints with thousands separators, floats with 4 decimals (2 from 100 on)."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:,.2f}" if abs(value) >= 100 else f"{value:.4f}"
+    return str(value)
+
+
+def _ci(bounds: tuple[float | None, float | None]) -> str:
+    return f"[{format_number(bounds[0])}, {format_number(bounds[1])}]"
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += [
+        "| " + " | ".join(cell if isinstance(cell, str) else format_number(cell) for cell in row) + " |" for row in rows
+    ]
+    return lines + [""]
+
+
+def _pairs(mapping: dict[str, Any]) -> list[str]:
+    return [f"- {key}: {format_number(value)}" for key, value in mapping.items()] + [""]
+
+
+def _test_section(original: SplitMetrics, compressed: SplitMetrics) -> list[str]:
+    lines = ["## Test split (final evaluation; read once, after every choice)", ""]
+    lines += _table(
+        ["model", "n", "accuracy", "balanced accuracy", "AUROC", "worst-class recall"],
+        [
+            [label, m.n, m.accuracy, m.balanced_accuracy, m.auroc, m.worst_class_recall]
+            for label, m in (("original", original), ("compressed", compressed))
+        ],
+    )
+    rows = []
+    for label, m in (("original", original), ("compressed", compressed)):
+        for c in m.per_class:
+            rows.append(
+                [
+                    label,
+                    c.name,
+                    c.positives,
+                    c.negatives,
+                    c.sensitivity,
+                    _ci(c.sensitivity_ci),
+                    c.specificity,
+                    _ci(c.specificity_ci),
+                ]
+            )
+    lines += ["Per class (95% intervals):", ""]
+    lines += _table(
+        ["model", "class", "positives", "negatives", "sensitivity", "95% CI", "specificity", "95% CI"], rows
+    )
+    return lines
+
+
+def render_markdown(record: CompressionRecord) -> str:
+    """``card.md``: every number of ``record`` through :func:`format_number`, in tables."""
+    lines = [f"# Model card: {record.title}", ""]
+    lines += ["## Source", "", *_pairs(record.source)]
+    lines += ["## Choice (made on the validation split)", "", *_pairs(record.choice)]
+    keys = sorted({k for row in record.search for k in row.metrics})
+    lines += ["Validation evidence (every candidate rate tried):", ""]
+    lines += _table(
+        ["rate", "achieved rate", "value", "drop", "within tolerance", *keys],
+        [
+            [r.rate, r.achieved_rate, r.value, r.drop, r.within_tolerance, *[r.metrics.get(k) for k in keys]]
+            for r in record.search
+        ],
+    )
+    lines += ["## Size", "", *_pairs(record.totals)]
+    lines += _table(
+        ["layer", "kind", "units before", "units after", "params before", "params after", "MACs before", "MACs after"],
+        [
+            [
+                f"`{c.name}`",
+                c.kind,
+                c.units_before,
+                c.units_after,
+                c.params_before,
+                c.params_after,
+                c.macs_before,
+                c.macs_after,
+            ]
+            for c in record.layers
+        ],
+    )
+    lines += _test_section(record.test_original, record.test_compressed)
+    lines += [f"Intervals: {record.ci_method}.", ""]
+    lines += ["## CPU latency (median ms per batch)", ""]
+    lines += _table(
+        ["batch", "threads", "original ms", "compressed ms", "speed-up"],
+        [[x.batch, x.threads, x.original_ms, x.compressed_ms, x.speedup] for x in record.latency],
+    )
+    lines += ["## Checks", "", *_pairs(record.checks)]
+    if record.timings:
+        lines += ["## Time (seconds)", "", *_pairs(record.timings)]
+    lines += ["## Hashes (SHA-256)", "", *[f"- {k}: `{v}`" for k, v in record.hashes.items()], ""]
+    lines += ["## Commands", "", "```", *record.commands, "```", ""]
+    lines += ["## Configuration", "", "```json", json.dumps(to_jsonable(record.config), indent=2), "```", ""]
+    return "\n".join(lines)
+
+
+def write_card(record: CompressionRecord, out_dir: str | Path) -> tuple[Path, Path]:
+    """Write ``card.json`` and ``card.md`` into ``out_dir``; returns their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out / "card.json", out / "card.md"
+    json_path.write_text(json.dumps(record.to_dict(), indent=2, allow_nan=False) + "\n")
+    md_path.write_text(render_markdown(record))
+    return json_path, md_path
