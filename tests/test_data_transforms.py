@@ -13,8 +13,9 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
 from medprune.data import ArrayStore, DatasetError, ImageDataset, build_transform
+from medprune.data.augmentation import CROP_RATIO, crop_box
 from medprune.data.batch_augment import crop_boxes, fused_crop_flip_rotate, jitter_batch
-from medprune.data.transforms import CROP_RATIO, crop_box, flip_rotate
+from medprune.data.transforms import flip_rotate
 
 
 @pytest.mark.parametrize(("hflip", "vflip"), [(False, False), (True, False), (False, True), (True, True)])

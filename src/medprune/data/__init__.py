@@ -5,11 +5,11 @@ Layout (data flows top to bottom):
 - ``api.py``: :func:`load_dataset`, :func:`available_datasets` (names: layouts + MedMNIST flags).
 - ``medmnist.py``, ``folders.py`` (folder, kvasir, cpn), ``csv_layouts.py`` (fetal_planes, mura): one loader per
   layout, registered with :func:`register_layout`, each returning raw samples + split indices + a fingerprint.
-- ``splitting.py``: seeded stratified and patient-disjoint splits, fingerprints.
+- ``splitting.py``: seeded stratified and patient-disjoint splits (fingerprints: :mod:`medprune.provenance`).
 - ``base.py``: :class:`ImageDataset` (a view on an in-memory or file :class:`ImageStore`), :class:`DatasetSplits`,
   :func:`stack_samples`, :func:`verify_images`.
 - ``transforms.py`` / ``batch_augment.py``: the paper's transforms, per image and (for DataLoader batches of
-  in-memory images) per batch.
+  in-memory images) per batch; ``augmentation.py``: their settings (crop, rotation, jitter, ImageNet statistics).
 - ``errors.py``: :class:`DatasetError` (a ``ValueError``), :class:`DatasetNotFoundError` (also a
   ``FileNotFoundError``), :class:`ImageReadError`.
 
@@ -27,6 +27,7 @@ True
 from __future__ import annotations
 
 from medprune.data.api import available_datasets, load_dataset
+from medprune.data.augmentation import GREY_MEAN, GREY_STD, IMAGENET_MEAN, IMAGENET_STD
 from medprune.data.base import (
     ArrayStore,
     DatasetSplits,
@@ -39,7 +40,7 @@ from medprune.data.base import (
 )
 from medprune.data.errors import DatasetError, DatasetNotFoundError, ImageReadError
 from medprune.data.registry import LoadOptions, RawDataset, RawSplit, register_layout
-from medprune.data.transforms import GREY_MEAN, GREY_STD, IMAGENET_MEAN, IMAGENET_STD, ImageTransform, build_transform
+from medprune.data.transforms import ImageTransform, build_transform
 
 __all__ = [
     "GREY_MEAN",

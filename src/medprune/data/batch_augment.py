@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as tnf
 from torch import Tensor
 
-from medprune.data.transforms import CROP_RATIO, CROP_SCALE, JITTER, ROTATION_DEGREES, central_crop_box
+from medprune.data.augmentation import CROP_RATIO, CROP_SCALE, JITTER, ROTATION_DEGREES, central_crop_box
 
 MAX_DOWNSCALE = 1.5
 _GREY_WEIGHTS = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale

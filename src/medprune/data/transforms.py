@@ -30,16 +30,19 @@ import torch.nn.functional as tnf
 from torch import Tensor
 from torchvision.transforms.v2 import functional as F
 
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
-#: Channel means of the ImageNet statistics, used when the model takes one grey channel.
-GREY_MEAN: tuple[float] = (sum(IMAGENET_MEAN) / 3,)
-GREY_STD: tuple[float] = (sum(IMAGENET_STD) / 3,)
-
-CROP_SCALE = (0.7, 1.0)
-CROP_RATIO = (0.75, 4.0 / 3.0)
-ROTATION_DEGREES = 30.0
-JITTER = 0.2  # brightness, contrast and saturation factors drawn from [1 - JITTER, 1 + JITTER]
+from medprune.data.augmentation import (
+    CROP_RATIO,
+    CROP_SCALE,
+    GREY_MEAN,
+    GREY_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    JITTER,
+    ROTATION_DEGREES,
+    crop_box,
+    uniform,
+)
+from medprune.data.batch_augment import can_fuse, random_augment_batch
 
 
 @contextlib.contextmanager
@@ -56,38 +59,6 @@ def single_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(n_threads)
-
-
-def _uniform(low: float, high: float) -> float:
-    return float(torch.empty(()).uniform_(low, high))
-
-
-def crop_box(height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float]) -> tuple[int, ...]:
-    """``(top, left, h, w)`` of a random crop, the algorithm of ``RandomResizedCrop`` (torch RNG)."""
-    area = height * width
-    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
-    for _ in range(10):
-        target = area * _uniform(*scale)
-        aspect = math.exp(_uniform(*log_ratio))
-        w = int(round(math.sqrt(target * aspect)))
-        h = int(round(math.sqrt(target / aspect)))
-        if 0 < w <= width and 0 < h <= height:
-            top = int(torch.randint(0, height - h + 1, ()))
-            left = int(torch.randint(0, width - w + 1, ()))
-            return top, left, h, w
-    return central_crop_box(height, width, ratio)
-
-
-def central_crop_box(height: int, width: int, ratio: tuple[float, float]) -> tuple[int, int, int, int]:
-    """``RandomResizedCrop``'s fallback: the central crop with the image's aspect ratio clipped to ``ratio``."""
-    in_ratio = width / height
-    if in_ratio < ratio[0]:
-        w, h = width, int(round(width / ratio[0]))
-    elif in_ratio > ratio[1]:
-        h, w = height, int(round(height * ratio[1]))
-    else:
-        w, h = width, height
-    return (height - h) // 2, (width - w) // 2, h, w
 
 
 def flip_rotate(image: Tensor, angle: float, hflip: bool = False, vflip: bool = False) -> Tensor:
@@ -108,7 +79,7 @@ def flip_rotate(image: Tensor, angle: float, hflip: bool = False, vflip: bool = 
 def color_jitter(image: Tensor, strength: float = JITTER) -> Tensor:
     """Brightness, contrast and saturation (no-op on one channel) with factors in [1 ± strength], in random order."""
     for op in torch.randperm(3).tolist():
-        factor = _uniform(1.0 - strength, 1.0 + strength)
+        factor = uniform(1.0 - strength, 1.0 + strength)
         if op == 0:
             image = F.adjust_brightness(image, factor)
         elif op == 1:
@@ -149,7 +120,7 @@ class ImageTransform:
         image = F.resized_crop(image, top, left, h, w, size, antialias=True)
         x = image.to(torch.float32).div_(255.0)
         flips = (torch.rand(2) < 0.5).tolist()
-        x = flip_rotate(x, _uniform(-ROTATION_DEGREES, ROTATION_DEGREES), hflip=flips[0], vflip=flips[1])
+        x = flip_rotate(x, uniform(-ROTATION_DEGREES, ROTATION_DEGREES), hflip=flips[0], vflip=flips[1])
         return color_jitter(x.clamp_(0.0, 1.0))
 
     def __call__(self, image: Tensor) -> Tensor:
@@ -177,8 +148,6 @@ class ImageTransform:
             return self._batch(images)
 
     def _batch(self, images: Tensor) -> Tensor:
-        from medprune.data.batch_augment import can_fuse, random_augment_batch
-
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3):
             raise ValueError(
                 f"expected a uint8 B×C×H×W batch with C in (1, 3), got {images.dtype} {tuple(images.shape)}"

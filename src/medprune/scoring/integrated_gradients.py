@@ -30,11 +30,10 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from medprune.data.augmentation import IMAGENET_MEAN, IMAGENET_STD
 from medprune.scoring.registry import register_scorer
 from medprune.units import UnitGroup, capture_activations, units_per_sample
 
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 BASELINES: tuple[str, ...] = ("zeros", "black")
 RULES: tuple[str, ...] = ("trapezoid", "left")
 Rule = Literal["trapezoid", "left"]
@@ -158,13 +157,17 @@ def conductance(
                     out[g.name].index_add_(0, sample[:1], step)
                 step = _step(g, act[:-1], grad[:-1], act[1:], grad[1:], rule)  # views: no copy of the chunk
                 out[g.name].index_add_(0, sample[1:][same], step[same])
-            carry = (sample[-1:], {g.name: t[-1:].clone() for g, t in zip(groups, acts)},
-                     {g.name: t[-1:].clone() for g, t in zip(groups, grads)})
+            carry = (
+                sample[-1:],
+                {g.name: t[-1:].clone() for g, t in zip(groups, acts)},
+                {g.name: t[-1:].clone() for g, t in zip(groups, grads)},
+            )
     return out
 
 
-def _step(group: UnitGroup, act_left: Tensor, grad_left: Tensor, act_right: Tensor, grad_right: Tensor,
-          rule: Rule) -> Tensor:
+def _step(
+    group: UnitGroup, act_left: Tensor, grad_left: Tensor, act_right: Tensor, grad_right: Tensor, rule: Rule
+) -> Tensor:
     """``(a_right − a_left) · slope`` of each step, summed per unit: (steps, num_units)."""
     slope = grad_left if rule == "left" else 0.5 * (grad_left + grad_right)
     return units_per_sample(group, (act_right - act_left) * slope)
