@@ -10,7 +10,9 @@ from medprune.pruning.export import export_onnx, run_onnx
 from medprune.pruning.masked import MaskHandle, apply_masks, following_batchnorms, mask_model
 from medprune.pruning.masks import (
     NORMALIZATIONS,
+    SCALE_INVARIANT,
     SCOPES,
+    achieved_rate,
     check_rate,
     masks_from_scores,
     normalize_scores,
@@ -21,8 +23,10 @@ from medprune.pruning.structure import pruned_structure, structure_masks
 
 __all__ = [
     "NORMALIZATIONS",
+    "SCALE_INVARIANT",
     "SCOPES",
     "MaskHandle",
+    "achieved_rate",
     "apply_masks",
     "apply_structure",
     "check_rate",
