@@ -38,7 +38,8 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from medprune.checkpoint import load_checkpoint, model_checksum, save_checkpoint
-from medprune.models import EXTERNAL_SOURCES, create_model
+from medprune.external_models import EXTERNAL_SOURCES
+from medprune.models import create_model
 
 logger = logging.getLogger(__name__)
 

@@ -10,16 +10,16 @@ torch.Size([1, 2])
 
 from __future__ import annotations
 
-import difflib
 import logging
 import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 
 import torch
 from torch import nn
+
+from medprune.external_models import external_builder
 
 logger = logging.getLogger(__name__)
 
@@ -352,78 +352,14 @@ def _vit_small(num_classes: int, in_channels: int, image_size: int, pretrained: 
     return _timm_vit(num_classes, in_channels, image_size, patch, 128, 4, 4)
 
 
-# ------------------------------------------------------------------------------ torchvision / timm models by name
-
-#: Prefixes of architecture names built straight from a library (``torchvision:resnet18``, ``timm:convnext_tiny``).
-EXTERNAL_SOURCES: tuple[str, ...] = ("torchvision", "timm")
-
-
 def resolve_external(name: str) -> ModelSpec | None:
-    """A :class:`ModelSpec` for ``torchvision:<name>`` or ``timm:<name>``; ``None`` for names without such a prefix.
-
-    The builder makes the library's classification model with random weights (``pretrained`` must be False: trained
-    weights come from :func:`medprune.importing.import_model` or a medprune checkpoint), ``num_classes`` outputs,
-    ``in_channels`` input channels (torchvision: the first Conv2d is replaced when it is not 3; timm: ``in_chans``)
-    and, where the model takes it, the input size (torchvision ``vit_*``: ``image_size``; timm: ``img_size``).
+    """A :class:`ModelSpec` for ``torchvision:<name>`` or ``timm:<name>`` (random weights; see
+    :func:`medprune.external_models.external_builder`); ``None`` for names without such a prefix.
 
     Raises:
         ValueError: a known prefix with a name the library does not have (close matches are suggested).
     """
-    source, sep, arch = name.partition(":")
-    if not sep or source not in EXTERNAL_SOURCES:
+    builder = external_builder(name)
+    if builder is None:
         return None
-    if source == "torchvision":
-        import torchvision
-
-        known = torchvision.models.list_models(module=torchvision.models)
-        if arch not in known:
-            close = difflib.get_close_matches(arch, known, n=5)
-            raise ValueError(
-                f"unknown torchvision classification model {arch!r} in {name!r}; close matches: {close or 'none'} "
-                "(all: torchvision.models.list_models(module=torchvision.models))"
-            )
-        builder = partial(_build_torchvision, arch)
-    else:
-        import timm
-
-        if not timm.is_model(arch):
-            close = difflib.get_close_matches(arch, timm.list_models(), n=5)
-            raise ValueError(
-                f"unknown timm model {arch!r} in {name!r}; close matches: {close or 'none'} (all: timm.list_models())"
-            )
-        builder = partial(_build_timm, arch)
-    return ModelSpec(name, source, builder, min_image_size=8)
-
-
-def _build_torchvision(arch: str, num_classes: int, in_channels: int, image_size: int, pretrained: bool) -> nn.Module:
-    import torchvision
-
-    if pretrained:
-        raise ValueError(f"torchvision:{arch} is built with random weights; import trained ones (medprune import)")
-    kwargs: dict[str, int] = {"image_size": image_size} if arch.startswith("vit_") else {}
-    model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes, **kwargs)
-    first = next((path for path, m in model.named_modules() if isinstance(m, nn.Conv2d)), None)
-    if first is not None:
-        conv = model.get_submodule(first)
-        if conv.in_channels != in_channels:
-            if conv.groups != 1:
-                raise ValueError(f"torchvision:{arch}: first conv {first!r} is grouped; cannot change its channels")
-            parent, _, attr = first.rpartition(".")
-            setattr(model.get_submodule(parent) if parent else model, attr, _adapt_first_conv(conv, in_channels))
-    elif in_channels != 3:
-        raise ValueError(f"torchvision:{arch} has no Conv2d whose input channels could be set to {in_channels}")
-    return model
-
-
-def _build_timm(arch: str, num_classes: int, in_channels: int, image_size: int, pretrained: bool) -> nn.Module:
-    import timm
-
-    if pretrained:
-        raise ValueError(f"timm:{arch} is built with random weights; import trained ones (medprune import)")
-    kwargs = {"pretrained": False, "num_classes": num_classes, "in_chans": in_channels}
-    try:
-        return timm.create_model(arch, img_size=image_size, **kwargs)
-    except TypeError as error:  # models without a fixed input size (CNNs) take no img_size
-        if "img_size" not in str(error):
-            raise
-        return timm.create_model(arch, **kwargs)
+    return ModelSpec(name, name.partition(":")[0], builder, min_image_size=8)

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from medprune.pruning.masked import check_plain_attention
 from medprune.pruning.masks import validate_scores
 from medprune.pruning.structure import pruned_structure, structure_masks
+from medprune.pruning.support import check_removable
 from medprune.runtime import eval_mode
 from medprune.units import UnitGroup, get_module, unit_groups
 
@@ -136,8 +137,10 @@ def remove_units(model: nn.Module, masks: Mapping[str, Tensor], example_inputs: 
         :func:`medprune.pruning.structure.pruned_structure` of the masks.
 
     Raises:
-        ValueError: masks for another model, masks that would empty a layer, or masks that differ in a coupled set.
+        ValueError: masks for another model, masks that would empty a layer, or masks that differ in a coupled set;
+            UnsupportedModelError (a ValueError) for layers whose removal cannot match masking (see pruning.support).
     """
+    check_removable(model)  # refuse unsupported layers before any surgery (names the layer)
     groups = unit_groups(model)
     validate_scores(masks, groups, what="masks")
     masks = {name: torch.as_tensor(mask).to(torch.bool).cpu() for name, mask in masks.items()}

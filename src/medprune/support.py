@@ -1,0 +1,126 @@
+"""What medprune supports, checked up front: refusals that name the layer type and its path.
+
+Models come from anywhere (``medprune import``: any torchvision or timm classifier), but not every stage knows every
+layer. Rather than failing deep inside a backward pass or a surgery, each stage checks first:
+
+- **unit discovery** (:func:`check_units`): CNN units are the output channels of every ``Conv2d`` and the features of
+  every ``Linear`` but the classifier; ViT units are the MLP hidden features and attention heads of plain timm blocks.
+  ``nn.MultiheadAttention`` (torchvision ViTs) hides its heads in fused parameters and is refused, as are timm blocks
+  without ``attn.qkv`` / ``attn.proj`` / ``mlp.fc1`` Linear layers.
+- **scoring** (:func:`check_scorable`): LRP and DLB have propagation rules for torchvision VGG / ResNet and timm
+  VisionTransformer only (:data:`FAMILY_SCORERS`); the refusal names the first layer outside their rules. Gradient-
+  and weight-based scorers (IG, magnitude, Taylor, activation, random) work on every model unit discovery accepts.
+- **physical removal** (``medprune.pruning.support.check_removable``): the smaller model must give the masked model's
+  outputs, which fails when a pruned channel reaches a normalisation that does not directly follow its layer.
+
+The support matrix of common architectures is ``docs/support.md`` (written by ``scripts/support_matrix.py``).
+
+>>> from medprune.models import create_model
+>>> check_scorable(create_model("vgg_small", num_classes=2, image_size=32), "lrp")  # supported: returns None
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from medprune.models import model_family
+
+__all__ = ["FAMILY_SCORERS", "RULE_LAYERS", "UnsupportedModelError", "check_scorable", "check_units", "scorer_blocker"]
+
+#: Scorers with per-architecture propagation rules, and the model families they have rules for.
+FAMILY_SCORERS: dict[str, tuple[str, ...]] = {"lrp": ("vgg", "resnet", "vit"), "dlb": ("vgg", "resnet", "vit")}
+#: Leaf layers the CNN rules of LRP / DLB cover; the first other leaf is named when a model is refused.
+RULE_LAYERS: tuple[type[nn.Module], ...] = (
+    nn.Conv2d,
+    nn.Linear,
+    nn.BatchNorm2d,
+    nn.ReLU,
+    nn.MaxPool2d,
+    nn.AvgPool2d,
+    nn.AdaptiveAvgPool2d,
+    nn.Dropout,
+    nn.Flatten,
+    nn.Identity,
+)
+_FAMILY_WORDS = {"vgg": "torchvision VGG", "resnet": "torchvision ResNet", "vit": "timm VisionTransformer"}
+
+
+class UnsupportedModelError(ValueError):
+    """A model (or one of its layers) that a stage does not support; the message names the layer type and path."""
+
+
+def _is_vit(model: nn.Module) -> bool:
+    return hasattr(model, "blocks") and hasattr(model, "patch_embed")
+
+
+def check_units(model: nn.Module) -> None:
+    """Refuse models whose units :func:`medprune.units.unit_groups` cannot find reliably.
+
+    Raises:
+        UnsupportedModelError: an ``nn.MultiheadAttention`` (path named), or a ViT block that is not a plain timm
+            block (path and type named).
+    """
+    if _is_vit(model):
+        for index, block in enumerate(model.blocks):
+            attn, mlp = getattr(block, "attn", None), getattr(block, "mlp", None)
+            plain = (
+                isinstance(getattr(attn, "qkv", None), nn.Linear)
+                and isinstance(getattr(attn, "proj", None), nn.Linear)
+                and isinstance(getattr(attn, "num_heads", None), int)
+                and isinstance(getattr(mlp, "fc1", None), nn.Linear)
+            )
+            if not plain:
+                raise UnsupportedModelError(
+                    f"unit discovery: block 'blocks.{index}' ({type(block).__name__}, attention "
+                    f"{type(attn).__name__}, MLP {type(mlp).__name__}) is not a plain timm ViT block; units are found "
+                    "in blocks with attn.qkv / attn.proj / mlp.fc1 Linear layers (timm VisionTransformer, DeiT)"
+                )
+        return
+    for path, module in model.named_modules():
+        if isinstance(module, nn.MultiheadAttention):
+            raise UnsupportedModelError(
+                f"unit discovery: nn.MultiheadAttention at {path!r} keeps its heads in fused parameters, which "
+                "medprune cannot score or remove; use a timm ViT (timm:vit_*, timm:deit_*)"
+            )
+
+
+def scorer_blocker(model: nn.Module, method: str) -> str | None:
+    """Why ``method`` cannot score ``model`` (one sentence naming the layer type and path), or ``None`` if it can."""
+    families = FAMILY_SCORERS.get(method)
+    if families is None:
+        return None
+    try:
+        family = model_family(model)
+    except ValueError:
+        family = None
+    if family in families:
+        return None
+    known = " / ".join(_FAMILY_WORDS[f] for f in families)
+    for path, module in model.named_modules():
+        if not any(module.children()) and not isinstance(module, RULE_LAYERS):
+            return (
+                f"{method} has propagation rules for {known} models only; {type(model).__name__} has "
+                f"{type(module).__name__} at {path!r}, which they do not cover"
+            )
+    for path, module in model.named_modules():
+        if path and type(module) not in (nn.Sequential, nn.ModuleList, nn.ModuleDict):
+            return (
+                f"{method} has propagation rules for {known} models only; {type(model).__name__} has "
+                f"{type(module).__name__} at {path!r}, a block whose forward (e.g. concatenation) they do not cover"
+            )
+    return (
+        f"{method} has propagation rules for {known} models only; {type(model).__name__} is none of them (its "
+        "forward, e.g. concatenations or gates, is not covered)"
+    )
+
+
+def check_scorable(model: nn.Module, method: str) -> None:
+    """Refuse, before any work, a scoring ``method`` that has no rules for ``model`` (see :func:`scorer_blocker`).
+
+    Raises:
+        UnsupportedModelError: the method's rules do not cover the model, or its units cannot be found.
+    """
+    check_units(model)
+    reason = scorer_blocker(model, method)
+    if reason:
+        raise UnsupportedModelError(reason)
