@@ -11,8 +11,9 @@ import torch
 
 from medprune.data.base import ArrayStore, ImageDataset
 from medprune.models import create_model
+from medprune.provenance import model_checksum
 from medprune.scoring.registry import score
-from medprune.scoring.store import ScoreRequest, compute_scores, load_scores, model_checksum
+from medprune.scoring.store import ScoreRequest, ScoreStore, compute_scores, load_scores
 from medprune.selection import load_images
 from medprune.units import unit_groups
 
@@ -49,8 +50,9 @@ def test_scores_are_saved_with_provenance_and_reused(tmp_path, train_split, mode
     for name, values in direct.items():
         torch.testing.assert_close(record.scores[name], values)
     with caplog.at_level(logging.INFO):
-        again = compute_scores(model, train_split, ScoreRequest("ig", "confidence", 2, 1, options={"steps": 3}),
-                               cache_dir=tmp_path)
+        again = compute_scores(
+            model, train_split, ScoreRequest("ig", "confidence", 2, 1, options={"steps": 3}), cache_dir=tmp_path
+        )
     assert "reusing" in caplog.text
     assert again.path == record.path and again.reused and not record.reused
     assert all(torch.equal(again.scores[k], record.scores[k]) for k in groups)
@@ -99,3 +101,18 @@ def test_without_cache_dir_nothing_is_written(tmp_path, train_split, model, monk
     record = compute_scores(model, train_split, ScoreRequest("taylor", "random", 1))
     assert record.path is None and not list(tmp_path.iterdir())
     assert record.provenance["selection"]["per_class_counts"] == {"0": 1, "1": 1, "2": 1}
+
+
+def test_score_store_reuses_files_and_records_what_it_reused(tmp_path, train_split, model):
+    store = ScoreStore(model, train_split, tmp_path, n_per_class=2, seed=1)
+    first = store.scores("random", "none")
+    assert store.reused == set() and set(store.files) == {"random/none"}
+    again = ScoreStore(model, train_split, tmp_path, n_per_class=2, seed=1)
+    second = again.scores("random", "none")
+    assert again.reused == {"random/none"} and again.files == store.files
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    other_seed = again.scores("random", "none", seed=2)
+    assert again.files["random/none/2"] != again.files["random/none"] and "random/none/2" not in again.reused
+    assert any(not torch.equal(first[k], other_seed[k]) for k in first)
+    with pytest.raises(ValueError, match="another model"):
+        ScoreStore(model, train_split, tmp_path, n_per_class=2, seed=1, checksum="0" * 64).scores("random", "none")

@@ -5,8 +5,13 @@ dataset's fingerprint name one file, ``<method>_<sampling>_<key>.safetensors`` w
 asking again for the same thing loads that file ("reusing") instead of recomputing. Data-free methods (random,
 magnitude) ignore the samples, so their key and file name leave sampling, n_per_class and target out.
 
+A :class:`ScoreStore` binds one model, its training split and the shared request fields (n_per_class, seed, sign,
+target, method options): ``store.scores(method, sampling)`` computes or reuses the file and records which files it
+used and which it reused; the sweep, ``medprune prune`` and the report read scores through it.
+
 >>> # record = compute_scores(model, splits.train, ScoreRequest("ig", "clustering"), cache_dir="runs/scores")
 >>> # record.scores["features.0"].shape, record.provenance["selection"]["per_class_counts"]
+>>> # store = ScoreStore(model, splits.train, "runs/scores", n_per_class=10); store.scores("lrp", "random")
 """
 
 from __future__ import annotations
@@ -17,8 +22,8 @@ import json
 import logging
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +32,16 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from medprune.scoring.registry import SIGNS, TARGET_MODES, available_scorers, score, scorer_entry
-from medprune.selection import SAMPLINGS, load_images, select_samples
+from medprune.options import NO_SAMPLING, SAMPLINGS, SIGNS, TARGET_MODES
+from medprune.provenance import model_checksum, package_versions, to_jsonable
+from medprune.runtime import resolve_device
+from medprune.scoring.registry import available_scorers, score, scorer_entry
+from medprune.selection import load_images, select_samples
 from medprune.units import unit_groups
 
 logger = logging.getLogger(__name__)
 
 FORMAT = "medprune-scores/1"
-_VERSIONED = ("medprune", "torch", "torchvision", "timm", "numpy", "scikit-learn", "zennit", "safetensors")
 
 
 @dataclass(frozen=True)
@@ -79,8 +86,10 @@ class ScoreRequest:
         valid = scorer_entry(self.method).options
         unknown = sorted(set(self.options) - set(valid))
         if unknown:
-            raise ValueError(f"unknown option(s) {unknown} for method {self.method!r}; "
-                             f"valid options: {', '.join(sorted(valid)) or 'none'}")
+            raise ValueError(
+                f"unknown option(s) {unknown} for method {self.method!r}; "
+                f"valid options: {', '.join(sorted(valid)) or 'none'}"
+            )
 
     @property
     def data_free(self) -> bool:
@@ -92,11 +101,19 @@ class ScoreRequest:
 
     def key_fields(self) -> dict[str, Any]:
         """The JSON fields that decide the result (data-free methods: no sampling, n_per_class, target)."""
-        fields = {"method": self.method, "seed": self.seed, "sign": self.sign,
-                  "options": _jsonable(self.resolved_options())}  # fmt: skip
+        fields = {
+            "method": self.method,
+            "seed": self.seed,
+            "sign": self.sign,
+            "options": to_jsonable(self.resolved_options(), digest_tensors=True),
+        }
         if not self.data_free:
-            fields.update(sampling=self.sampling, n_per_class=self.n_per_class, target=self.target,
-                          candidate_limit=self.candidate_limit)  # fmt: skip
+            fields.update(
+                sampling=self.sampling,
+                n_per_class=self.n_per_class,
+                target=self.target,
+                candidate_limit=self.candidate_limit,
+            )
         return fields
 
 
@@ -111,56 +128,19 @@ class ScoreRecord:
     reused: bool = False
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Tensor):
-        data = value.detach().cpu().contiguous()
-        digest = hashlib.sha256(data.numpy().tobytes()).hexdigest()
-        return {"tensor_sha256": digest, "shape": list(data.shape), "dtype": str(data.dtype)}
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (np.integer, np.floating)):
-        return value.item()
-    return value
-
-
-def model_checksum(model: nn.Module) -> str:
-    """:func:`medprune.checkpoint.model_checksum` when available, else SHA-256 over the sorted state dict."""
-    try:
-        from medprune.checkpoint import model_checksum as checksum
-    except ImportError:
-        digest = hashlib.sha256()
-        for name, tensor in sorted(model.state_dict().items()):
-            digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-            digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-        return digest.hexdigest()
-    return checksum(model)
-
-
 def dataset_fingerprint(dataset: Any) -> str:
     """``dataset.fingerprint`` when it has one, else SHA-256 over its class names, labels, image shape and sources."""
     recorded = getattr(dataset, "fingerprint", None)
     if isinstance(recorded, str):
         return recorded
     digest = hashlib.sha256()
-    digest.update(json.dumps([list(getattr(dataset, "class_names", [])), getattr(dataset, "image_size", None),
-                              getattr(dataset, "channels", None), len(dataset)]).encode())  # fmt: skip
+    shape = [getattr(dataset, "image_size", None), getattr(dataset, "channels", None), len(dataset)]
+    digest.update(json.dumps([list(getattr(dataset, "class_names", [])), *shape]).encode())
     digest.update(np.asarray(dataset.labels, dtype=np.int64).tobytes())
     if hasattr(dataset, "source"):
         for i in range(len(dataset)):
             digest.update(dataset.source(i).encode())
     return digest.hexdigest()
-
-
-def _versions() -> dict[str, str | None]:
-    found: dict[str, str | None] = {}
-    for name in _VERSIONED:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            found[name] = None
-    return found
 
 
 def score_file(request: ScoreRequest, checksum: str, fingerprint: str, cache_dir: str | Path) -> Path:
@@ -200,8 +180,6 @@ def compute_scores(
     request.validate()
     model_device = next(model.parameters()).device
     if device is not None:
-        from medprune.devices import resolve_device
-
         wanted = resolve_device(device)
         if wanted.type != model_device.type:
             raise ValueError(f"device={device!r} but the model is on {model_device}; move the model first")
@@ -217,29 +195,50 @@ def compute_scores(
     if request.data_free:
         inputs, labels = torch.zeros(1, 1, 1, 1), torch.zeros(1, dtype=torch.long)
     else:
-        selection = select_samples(model, dataset, request.sampling, request.n_per_class, request.seed,  # type: ignore[arg-type]
-                                   device=model_device, candidate_limit=request.candidate_limit)  # fmt: skip
+        selection = select_samples(
+            model,
+            dataset,
+            request.sampling,
+            request.n_per_class,
+            request.seed,  # type: ignore[arg-type]
+            device=model_device,
+            candidate_limit=request.candidate_limit,
+        )
         inputs, labels = load_images(dataset, selection.indices), torch.tensor(selection.labels, dtype=torch.long)
-    scores = score(model, inputs.to(model_device), labels.to(model_device), request.method, groups=groups,
-                   sign=request.sign, target=request.target, batch_size=batch_size, seed=request.seed,  # type: ignore[arg-type]
-                   **request.options)  # fmt: skip
+    scores = score(
+        model,
+        inputs.to(model_device),
+        labels.to(model_device),
+        request.method,
+        groups=groups,
+        sign=request.sign,
+        target=request.target,
+        batch_size=batch_size,
+        seed=request.seed,  # type: ignore[arg-type]
+        **request.options,
+    )
     provenance = {
         "format": FORMAT,
-        "request": _jsonable(dataclasses.asdict(request)),
-        "resolved_options": _jsonable(request.resolved_options()),
+        "request": to_jsonable(dataclasses.asdict(request), digest_tensors=True),
+        "resolved_options": to_jsonable(request.resolved_options(), digest_tensors=True),
         "data_free": request.data_free,
         "selection": None if selection is None else selection.to_dict(),
         "seed": request.seed,
         "model_checksum": checksum,
-        "model": _jsonable(getattr(model, "medprune_spec", None)),
+        "model": to_jsonable(getattr(model, "medprune_spec", None), digest_tensors=True),
         "unit_groups": {g.name: g.num_units for g in groups},
         "dataset_fingerprint": fingerprint,
-        "versions": _versions(),
+        "versions": package_versions(),
         "device": str(model_device),
         "wall_time_s": round(time.perf_counter() - started, 4),
     }
-    logger.info("scored %s/%s on %s samples in %.2f s", request.method, request.sampling,
-                "no" if selection is None else len(selection.indices), provenance["wall_time_s"])  # fmt: skip
+    logger.info(
+        "scored %s/%s on %s samples in %.2f s",
+        request.method,
+        request.sampling,
+        "no" if selection is None else len(selection.indices),
+        provenance["wall_time_s"],
+    )
     if path is not None:
         _save(path, scores, provenance)
     return ScoreRecord(scores, provenance, path)
@@ -249,8 +248,11 @@ def _save(path: Path, scores: dict[str, Tensor], provenance: dict[str, Any]) -> 
     """Write scores and sidecar through temporary files, so a concurrent reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file({k: v.contiguous() for k, v in scores.items()}, str(tmp),
-              metadata={"format": FORMAT, "model_checksum": provenance["model_checksum"]})  # fmt: skip
+    save_file(
+        {k: v.contiguous() for k, v in scores.items()},
+        str(tmp),
+        metadata={"format": FORMAT, "model_checksum": provenance["model_checksum"]},
+    )
     side_tmp = tmp.with_suffix(".json.tmp")
     side_tmp.write_text(json.dumps(provenance, indent=1, sort_keys=False))
     os.replace(side_tmp, _sidecar(path))
@@ -281,17 +283,111 @@ def load_scores(path: str | Path, model: nn.Module | None = None) -> ScoreRecord
         expected = {g.name: g.num_units for g in unit_groups(model)}
         for name, size in expected.items():
             if name not in scores:
-                raise ValueError(f"{path.name} has no scores for unit group {name!r} of this model: made for another "
-                                 "model")
+                raise ValueError(
+                    f"{path.name} has no scores for unit group {name!r} of this model: made for another model"
+                )
             if scores[name].shape != (size,):
-                raise ValueError(f"{path.name}: unit group {name!r} has {tuple(scores[name].shape)} scores but this "
-                                 f"model has {size} units: made for another model")
+                raise ValueError(
+                    f"{path.name}: unit group {name!r} has {tuple(scores[name].shape)} scores but this "
+                    f"model has {size} units: made for another model"
+                )
         extra = sorted(set(scores) - set(expected))
         if extra:
-            raise ValueError(f"{path.name} scores unit group(s) {extra} this model does not have: made for another "
-                             "model")
+            raise ValueError(
+                f"{path.name} scores unit group(s) {extra} this model does not have: made for another model"
+            )
         recorded = provenance.get("model_checksum")
         if recorded and recorded != model_checksum(model):
-            logger.warning("%s was computed for other weights (checksum %s…) than this model's", path.name,
-                           recorded[:12])
+            logger.warning(
+                "%s was computed for other weights (checksum %s…) than this model's", path.name, recorded[:12]
+            )
     return ScoreRecord(scores, provenance, path)
+
+
+class ScoreStore:
+    """Scores of one model on one training split, computed once per request and reused from ``cache_dir``.
+
+    Args:
+        model: the trained classifier, on the device it is scored on.
+        dataset: its training split (samples are selected from it).
+        cache_dir: folder of score files (``None``: compute every time, save nothing).
+        n_per_class, seed, sign, target, candidate_limit: the request fields shared by every method.
+        method_options: ``{method: {option: value}}``.
+        device, batch_size: as for :func:`compute_scores`.
+        checksum: the model's checksum when the caller has it (else computed here); every record must match it.
+
+    Attributes:
+        files: ``{"method/sampling": path}`` of every score file used so far.
+        reused: the ``"method/sampling"`` keys whose file already existed.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        dataset: Any,
+        cache_dir: str | Path | None,
+        *,
+        n_per_class: int = 10,
+        seed: int = 0,
+        sign: str = "signed",
+        target: str = "true",
+        candidate_limit: int | None = None,
+        method_options: Mapping[str, Mapping[str, Any]] | None = None,
+        device: str | torch.device | None = None,
+        batch_size: int = 16,
+        checksum: str | None = None,
+    ) -> None:
+        self.model = model
+        self.dataset = dataset
+        self.cache_dir = None if cache_dir is None else Path(cache_dir)
+        self.n_per_class, self.seed, self.sign, self.target = n_per_class, seed, sign, target
+        self.candidate_limit = candidate_limit
+        self.method_options = {k: dict(v or {}) for k, v in (method_options or {}).items()}
+        self.device, self.batch_size = device, batch_size
+        self.checksum = checksum or model_checksum(model)
+        self.files: dict[str, str] = {}
+        self.reused: set[str] = set()
+
+    def request(self, method: str, sampling: str, seed: int | None = None) -> ScoreRequest:
+        """The :class:`ScoreRequest` of ``(method, sampling)``; data-free sampling ``none`` is stored as ``random``."""
+        return ScoreRequest(
+            method=method,
+            sampling="random" if sampling == NO_SAMPLING else sampling,
+            n_per_class=self.n_per_class,
+            seed=self.seed if seed is None else seed,
+            sign=self.sign,
+            target=self.target,
+            options=dict(self.method_options.get(method) or {}),
+            candidate_limit=self.candidate_limit,
+        )
+
+    def record(self, method: str, sampling: str, seed: int | None = None) -> ScoreRecord:
+        """The full :class:`ScoreRecord` (scores, provenance, file) of ``(method, sampling[, seed])``.
+
+        Raises:
+            ValueError: bad request fields, or a reused file made for other weights.
+        """
+        record = compute_scores(
+            self.model,
+            self.dataset,
+            self.request(method, sampling, seed),
+            cache_dir=self.cache_dir,
+            device=self.device,
+            batch_size=self.batch_size,
+        )
+        recorded = (record.provenance or {}).get("model_checksum")
+        if recorded is not None and recorded != self.checksum:
+            raise ValueError(
+                f"{method}/{sampling} scores were made for another model ({recorded[:12]}…, this "
+                f"checkpoint is {self.checksum[:12]}…)"
+            )
+        key = f"{method}/{sampling}" if seed is None else f"{method}/{sampling}/{seed}"
+        if record.path is not None:
+            self.files[key] = str(record.path)
+        if record.reused:
+            self.reused.add(key)
+        return record
+
+    def scores(self, method: str, sampling: str, seed: int | None = None) -> dict[str, Tensor]:
+        """``{group: Tensor(units)}`` of ``(method, sampling[, seed])``, computed or reused."""
+        return self.record(method, sampling, seed).scores
