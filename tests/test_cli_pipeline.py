@@ -10,7 +10,9 @@ import yaml
 
 from medprune.checkpoint import load_checkpoint, save_checkpoint
 from medprune.cli.main import main
+from medprune.data import load_dataset
 from medprune.models import create_model
+from medprune.scoring.store import ScoreRequest, compute_scores
 
 
 @pytest.fixture()
@@ -40,8 +42,19 @@ def test_bad_options_exit_2_with_valid_values(argv, message, capsys):
 
 def test_prune_cli_writes_masked_and_physical_checkpoints(tmp_path, checkpoint, data_root, capsys):
     out = tmp_path / "pruned"
-    argv = ["prune", "--checkpoint", checkpoint, "--out", str(out), "--method", "magnitude", "--rate", "0.4",
-            "--data-root", str(data_root)]  # fmt: skip
+    argv = [
+        "prune",
+        "--checkpoint",
+        checkpoint,
+        "--out",
+        str(out),
+        "--method",
+        "magnitude",
+        "--rate",
+        "0.4",
+        "--data-root",
+        str(data_root),
+    ]
     assert main(argv) == 0
     assert "physical accuracy" in capsys.readouterr().out
     metrics = json.loads((out / "metrics.json").read_text())
@@ -58,8 +71,19 @@ def test_sweep_then_report_cli_from_yaml(tmp_path, checkpoint, data_root, capsys
     config = tmp_path / "sweep.yaml"
     config.write_text(yaml.safe_dump({"methods": [], "controls": ["magnitude"], "rates": [0.0, 0.5]}))
     out = tmp_path / "sweep"
-    argv = ["sweep", "--config", str(config), "--checkpoints", checkpoint, "--out", str(out), "--data-root",
-            str(data_root), "--set", "normalize=max"]  # fmt: skip
+    argv = [
+        "sweep",
+        "--config",
+        str(config),
+        "--checkpoints",
+        checkpoint,
+        "--out",
+        str(out),
+        "--data-root",
+        str(data_root),
+        "--set",
+        "normalize=max",
+    ]
     assert main(argv) == 0
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["normalize"] == "max" and saved["controls"] == ["magnitude"] and saved["methods"] == []
@@ -72,15 +96,21 @@ def test_sweep_then_report_cli_from_yaml(tmp_path, checkpoint, data_root, capsys
 
 
 def test_prune_refuses_scores_made_for_another_model(tmp_path, checkpoint, data_root, capsys):
-    from medprune.data import load_dataset
-    from medprune.scoring.store import ScoreRequest, compute_scores
-
     torch.manual_seed(1)
     other = create_model("resnet_small", num_classes=2, image_size=28)  # same architecture, other weights
     train = load_dataset("pneumoniamnist", data_root, image_size=28).train
     record = compute_scores(other, train, ScoreRequest("magnitude"), cache_dir=tmp_path / "scores")
-    argv = ["prune", "--checkpoint", checkpoint, "--out", str(tmp_path / "p"), "--scores", str(record.path),
-            "--data-root", str(data_root)]  # fmt: skip
+    argv = [
+        "prune",
+        "--checkpoint",
+        checkpoint,
+        "--out",
+        str(tmp_path / "p"),
+        "--scores",
+        str(record.path),
+        "--data-root",
+        str(data_root),
+    ]
     assert main(argv) == 2
     assert "made for another model" in capsys.readouterr().err
     assert not (tmp_path / "p" / "model.safetensors").exists()

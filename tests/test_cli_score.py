@@ -8,6 +8,7 @@ import pytest
 
 from medprune.checkpoint import save_checkpoint
 from medprune.cli.main import main
+from medprune.data import load_dataset
 from medprune.models import create_model
 from medprune.scoring.registry import available_scorers, scorer_entry
 from medprune.scoring.store import load_scores
@@ -17,20 +18,33 @@ SAMPLINGS = ["random", "confidence", "clustering"]
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory, data_root):
-    from medprune.data import load_dataset
-
     splits = load_dataset("pneumoniamnist", data_root, image_size=28)
     model = create_model("resnet_small", num_classes=2, image_size=28)
-    meta = {"class_names": splits.class_names, "dataset": {"name": "pneumoniamnist", "fingerprint": splits.fingerprint},
-            "train_config": {"dataset": "pneumoniamnist", "data_root": str(data_root)}}  # fmt: skip
+    meta = {
+        "class_names": splits.class_names,
+        "dataset": {"name": "pneumoniamnist", "fingerprint": splits.fingerprint},
+        "train_config": {"dataset": "pneumoniamnist", "data_root": str(data_root)},
+    }
     return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "model", model, meta), model
 
 
 def test_scores_every_method_and_sampling_then_reuses_them(checkpoint, tmp_path, capsys):
     path, model = checkpoint
     out = tmp_path / "scores"
-    argv = ["score", str(path), "--out", str(out), "--n-per-class", "2", "--candidate-limit", "8",
-            "--option", "ig.steps=2", "--option", "ig.chunk_size=8"]  # fmt: skip
+    argv = [
+        "score",
+        str(path),
+        "--out",
+        str(out),
+        "--n-per-class",
+        "2",
+        "--candidate-limit",
+        "8",
+        "--option",
+        "ig.steps=2",
+        "--option",
+        "ig.chunk_size=8",
+    ]
     assert main(argv) == 0
     manifest = json.loads((out / "scores.json").read_text())
     methods = available_scorers()

@@ -25,17 +25,39 @@ def trained(tmp_path_factory, data_root):
     out = tmp_path_factory.mktemp("run")
     config = out / "base.yaml"
     config.write_text(yaml.safe_dump({"dataset": "pneumoniamnist", "epochs": 3, "lr": 0.01, "batch_size": 16}))
-    argv = ["train", "--config", str(config), "--data-root", str(data_root), "--model", "resnet_small",
-            "--epochs", "1", "--max-train-samples", "160", "--set", "max_eval_samples=64", "--set", "lr=0.002",
-            "--out-dir", str(out), "--no-progress"]  # fmt: skip
+    argv = [
+        "train",
+        "--config",
+        str(config),
+        "--data-root",
+        str(data_root),
+        "--model",
+        "resnet_small",
+        "--epochs",
+        "1",
+        "--max-train-samples",
+        "160",
+        "--set",
+        "max_eval_samples=64",
+        "--set",
+        "lr=0.002",
+        "--out-dir",
+        str(out),
+        "--no-progress",
+    ]
     return out, main(argv)
 
 
 def test_train_writes_outputs_and_resolved_config(trained):
     out, code = trained
     assert code == 0
-    assert {p.name for p in out.iterdir()} >= {"config.yaml", "history.csv", "metrics.json", "model.json",
-                                                "model.safetensors"}  # fmt: skip
+    assert {p.name for p in out.iterdir()} >= {
+        "config.yaml",
+        "history.csv",
+        "metrics.json",
+        "model.json",
+        "model.safetensors",
+    }
     config = yaml.safe_load((out / "config.yaml").read_text())
     # defaults <- YAML <- flags <- --set
     assert config["epochs"] == 1 and config["batch_size"] == 16 and config["lr"] == 0.002

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -12,37 +13,44 @@ import torch
 from medprune.checkpoint import load_checkpoint
 from medprune.data import load_dataset, stack_samples
 from medprune.metrics import evaluate
-from medprune.pipeline import DemoConfig, run_demo
+from medprune.runs.demo import DemoConfig, run_demo
 
 
 def test_demo_quick_end_to_end(tmp_path, data_root):
     threads = torch.get_num_threads()
     try:
-        summary = run_demo(DemoConfig(data_root=str(data_root), out=str(tmp_path / "demo"), quick=True, threads=1))
+        result = run_demo(DemoConfig(data_root=str(data_root), out=str(tmp_path / "demo"), quick=True, threads=1))
         out = tmp_path / "demo"
         strict = json.loads((out / "summary.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
-        assert strict["rows"] == summary["rows"]
+        assert strict["rows"] == result.rows and strict["deployed"] == asdict(result.deployed)
         with open(out / "sweep" / "results.csv") as handle:
             rows = list(csv.DictReader(handle))
-        assert len(rows) == summary["rows"] == 1 + 3 * 2  # baseline + (lrp, random, magnitude) x rates {0, 0.3}
+        assert len(rows) == result.rows == 1 + 3 * 2  # baseline + (lrp, random, magnitude) x rates {0, 0.3}
         assert all(0.0 <= float(r["accuracy"]) <= 1.0 for r in rows)
-        page = Path(summary["report"]).read_text()
+        page = Path(result.report).read_text()
         assert "Table 1" in page and page.count("data:image/png;base64,") >= 3
 
-        deployed = summary["deployed"]
-        model, meta = load_checkpoint(deployed["checkpoint"])
+        deployed = result.deployed
+        model, meta = load_checkpoint(deployed.checkpoint)
         test = load_dataset("pneumoniamnist", data_root, image_size=28).test
         accuracy = evaluate(model, stack_samples(test, range(len(test))))["accuracy"]
-        assert accuracy == deployed["masked_accuracy"] == deployed["physical_accuracy"]
-        assert meta["pruning"]["rate"] == deployed["choice"]["rate"]
-        assert deployed["params"][1] <= deployed["params"][0]
+        assert accuracy == deployed.masked_accuracy == deployed.physical_accuracy
+        assert meta["pruning"]["rate"] == deployed.choice["rate"]
+        assert deployed.params[1] <= deployed.params[0]
 
         # same command again: training, scores and sweep rows are reused, not recomputed
-        stamps = {p: p.stat().st_mtime_ns for p in [out / "train" / "model.safetensors", *(out / "sweep" / "scores")
-                                                       .iterdir(), out / "sweep" / "rows.jsonl"]}  # fmt: skip
-        again = run_demo(DemoConfig(data_root=str(data_root), out=str(out), quick=True, threads=1, heatmaps=False,
-                                    efficiency=False))  # fmt: skip
+        stamps = {
+            p: p.stat().st_mtime_ns
+            for p in [
+                out / "train" / "model.safetensors",
+                *(out / "sweep" / "scores").iterdir(),
+                out / "sweep" / "rows.jsonl",
+            ]
+        }
+        again = run_demo(
+            DemoConfig(data_root=str(data_root), out=str(out), quick=True, threads=1, heatmaps=False, efficiency=False)
+        )
         assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
-        assert again["deployed"] == json.loads((out / "pruned" / "done.json").read_text())
+        assert asdict(again.deployed) == json.loads((out / "pruned" / "done.json").read_text())
     finally:
         torch.set_num_threads(threads)

@@ -9,8 +9,8 @@ import torch
 
 from medprune.checkpoint import save_checkpoint
 from medprune.models import create_model
-from medprune.report.build import ReportConfig, build_report
-from medprune.sweep.run import SweepConfig, run_sweep
+from medprune.runs.report import ReportConfig, run_report
+from medprune.runs.sweep import SweepConfig, run_sweep
 from medprune.sweep.table import RowLog
 
 
@@ -23,9 +23,16 @@ def sweep_dir(tmp_path_factory, data_root):
     model = create_model("resnet_small", num_classes=2, image_size=28)
     meta = {"class_names": ["normal", "pneumonia"], "dataset": {"name": "pneumoniamnist"}}
     checkpoint = save_checkpoint(root / "train" / "model", model, meta)
-    config = SweepConfig(checkpoints=[str(checkpoint)], out=str(root / "sweep"), data_root=str(data_root),
-                         methods=["lrp"], samplings=["random"], rates=[0.0, 0.3], n_per_class=2)  # fmt: skip
-    rows = run_sweep(config)
+    config = SweepConfig(
+        checkpoints=[str(checkpoint)],
+        out=str(root / "sweep"),
+        data_root=str(data_root),
+        methods=["lrp"],
+        samplings=["random"],
+        rates=[0.0, 0.3],
+        n_per_class=2,
+    )
+    rows = run_sweep(config).rows
     yield root / "sweep", config, rows
     torch.set_num_threads(threads)
 
@@ -44,23 +51,29 @@ def test_sweep_writes_one_row_per_curve_and_rate(sweep_dir):
 def test_rerun_recomputes_nothing(sweep_dir):
     out, config, _ = sweep_dir
     before = (out / "rows.jsonl").read_bytes()
-    rows = run_sweep(config)
+    rows = run_sweep(config).rows
     assert (out / "rows.jsonl").read_bytes() == before and len(rows) == 7
     assert RowLog(out / "rows.jsonl").read()[0]["method"] == "baseline"
 
 
 def test_report_from_small_sweep(sweep_dir, tmp_path):
     out, _, _ = sweep_dir
-    config = ReportConfig(results=[str(out)], out=str(tmp_path / "report"), heatmap_per_class=1,
-                          similarity_images=1, similarity_rates=[0.3], tolerances=[0.01, 0.5])  # fmt: skip
-    result = build_report(config)
-    page = result["html"].read_text()
+    config = ReportConfig(
+        results=[str(out)],
+        out=str(tmp_path / "report"),
+        heatmap_per_class=1,
+        similarity_images=1,
+        similarity_rates=[0.3],
+        tolerances=[0.01, 0.5],
+    )
+    result = run_report(config)
+    page = result.html.read_text()
     assert "Table 1" in page and "data:image/png;base64," in page and "Lossless" in page
-    assert {p.name.split("_")[0] for p in result["figures"]} >= {"curve", "heatmaps", "similarity"}
-    assert all(p.stat().st_size > 5000 for p in result["figures"])
-    assert len(result["lossless"]) == 3
+    assert {p.name.split("_")[0] for p in result.figures} >= {"curve", "heatmaps", "similarity"}
+    assert all(p.stat().st_size > 5000 for p in result.figures)
+    assert len(result.lossless) == 3
     # the efficiency table measured a physically smaller model for some curve (tolerance 0.5 allows rate 0.3)
-    smaller = [r for r in result["efficiency"] if r["method"] != "unpruned"]
-    assert smaller and all(r["params"] < result["efficiency"][0]["params"] for r in smaller)
+    smaller = [r for r in result.efficiency if r["method"] != "unpruned"]
+    assert smaller and all(r["params"] < result.efficiency[0]["params"] for r in smaller)
     for name in ("table1.csv", "lossless_rates.csv", "efficiency.csv", "paper_table1.csv"):
         assert (tmp_path / "report" / name).is_file()

@@ -7,8 +7,8 @@ import torch
 
 from medprune.checkpoint import save_checkpoint
 from medprune.models import create_model
+from medprune.runs.sweep import SweepConfig, curve_list, run_sweep, validate_config
 from medprune.sweep.core import CurveParams, sweep_model
-from medprune.sweep.run import SweepConfig, curve_list, run_sweep, validate_config
 from medprune.sweep.table import RowLog
 from medprune.units import unit_groups
 
@@ -48,8 +48,10 @@ def test_missing_checkpoint_is_refused(tmp_path):
 
 def test_rates_are_sorted_deduplicated_and_include_zero(checkpoint):
     assert validate_config(SweepConfig(checkpoints=[checkpoint], rates=[0.3, 0.1, 0.30000000000000004])) == [
-        0.0, 0.1, 0.3,
-    ]  # fmt: skip
+        0.0,
+        0.1,
+        0.3,
+    ]
 
 
 def test_controls_are_data_free_and_scored_once():
@@ -65,6 +67,14 @@ def test_scores_for_another_model_are_refused_before_any_row(tmp_path):
     log = RowLog(tmp_path / "rows.jsonl")
     data = (torch.randn(8, 3, 16, 16), torch.randint(0, 2, (8,)))
     with pytest.raises(ValueError, match="another model"):
-        sweep_model(model, CurveParams("resnet_small", "d", "x"), [("lrp", "random")], [0.0, 0.5],
-                    lambda m, s: foreign, data, ["a", "b"], log)  # fmt: skip
+        sweep_model(
+            model,
+            CurveParams("resnet_small", "d", "x"),
+            [("lrp", "random")],
+            [0.0, 0.5],
+            lambda m, s: foreign,
+            data,
+            ["a", "b"],
+            log,
+        )
     assert log.read() == []

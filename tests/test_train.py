@@ -11,13 +11,14 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
-from medprune.checkpoint import load_checkpoint, model_checksum
+from medprune.checkpoint import load_checkpoint
 from medprune.config import ConfigError, build_config
 from medprune.metrics import evaluate
 from medprune.models import create_model
-from medprune.seeding import seed_everything
-from medprune.train import class_weights, limit_dataset, train
-from medprune.train_config import TrainConfig
+from medprune.provenance import model_checksum
+from medprune.runs.train import TrainConfig, resolve_pretrained
+from medprune.runtime import seed_everything
+from medprune.train import class_weights, limit_dataset, recalibrate_batchnorm, train
 
 
 class FakeImages(Dataset):
@@ -133,12 +134,10 @@ def test_bad_config_is_refused(overrides, match):
 
 
 def test_pretrained_auto_only_for_paper_models_with_rgb():
-    from medprune.train import _resolve_pretrained
-
-    assert _resolve_pretrained(_config(), 3) is False  # resnet_small has no weights
-    assert _resolve_pretrained(_config(model="resnet50"), 1) is False  # ImageNet weights need 3 channels
-    assert _resolve_pretrained(_config(model="resnet50"), 3) is True
-    assert _resolve_pretrained(_config(model="resnet50", pretrained=False), 3) is False
+    assert resolve_pretrained(_config(), 3) is False  # resnet_small has no weights
+    assert resolve_pretrained(_config(model="resnet50"), 1) is False  # ImageNet weights need 3 channels
+    assert resolve_pretrained(_config(model="resnet50"), 3) is True
+    assert resolve_pretrained(_config(model="resnet50", pretrained=False), 3) is False
 
 
 @pytest.mark.gpu
@@ -151,8 +150,6 @@ def test_cuda_mixed_precision_trains(splits):
 
 
 def test_recalibrate_batchnorm_gives_exact_statistics_and_restores_state():
-    from medprune.train import recalibrate_batchnorm
-
     model = _model().train()
     x = torch.randn(40, 1, 12, 12)
     momentum = model.bn1.momentum

@@ -1,22 +1,24 @@
-"""Rebuild a checkpoint's dataset splits from its sidecar meta: :func:`splits_for_checkpoint`.
+"""A checkpoint with the data it was trained on: :func:`load_with_splits`, :func:`splits_for_checkpoint`.
 
-Used by ``medprune evaluate``, ``medprune score`` and the sweep (and through it ``medprune prune``), so that all of
-them re-create the data a model was trained on the same way.
+Used by ``medprune evaluate``, ``score``, ``prune``, ``sweep`` and the report, so that all of them load a model and
+re-create the data it was trained on the same way.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any, NamedTuple
 
+import torch
+from torch import nn
+
+from medprune.checkpoint import load_checkpoint
 from medprune.config import ConfigError
-
-if TYPE_CHECKING:
-    from medprune.data import DatasetSplits
+from medprune.data import DatasetSplits, load_dataset
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["recorded_dataset_name", "splits_for_checkpoint"]
+__all__ = ["CheckpointData", "load_with_splits", "recorded_dataset_name", "splits_for_checkpoint"]
 
 #: ``train_config`` keys passed on to :func:`medprune.data.load_dataset` to re-create the training split.
 SPLIT_KEYS: tuple[str, ...] = ("size", "val_fraction", "test_fraction", "seed", "study_type")
@@ -59,8 +61,6 @@ def splits_for_checkpoint(
         ConfigError: no dataset given nor recorded.
         ValueError: the dataset's class names differ from the checkpoint's.
     """
-    from medprune.data import load_dataset
-
     recorded = meta.get("dataset") if isinstance(meta.get("dataset"), dict) else {}
     trained = meta.get("train_config") or {}
     recorded_name = recorded_dataset_name(meta)
@@ -93,3 +93,34 @@ def splits_for_checkpoint(
             fingerprint[:12],
         )
     return splits
+
+
+class CheckpointData(NamedTuple):
+    """A loaded checkpoint: the model (eval mode, on the requested device), its sidecar meta and its dataset splits."""
+
+    model: nn.Module
+    meta: dict[str, Any]
+    splits: DatasetSplits
+
+
+def load_with_splits(
+    path: str,
+    *,
+    device: str | torch.device = "cpu",
+    dataset: str | None = None,
+    data_root: str | None = None,
+    label: str = "the checkpoint",
+    dataset_hint: str = "dataset=<name>",
+    override_is_same_data: bool = False,
+) -> CheckpointData:
+    """Load the checkpoint at ``path`` and re-create its dataset splits (:func:`splits_for_checkpoint`'s keywords)."""
+    model, meta = load_checkpoint(path, device=device)
+    splits = splits_for_checkpoint(
+        meta,
+        dataset=dataset,
+        data_root=data_root,
+        label=label,
+        dataset_hint=dataset_hint,
+        override_is_same_data=override_is_same_data,
+    )
+    return CheckpointData(model, meta, splits)

@@ -1,4 +1,4 @@
-"""Supervised training of a baseline classifier with the paper's recipe (METHOD.md §1).
+"""Supervised training of a baseline classifier with the paper's recipe (docs/method.md §1).
 
 Class-weighted cross-entropy (inverse class frequency), Adam (lr 1e-3), batch 32, StepLR ×0.1 every 10 epochs; the
 epoch with the best validation score is kept. :func:`run_train` is the whole pipeline (data → model → train →
@@ -16,6 +16,7 @@ import logging
 import math
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +26,12 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from medprune.checkpoint import save_checkpoint, to_jsonable
-from medprune.config import config_to_dict, save_config
-from medprune.devices import autocast, grad_scaler, resolve_device
+from medprune.checkpoint import save_checkpoint
+from medprune.config import config_to_dict
+from medprune.data import DatasetSplits, build_transform
 from medprune.metrics import evaluate, iterate_batches, summary_line
-from medprune.models import create_model, model_spec
-from medprune.seeding import seed_everything
+from medprune.provenance import to_jsonable
+from medprune.runtime import autocast, eval_mode, grad_scaler, resolve_device
 from medprune.train_config import SelectOn, TrainConfig, TrainResult
 
 logger = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "train",
-    "run_train",
+    "train_epoch",
     "class_weights",
     "limit_dataset",
     "recalibrate_batchnorm",
@@ -96,24 +97,22 @@ def recalibrate_batchnorm(
         return 0
     target = torch.device(device) if device is not None else next(model.parameters()).device
     momenta = [m.momentum for m in norms]
-    was_training = model.training
-    model.eval()
-    for norm in norms:
-        norm.reset_running_stats()
-        norm.momentum = None  # cumulative average
-        norm.train()
-    try:
-        with torch.no_grad():
+    with eval_mode(model), torch.no_grad():
+        for norm in norms:
+            norm.reset_running_stats()
+            norm.momentum = None  # cumulative average
+            norm.train()
+        try:
             for inputs, _ in iterate_batches(data, batch_size):
                 model(inputs.to(target))
-    finally:
-        for norm, momentum in zip(norms, momenta):
-            norm.momentum = momentum
-        model.train(was_training)
+        finally:
+            for norm, momentum in zip(norms, momenta):
+                norm.momentum = momentum
     return len(norms)
 
 
 def _score(metrics: dict[str, Any], select_on: SelectOn) -> float:
+    """The value the kept epoch maximises (the loss negated)."""
     if select_on == "loss":
         return -metrics["loss"]
     value = metrics.get(select_on)
@@ -123,26 +122,128 @@ def _score(metrics: dict[str, Any], select_on: SelectOn) -> float:
     return float(value)
 
 
-def _normalization(splits: Any) -> dict[str, list[float]]:
+def _normalization(splits: DatasetSplits) -> dict[str, list[float]]:
     transform = getattr(splits.test, "transform", None)
-    if transform is not None and hasattr(transform, "mean"):
-        return {"mean": list(transform.mean), "std": list(transform.std)}
-    from medprune.data.transforms import build_transform
-
-    reference = build_transform(int(splits.image_size), int(splits.in_channels), False)
-    return {"mean": list(reference.mean), "std": list(reference.std)}
+    if transform is None or not hasattr(transform, "mean"):
+        transform = build_transform(int(splits.image_size), int(splits.in_channels), False)
+    return {"mean": list(transform.mean), "std": list(transform.std)}
 
 
-def train(model: nn.Module, splits: Any, config: TrainConfig, out_dir: str | Path | None = None) -> TrainResult:
+def train_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    criterion: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    device: torch.device,
+    amp: bool = False,
+    desc: str = "",
+    progress: bool = False,
+) -> tuple[float, float]:
+    """One pass over ``loader`` in training mode; returns the mean training loss and accuracy.
+
+    Raises:
+        FloatingPointError: the loss became NaN or infinite.
+    """
+    model.train()
+    loss_sum, correct, seen = 0.0, 0, 0
+    bar = tqdm(loader, desc=desc, unit="batch", leave=False, disable=not progress)
+    for inputs, labels in bar:
+        inputs = inputs.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
+        optimizer.zero_grad(set_to_none=True)
+        with autocast(device, amp):
+            logits = model(inputs)
+        loss = criterion(logits.float(), labels)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"training loss became {loss.item()} ({desc}); lower lr")
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        loss_sum += loss.item() * len(labels)
+        correct += int((logits.argmax(1) == labels).sum())
+        seen += len(labels)
+        bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
+    return loss_sum / max(seen, 1), correct / max(seen, 1)
+
+
+class _History:
+    """Epoch rows, kept in memory and appended to ``history.csv`` as they finish (when a folder is given)."""
+
+    def __init__(self, out: Path | None) -> None:
+        self.rows: list[dict[str, Any]] = []
+        self._handle = (out / "history.csv").open("w", newline="") if out is not None else None
+        self._writer: csv.DictWriter | None = None
+
+    def append(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        if self._handle is None:
+            return
+        if self._writer is None:
+            self._writer = csv.DictWriter(self._handle, fieldnames=list(row))
+            self._writer.writeheader()
+        self._writer.writerow(row)
+        self._handle.flush()
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+
+
+@dataclass
+class _Data:
+    """The (possibly subsampled) splits of one training run."""
+
+    train: Any
+    val: Any
+    test: Any
+    recalibration: Any | None
+
+
+def _subsets(splits: DatasetSplits, config: TrainConfig) -> _Data:
+    train_set = limit_dataset(splits.train, config.max_train_samples, config.seed)
+    recalibration = None
+    if config.bn_recalibration:
+        clean = train_set.with_transform(train=False) if hasattr(train_set, "with_transform") else train_set
+        recalibration = limit_dataset(clean, config.bn_recalibration_samples, config.seed)
+    return _Data(
+        train_set,
+        limit_dataset(splits.val, config.max_eval_samples, config.seed),
+        limit_dataset(splits.test, config.max_eval_samples, config.seed),
+        recalibration,
+    )
+
+
+def _loader(train_set: Any, config: TrainConfig, device: torch.device) -> DataLoader:
+    return DataLoader(
+        train_set,
+        batch_size=config.batch_size,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(config.seed),
+        num_workers=config.num_workers,
+        persistent_workers=config.num_workers > 0,
+        pin_memory=device.type == "cuda",
+        drop_last=len(train_set) % config.batch_size == 1,  # a batch of one breaks BatchNorm
+    )
+
+
+def train(
+    model: nn.Module,
+    splits: DatasetSplits,
+    config: TrainConfig,
+    out_dir: str | Path | None = None,
+    extra: dict[str, Any] | None = None,
+) -> TrainResult:
     """Train ``model`` on ``splits.train``, keep the best epoch on ``splits.val``, report on ``splits.test``.
 
     Args:
         model: a classifier (from :func:`medprune.models.create_model` if a checkpoint is to be written).
-        splits: a :class:`medprune.data.DatasetSplits` (``train``/``val``/``test`` datasets with ``labels``,
-            ``class_names``, ``image_size``, ``in_channels``, ``name``, ``fingerprint``).
+        splits: the dataset splits (``train``/``val``/``test`` datasets with ``labels``, and ``class_names``,
+            ``image_size``, ``in_channels``, ``name``, ``fingerprint``).
         config: the run's settings (data fields are not used here; the splits are given).
         out_dir: when given, ``history.csv`` (written as epochs finish), ``model.safetensors`` + ``model.json`` and
             ``metrics.json`` are written there.
+        extra: more fields for :attr:`TrainResult.extra` (and ``metrics.json``).
 
     Returns:
         A :class:`TrainResult`; ``result.model`` holds the best-validation weights.
@@ -153,75 +254,49 @@ def train(model: nn.Module, splits: Any, config: TrainConfig, out_dir: str | Pat
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
     class_names = list(splits.class_names)
-    train_set = limit_dataset(splits.train, config.max_train_samples, config.seed)
-    val_set = limit_dataset(splits.val, config.max_eval_samples, config.seed)
-    test_set = limit_dataset(splits.test, config.max_eval_samples, config.seed)
+    data = _subsets(splits, config)
     model.to(device)
-    recalibration_set = None
-    if config.bn_recalibration:
-        clean = train_set.with_transform(train=False) if hasattr(train_set, "with_transform") else train_set
-        recalibration_set = limit_dataset(clean, config.bn_recalibration_samples, config.seed)
-
-    weights = class_weights(train_set.labels, len(class_names)) if config.class_weights == "inverse" else None
+    weights = class_weights(data.train.labels, len(class_names)) if config.class_weights == "inverse" else None
     criterion = nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device))
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_step, gamma=config.lr_gamma)
     scaler = grad_scaler(device, config.amp)
-    loader = DataLoader(
-        train_set,
-        batch_size=config.batch_size,
-        shuffle=True,
-        generator=torch.Generator().manual_seed(config.seed),
-        num_workers=config.num_workers,
-        persistent_workers=config.num_workers > 0,
-        pin_memory=device.type == "cuda",
-        drop_last=len(train_set) % config.batch_size == 1,  # a batch of one breaks BatchNorm
-    )
-    show_bars = config.progress and sys.stderr.isatty()
+    loader = _loader(data.train, config, device)
     logger.info(
         "training %s on %s: %d train / %d val / %d test images, %d epochs, device %s, class weights %s",
         type(model).__name__,
         getattr(splits, "name", "?"),
-        len(train_set),
-        len(val_set),
-        len(test_set),
+        len(data.train),
+        len(data.val),
+        len(data.test),
         config.epochs,
         device,
         None if weights is None else [round(w, 3) for w in weights.tolist()],
     )
 
-    history: list[dict[str, Any]] = []
+    history = _History(out)
     best_score, best_epoch, best_val = -math.inf, 0, {}
     best_state: dict[str, torch.Tensor] = {}
-    csv_handle = (out / "history.csv").open("w", newline="") if out is not None else None
-    writer = None
     try:
         for epoch in range(1, config.epochs + 1):
             epoch_start = time.perf_counter()
             lr = optimizer.param_groups[0]["lr"]
-            model.train()
-            loss_sum, correct, seen = 0.0, 0, 0
-            bar = tqdm(loader, desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False, disable=not show_bars)
-            for inputs, labels in bar:
-                inputs = inputs.to(device, non_blocking=True)
-                labels = labels.to(device, non_blocking=True)
-                optimizer.zero_grad(set_to_none=True)
-                with autocast(device, config.amp):
-                    logits = model(inputs)
-                loss = criterion(logits.float(), labels)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch}; lower lr")
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                loss_sum += loss.item() * len(labels)
-                correct += int((logits.argmax(1) == labels).sum())
-                seen += len(labels)
-                bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
+            desc = f"epoch {epoch}/{config.epochs}"
+            loss, accuracy = train_epoch(
+                model,
+                loader,
+                criterion,
+                optimizer,
+                scaler,
+                device,
+                config.amp,
+                desc,
+                config.progress and sys.stderr.isatty(),
+            )
             scheduler.step()
-            if recalibration_set is not None:
-                recalibrate_batchnorm(model, recalibration_set, config.eval_batch_size, device)
-            val = evaluate(model, val_set, class_names, batch_size=config.eval_batch_size)
+            if data.recalibration is not None:
+                recalibrate_batchnorm(model, data.recalibration, config.eval_batch_size, device)
+            val = evaluate(model, data.val, class_names, batch_size=config.eval_batch_size)
             score = _score(val, config.select_on)
             improved = score > best_score
             if improved:
@@ -230,18 +305,12 @@ def train(model: nn.Module, splits: Any, config: TrainConfig, out_dir: str | Pat
             row = {
                 "epoch": epoch,
                 "lr": lr,
-                "train_loss": round(loss_sum / max(seen, 1), 6),
-                "train_accuracy": round(correct / max(seen, 1), 6),
+                "train_loss": round(loss, 6),
+                "train_accuracy": round(accuracy, 6),
                 **{f"val_{k}": val[k] for k in ("loss", "accuracy", "balanced_accuracy", "macro_f1", "auroc")},
                 "seconds": round(time.perf_counter() - epoch_start, 2),
             }
             history.append(row)
-            if csv_handle is not None:
-                if writer is None:
-                    writer = csv.DictWriter(csv_handle, fieldnames=list(row))
-                    writer.writeheader()
-                writer.writerow(row)
-                csv_handle.flush()
             logger.info(
                 "epoch %d/%d lr %.0e train loss %.4f acc %.4f | val loss %.4f %s | %.1fs%s",
                 epoch,
@@ -255,89 +324,40 @@ def train(model: nn.Module, splits: Any, config: TrainConfig, out_dir: str | Pat
                 " *" if improved else "",
             )
     finally:
-        if csv_handle is not None:
-            csv_handle.close()
+        history.close()
 
     model.load_state_dict(best_state)
     model.eval()
-    test = evaluate(model, test_set, class_names, batch_size=config.eval_batch_size)
+    test = evaluate(model, data.test, class_names, batch_size=config.eval_batch_size)
     best_value = -best_score if config.select_on == "loss" else best_score  # _score negates the loss
     logger.info("kept epoch %d (val %s %.4f); test %s", best_epoch, config.select_on, best_value, summary_line(test))
-    result = TrainResult(model, history, best_epoch, best_value, best_val, test, out)
+    result = TrainResult(model, history.rows, best_epoch, best_value, best_val, test, out)
     result.extra = {"select_on": config.select_on, "dataset": getattr(splits, "name", None), "device": str(device)}
+    result.extra.update(extra or {})
     result.wall_time_s = time.perf_counter() - start
     if out is not None:
-        result.checkpoint = save_checkpoint(
-            out / "model",
-            model,
-            {
-                "class_names": class_names,
-                "image_size": int(getattr(splits, "image_size", config.image_size)),
-                "in_channels": int(getattr(splits, "in_channels", config.channels)),
-                "normalization": _normalization(splits),
-                "dataset": {"name": getattr(splits, "name", None), "fingerprint": getattr(splits, "fingerprint", None)},
-                "train_config": config_to_dict(config),
-                "metrics": {"best_epoch": best_epoch, "val": _headline(best_val), "test": _headline(test)},
-            },
-        )
-        (out / "metrics.json").write_text(json.dumps(to_jsonable(result.to_dict()), indent=2, allow_nan=False) + "\n")
+        _write_outputs(result, splits, config, out)
     return result
+
+
+def _write_outputs(result: TrainResult, splits: DatasetSplits, config: TrainConfig, out: Path) -> None:
+    """The checkpoint (weights + sidecar with data, config and headline metrics) and ``metrics.json``."""
+    meta = {
+        "class_names": list(splits.class_names),
+        "image_size": int(getattr(splits, "image_size", config.image_size)),
+        "in_channels": int(getattr(splits, "in_channels", config.channels)),
+        "normalization": _normalization(splits),
+        "dataset": {"name": getattr(splits, "name", None), "fingerprint": getattr(splits, "fingerprint", None)},
+        "train_config": config_to_dict(config),
+        "metrics": {
+            "best_epoch": result.best_epoch,
+            "val": _headline(result.val_metrics),
+            "test": _headline(result.test_metrics),
+        },
+    }
+    result.checkpoint = save_checkpoint(out / "model", result.model, meta)
+    (out / "metrics.json").write_text(json.dumps(to_jsonable(result.to_dict()), indent=2, allow_nan=False) + "\n")
 
 
 def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: metrics.get(k) for k in ("n", "accuracy", "balanced_accuracy", "macro_f1", "auroc", "loss")}
-
-
-def _resolve_pretrained(config: TrainConfig, in_channels: int) -> bool:
-    if config.pretrained is not None:
-        return config.pretrained
-    if not model_spec(config.model).paper or in_channels != 3:
-        return False
-    return True
-
-
-def run_train(config: TrainConfig) -> TrainResult:
-    """The whole training pipeline: seed → data → model → :func:`train` → files in ``config.out_dir``.
-
-    Writes ``config.yaml`` (the resolved config) first, then ``history.csv``, ``model.safetensors``,
-    ``model.json`` and ``metrics.json``.
-    """
-    from medprune.data import load_dataset
-
-    out = Path(config.out_dir)
-    save_config(config, out)
-    seed_everything(config.seed)
-    splits = load_dataset(
-        config.dataset,
-        config.data_root,
-        image_size=config.image_size,
-        channels=config.channels,
-        size=config.size,
-        val_fraction=config.val_fraction,
-        test_fraction=config.test_fraction,
-        seed=config.seed,
-        augment=config.augment,
-        study_type=config.study_type,
-    )
-    counts = {name: len(getattr(splits, name)) for name in ("train", "val", "test")}
-    logger.info(
-        "data: %s %s, classes %s, fingerprint %s", splits.name, counts, splits.class_names, splits.fingerprint[:12]
-    )
-    build = dict(num_classes=len(splits.class_names), in_channels=splits.in_channels, image_size=splits.image_size)
-    pretrained = _resolve_pretrained(config, splits.in_channels)
-    try:
-        model = create_model(config.model, pretrained=pretrained, **build)
-    except RuntimeError as error:
-        if config.pretrained:  # explicitly required
-            raise ValueError(str(error)) from error
-        logger.warning("pretrained weights unavailable (%s); training %s from random init", error, config.model)
-        pretrained = False
-        model = create_model(config.model, pretrained=False, **build)
-    logger.info(
-        "model: %s (pretrained=%s), %d parameters", config.model, pretrained, sum(p.numel() for p in model.parameters())
-    )
-    seed_everything(config.seed)  # same init/shuffle stream whatever the data loader consumed
-    result = train(model, splits, config, out)
-    result.extra["pretrained"] = pretrained
-    (out / "metrics.json").write_text(json.dumps(to_jsonable(result.to_dict()), indent=2, allow_nan=False) + "\n")
-    return result

@@ -13,8 +13,8 @@ from typing import Any, Literal
 from torch import nn
 
 from medprune.config import ConfigError
-from medprune.devices import resolve_device
 from medprune.models import model_spec
+from medprune.runtime import resolve_device
 
 __all__ = ["TrainConfig", "TrainResult", "SelectOn"]
 

@@ -28,9 +28,12 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, flags: Mapp
         else:
             parser.add_argument(flag, dest=name, metavar=name.upper(), help=f"(default: {default})")
     parser.add_argument(
-        "--set", action="append", metavar="KEY=VALUE", default=[],
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        default=[],
         help=f"any {cls.__name__} option; valid keys: {', '.join(fields)}",
-    )  # fmt: skip
+    )
 
 
 def config_from_args(args: argparse.Namespace, cls: type[T], flags: Mapping[str, str], **extra: Any) -> T:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from medprune.cli.config_args import add_config_arguments, config_from_args
-from medprune.pipeline import DemoConfig
+from medprune.runs.demo import DemoConfig, run_demo
 
 HELP = "run the whole pipeline on PneumoniaMNIST: train, score, sweep, prune at the lossless rate, report"
 
@@ -18,12 +18,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from medprune.pipeline import run_demo
-
-    config = config_from_args(args, DemoConfig, FLAGS, quick=args.quick)
-    summary = run_demo(config)
-    deployed = summary["deployed"]["choice"]
-    print(f"demo done in {summary['wall_time_s']:.0f} s; deployed {deployed['method']}/{deployed['sampling']} at rate "
-          f"{deployed['rate']:.2f} -> {summary['deployed']['checkpoint']}")  # fmt: skip
-    print(f"report: {summary['report']}")
+    result = run_demo(config_from_args(args, DemoConfig, FLAGS, quick=args.quick))
+    choice = result.deployed.choice
+    print(
+        f"demo done in {result.wall_time_s:.0f} s; deployed {choice['method']}/{choice['sampling']} at rate "
+        f"{choice['rate']:.2f} -> {result.deployed.checkpoint}"
+    )
+    print(f"report: {result.report}")
     return 0

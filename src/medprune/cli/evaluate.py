@@ -1,6 +1,6 @@
 """``medprune evaluate``: metrics of a saved checkpoint on a dataset split, written as JSON.
 
-Options come from (later wins): :class:`~medprune.evaluation.EvaluateConfig` defaults, ``--config file.yaml``, the
+Options come from (later wins): :class:`~medprune.runs.evaluate.EvaluateConfig` defaults, ``--config file.yaml``, the
 positional checkpoint and flags, then ``--set key=value``. Dataset settings default to the checkpoint's sidecar.
 """
 
@@ -10,7 +10,7 @@ import argparse
 import dataclasses
 
 from medprune.cli.config_args import config_from_args as shared_config_from_args
-from medprune.evaluation import EvaluateConfig
+from medprune.runs.evaluate import EvaluateConfig, run_evaluate
 
 HELP = "evaluate a checkpoint on a dataset split (accuracy, balanced accuracy, F1, AUROC, per-class) -> JSON"
 
@@ -46,13 +46,11 @@ def config_from_args(args: argparse.Namespace) -> EvaluateConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from medprune.evaluation import run_evaluate
-
-    metrics = run_evaluate(config_from_args(args))
+    result = run_evaluate(config_from_args(args))
+    metrics = result.metrics
     auroc = "-" if metrics["auroc"] is None else f"{metrics['auroc']:.4f}"
     print(
-        f"{metrics['provenance']['dataset']} {metrics['provenance']['split']} ({metrics['n']} images): accuracy "
-        f"{metrics['accuracy']:.4f} balanced {metrics['balanced_accuracy']:.4f} AUROC {auroc} "
-        f"-> {metrics['provenance']['output']}"
+        f"{result.provenance['dataset']} {result.provenance['split']} ({metrics['n']} images): accuracy "
+        f"{metrics['accuracy']:.4f} balanced {metrics['balanced_accuracy']:.4f} AUROC {auroc} -> {result.output}"
     )
     return 0

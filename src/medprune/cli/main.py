@@ -21,8 +21,9 @@ logger = logging.getLogger("medprune")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="medprune", description="Interpretability-aware pruning of medical image "
-                                     "classifiers.")
+    parser = argparse.ArgumentParser(
+        prog="medprune", description="Interpretability-aware pruning of medical image classifiers."
+    )
     parser.add_argument("--version", action="version", version=f"medprune {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -43,8 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
     try:
         return int(args._run(args) or 0)
     except (ValueError, FileNotFoundError, KeyError) as error:

@@ -5,15 +5,24 @@ from __future__ import annotations
 import argparse
 
 from medprune.cli.config_args import add_config_arguments, config_from_args
-from medprune.deploy import PruneConfig
+from medprune.runs.prune import PruneConfig, run_prune
 
 HELP = "prune one checkpoint at one rate (masked and/or physically smaller model) and evaluate it"
 
 FLAGS = {
-    "--checkpoint": "checkpoint", "--out": "out", "--method": "method", "--sampling": "sampling", "--rate": "rate",
-    "--output": "output", "--scope": "scope", "--normalize": "normalize", "--data-root": "data_root",
-    "--score-cache": "score_cache", "--scores": "scores", "--device": "device",
-}  # fmt: skip
+    "--checkpoint": "checkpoint",
+    "--out": "out",
+    "--method": "method",
+    "--sampling": "sampling",
+    "--rate": "rate",
+    "--output": "output",
+    "--scope": "scope",
+    "--normalize": "normalize",
+    "--data-root": "data_root",
+    "--score-cache": "score_cache",
+    "--scores": "scores",
+    "--device": "device",
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,14 +30,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from medprune.deploy import run_prune
-
-    config = config_from_args(args, PruneConfig, FLAGS)
-    result = run_prune(config)
-    line = f"masked accuracy {result['masked']['accuracy']:.4f}"
-    if "physical" in result:
-        before, after = result["cost_before"]["params"], result["cost_after"]["params"]
-        line += (f", physical accuracy {result['physical']['accuracy']:.4f}, params {before:,} -> {after:,} "
-                 f"-> {result['checkpoint']}")  # fmt: skip
+    result = run_prune(config_from_args(args, PruneConfig, FLAGS))
+    line = f"masked accuracy {result.masked['accuracy']:.4f}"
+    if result.physical is not None and result.cost_before and result.cost_after:
+        before, after = result.cost_before["params"], result.cost_after["params"]
+        line += (
+            f", physical accuracy {result.physical['accuracy']:.4f}, params {before:,} -> {after:,} "
+            f"-> {result.checkpoint}"
+        )
     print(line)
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from medprune.cli.config_args import add_config_arguments, config_from_args
-from medprune.report.build import ReportConfig
+from medprune.runs.report import ReportConfig, run_report
 
 HELP = "build the report (Table 1, lossless rates, curves, efficiency, heatmaps) from sweep folders or CSVs"
 
@@ -19,9 +19,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from medprune.report.build import build_report
-
     config = config_from_args(args, ReportConfig, FLAGS, efficiency=args.efficiency, heatmaps=args.heatmaps)
-    result = build_report(config)
-    print(f"report: {result['html']}")
+    print(f"report: {run_report(config).html}")
     return 0

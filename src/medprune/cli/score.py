@@ -1,9 +1,9 @@
 """``medprune score``: unit scores of a checkpoint for every (method, sampling) pair, saved as reusable score files.
 
-Options come from (later wins): :class:`ScoreConfig` defaults, ``--config file.yaml``, the positional checkpoint and
-flags, then ``--set key=value``. The dataset defaults to the one recorded in the checkpoint's sidecar. Each pair is
-computed by :func:`medprune.scoring.store.compute_scores` into ``--out``; files already there for the same request,
-model and data are reused. ``<out>/scores.json`` lists every pair and its file.
+Options come from (later wins): :class:`~medprune.runs.score.ScoreConfig` defaults, ``--config file.yaml``, the
+positional checkpoint and flags, then ``--set key=value``; ``--option METHOD.KEY=VALUE`` sets a method option. The
+runner (:func:`medprune.runs.score.run_score`) reuses score files already in ``--out`` and lists every pair in
+``<out>/scores.json``.
 
 >>> # medprune score runs/train/model.safetensors --methods lrp,ig,random --samplings random,clustering --out runs/s
 """
@@ -13,55 +13,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import logging
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from medprune.cli.config_args import config_from_args as shared_config_from_args
-from medprune.config import ConfigError, save_config
-
-logger = logging.getLogger(__name__)
+from medprune.config import ConfigError
+from medprune.runs.score import ScoreConfig, run_score
 
 HELP = "score every unit of a checkpoint with each method x sampling strategy -> reusable score files"
-
-
-@dataclass
-class ScoreConfig:
-    """Options of ``medprune score``.
-
-    Attributes:
-        checkpoint: ``<stem>.safetensors`` / ``<stem>.json`` written by ``medprune train``.
-        out: folder of score files (and of ``scores.json``, ``score_config.yaml``).
-        dataset: dataset name (default: the checkpoint's).
-        data_root: dataset folder (default: the checkpoint's, else ``$MEDPRUNE_DATA``).
-        methods: scoring methods (empty: every registered one).
-        samplings: sample-selection strategies.
-        n_per_class: samples per class.
-        seed: seed of sample selection and random scores.
-        sign: ``signed`` (paper) or ``abs`` aggregation over samples.
-        target: relevance starts at the ``true`` or ``predicted`` class.
-        candidate_limit: samples scanned per class by confidence/clustering selection (None: all).
-        batch_size: samples per scorer call.
-        device: ``auto``, ``cpu`` or ``cuda``.
-        method_options: ``{method: {option: value}}`` (CLI: ``--option ig.steps=10``).
-    """
-
-    checkpoint: str | None = None
-    out: str = "runs/scores"
-    dataset: str | None = None
-    data_root: str | None = None
-    methods: list[str] = field(default_factory=list)
-    samplings: list[str] = field(default_factory=lambda: ["random", "confidence", "clustering"])
-    n_per_class: int = 10
-    seed: int = 0
-    sign: Literal["signed", "abs"] = "signed"
-    target: Literal["true", "predicted"] = "true"
-    candidate_limit: int | None = None
-    batch_size: int = 16
-    device: str = "auto"
-    method_options: dict[str, Any] = field(default_factory=dict)
-
 
 _FLAGS = {
     "--out": "out",
@@ -86,10 +44,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for flag, name in _FLAGS.items():
         hint = " (comma-separated)" if name in ("methods", "samplings") else ""
         parser.add_argument(flag, dest=name, metavar=name.upper(), help=f"see ScoreConfig.{name}{hint}")
-    parser.add_argument("--option", action="append", default=[], metavar="METHOD.KEY=VALUE",
-                        help="a method option, e.g. ig.steps=10 (JSON values: 10, 0.5, \"black\", [1, 2])")
-    parser.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
-                        help=f"any ScoreConfig option; valid keys: {', '.join(keys)}")
+    parser.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="METHOD.KEY=VALUE",
+        help='a method option, e.g. ig.steps=10 (JSON values: 10, 0.5, "black", [1, 2])',
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        default=[],
+        help=f"any ScoreConfig option; valid keys: {', '.join(keys)}",
+    )
 
 
 def _parse_options(pairs: list[str]) -> dict[str, dict[str, Any]]:
@@ -115,59 +83,11 @@ def config_from_args(args: argparse.Namespace) -> ScoreConfig:
     return config
 
 
-def validate(config: ScoreConfig) -> list[str]:
-    """Check names before any work; return the methods to run (all registered ones when none are given)."""
-    from medprune.scoring.registry import available_scorers, validate_method_request
-
-    methods = list(config.methods) or available_scorers()
-    validate_method_request(methods, config.samplings, config.method_options, option_word="--option",
-                            require_sampling=True)  # fmt: skip
-    if not config.checkpoint:
-        raise ValueError("no checkpoint given; pass the model.safetensors written by medprune train")
-    return methods
-
-
-def load_model_and_train_split(config: ScoreConfig) -> tuple[Any, dict[str, Any], Any]:
-    """The checkpoint's model and meta, and the training split of its dataset split the way it was trained."""
-    from medprune.checkpoint import load_checkpoint
-    from medprune.checkpoint_data import splits_for_checkpoint
-    from medprune.devices import resolve_device
-
-    model, meta = load_checkpoint(config.checkpoint, device=resolve_device(config.device))
-    splits = splits_for_checkpoint(meta, dataset=config.dataset, data_root=config.data_root or None,
-                                   dataset_hint="--dataset NAME")  # fmt: skip
-    return model, meta, splits
-
-
-def run_score(config: ScoreConfig) -> list[dict[str, Any]]:
-    """Compute (or reuse) every (method, sampling) score file; return the rows written to ``scores.json``."""
-    from medprune.scoring.store import ScoreRequest, compute_scores
-
-    methods = validate(config)
-    model, _meta, splits = load_model_and_train_split(config)
-    out = Path(config.out)
-    save_config(config, out, "score_config.yaml")
-    rows: list[dict[str, Any]] = []
-    for method in methods:
-        for sampling in config.samplings:
-            request = ScoreRequest(method, sampling, config.n_per_class, config.seed, config.sign, config.target,
-                                   dict(config.method_options.get(method) or {}), config.candidate_limit)  # fmt: skip
-            record = compute_scores(model, splits.train, request, cache_dir=out, batch_size=config.batch_size)
-            rows.append({"method": method, "sampling": sampling, "file": record.path.name if record.path else None,
-                         "reused": record.reused, "data_free": request.data_free,
-                         "samples": len((record.provenance.get("selection") or {}).get("indices", [])),
-                         "wall_time_s": record.provenance.get("wall_time_s")})  # fmt: skip
-    manifest = {"checkpoint": str(config.checkpoint), "dataset": splits.name, "fingerprint": splits.fingerprint,
-                "scores": rows}  # fmt: skip
-    (out / "scores.json").write_text(json.dumps(manifest, indent=1) + "\n")
-    return rows
-
-
 def run(args: argparse.Namespace) -> int:
-    rows = run_score(config_from_args(args))
-    width = max(len(f"{r['method']}/{r['sampling']}") for r in rows)
-    for r in rows:
-        state = "reused" if r["reused"] else f"computed in {r['wall_time_s']:.2f} s"
-        samples = "data-free" if r["data_free"] else f"{r['samples']} samples"
-        print(f"{r['method'] + '/' + r['sampling']:<{width}}  {samples:<12} {state:<24} {r['file']}")
+    pairs = run_score(config_from_args(args)).pairs
+    width = max(len(f"{p.method}/{p.sampling}") for p in pairs)
+    for p in pairs:
+        state = "reused" if p.reused else f"computed in {p.wall_time_s:.2f} s"
+        samples = "data-free" if p.data_free else f"{p.samples} samples"
+        print(f"{p.method + '/' + p.sampling:<{width}}  {samples:<12} {state:<24} {p.file}")
     return 0

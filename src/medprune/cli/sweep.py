@@ -5,15 +5,22 @@ from __future__ import annotations
 import argparse
 
 from medprune.cli.config_args import add_config_arguments, config_from_args
-from medprune.sweep.run import SweepConfig
+from medprune.runs.sweep import SweepConfig, run_sweep
 
 HELP = "sweep pruning rates x methods x samplings over trained checkpoints (resumable) -> results.csv"
 
 FLAGS = {
-    "--checkpoints": "checkpoints", "--out": "out", "--data-root": "data_root", "--methods": "methods",
-    "--samplings": "samplings", "--controls": "controls", "--rates": "rates", "--scope": "scope",
-    "--normalize": "normalize", "--device": "device",
-}  # fmt: skip
+    "--checkpoints": "checkpoints",
+    "--out": "out",
+    "--data-root": "data_root",
+    "--methods": "methods",
+    "--samplings": "samplings",
+    "--controls": "controls",
+    "--rates": "rates",
+    "--scope": "scope",
+    "--normalize": "normalize",
+    "--device": "device",
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,9 +28,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from medprune.sweep.run import run_sweep
-
-    config = config_from_args(args, SweepConfig, FLAGS)
-    rows = run_sweep(config)
-    print(f"{len(rows)} rows -> {config.out}/results.csv")
+    result = run_sweep(config_from_args(args, SweepConfig, FLAGS))
+    print(f"{len(result.rows)} rows -> {result.results_csv}")
     return 0

@@ -1,6 +1,6 @@
 """``medprune train``: train a baseline classifier with the paper's recipe and save a checkpoint.
 
-Options come from (later wins): :class:`~medprune.train_config.TrainConfig` defaults, ``--config file.yaml``, the
+Options come from (later wins): :class:`~medprune.runs.train.TrainConfig` defaults, ``--config file.yaml``, the
 flags below, then ``--set key=value`` (any TrainConfig field). The resolved config is written to
 ``<out-dir>/config.yaml``.
 """
@@ -11,7 +11,7 @@ import argparse
 import dataclasses
 
 from medprune.cli.config_args import config_from_args as shared_config_from_args
-from medprune.train_config import TrainConfig
+from medprune.runs.train import TrainConfig, run_train
 
 HELP = "train a baseline classifier (paper recipe) and save model.safetensors + model.json"
 
@@ -60,8 +60,6 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from medprune.train import run_train
-
     config = config_from_args(args)
     result = run_train(config)
     test = result.test_metrics

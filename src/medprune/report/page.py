@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from medprune.report.html import fmt, image_html, page, table_html
+from medprune.report.tables import PAPER_TABLE1
 from medprune.sweep.table import BASELINE, Row, format_rate
 
 DEFINITIONS = (
@@ -24,6 +25,27 @@ DEFINITIONS = (
 )
 
 
+def _paper_cell(method: Any, sampling: Any, index: int) -> str:
+    entry = PAPER_TABLE1.get((str(method), str(sampling)))
+    return "" if entry is None else f"{entry[index][0]:.3f} ± {entry[index][1]:.2f}"
+
+
+def table1_display(summary: Sequence[Row], rates: Sequence[float], with_paper: bool = True) -> list[Row]:
+    """Table 1 rows as text cells ``mean ± std`` (ours) beside the paper's value."""
+    rows = []
+    for row in summary:
+        out: Row = {k: v for k, v in row.items() if "@" not in k}
+        for index, rate in enumerate(rates):
+            text = format_rate(rate)[:4]
+            mean, std, n = row.get(f"mean@{text}"), row.get(f"std@{text}"), row.get(f"n@{text}")
+            cell = "–" if not n else f"{mean:.3f}" + ("" if std != std else f" ± {std:.3f}")
+            out[f"{text} ours"] = cell
+            if with_paper:
+                out[f"{text} paper"] = _paper_cell(row.get("method"), row.get("sampling"), index) if index < 4 else ""
+        rows.append(out)
+    return rows
+
+
 def _sweep_summary(rows: Sequence[Row]) -> str:
     base = [r for r in rows if r["method"] == BASELINE]
     items = "".join(
@@ -34,8 +56,10 @@ def _sweep_summary(rows: Sequence[Row]) -> str:
     )
     curves = {(r["checkpoint"], r["method"], r["sampling"]) for r in rows if r["method"] != BASELINE}
     rates = sorted({float(r["rate"]) for r in rows})
-    return (f"<p>{len(rows)} rows: {len(curves)} curves over {len(base)} model(s), rates {rates[0]:.2f}–"
-            f"{rates[-1]:.2f} ({len(rates)} values).</p><ul>{items}</ul>")  # fmt: skip
+    return (
+        f"<p>{len(rows)} rows: {len(curves)} curves over {len(base)} model(s), rates {rates[0]:.2f}–"
+        f"{rates[-1]:.2f} ({len(rates)} values).</p><ul>{items}</ul>"
+    )
 
 
 def _lossless_table(lossless: Sequence[Row], tolerances: Sequence[float]) -> str:
@@ -62,8 +86,17 @@ def _efficiency_table(rows: Sequence[Row]) -> str:
     return table_html(rows, columns, [*columns[:7], "CPU latency (ms)", "speed-up", "masks"], cell)
 
 
+class PageOptions(Protocol):
+    """The report settings the page shows (:class:`medprune.runs.report.ReportConfig` has them)."""
+
+    table1_rates: Sequence[float]
+    contiguous: bool
+    tolerances: Sequence[float]
+    latency_batch: int
+
+
 def render(
-    config: Any,
+    config: PageOptions,
     rows: Sequence[Row],
     summary: Sequence[Row],
     clinical: Sequence[Row],
@@ -75,35 +108,41 @@ def render(
     notes: Sequence[str],
 ) -> str:
     """The full HTML document (PNG files are embedded)."""
-    from medprune.report.build import table1_display
-
     rates = list(config.table1_rates)
     contiguous = ", with every smaller swept rate within it too" if config.contiguous else ""
     sections = [
         ("What was swept", _sweep_summary(rows)),
-        ("Table 1: accuracy drop at fixed pruning rates (ours beside the paper)",
-         table_html(table1_display(list(summary), rates))),
+        (
+            "Table 1: accuracy drop at fixed pruning rates (ours beside the paper)",
+            table_html(table1_display(list(summary), rates)),
+        ),
         ("Worst-class recall drop at the same rates", table_html(table1_display(list(clinical), rates, False))),
         ("Lossless pruning rates", _lossless_table(lossless, config.tolerances)),
         ("Accuracy vs pruning rate (Fig. 2 style)", "".join(image_html(p) for p in curve_paths)),
-    ]  # fmt: skip
+    ]
     if efficiency:
-        sections.append(("Physically pruned models: parameters, MACs (per image), CPU latency",
-                         "<p class='note'>Latency: median of timed forward passes, batch "
-                         f"{config.latency_batch}, on this machine's CPU. “coupled for removal”: the model has "
-                         "residual couplings the sweep did not impose, so physical removal uses coupled masks at the "
-                         "same rate. On a machine shared with other jobs latency is noisy (a speed-up below 1 is "
-                         "noise, not a slowdown); MACs and parameters are exact.</p>"
-                         + _efficiency_table(efficiency)))  # fmt: skip
+        sections.append(
+            (
+                "Physically pruned models: parameters, MACs (per image), CPU latency",
+                "<p class='note'>Latency: median of timed forward passes, batch "
+                f"{config.latency_batch}, on this machine's CPU. “coupled for removal”: the model has "
+                "residual couplings the sweep did not impose, so physical removal uses coupled masks at the "
+                "same rate. On a machine shared with other jobs latency is noisy (a speed-up below 1 is "
+                "noise, not a slowdown); MACs and parameters are exact.</p>" + _efficiency_table(efficiency),
+            )
+        )
     if heat_paths:
         mean = {}
         for s in similarity:
             if format_rate(s["rate"]) in (format_rate(0.5),):
                 mean[s["label"]] = s["pearson_mean"]
         text = ", ".join(f"{k}: {fmt(v, 2)}" for k, v in sorted(mean.items()))
-        sections.append(("Do explanations survive pruning? LRP heatmaps before and after",
-                         f"<p>Mean Pearson r of heatmaps at rate 0.50: {text}.</p>"
-                         + "".join(image_html(p) for p in heat_paths)))  # fmt: skip
+        sections.append(
+            (
+                "Do explanations survive pruning? LRP heatmaps before and after",
+                f"<p>Mean Pearson r of heatmaps at rate 0.50: {text}.</p>" + "".join(image_html(p) for p in heat_paths),
+            )
+        )
     sections.append(("Definitions", DEFINITIONS.format(contiguous=contiguous)))
     if notes:
         sections.append(("Notes", "<ul>" + "".join(f"<li>{n}</li>" for n in notes) + "</ul>"))

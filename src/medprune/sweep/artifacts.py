@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from medprune.config import build_config
 from medprune.pruning import masks_from_scores
-from medprune.sweep.run import SweepConfig, load_for_sweep, score_callback
+from medprune.runs.sweep import SweepConfig, load_for_sweep, score_store
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class SweepModel:
 
 
 def is_sweep_dir(path: str | Path) -> bool:
-    """A folder written by :func:`medprune.sweep.run.run_sweep` (has manifest.json and config.yaml)."""
+    """A folder written by :func:`medprune.runs.sweep.run_sweep` (has manifest.json and config.yaml)."""
     path = Path(path)
     return path.is_dir() and (path / "manifest.json").is_file() and (path / "config.yaml").is_file()
 
@@ -83,6 +83,6 @@ def load_swept_models(path: str | Path, data_root: str | None = None) -> dict[st
         checksum = model_checksum(model)
         if checksum[:16] != key:
             raise ValueError(f"checkpoint {entry['checkpoint']} changed since the sweep ({checksum[:16]} vs {key})")
-        scores_for = score_callback(model, splits, config, Path(path) / "scores", checksum)
+        scores_for = score_store(model, splits, config, Path(path) / "scores", checksum).scores
         models[key] = SweepModel(key, model, meta, splits, config, scores_for)
     return models

@@ -141,9 +141,41 @@ def sweep_model(
     """
     done = log.finished()
     groups = unit_groups(model)
-    inputs, labels = test_data
-    rows: list[Row] = []
+    rows, pending = _split_done(params, curves, rates, done)
+    # Scores first, all checked against the model, before any (long) evaluation.
+    scored = [
+        (method, sampling, todo, _checked_scores(scores_for, method, sampling, groups))
+        for method, sampling, todo in pending
+    ]
+    reference = _baseline(model, params, test_data, class_names, log, done, batch_size)
+    rows.insert(0, reference)
+    total = sum(g.num_units for g in groups)
+    for method, sampling, todo, scores in scored:
+        for row in todo:
+            started = time.perf_counter()
+            metrics = _pruned_metrics(
+                model, scores, row["rate"], params, couplings, total, reference, test_data, class_names, batch_size
+            )
+            log.append(_finish(row, metrics, started))
+            rows.append(row)
+        logger.info(
+            "%s/%s %s/%s: %d rates evaluated (accuracy %.4f at rate %s)",
+            params.model,
+            params.dataset,
+            method,
+            sampling,
+            len(todo),
+            todo[-1]["accuracy"],
+            format_rate(todo[-1]["rate"])[:4],
+        )
+    return rows
 
+
+def _split_done(
+    params: CurveParams, curves: Sequence[tuple[str, str]], rates: Sequence[float], done: Mapping[Any, Row]
+) -> tuple[list[Row], list[tuple[str, str, list[Row]]]]:
+    """Rows already in the log, and per unfinished curve the rows still to evaluate."""
+    rows: list[Row] = []
     pending: list[tuple[str, str, list[Row]]] = []
     for method, sampling in curves:
         curve_rows = [params.row(method, sampling, rate) for rate in rates]
@@ -151,52 +183,62 @@ def sweep_model(
         todo = [r for r in curve_rows if row_key(r) not in done]
         if todo:
             pending.append((method, sampling, todo))
-    # Scores first, all checked against the model, before any (long) evaluation.
-    scored = []
-    for method, sampling, todo in pending:
-        scores = {k: torch.as_tensor(v) for k, v in scores_for(method, sampling).items()}
-        validate_scores(scores, groups, what=f"{method}/{sampling} scores")
-        scored.append((method, sampling, todo, scores))
-    base = params.row(BASELINE, NO_SAMPLING, 0.0)
-    if row_key(base) not in done:
-        started = time.perf_counter()
-        _finish(
-            base, {**evaluate_rows(model, inputs, labels, class_names, batch_size), "pruned_fraction": 0.0}, started
-        )
-        log.append(base)
-        logger.info("%s/%s baseline: accuracy %.4f", params.model, params.dataset, base["accuracy"])
-    reference = done.get(row_key(base), base)
-    rows.insert(0, reference)
+    return rows, pending
 
-    total = sum(g.num_units for g in groups)
-    for method, sampling, todo, scores in scored:
-        for row in todo:
-            started = time.perf_counter()
-            masks = masks_from_scores(
-                scores,
-                row["rate"],
-                scope=params.scope,
-                normalize=params.normalize,  # type: ignore[arg-type]
-                min_keep=params.min_keep,
-                couplings=couplings,
-            )
-            kept = sum(int(m.sum()) for m in masks.values())
-            if kept == total:  # nothing pruned (rate 0): the model is the baseline, bit for bit
-                metrics = {k: v for k, v in reference.items() if k not in row and k not in ("seconds", "finished_at")}
-            else:
-                with apply_masks(model, masks):
-                    metrics = evaluate_rows(model, inputs, labels, class_names, batch_size)
-            metrics["pruned_fraction"] = 1.0 - kept / total
-            log.append(_finish(row, metrics, started))
-            rows.append(row)
-        logger.info(
-            "%s/%s %s/%s: %d rates evaluated (accuracy %s at rate %s)",
-            params.model,
-            params.dataset,
-            method,
-            sampling,
-            len(todo),
-            f"{todo[-1]['accuracy']:.4f}",
-            format_rate(todo[-1]["rate"])[:4],
-        )
-    return rows
+
+def _checked_scores(scores_for: ScoresFor, method: str, sampling: str, groups: Sequence[Any]) -> dict[str, Tensor]:
+    scores = {k: torch.as_tensor(v) for k, v in scores_for(method, sampling).items()}
+    validate_scores(scores, groups, what=f"{method}/{sampling} scores")
+    return scores
+
+
+def _baseline(
+    model: nn.Module,
+    params: CurveParams,
+    test_data: tuple[Tensor, Tensor | np.ndarray],
+    class_names: Sequence[str],
+    log: RowLog,
+    done: Mapping[Any, Row],
+    batch_size: int,
+) -> Row:
+    """The unpruned row: from the log when there, else evaluated and appended."""
+    base = params.row(BASELINE, NO_SAMPLING, 0.0)
+    if row_key(base) in done:
+        return done[row_key(base)]
+    started = time.perf_counter()
+    metrics = {**evaluate_rows(model, *test_data, class_names, batch_size), "pruned_fraction": 0.0}
+    log.append(_finish(base, metrics, started))
+    logger.info("%s/%s baseline: accuracy %.4f", params.model, params.dataset, base["accuracy"])
+    return base
+
+
+def _pruned_metrics(
+    model: nn.Module,
+    scores: Mapping[str, Tensor],
+    rate: float,
+    params: CurveParams,
+    couplings: Sequence[Sequence[str]] | None,
+    total: int,
+    reference: Row,
+    test_data: tuple[Tensor, Tensor | np.ndarray],
+    class_names: Sequence[str],
+    batch_size: int,
+) -> Row:
+    """Metric columns of the model with the units of ``scores`` masked at ``rate`` (plus ``pruned_fraction``)."""
+    masks = masks_from_scores(
+        scores,
+        rate,
+        scope=params.scope,
+        normalize=params.normalize,  # type: ignore[arg-type]
+        min_keep=params.min_keep,
+        couplings=couplings,
+    )
+    kept = sum(int(m.sum()) for m in masks.values())
+    if kept == total:  # nothing pruned (rate 0): the model is the baseline, bit for bit
+        skip = (*params.row(BASELINE, NO_SAMPLING, 0.0), "seconds", "finished_at")
+        metrics = {k: v for k, v in reference.items() if k not in skip}
+    else:
+        with apply_masks(model, masks):
+            metrics = evaluate_rows(model, *test_data, class_names, batch_size)
+    metrics["pruned_fraction"] = 1.0 - kept / total
+    return metrics

@@ -3,26 +3,33 @@
 Everything is validated before any work (rates, methods, samplings, checkpoints, datasets); the rows go to
 ``<out>/rows.jsonl`` (durable, resumable) and ``<out>/results.csv`` (the tidy table, rewritten after each model);
 ``<out>/manifest.json`` records, per checkpoint, where the model, data and score files are (the report reads it).
+
+>>> # result = run_sweep(SweepConfig(checkpoints=["runs/train/model.safetensors"], out="runs/sweep"))
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
+from medprune.checkpoint import read_meta
+from medprune.checkpoint_data import CheckpointData, load_with_splits
 from medprune.config import save_config
-from medprune.pruning import check_rate
+from medprune.data import DatasetSplits, stack_samples
+from medprune.options import NO_SAMPLING, SAMPLINGS, Normalize, Scope, Sign, TargetMode
+from medprune.provenance import model_checksum
+from medprune.pruning import check_rate, coupled_groups
 from medprune.scoring import scorer_entry, validate_method_request
-from medprune.selection import SAMPLINGS
-from medprune.sweep.core import DEFAULT_RATES, NO_SAMPLING, CurveParams, sweep_model
+from medprune.scoring.store import ScoreStore
+from medprune.sweep.core import DEFAULT_RATES, CurveParams, sweep_model
 from medprune.sweep.table import Row, RowLog, write_csv
+from medprune.units import unit_groups
 
 logger = logging.getLogger(__name__)
 
@@ -68,10 +75,10 @@ class SweepConfig:
     rates: list[float] = field(default_factory=lambda: list(DEFAULT_RATES))
     n_per_class: int = 10
     seed: int = 0
-    sign: Literal["signed", "abs"] = "signed"
-    target: Literal["true", "predicted"] = "true"
-    scope: Literal["global", "layer"] = "global"
-    normalize: Literal["none", "total", "max", "l2"] = "none"
+    sign: Sign = "signed"
+    target: TargetMode = "true"
+    scope: Scope = "global"
+    normalize: Normalize = "none"
     min_keep: int = 1
     couplings: bool = False
     split: Literal["test", "val"] = "test"
@@ -104,60 +111,97 @@ def validate_config(config: SweepConfig) -> list[float]:
         raise ValueError("no checkpoints given; pass at least one trained model (model.safetensors)")
     if not isinstance(config.n_per_class, int) or config.n_per_class < 1:
         raise ValueError(f"n_per_class must be a positive int, got {config.n_per_class!r}")
-    from medprune.checkpoint import read_meta
-
     for path in config.checkpoints:
         read_meta(path)  # raises FileNotFoundError / ValueError naming the file
     return rates
 
 
-def load_for_sweep(path: str, config: SweepConfig) -> tuple[nn.Module, dict[str, Any], Any]:
+def load_for_sweep(path: str, config: SweepConfig) -> CheckpointData:
     """The checkpoint's model and meta, and its dataset split the way it was trained (checked by fingerprint)."""
-    from medprune.checkpoint import load_checkpoint
-    from medprune.checkpoint_data import splits_for_checkpoint
-
-    model, meta = load_checkpoint(path, device=config.device)
-    splits = splits_for_checkpoint(meta, dataset=config.dataset, data_root=config.data_root, label=f"checkpoint {path}",
-                                   override_is_same_data=True)  # fmt: skip
-    return model, meta, splits
-
-
-def score_callback(model: nn.Module, splits: Any, config: SweepConfig, cache: Path, checksum: str):  # noqa: ANN201
-    """``scores_for(method, sampling)`` backed by the score store (reuses existing score files)."""
-    from medprune.scoring.store import ScoreRequest, compute_scores
-
-    files: dict[str, str] = {}
-
-    def scores_for(method: str, sampling: str) -> Mapping[str, Tensor]:
-        fields = dict(
-            method=method, sampling=sampling, n_per_class=config.n_per_class, seed=config.seed, sign=config.sign,
-            target=config.target, options=dict(config.method_options.get(method) or {}),
-        )  # fmt: skip
-        if fields["sampling"] == NO_SAMPLING:  # data-free: the store ignores the sampling
-            fields["sampling"] = "random"
-        record = compute_scores(model, splits.train, ScoreRequest(**fields), cache_dir=cache, device=config.device)
-        recorded = (record.provenance or {}).get("model_checksum")
-        if recorded is not None and recorded != checksum:
-            raise ValueError(
-                f"{method}/{sampling} scores were made for another model ({recorded[:12]}…, this "
-                f"checkpoint is {checksum[:12]}…)"
-            )
-        if getattr(record, "path", None):
-            files[f"{method}/{sampling}"] = str(record.path)
-        return record.scores
-
-    scores_for.files = files  # type: ignore[attr-defined]
-    return scores_for
+    return load_with_splits(
+        path,
+        device=config.device,
+        dataset=config.dataset,
+        data_root=config.data_root,
+        label=f"checkpoint {path}",
+        override_is_same_data=True,
+    )
 
 
-def run_sweep(config: SweepConfig) -> list[Row]:
-    """Sweep every checkpoint of ``config``; return all rows (old and new) of this sweep.
+def score_store(
+    model: nn.Module, splits: DatasetSplits, config: SweepConfig, cache: Path, checksum: str | None = None
+) -> ScoreStore:
+    """The :class:`ScoreStore` of one swept model: its training split and the sweep's request fields."""
+    return ScoreStore(
+        model,
+        splits.train,
+        cache,
+        n_per_class=config.n_per_class,
+        seed=config.seed,
+        sign=config.sign,
+        target=config.target,
+        method_options=config.method_options,
+        device=config.device,
+        batch_size=config.score_batch_size,
+        checksum=checksum,
+    )
 
-    >>> # rows = run_sweep(SweepConfig(checkpoints=["runs/train/model.safetensors"], out="runs/sweep"))
+
+@dataclass
+class SweepResult:
+    """What :func:`run_sweep` produced.
+
+    Attributes:
+        rows: every row of this sweep (old and new), baseline first per model.
+        results_csv: the tidy table. manifest: where each model's checkpoint, data and score files are.
     """
-    from medprune.checkpoint import model_checksum
-    from medprune.data import stack_samples
 
+    rows: list[Row]
+    results_csv: Path
+    manifest: Path
+
+
+def _sweep_checkpoint(
+    path: str, config: SweepConfig, curves: list[tuple[str, str]], rates: list[float], log: RowLog
+) -> tuple[str, list[Row], dict[str, Any]]:
+    """Sweep one checkpoint; return its key (checksum prefix), its rows and its manifest entry."""
+    model, meta, splits = load_for_sweep(path, config)
+    checksum = model_checksum(model)
+    name = meta["model"]["name"]
+    logger.info("sweep %s on %s (%s): %d curves x %d rates", name, splits.name, checksum[:12], len(curves), len(rates))
+    evaluation = getattr(splits, config.split)
+    test_data = stack_samples(evaluation, range(len(evaluation)))
+    store = score_store(model, splits, config, Path(config.out) / "scores", checksum)
+    couplings = coupled_groups(model, unit_groups(model)) if config.couplings else None
+    params = CurveParams(
+        name,
+        splits.name,
+        checksum[:16],
+        config.sign,
+        config.target,
+        config.n_per_class,
+        config.seed,
+        config.scope,
+        config.normalize,
+        config.min_keep,
+    )
+    with torch.no_grad():
+        rows = sweep_model(
+            model, params, curves, rates, store.scores, test_data, splits.class_names, log, config.batch_size, couplings
+        )
+    entry = {
+        "checkpoint": str(Path(path).resolve()),
+        "model": name,
+        "dataset": splits.name,
+        "data_root": config.data_root,
+        "split": config.split,
+        "score_files": store.files,
+    }
+    return checksum[:16], rows, entry
+
+
+def run_sweep(config: SweepConfig) -> SweepResult:
+    """Sweep every checkpoint of ``config``; return all rows (old and new) of this sweep."""
     rates = validate_config(config)
     curves = curve_list(config)
     out = Path(config.out)
@@ -168,44 +212,10 @@ def run_sweep(config: SweepConfig) -> list[Row]:
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {"models": {}}
     all_rows: list[Row] = []
     for path in config.checkpoints:
-        model, meta, splits = load_for_sweep(path, config)
-        checksum = model_checksum(model)
-        name = meta["model"]["name"]
-        logger.info(
-            "sweep %s on %s (%s): %d curves x %d rates", name, splits.name, checksum[:12], len(curves), len(rates)
-        )
-        evaluation = getattr(splits, config.split)
-        test_data = stack_samples(evaluation, range(len(evaluation)))
-        scores_for = score_callback(model, splits, config, out / "scores", checksum)
-        couplings = None
-        if config.couplings:
-            from medprune.pruning.physical import coupled_groups
-            from medprune.units import unit_groups
-
-            couplings = coupled_groups(model, unit_groups(model))
-        params = CurveParams(
-            name, splits.name, checksum[:16], config.sign, config.target, config.n_per_class, config.seed,
-            config.scope, config.normalize, config.min_keep,
-        )  # fmt: skip
-        with torch.no_grad():
-            rows = sweep_model(
-                model,
-                params,
-                curves,
-                rates,
-                scores_for,
-                test_data,
-                splits.class_names,
-                log,
-                config.batch_size,
-                couplings,
-            )
+        key, rows, entry = _sweep_checkpoint(path, config, curves, rates, log)
         all_rows.extend(rows)
-        manifest["models"][checksum[:16]] = {
-            "checkpoint": str(Path(path).resolve()), "model": name, "dataset": splits.name,
-            "data_root": config.data_root, "split": config.split, "score_files": scores_for.files,  # type: ignore[attr-defined]
-        }  # fmt: skip
+        manifest["models"][key] = entry
         manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
         write_csv(log.read(), out / "results.csv")
     logger.info("sweep done: %d rows in %s", len(all_rows), out / "results.csv")
-    return all_rows
+    return SweepResult(all_rows, out / "results.csv", manifest_path)

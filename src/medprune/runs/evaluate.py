@@ -2,6 +2,8 @@
 
 The dataset, image size, channels and split parameters default to those recorded in the checkpoint's sidecar, so
 ``run_evaluate(EvaluateConfig(checkpoint="runs/x/model"))`` re-creates the test split the model was trained with.
+
+>>> # result = run_evaluate(EvaluateConfig(checkpoint="runs/train/model.safetensors")); result.metrics["accuracy"]
 """
 
 from __future__ import annotations
@@ -12,14 +14,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from medprune.checkpoint import checkpoint_paths, load_checkpoint, model_checksum, to_jsonable
+from medprune.checkpoint import checkpoint_paths
+from medprune.checkpoint_data import load_with_splits, recorded_dataset_name
 from medprune.config import ConfigError, config_to_dict, save_config
-from medprune.devices import resolve_device
 from medprune.metrics import evaluate, summary_line
+from medprune.provenance import model_checksum, to_jsonable
+from medprune.runtime import resolve_device
+from medprune.train import limit_dataset
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EvaluateConfig", "run_evaluate"]
+__all__ = ["EvaluateConfig", "EvaluateResult", "run_evaluate"]
 
 
 @dataclass
@@ -54,26 +59,34 @@ class EvaluateConfig:
             raise ConfigError(f"max_samples must be >= 2 or None, got {self.max_samples}")
 
 
-def run_evaluate(config: EvaluateConfig) -> dict[str, Any]:
-    """Load the checkpoint, rebuild the dataset split, compute :func:`medprune.metrics.evaluate`, write JSON.
+@dataclass
+class EvaluateResult:
+    """What :func:`run_evaluate` measured and wrote.
 
-    Returns:
-        The metrics dict as written, plus a ``provenance`` entry (checkpoint, model checksum, dataset fingerprint).
+    Attributes:
+        metrics: :func:`medprune.metrics.evaluate` output (the JSON file holds it plus ``provenance``).
+        provenance: checkpoint, model checksum, dataset, its fingerprint, split and the resolved config.
+        output: the JSON file written.
     """
-    from medprune.checkpoint_data import recorded_dataset_name, splits_for_checkpoint
-    from medprune.train import limit_dataset
 
+    metrics: dict[str, Any]
+    provenance: dict[str, Any]
+    output: Path
+
+
+def run_evaluate(config: EvaluateConfig) -> EvaluateResult:
+    """Load the checkpoint, rebuild the dataset split, compute :func:`medprune.metrics.evaluate`, write JSON."""
     device = resolve_device(config.device)
-    model, meta = load_checkpoint(config.checkpoint, device=device)
-    trained = meta.get("train_config") or {}
-    splits = splits_for_checkpoint(meta, dataset=config.dataset, data_root=config.data_root or None)
+    model, meta, splits = load_with_splits(
+        config.checkpoint, device=device, dataset=config.dataset, data_root=config.data_root or None
+    )
     name = config.dataset or recorded_dataset_name(meta)
     data = getattr(splits, config.split).with_transform(train=False)
-    data = limit_dataset(data, config.max_samples, trained.get("seed", 0))
+    data = limit_dataset(data, config.max_samples, (meta.get("train_config") or {}).get("seed", 0))
     metrics = evaluate(model, data, splits.class_names, batch_size=config.batch_size, device=device)
     logger.info("%s %s (%d images): %s", name, config.split, len(data), summary_line(metrics))
     weights, _ = checkpoint_paths(config.checkpoint)
-    metrics["provenance"] = {
+    provenance = {
         "checkpoint": str(weights),
         "model_checksum": model_checksum(model),
         "dataset": name,
@@ -83,7 +96,6 @@ def run_evaluate(config: EvaluateConfig) -> dict[str, Any]:
     }
     out = Path(config.out) if config.out else weights.parent / f"eval_{name}_{config.split}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(to_jsonable(metrics), indent=2, allow_nan=False) + "\n")
+    out.write_text(json.dumps(to_jsonable({**metrics, "provenance": provenance}), indent=2, allow_nan=False) + "\n")
     save_config(config, out.parent, name=f"{out.stem}.config.yaml")
-    metrics["provenance"]["output"] = str(out)
-    return metrics
+    return EvaluateResult(metrics, {**provenance, "output": str(out)}, out)

@@ -1,0 +1,144 @@
+"""The measured sections of the report: efficiency of physically pruned models, heatmaps and their similarity.
+
+Both need the swept models (:func:`medprune.sweep.artifacts.load_swept_models`), not only the results table.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from medprune.data import stack_samples
+from medprune.report import figures
+from medprune.report.efficiency import efficiency
+from medprune.report.heatmaps import heatmaps_under_masks, pick_images, relevance, similarity_curve
+from medprune.report.tables import best_curve
+from medprune.sweep.artifacts import SweepModel
+from medprune.sweep.table import Row, format_rate
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["efficiency_rows", "heatmap_section", "lossless_rate_rows", "ordered_columns"]
+
+
+def _unpruned_row(key: str, item: SweepModel, latency_batch: int) -> tuple[Row, float]:
+    reference = efficiency(item.model, None, latency_batch)
+    row = {
+        "model": item.meta["model"]["name"],
+        "checkpoint": key,
+        "method": "unpruned",
+        "sampling": "",
+        "criterion": "",
+        "rate": 0.0,
+        **{k: reference[k] for k in ("params", "macs", "latency_ms")},
+        "speedup": 1.0,
+        "masks": "",
+    }
+    return row, reference["latency_ms"]
+
+
+def efficiency_rows(
+    lossless: Sequence[Row], tolerances: Sequence[float], swept: Mapping[str, SweepModel], latency_batch: int
+) -> list[Row]:
+    """Params, MACs and CPU latency of each model unpruned and physically pruned at each curve's lossless rates."""
+    result: list[Row] = []
+    for key, item in swept.items():
+        unpruned, reference_ms = _unpruned_row(key, item, latency_batch)
+        result.append(unpruned)
+        seen: set[tuple] = set()
+        for curve in (c for c in lossless if c["checkpoint"] == key):
+            for tol in tolerances:
+                for criterion, column in (("accuracy", f"lossless@{tol:g}"), ("worst recall", f"clinical@{tol:g}")):
+                    rate = float(curve[column])
+                    ident = (curve["method"], curve["sampling"], format_rate(rate))
+                    if rate == 0 or ident in seen:
+                        continue
+                    seen.add(ident)
+                    masks = item.masks(curve["method"], curve["sampling"], rate, physical=True)
+                    stats = efficiency(item.model, masks, latency_batch)
+                    result.append(
+                        {
+                            "model": curve["model"],
+                            "checkpoint": key,
+                            "method": curve["method"],
+                            "sampling": curve["sampling"],
+                            "criterion": f"{criterion} ≤ {tol:g}",
+                            "rate": rate,
+                            **{k: stats[k] for k in ("params", "macs", "latency_ms")},
+                            "speedup": reference_ms / stats["latency_ms"],
+                            "masks": "as swept" if item.physical_matches_sweep() else "coupled for removal",
+                        }
+                    )
+    return result
+
+
+def _heatmap_figure(
+    key: str, item: SweepModel, curves_here: Sequence[Row], tolerances: Sequence[float], per_class: int, out: Path
+) -> Path:
+    """Heatmaps of a few test images under the best curve's masks at its lossless rates and at 0.5 and 0.7."""
+    test = item.splits.test
+    best = best_curve(list(curves_here), max(tolerances))
+    x, y = stack_samples(test, pick_images(test.labels, per_class, seed=0))
+    variants = {}
+    for tol in tolerances:
+        rate = float(best[f"lossless@{tol:g}"])
+        if rate != 0:
+            variants[f"{best['method']} {best['sampling']} @{rate:.2f}"] = rate
+    for rate in (0.5, 0.7):
+        variants.setdefault(f"{best['method']} {best['sampling']} @{rate:.2f}", rate)
+    masks = {label: item.masks(best["method"], best["sampling"], rate) for label, rate in variants.items()}
+    maps, corr = heatmaps_under_masks(item.model, x, y, masks)
+    titles = [f"{test.class_names[int(c)]}" for c in y]
+    path = out / f"heatmaps_{item.meta['model']['name']}_{key[:8]}.png"
+    return figures.plot_heatmaps(x.numpy(), maps, path, titles, corr)
+
+
+def heatmap_section(
+    lossless: Sequence[Row],
+    swept: Mapping[str, SweepModel],
+    out: Path,
+    *,
+    tolerances: Sequence[float],
+    heatmap_per_class: int,
+    similarity_images: int,
+    similarity_rates: Sequence[float],
+) -> tuple[list[Path], list[Row]]:
+    """Per model: a heatmap figure and the heatmap-similarity curves of every curve; returns figures and rows."""
+    paths: list[Path] = []
+    similarity: list[Row] = []
+    for key, item in swept.items():
+        curves_here = [c for c in lossless if c["checkpoint"] == key]
+        if not curves_here:
+            continue
+        paths.append(_heatmap_figure(key, item, curves_here, tolerances, heatmap_per_class, out))
+        test = item.splits.test
+        xs, ys = stack_samples(test, pick_images(test.labels, similarity_images, seed=1))
+        reference = relevance(item.model, xs, ys)
+        rates = sorted({float(r["rate"]) for r in lossless_rate_rows(curves_here)} | set(similarity_rates))
+        for curve in curves_here:
+            label = f"{curve['method']} {curve['sampling']}"
+            at = {r: item.masks(curve["method"], curve["sampling"], r) for r in rates if r > 0}
+            similarity.extend(
+                {**s, "checkpoint": key} for s in similarity_curve(item.model, xs, ys, at, label, reference)
+            )
+        paths.append(
+            figures.plot_similarity(
+                [s for s in similarity if s["checkpoint"] == key],
+                out / f"similarity_{item.meta['model']['name']}_{key[:8]}.png",
+            )
+        )
+    return paths, similarity
+
+
+def lossless_rate_rows(curves_here: Sequence[Row]) -> list[Row]:
+    """Lossless rates of these curves as ``{"rate": r}`` rows (the rates the heatmap study must include)."""
+    return [{"rate": v} for c in curves_here for k, v in c.items() if k.startswith(("lossless@", "clinical@"))]
+
+
+def ordered_columns(rows: Sequence[Row]) -> list[str]:
+    """Every column of ``rows`` in first-seen order."""
+    columns: list[str] = []
+    for row in rows:
+        columns.extend(k for k in row if k not in columns)
+    return columns

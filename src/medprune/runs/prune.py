@@ -1,0 +1,235 @@
+"""``run_prune(config)``: one checkpoint + scores + rate -> masked and/or physically pruned checkpoints + metrics.
+
+The physically pruned checkpoint is ``model.safetensors`` + ``model.json`` (whose ``pruned`` field is the structure
+:func:`medprune.pruning.structure.apply_structure` rebuilds) plus ``structure.json``; loading it with
+:func:`medprune.checkpoint.load_checkpoint` gives the small model. Its test metrics are checked against the masked
+model's (equal outputs), and so is the reloaded file's.
+
+>>> # result = run_prune(PruneConfig(checkpoint="runs/train/model.safetensors", method="lrp", rate=0.3))
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from torch import Tensor, nn
+
+from medprune.checkpoint import load_checkpoint, save_checkpoint
+from medprune.checkpoint_data import load_with_splits
+from medprune.config import save_config
+from medprune.data import stack_samples
+from medprune.options import NO_SAMPLING, SAMPLINGS, Normalize, Scope, Sign, TargetMode
+from medprune.provenance import model_checksum, to_jsonable
+from medprune.pruning import check_rate, coupled_groups, mask_model, masks_from_scores, model_cost, remove_units
+from medprune.scoring import scorer_entry
+from medprune.scoring.store import ScoreStore, load_scores
+from medprune.sweep.core import evaluate_rows
+from medprune.sweep.table import Row
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["PruneConfig", "PruneResult", "run_prune", "save_pruned"]
+
+
+@dataclass
+class PruneConfig:
+    """Options of ``medprune prune``.
+
+    Attributes:
+        checkpoint: the trained model (``model.safetensors`` or its stem).
+        out: output folder.
+        method: scoring method (scores come from the score store, reused when cached in ``score_cache``).
+        sampling: sample selection for data-dependent methods (``none`` for data-free ones).
+        rate: fraction of units to prune, in [0, 1).
+        output: write the ``masked`` model (same shapes, zeroed units), the ``physical`` (smaller) one, or ``both``.
+        scope, normalize, min_keep, couplings: as for the sweep; couplings are needed for physical removal of ResNets.
+        n_per_class, seed, sign, target: the score request.
+        data_root, dataset: where the evaluation data is (default: as recorded in the checkpoint).
+        score_cache: folder of score files (default ``<out>/scores``).
+        scores: a score file (``medprune score`` output) to use instead of ``method``/``sampling``; refused when it
+            was computed for another model (other unit groups or other weights).
+        device: ``cpu`` or ``cuda``.
+    """
+
+    checkpoint: str = ""
+    out: str = "runs/prune"
+    method: str = "lrp"
+    sampling: str = "clustering"
+    rate: float = 0.3
+    output: Literal["masked", "physical", "both"] = "both"
+    scope: Scope = "global"
+    normalize: Normalize = "none"
+    min_keep: int = 1
+    couplings: bool = True
+    n_per_class: int = 10
+    seed: int = 0
+    sign: Sign = "signed"
+    target: TargetMode = "true"
+    data_root: str | None = None
+    dataset: str | None = None
+    score_cache: str | None = None
+    scores: str | None = None
+    device: str = "cpu"
+    method_options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PruneResult:
+    """What a pruned model scored and where it was written (``metrics.json`` is :meth:`to_dict`).
+
+    Attributes:
+        masked: test metric columns of the masked model (always measured).
+        physical: those of the physically smaller model (``None`` unless written).
+        reloaded_accuracy: accuracy of the physical checkpoint read back from disk.
+        checkpoint: the physical checkpoint. masked_checkpoint: the masked one.
+        cost_before, cost_after: parameters and MACs of the model before and after removal.
+    """
+
+    masked: Row
+    physical: Row | None = None
+    reloaded_accuracy: float | None = None
+    checkpoint: str | None = None
+    masked_checkpoint: str | None = None
+    cost_before: dict[str, Any] | None = None
+    cost_after: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields that were measured (``None`` ones left out)."""
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+def save_pruned(
+    model: nn.Module,
+    masks: Mapping[str, Tensor],
+    out_dir: str | Path,
+    test_data: tuple[Tensor, Tensor],
+    class_names: list[str],
+    meta: Mapping[str, Any],
+    output: str = "both",
+) -> PruneResult:
+    """Write the masked and/or physically pruned model and ``metrics.json``; check the two agree."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    base_meta = {k: v for k, v in meta.items() if k in ("class_names", "normalization", "dataset", "train_config")}
+    masked = mask_model(model, masks)
+    result = PruneResult(masked=evaluate_rows(masked, *test_data, class_names, 256))
+    if output in ("masked", "both"):
+        path = save_checkpoint(out / "masked", masked, {**base_meta, "pruning": meta.get("pruning")})
+        result.masked_checkpoint = str(path)
+    if output in ("physical", "both"):
+        _save_physical(model, masks, out, test_data, class_names, {**base_meta, "pruning": meta.get("pruning")}, result)
+    (out / "metrics.json").write_text(json.dumps(to_jsonable(result.to_dict()), indent=2) + "\n")
+    return result
+
+
+def _save_physical(
+    model: nn.Module,
+    masks: Mapping[str, Tensor],
+    out: Path,
+    test_data: tuple[Tensor, Tensor],
+    class_names: list[str],
+    meta: dict[str, Any],
+    result: PruneResult,
+) -> None:
+    pruned = remove_units(model, masks)
+    result.physical = evaluate_rows(pruned, *test_data, class_names, 256)
+    structure = pruned.medprune_pruned  # type: ignore[attr-defined]
+    path = save_checkpoint(out / "model", pruned, {**meta, "pruned": structure})
+    (out / "structure.json").write_text(json.dumps(to_jsonable(structure), indent=1) + "\n")
+    reloaded, _ = load_checkpoint(path)
+    result.reloaded_accuracy = evaluate_rows(reloaded, *test_data, class_names, 256)["accuracy"]
+    result.checkpoint = str(path)
+    result.cost_before, result.cost_after = model_cost(model), model_cost(pruned)
+    if abs(result.physical["accuracy"] - result.masked["accuracy"]) > 1e-9:
+        logger.warning(
+            "physical accuracy %.4f differs from masked %.4f", result.physical["accuracy"], result.masked["accuracy"]
+        )
+
+
+def scores_from_file(path: str, model: nn.Module, checksum: str) -> tuple[dict[str, Tensor], tuple[str, str]]:
+    """Scores of a ``medprune score`` file and its ``(method, sampling)``; refused when made for another model."""
+    record = load_scores(path, model)  # refuses other unit groups
+    recorded = record.provenance.get("model_checksum")
+    if recorded and recorded != checksum:
+        raise ValueError(
+            f"{path} was computed for other weights (model checksum {recorded[:12]}…, this checkpoint "
+            f"is {checksum[:12]}…): made for another model"
+        )
+    request = record.provenance.get("request") or {}
+    data_free = record.provenance.get("data_free", False)
+    sampling = NO_SAMPLING if data_free else str(request.get("sampling"))
+    return record.scores, (str(request.get("method", "?")), sampling)
+
+
+def _check_request(config: PruneConfig) -> tuple[float, str]:
+    """The validated rate and the sampling (``none`` for a data-free method), before any work."""
+    if not config.checkpoint:
+        raise ValueError("checkpoint is required (a model.safetensors written by medprune train)")
+    rate = check_rate(config.rate)
+    sampling = NO_SAMPLING if scorer_entry(config.method).data_free else config.sampling
+    if sampling != NO_SAMPLING and sampling not in SAMPLINGS:
+        raise ValueError(f"unknown sampling {sampling!r}; valid samplings: {', '.join(SAMPLINGS)}")
+    return rate, sampling
+
+
+def run_prune(config: PruneConfig) -> PruneResult:
+    """Score (or reuse cached scores), build masks at ``config.rate`` and write the pruned checkpoint(s)."""
+    rate, sampling = _check_request(config)
+    method = config.method
+    out = Path(config.out)
+    save_config(config, out)
+    model, meta, splits = load_with_splits(
+        config.checkpoint,
+        device=config.device,
+        dataset=config.dataset,
+        data_root=config.data_root,
+        label=f"checkpoint {config.checkpoint}",
+        override_is_same_data=True,
+    )
+    checksum = model_checksum(model)
+    if config.scores:
+        scores, (method, sampling) = scores_from_file(config.scores, model, checksum)
+    else:
+        cache = Path(config.score_cache) if config.score_cache else out / "scores"
+        store = ScoreStore(
+            model,
+            splits.train,
+            cache,
+            n_per_class=config.n_per_class,
+            seed=config.seed,
+            sign=config.sign,
+            target=config.target,
+            device=config.device,
+            checksum=checksum,
+            method_options={method: config.method_options} if config.method_options else None,
+        )
+        scores = store.scores(method, sampling)
+    couplings = coupled_groups(model) if config.couplings else None
+    masks = masks_from_scores(
+        scores, rate, scope=config.scope, normalize=config.normalize, min_keep=config.min_keep, couplings=couplings
+    )
+    test = stack_samples(splits.test, range(len(splits.test)))
+    pruning = {
+        "source_checksum": checksum,
+        "method": method,
+        "sampling": sampling,
+        "rate": rate,
+        "scope": config.scope,
+        "normalize": config.normalize,
+        "couplings": bool(couplings),
+    }
+    result = save_pruned(model, masks, out, test, list(splits.class_names), {**meta, "pruning": pruning}, config.output)
+    logger.info(
+        "pruned %s at %.2f with %s/%s: masked accuracy %.4f",
+        config.checkpoint,
+        rate,
+        method,
+        sampling,
+        result.masked["accuracy"],
+    )
+    return result

@@ -1,0 +1,151 @@
+"""``run_score(config)``: unit scores of a checkpoint for every (method, sampling) pair, saved as reusable files.
+
+The dataset defaults to the one recorded in the checkpoint's sidecar. Each pair is computed by the
+:class:`~medprune.scoring.store.ScoreStore` into ``config.out``; files already there for the same request, model and
+data are reused. ``<out>/scores.json`` lists every pair and its file.
+
+>>> # result = run_score(ScoreConfig(checkpoint="runs/train/model.safetensors", methods=["lrp", "random"]))
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medprune.checkpoint_data import CheckpointData, load_with_splits
+from medprune.config import save_config
+from medprune.options import SAMPLINGS, Sign, TargetMode
+from medprune.runtime import resolve_device
+from medprune.scoring.registry import available_scorers, validate_method_request
+from medprune.scoring.store import ScoreStore
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ScoreConfig", "ScoredPair", "ScoreResult", "run_score"]
+
+
+@dataclass
+class ScoreConfig:
+    """Options of ``medprune score``.
+
+    Attributes:
+        checkpoint: ``<stem>.safetensors`` / ``<stem>.json`` written by ``medprune train``.
+        out: folder of score files (and of ``scores.json``, ``score_config.yaml``).
+        dataset: dataset name (default: the checkpoint's).
+        data_root: dataset folder (default: the checkpoint's, else ``$MEDPRUNE_DATA``).
+        methods: scoring methods (empty: every registered one).
+        samplings: sample-selection strategies.
+        n_per_class: samples per class.
+        seed: seed of sample selection and random scores.
+        sign: ``signed`` (paper) or ``abs`` aggregation over samples.
+        target: relevance starts at the ``true`` or ``predicted`` class.
+        candidate_limit: samples scanned per class by confidence/clustering selection (None: all).
+        batch_size: samples per scorer call.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        method_options: ``{method: {option: value}}`` (CLI: ``--option ig.steps=10``).
+    """
+
+    checkpoint: str | None = None
+    out: str = "runs/scores"
+    dataset: str | None = None
+    data_root: str | None = None
+    methods: list[str] = field(default_factory=list)
+    samplings: list[str] = field(default_factory=lambda: list(SAMPLINGS))
+    n_per_class: int = 10
+    seed: int = 0
+    sign: Sign = "signed"
+    target: TargetMode = "true"
+    candidate_limit: int | None = None
+    batch_size: int = 16
+    device: str = "auto"
+    method_options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ScoredPair:
+    """One (method, sampling) pair of :func:`run_score`: its file, whether it was reused, how many samples."""
+
+    method: str
+    sampling: str
+    file: str | None
+    reused: bool
+    data_free: bool
+    samples: int
+    wall_time_s: float | None
+
+
+@dataclass
+class ScoreResult:
+    """What :func:`run_score` wrote: one :class:`ScoredPair` per pair, and the ``scores.json`` manifest."""
+
+    pairs: list[ScoredPair]
+    manifest: Path
+
+
+def validate(config: ScoreConfig) -> list[str]:
+    """Check names before any work; return the methods to run (all registered ones when none are given)."""
+    methods = list(config.methods) or available_scorers()
+    validate_method_request(
+        methods, config.samplings, config.method_options, option_word="--option", require_sampling=True
+    )
+    if not config.checkpoint:
+        raise ValueError("no checkpoint given; pass the model.safetensors written by medprune train")
+    return methods
+
+
+def load_model_and_splits(config: ScoreConfig) -> CheckpointData:
+    """The checkpoint's model and meta, and its dataset split the way it was trained."""
+    return load_with_splits(
+        str(config.checkpoint),
+        device=resolve_device(config.device),
+        dataset=config.dataset,
+        data_root=config.data_root or None,
+        dataset_hint="--dataset NAME",
+    )
+
+
+def run_score(config: ScoreConfig) -> ScoreResult:
+    """Compute (or reuse) every (method, sampling) score file; write ``scores.json``."""
+    methods = validate(config)
+    model, _meta, splits = load_model_and_splits(config)
+    out = Path(config.out)
+    save_config(config, out, "score_config.yaml")
+    store = ScoreStore(
+        model,
+        splits.train,
+        out,
+        n_per_class=config.n_per_class,
+        seed=config.seed,
+        sign=config.sign,
+        target=config.target,
+        candidate_limit=config.candidate_limit,
+        method_options=config.method_options,
+        batch_size=config.batch_size,
+    )
+    pairs: list[ScoredPair] = []
+    for method in methods:
+        for sampling in config.samplings:
+            record = store.record(method, sampling)
+            samples = len((record.provenance.get("selection") or {}).get("indices", []))
+            pairs.append(
+                ScoredPair(
+                    method,
+                    sampling,
+                    record.path.name if record.path else None,
+                    record.reused,
+                    store.request(method, sampling).data_free,
+                    samples,
+                    record.provenance.get("wall_time_s"),
+                )
+            )
+    manifest = {
+        "checkpoint": str(config.checkpoint),
+        "dataset": splits.name,
+        "fingerprint": splits.fingerprint,
+        "scores": [asdict(p) for p in pairs],
+    }
+    (out / "scores.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    return ScoreResult(pairs, out / "scores.json")
