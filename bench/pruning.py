@@ -51,8 +51,12 @@ def paired_latency(base: torch.nn.Module, pruned: torch.nn.Module, x: torch.Tens
             base_times.append(_time_once(base, x))
             pruned_times.append(_time_once(pruned, x))
     median = statistics.median
-    return [median(t[0] for t in base_times), median(t[0] for t in pruned_times),
-            median(t[1] for t in base_times), median(t[1] for t in pruned_times)]  # fmt: skip
+    return [
+        median(t[0] for t in base_times),
+        median(t[0] for t in pruned_times),
+        median(t[1] for t in base_times),
+        median(t[1] for t in pruned_times),
+    ]
 
 
 def bench_model(name: str, rates: list[float], scopes: list[str], method: str, batch: int, repeats: int) -> list[dict]:
@@ -76,18 +80,30 @@ def bench_model(name: str, rates: list[float], scopes: list[str], method: str, b
             cpu_speedup = base_cpu / pruned_cpu
             rows.append(
                 {
-                    "model": name, "scope": scope, "rate": rate,
+                    "model": name,
+                    "scope": scope,
+                    "rate": rate,
                     "params": f"{before['params'] / 1e6:.1f}M->{after['params'] / 1e6:.1f}M",
                     "macs": f"{before['macs'] / 1e9:.2f}G->{after['macs'] / 1e9:.2f}G",
                     "latency": f"{base_s:.3f}->{pruned_s:.3f} s",
-                    "speedup": speedup, "macs_x": macs_reduction, "efficiency": speedup / macs_reduction,
-                    "cpu": f"{base_cpu:.3f}->{pruned_cpu:.3f} s", "cpu_speedup": cpu_speedup,
+                    "speedup": speedup,
+                    "macs_x": macs_reduction,
+                    "efficiency": speedup / macs_reduction,
+                    "cpu": f"{base_cpu:.3f}->{pruned_cpu:.3f} s",
+                    "cpu_speedup": cpu_speedup,
                     "cpu_efficiency": cpu_speedup / macs_reduction,
                     "surgery": surgery,
                 }
-            )  # fmt: skip
-            logger.info("%s %s %.2f: %.2fx wall / %.2fx CPU speed-up, %.2fx fewer MACs", name, scope, rate, speedup,
-                        cpu_speedup, macs_reduction)  # fmt: skip
+            )
+            logger.info(
+                "%s %s %.2f: %.2fx wall / %.2fx CPU speed-up, %.2fx fewer MACs",
+                name,
+                scope,
+                rate,
+                speedup,
+                cpu_speedup,
+                macs_reduction,
+            )
             del pruned
     return rows
 
@@ -112,8 +128,10 @@ def main(argv: list[str] | None = None) -> int:
         f"\n{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
         f"batch {args.batch}, median of {args.repeats}, scores={args.scores}, 224 px, random init\n"
     )
-    print("| model | scope | rate | params | MACs | MACs red. | wall latency | wall speed-up | wall eff. | CPU time "
-          "| CPU speed-up | CPU eff. | surgery s |")  # fmt: skip
+    print(
+        "| model | scope | rate | params | MACs | MACs red. | wall latency | wall speed-up | wall eff. | CPU time "
+        "| CPU speed-up | CPU eff. | surgery s |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(

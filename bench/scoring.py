@@ -54,8 +54,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown method(s) {unknown}; valid methods: {', '.join(available_scorers())}")
     options = {"ig": {"steps": args.steps, **({"chunk_size": args.chunk_size} if args.chunk_size else {})}}
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.image_size} px, random init, "
-          f"{args.images} image(s) per method; IG steps={args.steps}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.image_size} px, random init, "
+        f"{args.images} image(s) per method; IG steps={args.steps}"
+    )
     header = f"| model | forward s/img | {' | '.join(methods)} |"
     print(header)
     print("|" + "---|" * (header.count("|") - 1))

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import has_hooks
 from torch import nn
 
 from medprune.models import create_model
 from medprune.scoring.registry import score
-from medprune.units import has_hooks, unit_groups
+from medprune.units import unit_groups
 
 
 def _tiny_cnn(inplace_relu: bool = False) -> nn.Module:
@@ -81,5 +82,6 @@ def test_data_dependent_controls_leave_no_grad_on_parameters(method):
     model = create_model("resnet_small", num_classes=2, image_size=16)
     score(model, torch.randn(2, 3, 16, 16), torch.tensor([0, 1]), method)
     assert all(p.grad is None for p in model.parameters())
-    assert {g.name for g in unit_groups(model)} == set(score(model, torch.randn(1, 3, 16, 16), torch.tensor([1]),
-                                                               method))
+    assert {g.name for g in unit_groups(model)} == set(
+        score(model, torch.randn(1, 3, 16, 16), torch.tensor([1]), method)
+    )

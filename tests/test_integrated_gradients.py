@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 from captum.attr import LayerConductance
+from helpers import has_hooks
 
 from medprune.models import create_model
 from medprune.scoring.integrated_gradients import conductance, resolve_baseline
 from medprune.scoring.registry import score
-from medprune.units import get_module, has_hooks, unit_groups, units_per_sample
+from medprune.units import get_module, unit_groups, units_per_sample
 
 STEPS = 4
 SIZE = 16  # px: float64 on a shared 2-core CPU; parity does not depend on the size
@@ -30,7 +31,11 @@ def _model(name: str, classes: int = 3) -> torch.nn.Module:
 def _captum_units(model, group, x, baseline, y, steps):
     layer = get_module(model, group.module)
     attr = LayerConductance(model, layer).attribute(
-        x, baselines=baseline, target=y, n_steps=steps, method="riemann_trapezoid",
+        x,
+        baselines=baseline,
+        target=y,
+        n_steps=steps,
+        method="riemann_trapezoid",
         attribute_to_layer_input=group.site == "input",
     )
     return units_per_sample(group, attr)

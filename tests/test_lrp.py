@@ -6,13 +6,14 @@ import copy
 
 import pytest
 import torch
+from helpers import has_hooks
 from torch import nn
 
 from medprune.models import create_model
 from medprune.scoring.lrp import input_relevance, lrp_scores, relevance_maps
 from medprune.scoring.lrp.rules import CNN_COMPOSITES, build_cnn_composite
 from medprune.scoring.registry import score, scorer_entry
-from medprune.units import UnitGroup, has_hooks, unit_groups
+from medprune.units import UnitGroup, unit_groups
 
 CNNS = ("vgg_small", "resnet_small")
 

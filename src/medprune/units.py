@@ -198,23 +198,3 @@ def capture_activations(
     finally:
         for handle in handles:
             handle.remove()
-
-
-def has_hooks(model: nn.Module) -> bool:
-    """Whether any module of ``model`` still carries a forward/backward hook (used by tests: nothing left behind)."""
-    for module in model.modules():
-        if module._forward_hooks or module._forward_pre_hooks or module._backward_hooks:
-            return True
-        if getattr(module, "_backward_pre_hooks", None):
-            return True
-    return False
-
-
-def count_units(groups: Sequence[UnitGroup]) -> int:
-    """Total number of units over ``groups``."""
-    return sum(g.num_units for g in groups)
-
-
-def zeros_like_groups(groups: Sequence[UnitGroup], dtype: torch.dtype = torch.float32) -> dict[str, Tensor]:
-    """A ``{name: zeros(num_units)}`` dict, handy for accumulators."""
-    return {g.name: torch.zeros(g.num_units, dtype=dtype) for g in groups}

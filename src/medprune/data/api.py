@@ -130,7 +130,14 @@ def load_dataset(
         logger.warning("%s: %s", key, note)
     logger.info(
         "dataset %s: train %d / val %d / test %d, %d classes, %d×%d×%d, fingerprint %s",
-        key, len(splits.train), len(splits.val), len(splits.test), len(raw.class_names), channels, image_size,
-        image_size, raw.fingerprint[:12],
-    )  # fmt: skip
+        key,
+        len(splits.train),
+        len(splits.val),
+        len(splits.test),
+        len(raw.class_names),
+        channels,
+        image_size,
+        image_size,
+        raw.fingerprint[:12],
+    )
     return splits

@@ -86,8 +86,13 @@ def plot_curves(rows: Sequence[Row], out_dir: str | Path, tolerance: float | Non
             reference = float(ref[column]) if ref.get(column) is not None else math.nan
             axis.axhline(reference, color="black", linestyle=":", linewidth=1, label="unpruned")
             if tolerance is not None and math.isfinite(reference):
-                axis.axhspan(reference - tolerance, reference, color="#2ca02c", alpha=0.08,
-                             label=f"within {tolerance:.0%} of unpruned")  # fmt: skip
+                axis.axhspan(
+                    reference - tolerance,
+                    reference,
+                    color="#2ca02c",
+                    alpha=0.08,
+                    label=f"within {tolerance:.0%} of unpruned",
+                )
             axis.set_xlabel("pruning rate (fraction of units removed)")
             axis.set_ylabel(title)
             axis.set_ylim(-0.02, 1.02)
@@ -165,8 +170,13 @@ def plot_similarity(similarity: Sequence[Row], path: str | Path) -> Path:
             method = label.split()[0].lower()
             style = dict(METHOD_STYLE.get(method, {"marker": "."}))
             name = method.upper() if label.split()[-1] != CONTROL_SAMPLING else method
-            axis.plot([float(p["rate"]) for p in points], [float(p["pearson_mean"]) for p in points], label=name,
-                      markersize=4, **style)  # fmt: skip
+            axis.plot(
+                [float(p["rate"]) for p in points],
+                [float(p["pearson_mean"]) for p in points],
+                label=name,
+                markersize=4,
+                **style,
+            )
         axis.set_title(f"{sampling} sampling", fontsize=10)
         axis.set_xlabel("pruning rate")
         axis.set_ylim(-0.5, 1.02)

@@ -104,11 +104,15 @@ def similarity_curve(
             logger.warning("%s at rate %.2f: no LRP heatmap (%s); similarity left out", label, rate, error)
             r = np.full(len(inputs), np.nan)
         finite = r[np.isfinite(r)]
-        rows.append({
-            "label": label, "rate": float(rate), "n": int(finite.size),
-            "pearson_mean": float(finite.mean()) if finite.size else float("nan"),
-            "pearson_std": float(finite.std()) if finite.size else float("nan"),
-        })  # fmt: skip
+        rows.append(
+            {
+                "label": label,
+                "rate": float(rate),
+                "n": int(finite.size),
+                "pearson_mean": float(finite.mean()) if finite.size else float("nan"),
+                "pearson_std": float(finite.std()) if finite.size else float("nan"),
+            }
+        )
     return rows
 
 

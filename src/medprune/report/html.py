@@ -29,9 +29,11 @@ def fmt(value: Any, digits: int = 3) -> str:
 
 
 def table_html(
-    rows: Sequence[Row], columns: Sequence[str] | None = None, headers: Sequence[str] | None = None,
+    rows: Sequence[Row],
+    columns: Sequence[str] | None = None,
+    headers: Sequence[str] | None = None,
     cell: Callable[[Row, str], str] | None = None,
-) -> str:  # fmt: skip
+) -> str:
     """An HTML table of ``rows`` (columns default to the first row's keys)."""
     if not rows:
         return '<p class="note">(no rows)</p>'
@@ -53,8 +55,10 @@ def image_html(path: str | Path, alt: str = "") -> str:
 
 def page(title: str, sections: Sequence[tuple[str, str]], intro: str = "") -> str:
     """The whole document: a title, an optional intro paragraph and ``(heading, html)`` sections."""
-    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-             f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"]  # fmt: skip
+    parts = [
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+        f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
+    ]
     if intro:
         parts.append(f"<p>{intro}</p>")
     for heading, content in sections:
