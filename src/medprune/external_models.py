@@ -15,6 +15,8 @@ import difflib
 from collections.abc import Callable
 from functools import partial
 
+import timm
+import torchvision
 from torch import nn
 
 __all__ = ["EXTERNAL_SOURCES", "external_builder"]
@@ -38,8 +40,6 @@ def external_builder(name: str) -> Callable[[int, int, int, bool], nn.Module] | 
     if not sep or source not in EXTERNAL_SOURCES:
         return None
     if source == "torchvision":
-        import torchvision
-
         known = torchvision.models.list_models(module=torchvision.models)
         if arch not in known:
             close = difflib.get_close_matches(arch, known, n=5)
@@ -48,8 +48,6 @@ def external_builder(name: str) -> Callable[[int, int, int, bool], nn.Module] | 
                 "(all: torchvision.models.list_models(module=torchvision.models))"
             )
         return partial(_build_torchvision, arch)
-    import timm
-
     if not timm.is_model(arch):
         close = difflib.get_close_matches(arch, timm.list_models(), n=5)
         raise ValueError(
@@ -59,8 +57,6 @@ def external_builder(name: str) -> Callable[[int, int, int, bool], nn.Module] | 
 
 
 def _build_torchvision(arch: str, num_classes: int, in_channels: int, image_size: int, pretrained: bool) -> nn.Module:
-    import torchvision
-
     if pretrained:
         raise ValueError(f"torchvision:{arch} is built with random weights; import trained ones (medprune import)")
     kwargs: dict[str, int] = {"image_size": image_size} if arch.startswith("vit_") else {}
@@ -83,8 +79,6 @@ def _build_torchvision(arch: str, num_classes: int, in_channels: int, image_size
 
 
 def _build_timm(arch: str, num_classes: int, in_channels: int, image_size: int, pretrained: bool) -> nn.Module:
-    import timm
-
     if pretrained:
         raise ValueError(f"timm:{arch} is built with random weights; import trained ones (medprune import)")
     kwargs = {"pretrained": False, "num_classes": num_classes, "in_chans": in_channels}

@@ -12,14 +12,19 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import timm
 import torch
+import torchvision
+from timm.models.vision_transformer import VisionTransformer
 from torch import nn
+from torchvision.models.resnet import BasicBlock, ResNet
+from torchvision.models.vgg import make_layers
 
 from medprune.external_models import external_builder
+from medprune.provenance import connection_error, offline_flag
 
 logger = logging.getLogger(__name__)
 
@@ -124,8 +129,6 @@ def model_family(model: nn.Module) -> str:
     spec = getattr(model, "medprune_spec", None)
     if spec is not None and spec.get("name") in _MODELS:
         return _MODELS[spec["name"]].family
-    import torchvision
-
     if isinstance(model, torchvision.models.VGG):
         return "vgg"
     if isinstance(model, torchvision.models.ResNet):
@@ -140,11 +143,10 @@ def model_family(model: nn.Module) -> str:
 
 def _check_online(host: str, timeout: float = 3.0) -> None:
     """Fail fast (never hang) when the weights host cannot be reached."""
-    if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("MEDPRUNE_OFFLINE") == "1":
+    if offline_flag(("HF_HUB_OFFLINE", "MEDPRUNE_OFFLINE")):
         raise RuntimeError("pretrained weights requested but offline mode is set (HF_HUB_OFFLINE / MEDPRUNE_OFFLINE)")
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-    except OSError as error:
+    error = connection_error(host, timeout)
+    if error is not None:
         raise RuntimeError(
             f"pretrained=True needs to download ImageNet weights from {host}, which cannot be reached ({error}). "
             "Run once online (weights are cached), or use pretrained=False / --no-pretrained."
@@ -154,8 +156,6 @@ def _check_online(host: str, timeout: float = 3.0) -> None:
 def _torchvision_weights(enum_name: str, pretrained: bool) -> object | None:
     if not pretrained:
         return None
-    import torchvision
-
     weights = getattr(torchvision.models, enum_name).IMAGENET1K_V1
     cache = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(weights.url))
     if not os.path.exists(cache):
@@ -179,8 +179,6 @@ def _vgg(cfg: list, batch_norm: bool, hidden: int, pool: int, num_classes: int, 
 
     Built without torchvision's default 25088x4096 classifier, whose allocation and initialisation would cost seconds.
     """
-    import torchvision
-    from torchvision.models.vgg import make_layers
 
     class SmallVGG(torchvision.models.VGG):
         def __init__(self) -> None:
@@ -215,8 +213,6 @@ def _vgg(cfg: list, batch_norm: bool, hidden: int, pool: int, num_classes: int, 
 
 @register_model("vgg19", family="vgg", min_image_size=32, paper=True)
 def _vgg19(num_classes: int, in_channels: int, image_size: int, pretrained: bool) -> nn.Module:
-    import torchvision
-
     model = torchvision.models.vgg19(weights=_torchvision_weights("VGG19_Weights", pretrained))
     model.features[0] = _adapt_first_conv(model.features[0], in_channels)
     model.classifier[-1] = nn.Linear(model.classifier[-1].in_features, num_classes)
@@ -243,8 +239,6 @@ def _small_input_stem(model: nn.Module, in_channels: int) -> None:
 
 @register_model("resnet50", family="resnet", min_image_size=16, paper=True)
 def _resnet50(num_classes: int, in_channels: int, image_size: int, pretrained: bool) -> nn.Module:
-    import torchvision
-
     model = torchvision.models.resnet50(weights=_torchvision_weights("ResNet50_Weights", pretrained))
     model.conv1 = _adapt_first_conv(model.conv1, in_channels)
     model.fc = nn.Linear(model.fc.in_features, num_classes)
@@ -254,8 +248,6 @@ def _resnet50(num_classes: int, in_channels: int, image_size: int, pretrained: b
 @register_model("resnet18", family="resnet", min_image_size=16)
 def _resnet18(num_classes: int, in_channels: int, image_size: int, pretrained: bool) -> nn.Module:
     """torchvision ResNet-18; below 64 px the stem is CIFAR-style (MedMNIST's ResNet-18 (28) recipe)."""
-    import torchvision
-
     model = torchvision.models.resnet18(weights=_torchvision_weights("ResNet18_Weights", pretrained))
     if image_size < 64:
         _small_input_stem(model, in_channels)
@@ -274,7 +266,6 @@ def _resnet_small(num_classes: int, in_channels: int, image_size: int, pretraine
 
 
 def _narrow_resnet(num_classes: int, in_channels: int, widths: tuple[int, int, int, int]) -> nn.Module:
-    from torchvision.models.resnet import BasicBlock, ResNet
 
     class NarrowResNet(ResNet):
         def __init__(self) -> None:
@@ -310,7 +301,6 @@ def _narrow_resnet(num_classes: int, in_channels: int, widths: tuple[int, int, i
 def _timm_vit(
     num_classes: int, in_channels: int, image_size: int, patch_size: int, embed_dim: int, depth: int, num_heads: int
 ) -> nn.Module:
-    from timm.models.vision_transformer import VisionTransformer
 
     return VisionTransformer(
         img_size=image_size,
@@ -332,8 +322,6 @@ def _vit_b_16(num_classes: int, in_channels: int, image_size: int, pretrained: b
     if image_size % 16:
         raise ValueError(f"image_size for 'vit_b_16' must be a multiple of 16, got {image_size}")
     if pretrained:
-        import timm
-
         _check_online("huggingface.co")
         return timm.create_model(
             "vit_base_patch16_224.augreg2_in21k_ft_in1k", pretrained=True, num_classes=num_classes, img_size=image_size
