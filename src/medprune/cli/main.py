@@ -8,14 +8,25 @@ line and exit code 2, never a traceback.
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from types import ModuleType
 
 from medprune import __version__
+from medprune.cli import demo, evaluate, import_model, prune, report, score, sweep, train
 
-COMMANDS = ("train", "evaluate", "score", "prune", "sweep", "report", "demo")
+#: Sub-command name -> its module (``HELP``, ``add_arguments``, ``run``), in the order ``--help`` lists them.
+COMMANDS: dict[str, ModuleType] = {
+    "import": import_model,
+    "train": train,
+    "evaluate": evaluate,
+    "score": score,
+    "prune": prune,
+    "sweep": sweep,
+    "report": report,
+    "demo": demo,
+}
 
 logger = logging.getLogger("medprune")
 
@@ -28,13 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"medprune.cli.{name}")
-        except ModuleNotFoundError as error:
-            if error.name != f"medprune.cli.{name}":
-                raise
-            continue
+    for name, module in COMMANDS.items():
         command = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(command)
         command.set_defaults(_run=module.run)

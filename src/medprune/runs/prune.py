@@ -23,10 +23,10 @@ from medprune.checkpoint import load_checkpoint, save_checkpoint
 from medprune.checkpoint_data import load_with_splits
 from medprune.config import save_config
 from medprune.data import stack_samples
-from medprune.options import NO_SAMPLING, SAMPLINGS, Normalize, Scope, Sign, TargetMode
+from medprune.options import NO_SAMPLING, Normalize, Scope, Sign, TargetMode
 from medprune.provenance import model_checksum, to_jsonable
 from medprune.pruning import check_rate, coupled_groups, mask_model, masks_from_scores, model_cost, remove_units
-from medprune.scoring import scorer_entry
+from medprune.scoring import scorer_entry, validate_method_request
 from medprune.scoring.store import ScoreStore, load_scores
 from medprune.sweep.core import evaluate_rows
 from medprune.sweep.table import Row
@@ -171,9 +171,10 @@ def _check_request(config: PruneConfig) -> tuple[float, str]:
     if not config.checkpoint:
         raise ValueError("checkpoint is required (a model.safetensors written by medprune train)")
     rate = check_rate(config.rate)
+    validate_method_request([config.method], [], {config.method: config.method_options})
     sampling = NO_SAMPLING if scorer_entry(config.method).data_free else config.sampling
-    if sampling != NO_SAMPLING and sampling not in SAMPLINGS:
-        raise ValueError(f"unknown sampling {sampling!r}; valid samplings: {', '.join(SAMPLINGS)}")
+    if sampling != NO_SAMPLING:
+        validate_method_request([config.method], [sampling], {})
     return rate, sampling
 
 
