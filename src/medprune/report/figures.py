@@ -17,6 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from medprune.options import NO_SAMPLING
 from medprune.report.tables import CURVE_FIELDS, baselines, curves, varying_fields  # noqa: E402
 from medprune.sweep.table import Row  # noqa: E402
 
@@ -30,7 +31,6 @@ METHOD_STYLE: dict[str, dict[str, Any]] = {
     "random": {"color": "#7f7f7f", "marker": "x", "linestyle": "--"},
     "magnitude": {"color": "#333333", "marker": "+", "linestyle": "--"},
 }
-CONTROL_SAMPLING = "none"
 
 
 def _slug(*parts: Any) -> str:
@@ -61,13 +61,13 @@ def plot_curves(rows: Sequence[Row], out_dir: str | Path, tolerance: float | Non
     for key, curve in curves(rows).items():
         fields = dict(zip(CURVE_FIELDS, key))
         model_key = (fields["model"], fields["dataset"], fields["checkpoint"])
-        if fields["sampling"] == CONTROL_SAMPLING:
+        if fields["sampling"] == NO_SAMPLING:
             controls[model_key].append((key, curve))
         else:
             by_panel[(*model_key, fields["sampling"])].append((key, curve))
     for model_key in controls:  # models swept with controls only still get a figure
         if not any(panel[:3] == model_key for panel in by_panel):
-            by_panel[(*model_key, CONTROL_SAMPLING)] = []
+            by_panel[(*model_key, NO_SAMPLING)] = []
     paths = []
     for panel, lines in sorted(by_panel.items(), key=lambda item: tuple(map(str, item[0]))):
         model, dataset, checkpoint, sampling = panel
@@ -76,7 +76,7 @@ def plot_curves(rows: Sequence[Row], out_dir: str | Path, tolerance: float | Non
         for key, curve in [*lines, *controls[(model, dataset, checkpoint)]]:
             fields = dict(zip(CURVE_FIELDS, key))
             style = dict(METHOD_STYLE.get(str(fields["method"]), {"marker": "."}))
-            label = str(fields["method"]).upper() if fields["sampling"] != CONTROL_SAMPLING else f"{fields['method']}"
+            label = str(fields["method"]).upper() if fields["sampling"] != NO_SAMPLING else f"{fields['method']}"
             label += "".join(f" {v}={fields[v]}" for v in variants if v in fields and fields[v] not in ("none", 0))
             rates = [float(r["rate"]) for r in curve]
             for axis, column in zip(axes, ("accuracy", "worst_recall")):
@@ -160,16 +160,16 @@ def plot_similarity(similarity: Sequence[Row], path: str | Path) -> Path:
     lines: dict[str, list[Row]] = defaultdict(list)
     for row in similarity:
         lines[str(row["label"])].append(row)
-    samplings = sorted({label.split()[-1] for label in lines} - {CONTROL_SAMPLING}) or [CONTROL_SAMPLING]
+    samplings = sorted({label.split()[-1] for label in lines} - {NO_SAMPLING}) or [NO_SAMPLING]
     fig, axes = plt.subplots(1, len(samplings), figsize=(4.6 * len(samplings), 4.0), squeeze=False, sharey=True)
     for axis, sampling in zip(axes[0], samplings):
         for label, points in sorted(lines.items()):
-            if label.split()[-1] not in (sampling, CONTROL_SAMPLING):
+            if label.split()[-1] not in (sampling, NO_SAMPLING):
                 continue
             points = sorted(points, key=lambda r: float(r["rate"]))
             method = label.split()[0].lower()
             style = dict(METHOD_STYLE.get(method, {"marker": "."}))
-            name = method.upper() if label.split()[-1] != CONTROL_SAMPLING else method
+            name = method.upper() if label.split()[-1] != NO_SAMPLING else method
             axis.plot(
                 [float(p["rate"]) for p in points],
                 [float(p["pearson_mean"]) for p in points],

@@ -14,7 +14,9 @@ from typing import Any
 from torch import Tensor, nn
 
 from medprune.config import build_config
+from medprune.provenance import model_checksum
 from medprune.pruning import masks_from_scores
+from medprune.pruning.physical import coupled_groups
 from medprune.runs.sweep import SweepConfig, load_for_sweep, score_store
 
 logger = logging.getLogger(__name__)
@@ -35,8 +37,6 @@ class SweepModel:
     def couplings(self) -> list[list[str]]:
         """Coupled groups (residual streams) of the model, computed once."""
         if self._couplings is None:
-            from medprune.pruning.physical import coupled_groups
-
             self._couplings = coupled_groups(self.model)
         return self._couplings
 
@@ -71,8 +71,6 @@ def open_sweep(path: str | Path) -> tuple[SweepConfig, dict[str, Any]]:
 
 def load_swept_models(path: str | Path, data_root: str | None = None) -> dict[str, SweepModel]:
     """Every checkpoint of a sweep folder, loaded, keyed by the ``checkpoint`` column of its rows."""
-    from medprune.checkpoint import model_checksum
-
     config, manifest = open_sweep(path)
     if data_root is not None:
         config.data_root = data_root

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from medprune.metrics import metrics_from_predictions, predict
+from medprune.options import NO_SAMPLING
 from medprune.pruning import apply_masks, masks_from_scores, validate_scores
 from medprune.sweep.table import BASELINE, Row, RowLog, format_rate, row_id, row_key
 from medprune.units import unit_groups
@@ -31,7 +32,6 @@ logger = logging.getLogger(__name__)
 #: Default rates: 0.00 to 0.95 in steps of 0.05.
 DEFAULT_RATES: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(20))
 #: Sampling value of data-free methods (random, magnitude) and of the baseline.
-NO_SAMPLING = "none"
 
 ScoresFor = Callable[[str, str], Mapping[str, Tensor]]
 
