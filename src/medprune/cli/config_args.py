@@ -36,9 +36,16 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, flags: Mapp
     )
 
 
+def _split_commas(value: Any) -> Any:
+    """A list flag given as ``a,b c`` -> ``["a", "b", "c"]`` (both spellings work); other values unchanged."""
+    if isinstance(value, list):
+        return [part.strip() for item in value for part in str(item).split(",") if part.strip()]
+    return value
+
+
 def config_from_args(args: argparse.Namespace, cls: type[T], flags: Mapping[str, str], **extra: Any) -> T:
     """The resolved config of ``cls`` from parsed arguments (see module docstring)."""
-    overrides = {name: getattr(args, name, None) for name in flags.values()}
+    overrides = {name: _split_commas(getattr(args, name, None)) for name in flags.values()}
     overrides.update({k: v for k, v in extra.items() if v is not None})
     overrides = {k: v for k, v in overrides.items() if v is not None}
     overrides.update(parse_overrides(args.set))

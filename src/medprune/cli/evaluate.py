@@ -7,8 +7,8 @@ positional checkpoint and flags, then ``--set key=value``. Dataset settings defa
 from __future__ import annotations
 
 import argparse
-import dataclasses
 
+from medprune.cli.config_args import add_config_arguments
 from medprune.cli.config_args import config_from_args as shared_config_from_args
 from medprune.runs.evaluate import EvaluateConfig, run_evaluate
 
@@ -26,18 +26,8 @@ _FLAGS = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    keys = [f.name for f in dataclasses.fields(EvaluateConfig)]
     parser.add_argument("checkpoint", nargs="?", help="<stem>.safetensors / <stem>.json written by medprune train")
-    parser.add_argument("--config", metavar="YAML", help="YAML file of EvaluateConfig options")
-    for flag, name in _FLAGS.items():
-        parser.add_argument(flag, dest=name, metavar=name.upper())
-    parser.add_argument(
-        "--set",
-        action="append",
-        metavar="KEY=VALUE",
-        default=[],
-        help=f"any EvaluateConfig option; valid keys: {', '.join(keys)}",
-    )
+    add_config_arguments(parser, EvaluateConfig, _FLAGS)
 
 
 def config_from_args(args: argparse.Namespace) -> EvaluateConfig:

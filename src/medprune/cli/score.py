@@ -11,10 +11,10 @@ runner (:func:`medprune.runs.score.run_score`) reuses score files already in ``-
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from typing import Any
 
+from medprune.cli.config_args import add_config_arguments
 from medprune.cli.config_args import config_from_args as shared_config_from_args
 from medprune.config import ConfigError
 from medprune.runs.score import ScoreConfig, run_score
@@ -38,25 +38,14 @@ _FLAGS = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    keys = [f.name for f in dataclasses.fields(ScoreConfig)]
     parser.add_argument("checkpoint", nargs="?", help="<stem>.safetensors / <stem>.json written by medprune train")
-    parser.add_argument("--config", metavar="YAML", help="YAML file of ScoreConfig options")
-    for flag, name in _FLAGS.items():
-        hint = " (comma-separated)" if name in ("methods", "samplings") else ""
-        parser.add_argument(flag, dest=name, metavar=name.upper(), help=f"see ScoreConfig.{name}{hint}")
+    add_config_arguments(parser, ScoreConfig, _FLAGS)
     parser.add_argument(
         "--option",
         action="append",
         default=[],
         metavar="METHOD.KEY=VALUE",
         help='a method option, e.g. ig.steps=10 (JSON values: 10, 0.5, "black", [1, 2])',
-    )
-    parser.add_argument(
-        "--set",
-        action="append",
-        metavar="KEY=VALUE",
-        default=[],
-        help=f"any ScoreConfig option; valid keys: {', '.join(keys)}",
     )
 
 

@@ -8,8 +8,8 @@ flags below, then ``--set key=value`` (any TrainConfig field). The resolved conf
 from __future__ import annotations
 
 import argparse
-import dataclasses
 
+from medprune.cli.config_args import add_config_arguments
 from medprune.cli.config_args import config_from_args as shared_config_from_args
 from medprune.runs.train import TrainConfig, run_train
 
@@ -34,10 +34,7 @@ _FLAGS = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
-    parser.add_argument("--config", metavar="YAML", help="YAML file of TrainConfig options")
-    for flag, name in _FLAGS.items():
-        parser.add_argument(flag, dest=name, metavar=name.upper(), help=f"(default: {defaults[name]})")
+    add_config_arguments(parser, TrainConfig, _FLAGS)
     parser.add_argument(
         "--pretrained",
         action=argparse.BooleanOptionalAction,
@@ -45,13 +42,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="ImageNet init (default: when the architecture has weights and they can be loaded)",
     )
     parser.add_argument("--no-progress", dest="progress", action="store_const", const=False, help="no progress bars")
-    parser.add_argument(
-        "--set",
-        action="append",
-        metavar="KEY=VALUE",
-        default=[],
-        help=f"any TrainConfig option; valid keys: {', '.join(defaults)}",
-    )
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
