@@ -23,24 +23,12 @@ from typing import Any, Literal
 
 import numpy as np
 
-from medprune.sweep.table import BASELINE, Row, format_rate
+from medprune.sweep.table import BASELINE, METHOD_FIELDS, Row, format_rate
 
 #: Rates of the paper's Table 1.
 TABLE1_RATES: tuple[float, ...] = (0.15, 0.30, 0.50, 0.70)
 #: Fields that together identify one curve (one line of Fig. 2): everything in the row key but the rate.
-CURVE_FIELDS: tuple[str, ...] = (
-    "model",
-    "dataset",
-    "checkpoint",
-    "method",
-    "sampling",
-    "sign",
-    "target",
-    "n_per_class",
-    "seed",
-    "scope",
-    "normalize",
-)
+CURVE_FIELDS: tuple[str, ...] = ("model", "dataset", "checkpoint", *METHOD_FIELDS)
 #: Variant fields that split Table 1 when they take several values in a table.
 VARIANT_FIELDS: tuple[str, ...] = ("sign", "target", "scope", "normalize", "n_per_class")
 

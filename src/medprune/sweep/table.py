@@ -26,34 +26,17 @@ logger = logging.getLogger(__name__)
 
 Row = dict[str, Any]
 
-#: Parameters that identify a row; two rows with equal keys are the same measurement.
-KEY_FIELDS: tuple[str, ...] = (
-    "checkpoint",
-    "dataset",
-    "method",
-    "sampling",
-    "sign",
-    "target",
-    "n_per_class",
-    "seed",
-    "scope",
-    "normalize",
-    "rate",
-)
+#: The method and every option of it: what tells two curves of one model on one dataset apart.
+METHOD_FIELDS: tuple[str, ...] = ("method", "sampling", "sign", "target", "n_per_class", "seed", "scope", "normalize")
+#: Parameters that identify a row; two rows with equal keys are the same measurement (the order fixes row ids).
+KEY_FIELDS: tuple[str, ...] = ("checkpoint", "dataset", *METHOD_FIELDS, "rate")
 #: Descriptive columns first in the CSV, in this order; metrics and per-class columns follow.
 LEAD_COLUMNS: tuple[str, ...] = (
     "row_id",
     "model",
     "dataset",
     "checkpoint",
-    "method",
-    "sampling",
-    "sign",
-    "target",
-    "n_per_class",
-    "seed",
-    "scope",
-    "normalize",
+    *METHOD_FIELDS,
     "rate",
     "pruned_fraction",
     "accuracy",

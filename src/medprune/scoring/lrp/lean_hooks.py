@@ -60,15 +60,24 @@ def _bias_only(module: nn.Module, like: Tensor) -> Tensor:
     return bias.detach().view(shape).expand_as(like)
 
 
+def _keep_source(stored: dict, input: tuple | Tensor) -> tuple | None:  # noqa: A002 - zennit's name
+    """Store a hooked layer's first input as ``stored["source"]`` (what relevance flows back to) and return the inputs;
+    ``None`` (nothing stored) when the input needs no gradient."""
+    args = input if isinstance(input, tuple) else (input,)
+    stored.pop("source", None)
+    if not args[0].requires_grad:
+        return None
+    stored["source"] = args[0]
+    return args
+
+
 class _LeanHook(BasicHook):
     """Mixin (put before a zennit :class:`BasicHook` rule) replacing its autograd plumbing; the rule is unchanged."""
 
     def pre_forward(self, module: nn.Module, input: tuple) -> tuple | None:  # noqa: A002 - zennit's signature
-        args = input if isinstance(input, tuple) else (input,)
-        self.stored_tensors.pop("source", None)
-        if not args[0].requires_grad:
+        args = _keep_source(self.stored_tensors, input)
+        if args is None:
             return None
-        self.stored_tensors["source"] = args[0]
         self.stored_tensors["version"] = args[0]._version
         return (args[0].detach(), *args[1:])
 
@@ -161,11 +170,9 @@ class LeanPass(Hook):
     layer's own backward. In-place layers get a copy of their input, as in zennit."""
 
     def pre_forward(self, module: nn.Module, input: tuple) -> tuple | None:  # noqa: A002 - zennit's signature
-        args = input if isinstance(input, tuple) else (input,)
-        self.stored_tensors.pop("source", None)
-        if not args[0].requires_grad:
+        args = _keep_source(self.stored_tensors, input)
+        if args is None:
             return None
-        self.stored_tensors["source"] = args[0]
         detached = args[0].detach()
         return (detached.clone() if getattr(module, "inplace", False) else detached, *args[1:])
 
