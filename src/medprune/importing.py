@@ -11,7 +11,9 @@ The architecture is rebuilt with random weights by :func:`medprune.models.create
 ``timm:<name>``) with the requested number of classes (so the classifier head has that shape before loading), and the
 weights are loaded strictly: missing, unexpected and wrong-shape keys are reported by name, nothing is loaded
 partially. Grey-scale data with a model whose first conv takes 3 channels is recorded as an *input adapter* in the
-sidecar: the data pipeline repeats the grey channel 3 times (:func:`adapt_inputs` does the same for tensors).
+sidecar: the data pipeline (``load_dataset(..., channels=3)``, used by every command) repeats the grey image to 3
+channels before normalising each with the ImageNet mean / std, the torchvision / timm convention recorded in the
+sidecar's ``normalization``; models trained with other statistics need their inputs prepared accordingly.
 
 >>> import tempfile, pathlib, torchvision, torch
 >>> folder = pathlib.Path(tempfile.mkdtemp())
@@ -38,6 +40,7 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from medprune.checkpoint import load_checkpoint, model_checksum, save_checkpoint
+from medprune.data import GREY_MEAN, GREY_STD, IMAGENET_MEAN, IMAGENET_STD
 from medprune.external_models import EXTERNAL_SOURCES
 from medprune.models import create_model
 
@@ -47,7 +50,6 @@ __all__ = [
     "WEIGHT_SUFFIXES",
     "ImportResult",
     "WeightsError",
-    "adapt_inputs",
     "canonical_arch",
     "import_model",
     "read_class_names",
@@ -274,17 +276,6 @@ def read_class_names(source: str | Path | Sequence[str], num_classes: int) -> li
     return names
 
 
-def adapt_inputs(inputs: Tensor, meta: Mapping[str, Any]) -> Tensor:
-    """Apply a checkpoint's input adapter to a (B, C, H, W) batch: grey (C=1) repeated to the model's 3 channels.
-
-    The data pipeline (``load_dataset(..., channels=meta["in_channels"])``) already does this; use it for tensors.
-    """
-    adapter = meta.get("input_adapter")
-    if adapter and inputs.shape[1] == adapter["from"]:
-        return inputs.expand(-1, adapter["to"], -1, -1)
-    return inputs
-
-
 # ---------------------------------------------------------------------------------------------------------- import
 
 
@@ -358,6 +349,10 @@ def import_model(
     meta: dict[str, Any] = {
         "imported_from": {"file": path.name, "sha256": _sha256(path), "notes": notes},
         "input_adapter": adapter,
+        "normalization": {
+            "mean": list(IMAGENET_MEAN if file_channels == 3 else GREY_MEAN),
+            "std": list(IMAGENET_STD if file_channels == 3 else GREY_STD),
+        },
     }
     if names is not None:
         meta["class_names"] = names

@@ -140,7 +140,6 @@ def remove_units(model: nn.Module, masks: Mapping[str, Tensor], example_inputs: 
         ValueError: masks for another model, masks that would empty a layer, or masks that differ in a coupled set;
             UnsupportedModelError (a ValueError) for layers whose removal cannot match masking (see pruning.support).
     """
-    check_removable(model)  # refuse unsupported layers before any surgery (names the layer)
     groups = unit_groups(model)
     validate_scores(masks, groups, what="masks")
     masks = {name: torch.as_tensor(mask).to(torch.bool).cpu() for name, mask in masks.items()}
@@ -151,6 +150,7 @@ def remove_units(model: nn.Module, masks: Mapping[str, Tensor], example_inputs: 
     if example_inputs is not None:
         example_inputs = example_inputs.to(next(pruned.parameters()).device, next(pruned.parameters()).dtype)
     graph = dependency_graph(pruned, example_inputs)
+    check_removable(pruned, masks, graph)  # before any surgery: names the layer that would make it inexact
     couplings = _couplings(pruned, groups, graph)
     check_coupled_masks(masks, couplings)
     done: set[str] = set()

@@ -1,0 +1,241 @@
+"""Run common torchvision / timm architectures through import -> units -> score -> masks -> removal; write the matrix.
+
+Each architecture is built with random weights, made non-degenerate (normalisation scales and shifts drawn at random,
+BatchNorm statistics measured on random images, so that a zeroed channel visibly changes the outputs), saved with
+``torch.save(model.state_dict())`` and imported with :func:`medprune.importing.import_model`. The imported checkpoint
+is then loaded, its units found, scored with every listed scorer on 4 random images, masked at 30 % (global ranking,
+coupled residual channels ranked together) with the scores of the first scorer that worked, and physically pruned;
+the smaller model's outputs are compared with the masked model's on 4 other random images.
+
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/support_matrix.py            # all, writes docs/support.md
+    .venv/bin/python scripts/support_matrix.py --only timm:convnext_tiny --out -   # one, to stdout
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import platform
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from medprune.checkpoint import load_checkpoint
+from medprune.importing import import_model
+from medprune.models import create_model
+from medprune.pruning import coupled_groups, mask_model, masks_from_scores, remove_units
+from medprune.pruning.physical import dependency_graph
+from medprune.pruning.support import removal_blocker
+from medprune.scoring import score
+from medprune.support import UnsupportedModelError, check_units, scorer_blocker
+from medprune.units import unit_groups
+
+#: (architecture, input side in pixels); 32 px where the architecture allows it.
+ARCHITECTURES: tuple[tuple[str, int], ...] = (
+    ("torchvision:resnet18", 32),
+    ("torchvision:resnet34", 32),
+    ("torchvision:resnet50", 32),
+    ("torchvision:vgg11", 32),
+    ("torchvision:vgg16", 32),
+    ("torchvision:vgg19", 32),
+    ("torchvision:vgg11_bn", 32),
+    ("torchvision:vgg16_bn", 32),
+    ("torchvision:vgg19_bn", 32),
+    ("torchvision:densenet121", 32),
+    ("torchvision:efficientnet_b0", 32),
+    ("torchvision:mobilenet_v3_small", 32),
+    ("timm:vit_tiny_patch16_224", 32),
+    ("timm:vit_small_patch16_224", 32),
+    ("timm:vit_base_patch16_224", 32),
+    ("timm:deit_small_patch16_224", 32),
+    ("timm:convnext_tiny", 32),
+)
+SCORERS: tuple[str, ...] = ("lrp", "dlb", "ig", "magnitude")
+OPTIONS: dict[str, dict[str, object]] = {"ig": {"steps": 8}}
+RATE = 0.3
+SCOPES: tuple[str, ...] = ("global", "layer")  # one ranking over all units / the same rate in every group
+NUM_CLASSES = 2
+TOLERANCE = 1e-4  # relative: max |physical - masked| / max |masked|
+
+
+@dataclass
+class Row:
+    arch: str
+    size: int
+    units: str = ""
+    scorers: dict[str, str] = field(default_factory=dict)
+    removal: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def non_degenerate(model: nn.Module, size: int, generator: torch.Generator) -> None:
+    """Random normalisation affine parameters and layer scales; BatchNorm statistics measured on random images."""
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.dim() != 1:
+                continue
+            if name.endswith("bias"):
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.1)
+            elif name.endswith(("weight", "gamma")) or name.rpartition(".")[2] in ("gamma", "scale"):
+                param.copy_(torch.rand(param.shape, generator=generator) + 0.5)
+        norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        for norm in norms:
+            norm.reset_running_stats()
+            norm.momentum = None  # cumulative average: exact statistics of the calibration batch
+        if norms:
+            model.train()
+            model(torch.randn(16, 3, size, size, generator=generator))
+        model.eval()
+
+
+def short(error: BaseException) -> str:
+    text = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return text.replace("|", "/")
+
+
+def run_one(arch: str, size: int, folder: Path) -> Row:
+    row = Row(arch, size)
+    started = time.perf_counter()
+    generator = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    source = create_model(arch, num_classes=NUM_CLASSES, image_size=size)
+    non_degenerate(source, size, generator)
+    weights = folder / f"{arch.replace(':', '_')}.pt"
+    torch.save(source.state_dict(), weights)
+    result = import_model(arch, weights, NUM_CLASSES, image_size=size, out_dir=folder / arch.replace(":", "_"))
+    model, _ = load_checkpoint(result.weights)
+    try:
+        check_units(model)
+    except UnsupportedModelError as error:
+        row.units = f"refused: {short(error)}"
+        row.seconds = time.perf_counter() - started
+        return row
+    groups = unit_groups(model)
+    row.units = f"{sum(g.num_units for g in groups):,} in {len(groups)} groups"
+    inputs = torch.randn(4, 3, size, size, generator=generator)
+    targets = torch.tensor([0, 1, 0, 1])
+    first = None
+    for method in SCORERS:
+        reason = scorer_blocker(model, method)
+        if reason:
+            row.scorers[method] = f"refused: {reason}"
+            continue
+        try:
+            scores = score(model, inputs, targets, method, batch_size=4, **OPTIONS.get(method, {}))
+        except Exception as error:  # noqa: BLE001 - the matrix reports every failure
+            logging.debug("%s %s:\n%s", arch, method, traceback.format_exc())
+            row.scorers[method] = f"FAILED: {type(error).__name__}: {short(error)}"
+            continue
+        finite = all(torch.isfinite(s).all() for s in scores.values())
+        row.scorers[method] = "ok" if finite else "FAILED: non-finite scores"
+        first = first or (scores if finite else None)
+    for scope in SCOPES:
+        row.removal[scope] = "no scores" if first is None else removal(model, first, scope, size, generator)
+    row.seconds = time.perf_counter() - started
+    return row
+
+
+def removal(
+    model: nn.Module, scores: dict[str, torch.Tensor], scope: str, size: int, generator: torch.Generator
+) -> str:
+    """Mask at RATE with ``scope``, remove physically, compare outputs; or the refusal / failure message."""
+    try:
+        couplings = coupled_groups(model)
+        masks = masks_from_scores(scores, RATE, scope=scope, couplings=couplings or None)
+        reason = removal_blocker(model, masks, dependency_graph(model))
+        if reason:
+            return f"refused: {reason}"
+        masked, pruned = mask_model(model, masks), remove_units(model, masks)
+        check = torch.randn(4, 3, size, size, generator=generator)
+        with torch.no_grad():
+            reference = masked(check)
+            diff = (pruned(check) - reference).abs().max().item()
+    except Exception as error:  # noqa: BLE001 - the matrix reports every failure
+        logging.debug("removal (%s):\n%s", scope, traceback.format_exc())
+        return f"FAILED: {type(error).__name__}: {short(error)}"
+    relative = diff / max(reference.abs().max().item(), 1e-12)
+    before = sum(p.numel() for p in model.parameters())
+    after = sum(p.numel() for p in pruned.parameters())
+    verdict = "ok" if relative <= TOLERANCE else "MISMATCH"
+    return f"{verdict}: max diff {diff:.1e} ({relative:.1e} rel.), params {before / 1e6:.2f}M -> {after / 1e6:.2f}M"
+
+
+def markdown(rows: list[Row], total: float) -> str:
+    lines = [
+        "# Support matrix",
+        "",
+        "Generated by `scripts/support_matrix.py` (do not edit by hand). Each architecture, with random weights made",
+        "non-degenerate (random normalisation scales/shifts, BatchNorm statistics measured on random images), is saved",
+        "with `torch.save(model.state_dict())`, imported with `medprune import` (`medprune.importing.import_model`),",
+        f"re-loaded, its units found, scored on 4 random images, masked at {RATE:.0%} with the scores of the first",
+        "scorer that worked (coupled residual channels ranked together) and physically pruned, twice: *global* (one",
+        "ranking over all units, the default) and *per layer* (30 % of every group, so every kind of channel is",
+        "removed). Each removal compares the smaller model's logits with the masked model's on 4 other random images:",
+        f"max absolute difference, relative to the largest masked logit (ok at <= {TOLERANCE:g}), and parameters.",
+        "",
+        "*refused* means medprune stops up front with that message (nothing runs); *FAILED* would be a bug.",
+        "",
+        "| arch | input | units | " + " | ".join(SCORERS) + " | removal, global | removal, per layer | seconds |",
+        "|---|---|---|" + "---|" * len(SCORERS) + "---|---|---|",
+    ]
+    for row in rows:
+        cells = [row.scorers.get(m, "-") for m in SCORERS]
+        lines.append(
+            f"| `{row.arch}` | {row.size} px | {row.units} | "
+            + " | ".join(cells)
+            + " | "
+            + " | ".join(row.removal.get(scope, "-") for scope in SCOPES)
+            + f" | {row.seconds:.1f} |"
+        )
+    lines += [
+        "",
+        f"Machine: {platform.machine()}, {torch.get_num_threads()} torch thread(s), torch {torch.__version__}; "
+        f"total {total:.0f} s.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--out", default="docs/support.md", help="markdown file, or - for stdout (default: %(default)s)"
+    )
+    parser.add_argument("--only", default="", help="comma-separated architectures (default: all listed)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log tracebacks of failures")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    wanted = [a for a in args.only.split(",") if a]
+    unknown = [a for a in wanted if a not in dict(ARCHITECTURES)]
+    if unknown:
+        print(
+            f"support_matrix: unknown --only {unknown}; valid: {', '.join(a for a, _ in ARCHITECTURES)}",
+            file=sys.stderr,
+        )
+        return 2
+    started = time.perf_counter()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for arch, size in ARCHITECTURES:
+            if wanted and arch not in wanted:
+                continue
+            row = run_one(arch, size, Path(tmp))
+            print(f"{arch}: units {row.units}; {row.scorers}; removal {row.removal}; {row.seconds:.1f}s", flush=True)
+            rows.append(row)
+    text = markdown(rows, time.perf_counter() - started)
+    if args.out == "-":
+        sys.stdout.write(text)
+    else:
+        Path(args.out).write_text(text)
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
