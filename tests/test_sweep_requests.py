@@ -8,7 +8,7 @@ import torch
 from medprune.checkpoint import save_checkpoint
 from medprune.models import create_model
 from medprune.runs.sweep import SweepConfig, curve_list, run_sweep, validate_config
-from medprune.sweep.core import CurveParams, sweep_model
+from medprune.sweep.core import CurveParams, SweepInputs, sweep_model
 from medprune.sweep.table import RowLog
 from medprune.units import unit_groups
 
@@ -32,6 +32,12 @@ def checkpoint(tmp_path):
         ({"method_options": {"lrp": {"gamma_typo": 1}}}, "unknown option.*gamma_typo"),
         ({"checkpoints": []}, "no checkpoints"),
         ({"n_per_class": 0}, "n_per_class"),
+        ({"seeds": []}, "seeds"),
+        ({"splits": ["test"]}, "lacks 'val'"),
+        ({"splits": ["val", "train"]}, "splits.*valid values: val, test"),
+        ({"protocols": ["paperish"]}, "protocols entry='paperish'.*valid values: paper, default"),
+        ({"search": {"normalise": ["mean"]}}, "unknown field.*normalise"),
+        ({"search": {"normalize": ["mean", "median"]}}, "normalize='median'"),
     ],
 )
 def test_bad_requests_are_refused_before_any_work(tmp_path, checkpoint, change, message):
@@ -73,8 +79,7 @@ def test_scores_for_another_model_are_refused_before_any_row(tmp_path):
             [("lrp", "random")],
             [0.0, 0.5],
             lambda m, s: foreign,
-            data,
-            ["a", "b"],
+            SweepInputs({"val": data, "test": data}, ["a", "b"]),
             log,
         )
     assert log.read() == []

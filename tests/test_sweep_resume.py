@@ -17,7 +17,7 @@ from medprune.sweep.table import RowLog, read_csv, row_key, write_csv
 SCRIPT = r"""
 import sys, time, torch
 from medprune.models import create_model
-from medprune.sweep.core import CurveParams, sweep_model
+from medprune.sweep.core import CurveParams, SweepInputs, sweep_model
 from medprune.sweep.table import RowLog
 from medprune.units import unit_groups
 
@@ -37,11 +37,12 @@ def scores_for(method, sampling):
     gen = torch.Generator().manual_seed(seeds[(method, sampling)])
     return {grp.name: torch.rand(grp.num_units, generator=gen) for grp in unit_groups(model)}
 rates = [i / 40 for i in range(16)]
-sweep_model(model, CurveParams("resnet_small", "synthetic", "abc123"), list(seeds), rates, scores_for, (x, y),
-            ["a", "b", "c"], SlowLog(sys.argv[1]), batch_size=90)
+data = SweepInputs({"val": (x[:40], y[:40]), "test": (x[40:], y[40:])}, ["a", "b", "c"], batch_size=90)
+sweep_model(model, CurveParams("resnet_small", "synthetic", "abc123"), list(seeds), rates, scores_for, data,
+            SlowLog(sys.argv[1]))
 torch.set_num_threads(threads)
 """
-EXPECTED_ROWS = 1 + 3 * 16
+EXPECTED_ROWS = 2 * (1 + 3 * 16)  # (baseline + 3 curves x 16 rates) x (val, test)
 
 
 def _run(log: Path, delay: float) -> subprocess.Popen:

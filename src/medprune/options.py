@@ -27,6 +27,12 @@ __all__ = [
     "SCOPES",
     "Normalize",
     "NORMALIZATIONS",
+    "Recalibrate",
+    "RECALIBRATIONS",
+    "LosslessMetric",
+    "LOSSLESS_METRICS",
+    "Split",
+    "SPLITS",
     "Sampling",
     "SAMPLINGS",
     "NO_SAMPLING",
@@ -49,8 +55,21 @@ Scope = Literal["global", "layer"]
 SCOPES: tuple[str, ...] = ("global", "layer")
 
 #: How each layer's scores are rescaled before a global ranking.
-Normalize = Literal["none", "total", "max", "l2"]
-NORMALIZATIONS: tuple[str, ...] = ("none", "total", "max", "l2")
+Normalize = Literal["none", "total", "max", "l2", "mean", "rank"]
+NORMALIZATIONS: tuple[str, ...] = ("none", "total", "max", "l2", "mean", "rank")
+
+#: What happens after masking and before evaluation: nothing (the paper) or BatchNorm statistics re-estimated on
+#: training images (:mod:`medprune.recalibration`).
+Recalibrate = Literal["none", "bn"]
+RECALIBRATIONS: tuple[str, ...] = ("none", "bn")
+
+#: Metrics a lossless rate can be judged on (``worst_class_recall``: the lowest per-class recall).
+LosslessMetric = Literal["accuracy", "balanced_accuracy", "auroc", "worst_class_recall"]
+LOSSLESS_METRICS: tuple[str, ...] = ("accuracy", "balanced_accuracy", "auroc", "worst_class_recall")
+
+#: Dataset splits a sweep evaluates on: choices read ``val``, reported numbers come from ``test``.
+Split = Literal["val", "test"]
+SPLITS: tuple[str, ...] = ("val", "test")
 
 #: How the reference samples that scores are computed on are chosen.
 Sampling = Literal["random", "confidence", "clustering"]

@@ -1,6 +1,9 @@
-"""``run_sweep(config)``: load each checkpoint and its dataset, score once per (method, sampling), sweep the rates.
+"""``run_sweep(config)``: load each checkpoint and its dataset, score per (method, sampling, seed), sweep the rates.
 
-Everything is validated before any work (rates, methods, samplings, checkpoints, datasets); the rows go to
+Grid per checkpoint: selection ``seeds`` x settings (named ``protocols`` and/or a ``search`` grid over scope,
+normalize, sign and recalibrate; see :mod:`medprune.sweep.protocols`) x (method, sampling) curves x rates, every
+pruned model evaluated on the validation and the test split (one row each). Everything is validated before any work
+(rates, methods, samplings, settings, checkpoints, datasets); the rows go to
 ``<out>/rows.jsonl`` (durable, resumable) and ``<out>/results.csv`` (the tidy table, rewritten after each model);
 ``<out>/manifest.json`` records, per checkpoint, where the model, data and score files are (the report reads it).
 
@@ -13,22 +16,36 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from medprune.checkpoint import read_meta
 from medprune.checkpoint_data import CheckpointData, load_with_splits
-from medprune.config import save_config
+from medprune.config import ConfigError, save_config
 from medprune.data import DatasetSplits, stack_samples
-from medprune.options import NO_SAMPLING, SAMPLINGS, Normalize, Scope, Sign, TargetMode
+from medprune.options import (
+    NO_SAMPLING,
+    SAMPLINGS,
+    SPLITS,
+    Normalize,
+    Recalibrate,
+    Scope,
+    Sign,
+    Split,
+    TargetMode,
+    check_options,
+)
 from medprune.provenance import model_checksum
 from medprune.pruning import check_rate, coupled_groups
 from medprune.scoring import scorer_entry, validate_method_request
 from medprune.scoring.store import ScoreStore
-from medprune.sweep.core import DEFAULT_RATES, CurveParams, sweep_model
-from medprune.sweep.table import Row, RowLog, write_csv
+from medprune.sweep.core import DEFAULT_RATES, CurveParams, SweepInputs, sweep_model
+from medprune.sweep.cost import CostCounter
+from medprune.sweep.protocols import SETTING_FIELDS, Setting, settings_from
+from medprune.sweep.table import Row, RowLog, row_key, write_csv
 from medprune.units import unit_groups
 
 logger = logging.getLogger(__name__)
@@ -51,14 +68,20 @@ class SweepConfig:
         controls: control criteria added to every sweep (data-free ones are scored once, sampling ``none``).
         rates: pruning rates in [0, 1); 0 is always included.
         n_per_class: samples per class used for scoring.
-        seed: seed of sample selection and random scores.
+        seeds: selection seeds (sample selection and random scores); each gives its own curves, matched across
+            methods by (checkpoint, seed) in the paired comparisons.
         sign: ``signed`` (paper) or ``abs`` aggregation of relevance over samples.
         target: relevance starts at the ``true`` class (paper) or the ``predicted`` one.
         scope: ``global`` ranking or the same rate in every ``layer``.
-        normalize: per-layer normalisation before a global ranking.
+        normalize: per-layer normalisation before a global ranking (``mean``, ``rank``: width-fair).
+        recalibrate: ``none`` (paper) or ``bn``: re-estimate BatchNorm statistics after masking.
+        recalibrate_samples: training images (evaluation transform, drawn with the selection seed) for ``bn``.
+        protocols: named settings to sweep (``paper``, ``default``; :data:`medprune.sweep.protocols.PROTOCOLS`).
+        search: ``{field: [values]}`` over scope / normalize / sign / recalibrate: their product is swept too
+            (fields not given take the value above). With neither, the one setting of the four fields above.
         min_keep: units every layer keeps.
         couplings: prune coupled groups (ResNet residual streams) together, so physical removal can match.
-        split: evaluation split.
+        splits: evaluation splits (``val`` is needed: every choice reads it; ``test`` gives the reported numbers).
         batch_size: images per forward pass in evaluation.
         score_batch_size: samples per scorer call.
         device: ``cpu`` or ``cuda``.
@@ -74,14 +97,18 @@ class SweepConfig:
     controls: list[str] = field(default_factory=lambda: list(DEFAULT_CONTROLS))
     rates: list[float] = field(default_factory=lambda: list(DEFAULT_RATES))
     n_per_class: int = 10
-    seed: int = 0
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     sign: Sign = "signed"
     target: TargetMode = "true"
     scope: Scope = "global"
     normalize: Normalize = "none"
+    recalibrate: Recalibrate = "none"
+    recalibrate_samples: int = 512
+    protocols: list[str] = field(default_factory=list)
+    search: dict[str, list[str]] = field(default_factory=dict)
     min_keep: int = 1
     couplings: bool = False
-    split: Literal["test", "val"] = "test"
+    splits: list[Split] = field(default_factory=lambda: ["val", "test"])
     batch_size: int = 256
     score_batch_size: int = 16
     device: str = "cpu"
@@ -97,11 +124,18 @@ def curve_list(config: SweepConfig) -> list[tuple[str, str]]:
     return pairs
 
 
+def sweep_settings(config: SweepConfig) -> list[Setting]:
+    """The settings of a sweep (protocols, search grid, or the config's own four fields)."""
+    explicit = {f: getattr(config, f) for f in SETTING_FIELDS}
+    return settings_from(config.protocols, config.search, explicit)
+
+
 def validate_config(config: SweepConfig) -> list[float]:
     """Refuse a bad sweep before any work; return the sorted rates (with 0).
 
     Raises:
-        ValueError: empty or out-of-range rates, unknown methods/samplings/options, no or missing checkpoints.
+        ValueError: empty or out-of-range rates, unknown methods/samplings/options/protocols/splits, no seeds, no
+            or missing checkpoints (a ConfigError, also a ValueError, for the option fields).
     """
     if not config.rates:
         raise ValueError("rates is empty; give at least one rate in [0, 1)")
@@ -111,6 +145,14 @@ def validate_config(config: SweepConfig) -> list[float]:
         raise ValueError("no checkpoints given; pass at least one trained model (model.safetensors)")
     if not isinstance(config.n_per_class, int) or config.n_per_class < 1:
         raise ValueError(f"n_per_class must be a positive int, got {config.n_per_class!r}")
+    if not config.seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in config.seeds):
+        raise ConfigError(f"seeds must be a non-empty list of ints >= 0, got {config.seeds!r}")
+    check_options("splits", config.splits, SPLITS, required=True)
+    if "val" not in config.splits:
+        raise ConfigError(f"splits={config.splits} lacks 'val': every choice (lossless rate, best curve) reads it")
+    if not isinstance(config.recalibrate_samples, int) or config.recalibrate_samples < 1:
+        raise ConfigError(f"recalibrate_samples must be a positive int, got {config.recalibrate_samples!r}")
+    sweep_settings(config)
     for path in config.checkpoints:
         read_meta(path)  # raises FileNotFoundError / ValueError naming the file
     return rates
@@ -129,16 +171,22 @@ def load_for_sweep(path: str, config: SweepConfig) -> CheckpointData:
 
 
 def score_store(
-    model: nn.Module, splits: DatasetSplits, config: SweepConfig, cache: Path, checksum: str | None = None
+    model: nn.Module,
+    splits: DatasetSplits,
+    config: SweepConfig,
+    cache: Path,
+    checksum: str | None = None,
+    sign: str | None = None,
 ) -> ScoreStore:
-    """The :class:`ScoreStore` of one swept model: its training split and the sweep's request fields."""
+    """The :class:`ScoreStore` of one swept model: its training split and the sweep's request fields (``sign``
+    overrides the config's, for settings that aggregate otherwise). Seeds are passed per call."""
     return ScoreStore(
         model,
         splits.train,
         cache,
         n_per_class=config.n_per_class,
-        seed=config.seed,
-        sign=config.sign,
+        seed=config.seeds[0],
+        sign=sign or config.sign,
         target=config.target,
         method_options=config.method_options,
         device=config.device,
@@ -161,43 +209,92 @@ class SweepResult:
     manifest: Path
 
 
+def recalibration_images(splits: DatasetSplits, samples: int, seed: int) -> torch.Tensor:
+    """``samples`` training images (evaluation transform) drawn without replacement with ``seed``."""
+    train = splits.train
+    count = min(samples, len(train))
+    if count < samples:
+        logger.warning("recalibrate_samples=%d but the training split has %d images; using all", samples, len(train))
+    indices = np.sort(np.random.default_rng(seed).choice(len(train), size=count, replace=False))
+    return stack_samples(train, indices)[0]
+
+
 def _sweep_checkpoint(
     path: str, config: SweepConfig, curves: list[tuple[str, str]], rates: list[float], log: RowLog
 ) -> tuple[str, list[Row], dict[str, Any]]:
-    """Sweep one checkpoint; return its key (checksum prefix), its rows and its manifest entry."""
+    """Sweep one checkpoint over seeds x settings; return its key (checksum prefix), its rows and its manifest entry."""
     model, meta, splits = load_for_sweep(path, config)
     checksum = model_checksum(model)
     name = meta["model"]["name"]
-    logger.info("sweep %s on %s (%s): %d curves x %d rates", name, splits.name, checksum[:12], len(curves), len(rates))
-    evaluation = getattr(splits, config.split)
-    test_data = stack_samples(evaluation, range(len(evaluation)))
-    store = score_store(model, splits, config, Path(config.out) / "scores", checksum)
-    couplings = coupled_groups(model, unit_groups(model)) if config.couplings else None
-    params = CurveParams(
+    settings = sweep_settings(config)
+    logger.info(
+        "sweep %s on %s (%s): %d seeds x %d settings x %d curves x %d rates x %d splits",
         name,
         splits.name,
-        checksum[:16],
-        config.sign,
-        config.target,
-        config.n_per_class,
-        config.seed,
-        config.scope,
-        config.normalize,
-        config.min_keep,
+        checksum[:12],
+        len(config.seeds),
+        len(settings),
+        len(curves),
+        len(rates),
+        len(config.splits),
     )
-    with torch.no_grad():
-        rows = sweep_model(
-            model, params, curves, rates, store.scores, test_data, splits.class_names, log, config.batch_size, couplings
-        )
+    evaluation = {
+        split: stack_samples(getattr(splits, split), range(len(getattr(splits, split)))) for split in config.splits
+    }
+    stores: dict[str, ScoreStore] = {}
+    groups = unit_groups(model)
+    couplings = coupled_groups(model, groups) if config.couplings else None
+    cost = CostCounter(model)
+    rows: list[Row] = []
+    for seed in config.seeds:
+        recalibration = None
+        if any(s.recalibrate == "bn" for s in settings):
+            recalibration = recalibration_images(splits, config.recalibrate_samples, seed)
+        data = SweepInputs(evaluation, splits.class_names, recalibration, cost, config.batch_size)
+        for setting in settings:
+            if setting.sign not in stores:
+                stores[setting.sign] = score_store(
+                    model, splits, config, Path(config.out) / "scores", checksum, setting.sign
+                )
+            store = stores[setting.sign]
+            params = CurveParams(
+                name,
+                splits.name,
+                checksum[:16],
+                setting.sign,
+                config.target,
+                config.n_per_class,
+                seed,
+                setting.scope,
+                setting.normalize,
+                config.min_keep,
+                setting.recalibrate,
+                config.recalibrate_samples,
+                config.couplings,
+            )
+            with torch.no_grad():
+                rows.extend(
+                    sweep_model(
+                        model,
+                        params,
+                        curves,
+                        rates,
+                        lambda method, sampling, store=store, seed=seed: store.scores(method, sampling, seed),
+                        data,
+                        log,
+                        couplings,
+                    )
+                )
     entry = {
         "checkpoint": str(Path(path).resolve()),
         "model": name,
         "dataset": splits.name,
         "data_root": config.data_root,
-        "split": config.split,
-        "score_files": store.files,
+        "splits": list(config.splits),
+        "score_files": {f"{sign}:{k}": v for sign, store in stores.items() for k, v in store.files.items()},
     }
-    return checksum[:16], rows, entry
+    unique = {row_key(r): r for r in rows}  # the baselines come back once per (seed, setting)
+    return checksum[:16], list(unique.values()), entry
 
 
 def run_sweep(config: SweepConfig) -> SweepResult:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,21 +18,24 @@ from medprune.config import build_config
 from medprune.provenance import model_checksum
 from medprune.pruning import masks_from_scores
 from medprune.pruning.physical import coupled_groups
-from medprune.runs.sweep import SweepConfig, load_for_sweep, score_store
+from medprune.runs.sweep import SweepConfig, load_for_sweep, recalibration_images, score_store
+from medprune.scoring.store import ScoreStore
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class SweepModel:
-    """One swept checkpoint, loaded: model, checkpoint meta, dataset splits and a score lookup."""
+    """One swept checkpoint, loaded: model, checkpoint meta, dataset splits and its score stores (one per sign)."""
 
     key: str
     model: nn.Module
     meta: dict[str, Any]
     splits: Any
     config: SweepConfig
-    scores_for: Any
+    cache: Path
+    checksum: str
+    _stores: dict[str, ScoreStore] = field(default_factory=dict, repr=False)
     _couplings: list[list[str]] | None = field(default=None, repr=False)
 
     def couplings(self) -> list[list[str]]:
@@ -40,14 +44,31 @@ class SweepModel:
             self._couplings = coupled_groups(self.model)
         return self._couplings
 
-    def masks(self, method: str, sampling: str, rate: float, physical: bool = False) -> dict[str, Tensor]:
-        """Keep-masks of a row (as swept); ``physical=True`` couples residual writers so removal is possible."""
+    def scores_for(self, method: str, sampling: str, seed: int | None = None, sign: str | None = None) -> Any:
+        """The cached scores of a curve (default: the sweep's first seed and its sign)."""
+        sign = sign or self.config.sign
+        if sign not in self._stores:
+            self._stores[sign] = score_store(self.model, self.splits, self.config, self.cache, self.checksum, sign)
+        return self._stores[sign].scores(method, sampling, self.config.seeds[0] if seed is None else int(seed))
+
+    def masks(self, curve: Mapping[str, Any], rate: float, physical: bool = False) -> dict[str, Tensor]:
+        """Keep-masks of a curve (a row: method, sampling, seed, sign, scope, normalize) at ``rate``, as swept;
+        ``physical=True`` couples residual writers so removal is possible."""
         coupled = self.config.couplings or (physical and bool(self.couplings()))
+        scope = str(curve.get("scope") or self.config.scope)
+        normalize = str(curve.get("normalize") or self.config.normalize)
         return masks_from_scores(
-            self.scores_for(method, sampling), rate, scope=self.config.scope, normalize=self.config.normalize,
+            self.scores_for(curve["method"], curve["sampling"], curve.get("seed"), curve.get("sign")),
+            rate,
+            scope=scope,  # type: ignore[arg-type]
+            normalize=normalize,  # type: ignore[arg-type]
             min_keep=max(1, self.config.min_keep) if physical else self.config.min_keep,
             couplings=self.couplings() if coupled else None,
-        )  # fmt: skip
+        )
+
+    def recalibration(self, seed: int) -> Tensor:
+        """The images a ``recalibrate: bn`` curve of selection seed ``seed`` was recalibrated on."""
+        return recalibration_images(self.splits, self.config.recalibrate_samples, int(seed))
 
     def physical_matches_sweep(self) -> bool:
         """Whether physical removal uses exactly the swept masks (no residual couplings, or the sweep coupled them)."""
@@ -81,6 +102,5 @@ def load_swept_models(path: str | Path, data_root: str | None = None) -> dict[st
         checksum = model_checksum(model)
         if checksum[:16] != key:
             raise ValueError(f"checkpoint {entry['checkpoint']} changed since the sweep ({checksum[:16]} vs {key})")
-        scores_for = score_store(model, splits, config, Path(path) / "scores", checksum).scores
-        models[key] = SweepModel(key, model, meta, splits, config, scores_for)
+        models[key] = SweepModel(key, model, meta, splits, config, Path(path) / "scores", checksum)
     return models

@@ -1,7 +1,9 @@
-"""The sweep of one model: every (method, sampling) curve at every rate, one durable row per evaluation.
+"""The sweep of one model: every (method, sampling) curve at every rate, one durable row per evaluation and split.
 
-Data flow per model: baseline row -> for each curve: scores (given by a callback, e.g. the score store) ->
-``masks_from_scores`` at each rate -> ``apply_masks`` (undone after each rate) -> ``predict`` -> metrics -> row.
+Data flow per model and setting: baseline rows -> for each curve: scores (given by a callback, e.g. the score store)
+-> ``masks_from_scores`` at each rate -> ``apply_masks`` (undone after each rate) -> optional BatchNorm recalibration
+(undone too) -> ``predict`` on every split (``val`` and ``test``) -> metrics, achieved rate, parameters and MACs
+removed, per-image predictions -> one row per split.
 Rows already in the log (same parameters) are neither recomputed nor rewritten, and a curve whose rows are all done is
 not even scored, so restarting a killed sweep resumes where it stopped.
 """
@@ -23,22 +25,27 @@ from torch import Tensor, nn
 
 from medprune.metrics import metrics_from_predictions, predict
 from medprune.options import NO_SAMPLING
-from medprune.pruning import apply_masks, masks_from_scores, validate_scores
-from medprune.sweep.table import BASELINE, Row, RowLog, format_rate, row_id, row_key
+from medprune.pruning import achieved_rate, apply_masks, masks_from_scores, validate_scores
+from medprune.recalibration import recalibrated_batchnorm
+from medprune.sweep.cost import COST_COLUMNS, CostCounter
+from medprune.sweep.table import BASELINE, Row, RowLog, encode_classes, format_rate, row_id, row_key
 from medprune.units import unit_groups
 
 logger = logging.getLogger(__name__)
 
 #: Default rates: 0.00 to 0.95 in steps of 0.05.
 DEFAULT_RATES: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(20))
-#: Sampling value of data-free methods (random, magnitude) and of the baseline.
-
 ScoresFor = Callable[[str, str], Mapping[str, Tensor]]
 
 
 @dataclass(frozen=True)
 class CurveParams:
-    """Everything but (method, sampling, rate) that identifies a row of one model's sweep."""
+    """Everything but (method, sampling, rate, split) that identifies a row of one model's sweep.
+
+    ``recalibrate="bn"`` re-estimates the BatchNorm statistics on the sweep's recalibration images after masking
+    (``recalibrate_samples`` of them, recorded in the key). ``seed`` is the selection seed (sample selection and
+    random scores).
+    """
 
     model: str
     dataset: str
@@ -50,23 +57,36 @@ class CurveParams:
     scope: str = "global"
     normalize: str = "none"
     min_keep: int = 1
+    recalibrate: str = "none"
+    recalibrate_samples: int = 0
+    couplings: bool = False
 
-    def row(self, method: str, sampling: str, rate: float) -> Row:
-        """The identifying fields of one row (data-free methods and the baseline record no sample count)."""
+    def row(self, method: str, sampling: str, rate: float, split: str = "test") -> Row:
+        """The identifying fields of one row.
+
+        Data-free methods record no sample count or target; the baseline (one per checkpoint and split) records no
+        setting and seed 0, so every curve of a checkpoint shares it.
+        """
         sampled = sampling != NO_SAMPLING
+        base = method == BASELINE
+        recalibrated = self.recalibrate != "none" and not base
         row: Row = {
             "model": self.model,
             "dataset": self.dataset,
             "checkpoint": self.checkpoint,
             "method": method,
             "sampling": sampling,
-            "sign": self.sign if method != BASELINE else "none",
+            "sign": self.sign if not base else "none",
             "target": self.target if sampled else "none",
             "n_per_class": self.n_per_class if sampled else 0,
-            "seed": self.seed,
-            "scope": self.scope if method != BASELINE else "none",
-            "normalize": self.normalize if method != BASELINE else "none",
+            "seed": self.seed if not base else 0,
+            "scope": self.scope if not base else "none",
+            "normalize": self.normalize if not base else "none",
+            "recalibrate": self.recalibrate if recalibrated else "none",
+            "recalibrate_samples": self.recalibrate_samples if recalibrated else 0,
+            "couplings": bool(self.couplings) and not base,
             "rate": float(rate),
+            "split": split,
         }
         row["row_id"] = row_id(row)
         return row
@@ -103,11 +123,42 @@ def evaluate_rows(
     return metric_columns(metrics_from_predictions(probs, truth, class_names))
 
 
+def evaluate_split(
+    model: nn.Module, inputs: Tensor, labels: Tensor | np.ndarray, class_names: Sequence[str], batch_size: int
+) -> Row:
+    """Metric columns of ``model`` on one split, ``n_images`` and the per-image ``predictions`` (base64 classes)."""
+    probs, truth = predict(model, (inputs, labels), batch_size=batch_size)
+    metrics = metric_columns(metrics_from_predictions(probs, truth, class_names))
+    metrics["n_images"] = metrics.pop("n_test")
+    metrics["predictions"] = encode_classes(probs.argmax(axis=1))
+    return metrics
+
+
 def _finish(row: Row, metrics: Row, started: float) -> Row:
     row.update(metrics)
     row["seconds"] = round(time.perf_counter() - started, 4)
     row["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="microseconds")
     return row
+
+
+@dataclass
+class SweepInputs:
+    """The data one model's sweep evaluates on and recalibrates with.
+
+    Attributes:
+        splits: ``{split: (inputs, labels)}`` pre-stacked, e.g. ``{"val": ..., "test": ...}``; every pruned model
+            is evaluated on each, one row per split.
+        class_names: class names (per-class columns).
+        recalibration: images BatchNorm statistics are re-estimated on when ``params.recalibrate == "bn"``.
+        cost: counts parameters and MACs removed (``None``: the columns are left out).
+        batch_size: images per forward pass.
+    """
+
+    splits: Mapping[str, tuple[Tensor, Tensor | np.ndarray]]
+    class_names: Sequence[str]
+    recalibration: Tensor | None = None
+    cost: CostCounter | None = None
+    batch_size: int = 256
 
 
 def sweep_model(
@@ -116,71 +167,84 @@ def sweep_model(
     curves: Sequence[tuple[str, str]],
     rates: Sequence[float],
     scores_for: ScoresFor,
-    test_data: tuple[Tensor, Tensor | np.ndarray],
-    class_names: Sequence[str],
+    data: SweepInputs,
     log: RowLog,
-    batch_size: int = 256,
     couplings: Sequence[Sequence[str]] | None = None,
 ) -> list[Row]:
-    """Evaluate the baseline and every curve of one model at every rate, appending each new row to ``log``.
+    """Evaluate the baseline and every curve of one model at every rate on every split, appending new rows to ``log``.
 
     Args:
-        model: the trained classifier (eval mode; its parameters are restored after every rate).
-        params: identifying fields shared by the rows.
+        model: the trained classifier (eval mode; parameters and BatchNorm statistics are restored after every rate).
+        params: identifying fields shared by the rows (setting, selection seed, ...).
         curves: ``(method, sampling)`` pairs; data-free methods use sampling ``"none"``.
-        rates: pruning rates in [0, 1) (validated by the caller).
+        rates: target pruning rates in [0, 1) (validated by the caller); the row records the ``achieved_rate``.
         scores_for: ``scores_for(method, sampling) -> {group: Tensor(units)}``; only called for unfinished curves.
-        test_data: pre-stacked ``(inputs, labels)`` of the evaluation split.
-        class_names: class names (per-class columns).
+        data: evaluation splits, class names, recalibration images, cost counter, batch size.
         log: the durable row log (rows already there are skipped).
-        batch_size: images per forward pass.
         couplings: groups pruned together (passed to :func:`masks_from_scores`).
 
     Returns:
-        The rows of this model (old and new), baseline first.
+        The rows of this model (old and new), baselines first.
     """
+    if params.recalibrate == "bn" and data.recalibration is None:
+        raise ValueError("recalibrate='bn' needs recalibration images (SweepInputs.recalibration)")
     done = log.finished()
     groups = unit_groups(model)
-    rows, pending = _split_done(params, curves, rates, done)
+    rows, pending = _split_done(params, curves, rates, list(data.splits), done)
     # Scores first, all checked against the model, before any (long) evaluation.
     scored = [
         (method, sampling, todo, _checked_scores(scores_for, method, sampling, groups))
         for method, sampling, todo in pending
     ]
-    reference = _baseline(model, params, test_data, class_names, log, done, batch_size)
-    rows.insert(0, reference)
-    total = sum(g.num_units for g in groups)
+    references = {split: _baseline(model, params, split, data, log, done) for split in data.splits}
+    rows[:0] = list(references.values())
     for method, sampling, todo, scores in scored:
-        for row in todo:
+        for rate, missing in todo:
             started = time.perf_counter()
-            metrics = _pruned_metrics(
-                model, scores, row["rate"], params, couplings, total, reference, test_data, class_names, batch_size
-            )
-            log.append(_finish(row, metrics, started))
-            rows.append(row)
+            for split, metrics in _pruned_metrics(model, scores, rate, params, couplings, references, data).items():
+                if split in missing:
+                    row = missing[split]
+                    log.append(_finish(row, metrics, started))
+                    rows.append(row)
+        last = todo[-1][1].get("val") or next(iter(todo[-1][1].values()))
         logger.info(
-            "%s/%s %s/%s: %d rates evaluated (accuracy %.4f at rate %s)",
+            "%s/%s seed %d %s/%s: %d rates evaluated (%s accuracy %.4f at rate %s, achieved %.3f)",
             params.model,
             params.dataset,
+            params.seed,
             method,
             sampling,
             len(todo),
-            todo[-1]["accuracy"],
-            format_rate(todo[-1]["rate"])[:4],
+            last["split"],
+            last["accuracy"],
+            format_rate(last["rate"])[:4],
+            last["achieved_rate"],
         )
     return rows
 
 
 def _split_done(
-    params: CurveParams, curves: Sequence[tuple[str, str]], rates: Sequence[float], done: Mapping[Any, Row]
-) -> tuple[list[Row], list[tuple[str, str, list[Row]]]]:
-    """Rows already in the log, and per unfinished curve the rows still to evaluate."""
+    params: CurveParams,
+    curves: Sequence[tuple[str, str]],
+    rates: Sequence[float],
+    splits: Sequence[str],
+    done: Mapping[Any, Row],
+) -> tuple[list[Row], list[tuple[str, str, list[tuple[float, dict[str, Row]]]]]]:
+    """Rows already in the log, and per unfinished curve the rates still to evaluate with their missing split rows."""
     rows: list[Row] = []
-    pending: list[tuple[str, str, list[Row]]] = []
+    pending: list[tuple[str, str, list[tuple[float, dict[str, Row]]]]] = []
     for method, sampling in curves:
-        curve_rows = [params.row(method, sampling, rate) for rate in rates]
-        rows.extend(done[row_key(r)] for r in curve_rows if row_key(r) in done)
-        todo = [r for r in curve_rows if row_key(r) not in done]
+        todo: list[tuple[float, dict[str, Row]]] = []
+        for rate in rates:
+            missing: dict[str, Row] = {}
+            for split in splits:
+                row = params.row(method, sampling, rate, split)
+                if row_key(row) in done:
+                    rows.append(done[row_key(row)])
+                else:
+                    missing[split] = row
+            if missing:
+                todo.append((rate, missing))
         if todo:
             pending.append((method, sampling, todo))
     return rows, pending
@@ -193,23 +257,29 @@ def _checked_scores(scores_for: ScoresFor, method: str, sampling: str, groups: S
 
 
 def _baseline(
-    model: nn.Module,
-    params: CurveParams,
-    test_data: tuple[Tensor, Tensor | np.ndarray],
-    class_names: Sequence[str],
-    log: RowLog,
-    done: Mapping[Any, Row],
-    batch_size: int,
+    model: nn.Module, params: CurveParams, split: str, data: SweepInputs, log: RowLog, done: Mapping[Any, Row]
 ) -> Row:
-    """The unpruned row: from the log when there, else evaluated and appended."""
-    base = params.row(BASELINE, NO_SAMPLING, 0.0)
+    """The unpruned row of one split: from the log when there, else evaluated and appended (with the labels)."""
+    base = params.row(BASELINE, NO_SAMPLING, 0.0, split)
     if row_key(base) in done:
         return done[row_key(base)]
     started = time.perf_counter()
-    metrics = {**evaluate_rows(model, *test_data, class_names, batch_size), "pruned_fraction": 0.0}
+    inputs, labels = data.splits[split]
+    metrics = evaluate_split(model, inputs, labels, data.class_names, data.batch_size)
+    metrics["labels"] = encode_classes(np.asarray(labels).reshape(-1))
+    metrics.update({"achieved_rate": 0.0, **(_no_cost(data.cost))})
     log.append(_finish(base, metrics, started))
-    logger.info("%s/%s baseline: accuracy %.4f", params.model, params.dataset, base["accuracy"])
+    logger.info("%s/%s baseline: %s accuracy %.4f", params.model, params.dataset, split, base["accuracy"])
     return base
+
+
+def _no_cost(cost: CostCounter | None) -> Row:
+    if cost is None:
+        return {}
+    return {
+        k: (None if not cost.supported else (0 if k in ("params_removed", "macs_removed") else 0.0))
+        for k in COST_COLUMNS
+    }
 
 
 def _pruned_metrics(
@@ -218,27 +288,33 @@ def _pruned_metrics(
     rate: float,
     params: CurveParams,
     couplings: Sequence[Sequence[str]] | None,
-    total: int,
-    reference: Row,
-    test_data: tuple[Tensor, Tensor | np.ndarray],
-    class_names: Sequence[str],
-    batch_size: int,
-) -> Row:
-    """Metric columns of the model with the units of ``scores`` masked at ``rate`` (plus ``pruned_fraction``)."""
+    references: Mapping[str, Row],
+    data: SweepInputs,
+) -> dict[str, Row]:
+    """Per split: metric columns of the model masked at ``rate`` (then recalibrated if asked), achieved rate, cost."""
     masks = masks_from_scores(
         scores,
         rate,
-        scope=params.scope,
+        scope=params.scope,  # type: ignore[arg-type]
         normalize=params.normalize,  # type: ignore[arg-type]
         min_keep=params.min_keep,
         couplings=couplings,
     )
-    kept = sum(int(m.sum()) for m in masks.values())
-    if kept == total:  # nothing pruned (rate 0): the model is the baseline, bit for bit
-        skip = (*params.row(BASELINE, NO_SAMPLING, 0.0), "seconds", "finished_at")
-        metrics = {k: v for k, v in reference.items() if k not in skip}
-    else:
-        with apply_masks(model, masks):
-            metrics = evaluate_rows(model, *test_data, class_names, batch_size)
-    metrics["pruned_fraction"] = 1.0 - kept / total
-    return metrics
+    extra: Row = {"achieved_rate": achieved_rate(masks)}
+    if data.cost is not None:
+        extra.update(data.cost.removed(masks))
+    if extra["achieved_rate"] == 0:  # nothing pruned (rate 0): the model is the baseline, bit for bit
+        keep = set(references[next(iter(references))]) - {*params.row(BASELINE, NO_SAMPLING, 0.0), "seconds"}
+        keep -= {"finished_at", "labels", *extra}
+        return {split: {**{k: ref[k] for k in keep if k in ref}, **extra} for split, ref in references.items()}
+    result: dict[str, Row] = {}
+    with apply_masks(model, masks):
+        recalibrated = params.recalibrate == "bn"
+        handle = recalibrated_batchnorm(model, data.recalibration, batch_size=data.batch_size) if recalibrated else None
+        try:
+            for split, (inputs, labels) in data.splits.items():
+                result[split] = {**evaluate_split(model, inputs, labels, data.class_names, data.batch_size), **extra}
+        finally:
+            if handle is not None:
+                handle.restore()
+    return result

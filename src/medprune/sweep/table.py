@@ -1,17 +1,21 @@
 """The sweep's results table: tidy rows keyed by their parameters, written durably one row at a time.
 
-A row is a flat ``dict`` (one model x dataset x method x sampling x rate). Rows are appended to a JSON-lines log
-(``rows.jsonl``; ``flush`` + ``fsync`` after every row) so a killed sweep loses at most the row it was computing; a
-partial last line left by a kill is ignored on reading and cut off before the next append. The tidy CSV is rewritten
-(atomically) from the log. No pandas: rows are plain dicts, columns are computed as the union over rows.
+A row is a flat ``dict`` (one model x dataset x method x sampling x setting x selection seed x rate x split: every
+pruned model is evaluated on ``val`` and on ``test``, one row each, told apart by the ``split`` column). Rows are
+appended to a JSON-lines log (``rows.jsonl``; ``flush`` + ``fsync`` after every row) so a killed sweep loses at most the
+row it was computing; a partial last line left by a kill is ignored on reading and cut off before the next append.
+The tidy CSV is rewritten (atomically) from the log without the per-image columns (:data:`BLOB_COLUMNS`: predicted
+classes, and the labels in baseline rows, as base64 bytes; :func:`decode_classes`), which stay in the log for the
+report's bootstraps. No pandas: rows are plain dicts, columns are computed as the union over rows.
 
 >>> row = {"checkpoint": "ab12", "dataset": "d", "method": "lrp", "sampling": "random", "rate": 0.3}
->>> row_key(row)[-1]
-'0.300000'
+>>> row_key(row)[-2:]
+('0.300000', '')
 """
 
 from __future__ import annotations
 
+import base64
 import csv
 import hashlib
 import json
@@ -22,14 +26,31 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 logger = logging.getLogger(__name__)
 
 Row = dict[str, Any]
 
 #: The method and every option of it: what tells two curves of one model on one dataset apart.
-METHOD_FIELDS: tuple[str, ...] = ("method", "sampling", "sign", "target", "n_per_class", "seed", "scope", "normalize")
+#: ``seed`` is the selection seed; ``recalibrate`` (``none`` / ``bn``) and ``recalibrate_samples`` say what followed
+#: masking; ``couplings`` whether residual writers were pruned together.
+METHOD_FIELDS: tuple[str, ...] = (
+    "method",
+    "sampling",
+    "sign",
+    "target",
+    "n_per_class",
+    "seed",
+    "scope",
+    "normalize",
+    "recalibrate",
+    "recalibrate_samples",
+    "couplings",
+)
 #: Parameters that identify a row; two rows with equal keys are the same measurement (the order fixes row ids).
-KEY_FIELDS: tuple[str, ...] = ("checkpoint", "dataset", *METHOD_FIELDS, "rate")
+#: ``split`` (``val`` / ``test``) is the split the row was evaluated on.
+KEY_FIELDS: tuple[str, ...] = ("checkpoint", "dataset", *METHOD_FIELDS, "rate", "split")
 #: Descriptive columns first in the CSV, in this order; metrics and per-class columns follow.
 LEAD_COLUMNS: tuple[str, ...] = (
     "row_id",
@@ -38,15 +59,27 @@ LEAD_COLUMNS: tuple[str, ...] = (
     "checkpoint",
     *METHOD_FIELDS,
     "rate",
-    "pruned_fraction",
+    "split",
+    "achieved_rate",
     "accuracy",
     "balanced_accuracy",
     "macro_f1",
     "auroc",
     "worst_recall",
-    "n_test",
+    "n_images",
+    "params_removed",
+    "macs_removed",
+    "params_removed_fraction",
+    "macs_removed_fraction",
 )
 TAIL_COLUMNS: tuple[str, ...] = ("seconds", "finished_at")
+#: Per-image columns kept in ``rows.jsonl`` only: ``predictions`` (predicted class per image of the split, in
+#: dataset order) and, in baseline rows, ``labels``; both base64 of uint8 (:func:`encode_classes`).
+BLOB_COLUMNS: tuple[str, ...] = ("predictions", "labels")
+#: Integer columns read back from CSV as ints.
+INT_COLUMNS: frozenset[str] = frozenset(
+    {"n_per_class", "seed", "n_test", "n_images", "recalibrate_samples", "params_removed", "macs_removed"}
+)
 #: Columns read back from CSV as text; every other non-empty cell is a number.
 TEXT_COLUMNS: frozenset[str] = frozenset(
     {
@@ -60,6 +93,9 @@ TEXT_COLUMNS: frozenset[str] = frozenset(
         "target",
         "scope",
         "normalize",
+        "recalibrate",
+        "couplings",
+        "split",
         "finished_at",
     }
 )
@@ -70,6 +106,19 @@ BASELINE = "baseline"
 def format_rate(rate: float) -> str:
     """Canonical text of a rate used in keys (6 decimals: 0.3 and 0.30000000000000004 are the same rate)."""
     return f"{float(rate):.6f}"
+
+
+def encode_classes(classes: Any) -> str:
+    """Class indices (0..255) as compact text: base64 of one uint8 per image."""
+    array = np.asarray(classes)
+    if array.size and (array.min() < 0 or array.max() > 255):
+        raise ValueError("class indices must lie in 0..255 to be stored per image")
+    return base64.b64encode(array.astype(np.uint8).tobytes()).decode("ascii")
+
+
+def decode_classes(text: str) -> np.ndarray:
+    """The int64 class indices of :func:`encode_classes`."""
+    return np.frombuffer(base64.b64decode(text), dtype=np.uint8).astype(np.int64)
 
 
 def row_key(row: Row) -> tuple[str, ...]:
@@ -148,10 +197,12 @@ class RowLog:
 
 
 def columns_of(rows: Iterable[Row]) -> list[str]:
-    """Union of the rows' columns: :data:`LEAD_COLUMNS`, then the others sorted, then :data:`TAIL_COLUMNS`."""
+    """Union of the rows' columns: :data:`LEAD_COLUMNS`, then the others sorted, then :data:`TAIL_COLUMNS` (never the
+    per-image :data:`BLOB_COLUMNS`)."""
     seen: set[str] = set()
     for row in rows:
         seen.update(row)
+    seen -= set(BLOB_COLUMNS)
     lead = [c for c in LEAD_COLUMNS if c in seen]
     tail = [c for c in TAIL_COLUMNS if c in seen]
     middle = sorted(seen - set(lead) - set(tail))
@@ -197,7 +248,7 @@ def _parse(column: str, text: str) -> Any:
         number = float(text)
     except ValueError:
         return text
-    return int(number) if column in ("n_per_class", "seed", "n_test") and number.is_integer() else number
+    return int(number) if column in INT_COLUMNS and number.is_integer() else number
 
 
 def read_csv(path: str | Path) -> list[Row]:
@@ -210,7 +261,10 @@ def read_csv(path: str | Path) -> list[Row]:
 
 
 def read_results(paths: Sequence[str | Path]) -> list[Row]:
-    """Rows of several tables (CSV files, ``.jsonl`` logs or sweep folders holding ``results.csv``), de-duplicated.
+    """Rows of several tables (CSV files, ``.jsonl`` logs or sweep folders), de-duplicated.
+
+    A sweep folder is read from its ``rows.jsonl`` (with the per-image columns the confidence intervals need), or
+    from its ``results.csv`` when it has no log.
 
     Raises:
         FileNotFoundError: a path holds no table.
@@ -220,7 +274,7 @@ def read_results(paths: Sequence[str | Path]) -> list[Row]:
     for item in paths:
         path = Path(item)
         if path.is_dir():
-            path = path / "results.csv" if (path / "results.csv").is_file() else path / "rows.jsonl"
+            path = path / "rows.jsonl" if (path / "rows.jsonl").is_file() else path / "results.csv"
         rows = RowLog(path).read() if path.suffix == ".jsonl" else read_csv(path)
         if path.suffix == ".jsonl" and not path.is_file():
             raise FileNotFoundError(f"no results table (results.csv or rows.jsonl) in {item}")

@@ -1,0 +1,97 @@
+"""Named pruning protocols: the settings that decide how scores become masks and what happens after masking.
+
+A :class:`Setting` is the part of a curve's key that is not the criterion: ``scope``, ``normalize``, ``sign`` and
+``recalibrate``. Two settings have names:
+
+- ``paper``: the paper's protocol (global ranking, no normalisation, signed relevance, no recalibration);
+- ``default``: medprune's product default (see :data:`PROTOCOLS`): a global ranking made width-fair by dividing each
+  layer's scores by their mean magnitude, magnitudes of relevance summed over samples, and BatchNorm statistics
+  re-estimated on 512 training images after masking. Provisional until the setting search
+  (``configs/results-search-*.yaml``) has been measured on validation; docs/results.md gives the numbers.
+
+>>> PROTOCOLS["paper"].as_dict()
+{'scope': 'global', 'normalize': 'none', 'sign': 'signed', 'recalibrate': 'none'}
+>>> protocol_name({"scope": "global", "normalize": "none", "sign": "signed", "recalibrate": "none"})
+'paper'
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from medprune.config import ConfigError
+from medprune.options import NORMALIZATIONS, RECALIBRATIONS, SCOPES, SIGNS, check_option
+
+__all__ = ["PROTOCOLS", "SETTING_FIELDS", "Setting", "protocol_name", "settings_from"]
+
+#: The row fields a setting fixes.
+SETTING_FIELDS: tuple[str, ...] = ("scope", "normalize", "sign", "recalibrate")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """How scores become masks (scope, normalize, sign) and what follows masking (recalibrate)."""
+
+    scope: str = "global"
+    normalize: str = "none"
+    sign: str = "signed"
+    recalibrate: str = "none"
+
+    def __post_init__(self) -> None:
+        check_option("scope", self.scope, SCOPES)
+        check_option("normalize", self.normalize, NORMALIZATIONS)
+        check_option("sign", self.sign, SIGNS)
+        check_option("recalibrate", self.recalibrate, RECALIBRATIONS)
+
+    def as_dict(self) -> dict[str, str]:
+        """``{field: value}`` in :data:`SETTING_FIELDS` order."""
+        return asdict(self)
+
+    def label(self) -> str:
+        """Short text, e.g. ``global/mean/abs/bn``, prefixed by the protocol name when it has one."""
+        text = "/".join(self.as_dict().values())
+        name = protocol_name(self.as_dict())
+        return f"{name} ({text})" if name else text
+
+
+#: Named protocols. ``default`` is provisional until the validation setting search is measured (docs/results.md).
+PROTOCOLS: dict[str, Setting] = {
+    "paper": Setting("global", "none", "signed", "none"),
+    "default": Setting("global", "mean", "abs", "bn"),
+}
+
+
+def protocol_name(row: Mapping[str, Any]) -> str:
+    """The name of the protocol whose setting ``row`` has (``""`` when none)."""
+    values = tuple(str(row.get(f)) for f in SETTING_FIELDS)
+    for name, setting in PROTOCOLS.items():
+        if tuple(setting.as_dict().values()) == values:
+            return name
+    return ""
+
+
+def settings_from(
+    protocols: Sequence[str], search: Mapping[str, Sequence[str]], explicit: Mapping[str, str]
+) -> list[Setting]:
+    """The settings a sweep runs: named ``protocols``, then the product of the ``search`` lists (fields not searched
+    take their ``explicit`` value); only ``explicit`` when both are empty. Duplicates are dropped, order kept.
+
+    Raises:
+        ConfigError: an unknown protocol name, search field or value.
+    """
+    settings: list[Setting] = []
+    for name in protocols:
+        check_option("protocols entry", name, tuple(PROTOCOLS))
+        settings.append(PROTOCOLS[name])
+    unknown = sorted(set(search) - set(SETTING_FIELDS))
+    if unknown:
+        raise ConfigError(f"search: unknown field(s) {unknown}; valid fields: {', '.join(SETTING_FIELDS)}")
+    if search:
+        lists = [list(search.get(f) or [explicit[f]]) for f in SETTING_FIELDS]
+        settings.extend(Setting(*combo) for combo in itertools.product(*lists))
+    if not settings:
+        settings.append(Setting(**{f: explicit[f] for f in SETTING_FIELDS}))
+    return list(dict.fromkeys(settings))
