@@ -20,6 +20,8 @@ from typing import Literal, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from medprune.support import check_units
+
 UnitKind = Literal["conv", "linear", "mlp", "head"]
 UNIT_KINDS: tuple[UnitKind, ...] = ("conv", "linear", "mlp", "head")
 
@@ -83,6 +85,7 @@ def unit_groups(model: nn.Module, kinds: Sequence[UnitKind] | None = None) -> li
         unknown = [k for k in kinds if k not in UNIT_KINDS]
         if unknown:
             raise ValueError(f"unknown unit kinds {unknown}; valid kinds: {', '.join(UNIT_KINDS)}")
+    check_units(model)  # refuses, by path, layers whose units cannot be found (nn.MultiheadAttention, ...)
     groups: list[UnitGroup] = []
     if is_vit(model):
         for index, block in enumerate(model.blocks):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from medprune.importing import WEIGHT_SUFFIXES
+from medprune.importing import WEIGHT_SUFFIXES, import_model
 
 HELP = "import trained torchvision/timm weights (.safetensors, or a .pt/.pth/.bin state dict) as a medprune checkpoint"
 
@@ -54,8 +54,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from medprune.importing import import_model
-
     result = import_model(
         args.arch,
         args.weights,

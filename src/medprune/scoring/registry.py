@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from medprune.options import SAMPLINGS, SIGNS, TARGET_MODES, Sign, TargetMode, check_option
 from medprune.runtime import eval_mode
+from medprune.support import check_scorable
 from medprune.units import UnitGroup, unit_groups
 
 logger = logging.getLogger(__name__)
@@ -188,6 +189,7 @@ def score(
         raise ValueError(f"targets must have shape ({inputs.shape[0]},), got {tuple(targets.shape)}")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    check_scorable(model, method)  # before any work: names the layer the method has no rule for
     groups = list(unit_groups(model) if groups is None else groups)
     merged = {**entry.options, **options}
     with eval_mode(model):
