@@ -38,8 +38,9 @@ def splits_for_checkpoint(
     label: str = "the checkpoint",
     dataset_hint: str = "dataset=<name>",
     override_is_same_data: bool = False,
+    augment: bool = False,
 ) -> DatasetSplits:
-    """The dataset splits a checkpoint was trained on, re-created from its sidecar meta (no augmentation).
+    """The dataset splits a checkpoint was trained on, re-created from its sidecar meta (no augmentation by default).
 
     The dataset name is ``dataset``, else the one recorded in ``meta["dataset"]["name"]``, else
     ``meta["train_config"]["dataset"]``. Image size and channels are the checkpoint's. The recorded split parameters
@@ -56,6 +57,7 @@ def splits_for_checkpoint(
             name, so the recorded split parameters apply to it as well, and the fingerprint is checked only when no
             ``dataset`` is given. ``False``: they apply (and the check is made) only when the name equals the
             recorded one.
+        augment: give the training split the training augmentation (for fine-tuning); evaluation views never augment.
 
     Raises:
         ConfigError: no dataset given nor recorded.
@@ -75,7 +77,7 @@ def splits_for_checkpoint(
         root,
         image_size=int(meta["image_size"]),
         channels=int(meta["in_channels"]),
-        augment=False,
+        augment=augment,
         **(kwargs if same or override_is_same_data else {}),
     )
     if list(splits.class_names) != [str(c) for c in meta["class_names"]]:
@@ -112,6 +114,7 @@ def load_with_splits(
     label: str = "the checkpoint",
     dataset_hint: str = "dataset=<name>",
     override_is_same_data: bool = False,
+    augment: bool = False,
 ) -> CheckpointData:
     """Load the checkpoint at ``path`` and re-create its dataset splits (:func:`splits_for_checkpoint`'s keywords)."""
     model, meta = load_checkpoint(path, device=device)
@@ -122,5 +125,6 @@ def load_with_splits(
         label=label,
         dataset_hint=dataset_hint,
         override_is_same_data=override_is_same_data,
+        augment=augment,
     )
     return CheckpointData(model, meta, splits)

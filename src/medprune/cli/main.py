@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from medprune import __version__
-from medprune.cli import demo, evaluate, import_model, prune, report, score, sweep, train
+from medprune.cli import compress, demo, evaluate, import_model, prune, report, score, study, sweep, train
 
 #: Sub-command name -> its module (``HELP``, ``add_arguments``, ``run``), in the order ``--help`` lists them.
 COMMANDS: dict[str, ModuleType] = {
@@ -23,9 +23,11 @@ COMMANDS: dict[str, ModuleType] = {
     "evaluate": evaluate,
     "score": score,
     "prune": prune,
+    "compress": compress,
     "sweep": sweep,
     "report": report,
     "demo": demo,
+    "study": study,
 }
 
 logger = logging.getLogger("medprune")

@@ -1,0 +1,436 @@
+"""``run_compress(config)``: a trained checkpoint -> the smallest model within tolerance on validation, recovered,
+physically smaller, exported to ONNX and documented by a model card.
+
+Stages (one log line each), reading top to bottom:
+
+1. **score** the units with ``method``/``sampling`` (score files reused from ``<out>/scores``);
+2. **search** the candidate ``rates`` in increasing order on the **validation** split: each candidate is masked,
+   recovered as ``search_recovery`` says (BatchNorm recalibration on clean training images, or that plus
+   fine-tuning) and kept when ``baseline - value <= tolerance`` on ``metric``; the search stops after ``patience``
+   consecutive failures and chooses the largest rate kept. Rows go to ``search.jsonl`` as they finish;
+3. **recover** at the chosen rate: recalibration, then ``finetune_epochs`` of fine-tuning with the pruned units held
+   at exactly zero (optionally distilled from the unpruned model), or ``rounds`` > 1 rounds of iterative pruning;
+4. **remove** the units physically and check the smaller model's outputs against the masked model's;
+5. **export** ``model.onnx`` and check it against onnxruntime;
+6. **test**: the test split is read here for the first time, for the original and the compressed model;
+7. **card**: ``card.json`` + ``card.md`` with every number measured above, CPU latency at batch 1 and 32.
+
+A killed run restarts where it stopped: score files, search rows and fine-tune checkpoints are reused (the output
+folder's ``run.json`` guarantees they were made by the same config).
+
+>>> # result = run_compress(CompressConfig(checkpoint="runs/pneumoniamnist/model.safetensors", finetune_epochs=2))
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from medprune.card import CompressionRecord, SearchRow, write_card
+from medprune.checkpoint import read_meta, save_checkpoint
+from medprune.checkpoint_data import load_with_splits
+from medprune.config import config_to_dict
+from medprune.data import stack_samples
+from medprune.options import NO_SAMPLING, Normalize, Scope, Sign, TargetMode
+from medprune.provenance import file_sha256, model_checksum
+from medprune.pruning import coupled_groups, export_onnx, model_cost, remove_units, run_onnx
+from medprune.pruning.masks import check_rate
+from medprune.recovery import FinetuneSettings
+from medprune.rundir import RunDir
+from medprune.runs.compress_evidence import METRICS, Metric, latency_rows, layer_changes, metric_value, split_metrics
+from medprune.runs.compress_steps import Workbench, evaluate_split, final_model, search
+from medprune.scoring import scorer_entry
+from medprune.scoring.store import ScoreStore
+from medprune.train import limit_dataset
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["CompressConfig", "CompressResult", "run_compress", "compress"]
+
+SEARCH_FILE = "search.jsonl"
+SearchRecovery = Literal["recalibrate", "finetune"]
+
+
+@dataclass
+class CompressConfig:
+    """Options of ``medprune compress``.
+
+    Attributes:
+        checkpoint: the trained model (``model.safetensors`` or its stem). out: output folder.
+        method, sampling, n_per_class, seed, sign, target: the score request (as for ``medprune score``).
+        scope, normalize, min_keep: the ranking (couplings are always used: the model is removed physically).
+        metric: what the tolerance is read on: ``balanced_accuracy``, ``accuracy``, ``auroc`` or
+            ``worst_class_recall`` (the lowest per-class sensitivity: "clinically lossless").
+        tolerance: largest allowed drop of ``metric`` on validation (0.01 = 1 point).
+        rates: candidate rates, tried in increasing order. rate: a fixed rate (no search; still checked on
+            validation). patience: consecutive failing candidates that end the search.
+        recalibration_samples: clean training images for BatchNorm recalibration (0: no recalibration).
+        search_recovery: what each search candidate gets: ``recalibrate`` or ``finetune`` (recalibration plus
+            ``finetune_epochs`` of fine-tuning; slower, finds larger rates).
+        finetune_epochs: fine-tuning epochs at the chosen rate (0: recalibration only).
+        distill, distill_temperature, distill_weight: knowledge distillation from the unpruned model.
+        lr, batch_size: fine-tuning optimiser (the training recipe's Adam). augment: fine-tune with the training
+            augmentation (``None``: as the checkpoint was trained, ``train_config.augment``).
+        max_train_samples: fine-tune on a stratified random subset of this many training images (``None``: all).
+        rounds: iterative pruning rounds (1: one-shot).
+        latency_threads, latency_repeats: CPU latency measurement. data_root, dataset: where the data is
+            (default: as recorded in the checkpoint). device: ``cpu`` or ``cuda``. overwrite: start the folder afresh.
+    """
+
+    checkpoint: str = ""
+    out: str = "runs/compress"
+    method: str = "lrp"
+    sampling: str = "clustering"
+    n_per_class: int = 10
+    seed: int = 0
+    sign: Sign = "signed"
+    target: TargetMode = "true"
+    scope: Scope = "global"
+    normalize: Normalize = "none"
+    min_keep: int = 1
+    metric: Metric = "balanced_accuracy"
+    tolerance: float = 0.01
+    rates: list[float] = field(default_factory=lambda: [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
+    rate: float | None = None
+    patience: int = 2
+    recalibration_samples: int = 512
+    search_recovery: SearchRecovery = "recalibrate"
+    finetune_epochs: int = 0
+    distill: bool = False
+    distill_temperature: float = 4.0
+    distill_weight: float = 0.5
+    lr: float = 1e-3
+    batch_size: int = 32
+    augment: bool | None = None
+    max_train_samples: int | None = None
+    rounds: int = 1
+    latency_threads: int = 2
+    latency_repeats: int = 20
+    data_root: str | None = None
+    dataset: str | None = None
+    device: str = "cpu"
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        if self.metric not in METRICS:
+            raise ValueError(f"metric={self.metric!r} is not allowed; valid values: {', '.join(METRICS)}")
+        if self.search_recovery not in ("recalibrate", "finetune"):
+            raise ValueError(
+                f"search_recovery={self.search_recovery!r} is not allowed; valid values: recalibrate, finetune"
+            )
+        if not 0 <= self.tolerance < 1:
+            raise ValueError(f"tolerance must be in [0, 1), got {self.tolerance!r}")
+        for rate in [*self.rates, *([] if self.rate is None else [self.rate])]:
+            check_rate(rate)
+        if self.rate is None and not self.rates:
+            raise ValueError("rates is empty and no fixed rate is given; give rates=[...] or rate=R")
+        for name in ("patience", "rounds", "batch_size", "latency_threads", "latency_repeats"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if self.max_train_samples is not None and self.max_train_samples < 2:
+            raise ValueError(f"max_train_samples must be >= 2 or None, got {self.max_train_samples!r}")
+        for name in ("finetune_epochs", "recalibration_samples"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.search_recovery == "finetune" and self.finetune_epochs == 0:
+            raise ValueError("search_recovery=finetune needs finetune_epochs >= 1")
+        self.settings()  # lr, distillation values
+
+    def settings(self) -> FinetuneSettings:
+        """The fine-tuning settings these options describe."""
+        return FinetuneSettings(
+            epochs=self.finetune_epochs,
+            lr=self.lr,
+            batch_size=self.batch_size,
+            distill_temperature=self.distill_temperature,
+            distill_weight=self.distill_weight,
+            recalibrate_samples=None,
+            seed=self.seed,
+        )
+
+
+@dataclass
+class CompressResult:
+    """What ``run_compress`` produced: the chosen rate, the record behind the card and the files written."""
+
+    rate: float
+    masks: dict[str, Tensor]
+    record: CompressionRecord
+    model: nn.Module
+    files: dict[str, str] = field(default_factory=dict)
+
+
+def _command(config: CompressConfig) -> str:
+    defaults = CompressConfig(checkpoint=config.checkpoint)
+    parts = ["medprune", "compress", config.checkpoint, "--out", config.out]
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if f.name not in ("checkpoint", "out") and value != getattr(defaults, f.name):
+            parts += ["--set", f"{f.name}={json.dumps(value) if isinstance(value, list) else value}"]
+    return shlex.join(parts)
+
+
+def _check_request(config: CompressConfig) -> str:
+    """The sampling to score with (``none`` for a data-free method), checked before any work."""
+    if not config.checkpoint:
+        raise ValueError("checkpoint is required (a model.safetensors written by medprune train)")
+    if not Path(config.checkpoint).with_suffix(".json").is_file() and not Path(config.checkpoint + ".json").is_file():
+        raise FileNotFoundError(f"checkpoint {config.checkpoint}: no model.json beside it (a medprune checkpoint)")
+    return NO_SAMPLING if scorer_entry(config.method).data_free else config.sampling
+
+
+def _max_difference(a: nn.Module, b: nn.Module, inputs: Tensor) -> float:
+    with torch.no_grad():
+        return float((a.eval()(inputs) - b.eval()(inputs)).abs().max())
+
+
+def run_compress(config: CompressConfig) -> CompressResult:
+    """Score, search on validation, recover, remove, export, test and write the card (see the module docstring)."""
+    sampling = _check_request(config)
+    out = Path(config.out)
+    cosmetic = ("device", "latency_threads", "latency_repeats", "overwrite", "out")
+    timer = _Timer()
+    with RunDir(out, "compress", config_to_dict(config), cosmetic=cosmetic, overwrite=config.overwrite):
+        trained = read_meta(config.checkpoint).get("train_config") or {}
+        model, meta, splits = load_with_splits(
+            config.checkpoint,
+            augment=bool(trained.get("augment", False)) if config.augment is None else config.augment,
+            device=config.device,
+            dataset=config.dataset,
+            data_root=config.data_root,
+            label=f"checkpoint {config.checkpoint}",
+            override_is_same_data=True,
+        )
+        names = list(splits.class_names)
+        store_args: dict[str, Any] = dict(
+            n_per_class=config.n_per_class, seed=config.seed, sign=config.sign, target=config.target
+        )
+        store_args["device"] = config.device
+        store = ScoreStore(model, splits.train, out / "scores", checksum=model_checksum(model), **store_args)
+        scores = store.scores(config.method, sampling)
+        timer.lap("score")
+        bench = _workbench(config, model, splits, out)
+        logger.info("validation baseline: %s %s", config.metric, _fmt(metric_value(bench.baseline, config.metric)))
+        search_epochs = config.finetune_epochs if config.search_recovery == "finetune" else 0
+        rows = search(
+            bench,
+            scores,
+            [config.rate] if config.rate is not None else config.rates,
+            metric=config.metric,
+            tolerance=config.tolerance,
+            patience=config.patience,
+            epochs=search_epochs,
+            path=out / SEARCH_FILE,
+        )
+        chosen = _choose(rows, config, bench)
+        timer.lap("search")
+
+        def rescore(current: nn.Module, index: int) -> dict[str, Tensor]:
+            path = out / "scores" / f"round-{index}"
+            return ScoreStore(current, splits.train, path, **store_args).scores(config.method, sampling)
+
+        final, masks = final_model(
+            bench,
+            scores,
+            chosen.rate,
+            epochs=config.finetune_epochs,
+            rounds=config.rounds,
+            tag=f"search-{chosen.rate:.4f}" if search_epochs == config.finetune_epochs else f"final-{chosen.rate:.4f}",
+            rescore=rescore,
+        )
+        final = final.cpu().eval()
+        final_val = evaluate_split(final, bench.val, names)
+        timer.lap("recover")
+        original = model.cpu().eval()
+        small = remove_units(final, masks)
+        probe = bench.val[0][:64]
+        checks: dict[str, float | bool | None] = {
+            "physical vs masked max |difference|": _max_difference(small, final, probe)
+        }
+        files = _save(small, meta, config, chosen, out)
+        timer.lap("remove")
+        export_onnx(small, out / "model.onnx", probe[:1])
+        with torch.no_grad():
+            onnx_diff = float((run_onnx(out / "model.onnx", probe) - small(probe)).abs().max())
+        checks.update({"ONNX vs PyTorch max |diff|": onnx_diff, "ONNX within 1e-4": onnx_diff <= 1e-4})
+        files["onnx"] = str(out / "model.onnx")
+        timer.lap("export")
+        test = stack_samples(splits.test, range(len(splits.test)))  # the first and only read of the test split
+        test_original, _ = split_metrics(original, test, names)
+        test_compressed, _ = split_metrics(small, test, names)
+        timer.lap("test")
+        latency = latency_rows(original, small, threads=config.latency_threads, repeats=config.latency_repeats)
+        layers = layer_changes(original, small, masks)
+        timer.lap("latency")
+        record = CompressionRecord(
+            title=f"{meta['model']['name']} on {splits.name}, {config.method}/{sampling}",
+            source={
+                "checkpoint": config.checkpoint,
+                "architecture": meta["model"]["name"],
+                "dataset": splits.name,
+                "validation images": len(bench.val[1]),
+                "test images": len(test[1]),
+            },
+            choice=_choice(config, sampling, chosen, bench.baseline, final_val),
+            search=rows,
+            totals=_totals(masks, model_cost(original), model_cost(small)),
+            layers=layers,
+            test_original=test_original,
+            test_compressed=test_compressed,
+            latency=latency,
+            checks=checks,
+            commands=[_command(config)],
+            config=config_to_dict(config),
+            hashes={
+                "data fingerprint": getattr(splits, "fingerprint", None),
+                "input weights": meta.get("weights_sha256"),
+                "output weights": file_sha256(files["weights"]),
+                "onnx": file_sha256(files["onnx"]),
+            },
+            timings=timer.laps,
+        )
+        card_json, card_md = write_card(record, out)
+        files.update(card_json=str(card_json), card_md=str(card_md))
+    if onnx_diff > 1e-4:
+        logger.warning("ONNX output differs from PyTorch by %.2e (> 1e-4)", onnx_diff)
+    logger.info(
+        "compressed %s at rate %.2f: MACs removed %.3f, test %s %s -> %s; card %s",
+        config.checkpoint,
+        chosen.rate,
+        record.totals["MACs removed (fraction)"],
+        config.metric,
+        _fmt(metric_value(test_original.__dict__, config.metric)),
+        _fmt(metric_value(test_compressed.__dict__, config.metric)),
+        card_md,
+    )
+    return CompressResult(chosen.rate, masks, record, small, files)
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.laps[stage] = round(now - self._last, 2)
+        self._last = now
+
+
+def _workbench(config: CompressConfig, model: nn.Module, splits: Any, out: Path) -> Workbench:
+    recalibration = None
+    if config.recalibration_samples:
+        clean = splits.train.with_transform(train=False)
+        recalibration = limit_dataset(clean, config.recalibration_samples, config.seed)
+    val = stack_samples(splits.val, range(len(splits.val)))
+    names = list(splits.class_names)
+    return Workbench(
+        model=model,
+        train=limit_dataset(splits.train, config.max_train_samples, config.seed),
+        val=val,
+        class_names=names,
+        recalibration=recalibration,
+        couplings=coupled_groups(model),
+        scope=config.scope,
+        normalize=config.normalize,
+        min_keep=config.min_keep,
+        settings=config.settings(),
+        distill=config.distill,
+        device=config.device,
+        out=out,
+        baseline=evaluate_split(model, val, names),
+    )
+
+
+def _choose(rows: list[SearchRow], config: CompressConfig, bench: Workbench) -> SearchRow:
+    kept = [row for row in rows if row.within_tolerance]
+    if not kept:
+        raise ValueError(
+            f"no candidate rate of {[row.rate for row in rows]} keeps validation {config.metric} within "
+            f"{config.tolerance} of {_fmt(metric_value(bench.baseline, config.metric))}; try smaller rates, "
+            "search_recovery=finetune with finetune_epochs, or a larger tolerance (rows in search.jsonl)"
+        )
+    return max(kept, key=lambda row: row.rate)
+
+
+def _choice(
+    config: CompressConfig, sampling: str, chosen: SearchRow, baseline: dict[str, Any], final_val: dict[str, Any]
+) -> dict[str, Any]:
+    base, final = metric_value(baseline, config.metric), metric_value(final_val, config.metric)
+    return {
+        "method": config.method,
+        "sampling": sampling,
+        "scope": config.scope,
+        "normalize": config.normalize,
+        "metric": config.metric,
+        "tolerance": config.tolerance,
+        "validation baseline": base,
+        "chosen rate": chosen.rate,
+        "units removed (fraction)": chosen.achieved_rate,
+        "search recovery": config.search_recovery,
+        "fine-tune epochs": config.finetune_epochs,
+        "distillation": config.distill,
+        "rounds": config.rounds,
+        "final validation value": final,
+        "final validation drop": None if final is None or base is None else base - final,
+    }
+
+
+def _totals(masks: dict[str, Tensor], before: dict[str, int], after: dict[str, int]) -> dict[str, float | int]:
+    units_before = sum(m.numel() for m in masks.values())
+    units_after = sum(int(m.sum()) for m in masks.values())
+    return {
+        "units before": units_before,
+        "units after": units_after,
+        "units removed (fraction)": 1 - units_after / units_before,
+        "params before": before["params"],
+        "params after": after["params"],
+        "params removed (fraction)": 1 - after["params"] / before["params"],
+        "MACs before": before["macs"],
+        "MACs after": after["macs"],
+        "MACs removed (fraction)": 1 - after["macs"] / before["macs"],
+    }
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def _save(
+    small: nn.Module,
+    meta: dict[str, Any],
+    config: CompressConfig,
+    chosen: SearchRow,
+    out: Path,
+) -> dict[str, str]:
+    keep = ("class_names", "normalization", "dataset", "train_config")
+    compression = {
+        "method": config.method,
+        "rate": chosen.rate,
+        "achieved_rate": chosen.achieved_rate,
+        "source_weights_sha256": meta.get("weights_sha256"),
+    }
+    path = save_checkpoint(
+        out / "model",
+        small,
+        {**{k: v for k, v in meta.items() if k in keep}, "pruned": small.medprune_pruned, "compression": compression},
+    )
+    return {"weights": str(path), "sidecar": str(path.with_suffix(".json"))}
+
+
+def compress(checkpoint: str, out: str = "runs/compress", **options: Any) -> CompressResult:
+    """Python API of ``medprune compress``: ``compress("runs/train/model.safetensors", finetune_epochs=2)``.
+
+    Args:
+        checkpoint: the trained model. out: output folder.
+        **options: any :class:`CompressConfig` field.
+    """
+    return run_compress(CompressConfig(checkpoint=checkpoint, out=out, **options))

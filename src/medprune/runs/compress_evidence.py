@@ -1,0 +1,162 @@
+"""Measurements behind the model card of ``medprune compress``: per-class rates with Wilson intervals, per-layer
+costs, CPU latency and the metric a compression tolerance is read on. Each returns what :mod:`medprune.card` formats.
+
+>>> rates = class_rates([0, 0, 1, 1], [0, 1, 1, 1], ["normal", "pneumonia"])
+>>> rates[1].sensitivity, rates[1].specificity
+(1.0, 0.5)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from scipy.stats import binomtest
+from torch import Tensor, nn
+
+from medprune.card import ClassRates, Latency, LayerChange, SplitMetrics
+from medprune.metrics import metrics_from_predictions, predict
+from medprune.pruning.physical import example_inputs_for
+from medprune.report.efficiency import cpu_latency_ms
+from medprune.units import unit_groups
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "METRICS",
+    "Metric",
+    "metric_value",
+    "wilson_interval",
+    "class_rates",
+    "split_metrics",
+    "layer_changes",
+    "latency_rows",
+]
+
+Metric = Literal["balanced_accuracy", "accuracy", "auroc", "worst_class_recall"]
+#: Metrics a compression tolerance can be read on (``worst_class_recall``: the lowest per-class sensitivity).
+METRICS: tuple[str, ...] = ("balanced_accuracy", "accuracy", "auroc", "worst_class_recall")
+
+
+def metric_value(metrics: Mapping[str, Any], metric: str) -> float | None:
+    """``metric`` of a :func:`medprune.metrics.metrics_from_predictions` dict (``worst_class_recall`` included)."""
+    if metric not in METRICS:
+        raise ValueError(f"metric={metric!r} is not allowed; valid values: {', '.join(METRICS)}")
+    key = "worst_class_sensitivity" if metric == "worst_class_recall" else metric
+    value = metrics.get(key)
+    return None if value is None else float(value)
+
+
+def wilson_interval(successes: int, trials: int, confidence: float = 0.95) -> tuple[float | None, float | None]:
+    """Wilson score interval of a proportion (``scipy.stats.binomtest(...).proportion_ci(method="wilson")``).
+
+    >>> [round(x, 4) for x in wilson_interval(8, 10)]
+    [0.4902, 0.9433]
+    """
+    if trials <= 0:
+        return (None, None)
+    ci = binomtest(int(successes), int(trials)).proportion_ci(confidence_level=confidence, method="wilson")
+    return (float(ci.low), float(ci.high))
+
+
+def class_rates(
+    labels: Sequence[int] | np.ndarray, predictions: Sequence[int] | np.ndarray, names: Sequence[str]
+) -> list[ClassRates]:
+    """Per class: sensitivity (its recall) and specificity (recall of the other classes), with 95% Wilson intervals."""
+    labels, predictions = np.asarray(labels), np.asarray(predictions)
+    rows = []
+    for c, name in enumerate(names):
+        positive, negative = labels == c, labels != c
+        tp, tn = int((predictions[positive] == c).sum()), int((predictions[negative] != c).sum())
+        n_pos, n_neg = int(positive.sum()), int(negative.sum())
+        rows.append(
+            ClassRates(
+                name=str(name),
+                positives=n_pos,
+                negatives=n_neg,
+                sensitivity=tp / n_pos if n_pos else None,
+                sensitivity_ci=wilson_interval(tp, n_pos),
+                specificity=tn / n_neg if n_neg else None,
+                specificity_ci=wilson_interval(tn, n_neg),
+            )
+        )
+    return rows
+
+
+def split_metrics(
+    model: nn.Module, data: tuple[Tensor, Tensor], names: Sequence[str], batch_size: int = 256
+) -> tuple[SplitMetrics, dict[str, Any]]:
+    """The card's metrics of ``model`` on pre-stacked ``data``, and the full metrics dict they come from."""
+    probs, truth = predict(model, data, batch_size=batch_size)
+    metrics = metrics_from_predictions(probs, truth, list(names))
+    card = SplitMetrics(
+        n=int(metrics["n"]),
+        accuracy=metrics["accuracy"],
+        balanced_accuracy=metrics["balanced_accuracy"],
+        auroc=metrics["auroc"],
+        worst_class_recall=metrics["worst_class_sensitivity"],
+        per_class=class_rates(truth, probs.argmax(1), names),
+    )
+    return card, metrics
+
+
+def _layer_costs(model: nn.Module, inputs: Tensor) -> tuple[dict[str, int], dict[str, int]]:
+    import torch_pruning as tp
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            _, _, macs, params = tp.utils.count_ops_and_params(model, inputs, layer_wise=True)
+    finally:
+        model.train(was_training)
+    names = {id(module): name for name, module in model.named_modules()}
+    by_name_macs = {names[id(m)]: int(v) for m, v in macs.items() if id(m) in names}
+    by_name_params = {names[id(m)]: int(v) for m, v in params.items() if id(m) in names}
+    return by_name_macs, by_name_params
+
+
+def layer_changes(original: nn.Module, compressed: nn.Module, masks: Mapping[str, Tensor]) -> list[LayerChange]:
+    """Units, parameters and MACs (one image) of every leaf layer with parameters, before and after."""
+    macs_a, params_a = _layer_costs(original, example_inputs_for(original, 1))
+    macs_b, params_b = _layer_costs(compressed, example_inputs_for(compressed, 1))
+    groups = {g.module: g for g in unit_groups(original)}
+    rows = []
+    for name, module in original.named_modules():
+        if list(module.children()) or not params_a.get(name):
+            continue
+        group = groups.get(name)
+        kept = int(torch.as_tensor(masks[group.name]).sum()) if group is not None else None
+        rows.append(
+            LayerChange(
+                name=name,
+                kind=group.kind if group is not None else type(module).__name__,
+                units_before=group.num_units if group is not None else None,
+                units_after=kept,
+                params_before=params_a[name],
+                params_after=params_b.get(name, 0),
+                macs_before=macs_a.get(name, 0),
+                macs_after=macs_b.get(name, 0),
+            )
+        )
+    return rows
+
+
+def latency_rows(
+    original: nn.Module, compressed: nn.Module, batches: Sequence[int] = (1, 32), threads: int = 2, repeats: int = 20
+) -> list[Latency]:
+    """Median CPU latency per batch of both models with ``threads`` torch threads (restored after)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    rows = []
+    try:
+        for batch in batches:
+            before = cpu_latency_ms(original.cpu(), example_inputs_for(original, batch), repeats=repeats)
+            after = cpu_latency_ms(compressed.cpu(), example_inputs_for(compressed, batch), repeats=repeats)
+            rows.append(Latency(batch, threads, before, after, before / after if after > 0 else None))
+    finally:
+        torch.set_num_threads(previous)
+    return rows

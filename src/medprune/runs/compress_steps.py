@@ -1,0 +1,222 @@
+"""The stages of ``medprune compress`` between scoring and removal: masks at a rate, recovery, the validation search
+and the final (one-shot or iterative) model. Everything reads one :class:`Workbench`; nothing here reads the test split.
+
+The search tries candidate rates in increasing order; each row is appended to ``search.jsonl`` as soon as it is
+measured, and rows already there are reused, so a killed search restarts at the first rate it had not finished.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor, nn
+
+from medprune.card import SearchRow
+from medprune.metrics import metrics_from_predictions, predict
+from medprune.provenance import to_jsonable
+from medprune.pruning.iterative import iterative_prune
+from medprune.pruning.masked import mask_model
+from medprune.pruning.masks import achieved_rate, masks_from_scores
+from medprune.recovery import FinetuneSettings, finetune
+from medprune.runs.compress_evidence import METRICS, metric_value
+from medprune.train import recalibrate_batchnorm
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Workbench", "evaluate_split", "masks_at", "recover", "search", "final_model"]
+
+
+@dataclass
+class Workbench:
+    """What every stage reads.
+
+    Attributes:
+        model: the unpruned model (also the distillation teacher when ``distill``).
+        train: the training split (training transform) for fine-tuning.
+        val: the pre-stacked validation split. class_names: its classes.
+        recalibration: clean training images for BatchNorm recalibration (``None``: none).
+        couplings: coupled unit groups (always respected: the model is removed physically).
+        scope, normalize, min_keep: the ranking.
+        settings: fine-tuning settings (``epochs`` is set per call). distill: distil from ``model``.
+        device: where to fine-tune. out: the run folder (fine-tune checkpoints under ``out/finetune``).
+        baseline: validation metrics of the unpruned model.
+    """
+
+    model: nn.Module
+    train: Any
+    val: tuple[Tensor, Tensor]
+    class_names: list[str]
+    recalibration: Any
+    couplings: list[list[str]]
+    scope: str
+    normalize: str
+    min_keep: int
+    settings: FinetuneSettings
+    distill: bool
+    device: str
+    out: Path
+    baseline: dict[str, Any]
+
+
+def evaluate_split(model: nn.Module, data: tuple[Tensor, Tensor], names: Sequence[str]) -> dict[str, Any]:
+    """All metrics of ``model`` on pre-stacked ``data``."""
+    probs, truth = predict(model, data, batch_size=256)
+    return metrics_from_predictions(probs, truth, list(names))
+
+
+def masks_at(bench: Workbench, scores: dict[str, Tensor], rate: float) -> dict[str, Tensor]:
+    """Keep-masks at ``rate`` under the bench's ranking, identical inside every coupled set."""
+    return masks_from_scores(
+        scores,
+        rate,
+        scope=bench.scope,  # type: ignore[arg-type]
+        normalize=bench.normalize,  # type: ignore[arg-type]
+        min_keep=bench.min_keep,
+        couplings=bench.couplings,
+    )
+
+
+def recover(bench: Workbench, source: nn.Module, masks: dict[str, Tensor], epochs: int, tag: str) -> nn.Module:
+    """A masked copy of ``source``, BatchNorm-recalibrated, then fine-tuned ``epochs`` epochs (0: none).
+
+    Fine-tuning checkpoints go to ``bench.out / "finetune" / tag`` and are resumed from there.
+    """
+    if epochs == 0:
+        masked = mask_model(source, masks)
+        if bench.recalibration is not None:
+            recalibrate_batchnorm(masked, bench.recalibration)
+        return masked.eval()
+    result = finetune(
+        source,
+        masks,
+        bench.train,
+        settings=replace(bench.settings, epochs=epochs),
+        teacher=bench.model if bench.distill else None,
+        recalibration_data=bench.recalibration,
+        device=bench.device,
+        checkpoint_dir=bench.out / "finetune" / tag,
+    )
+    return result.model
+
+
+def _read_rows(path: Path) -> dict[float, SearchRow]:
+    rows: dict[float, SearchRow] = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                row = SearchRow(**json.loads(line))
+            except (json.JSONDecodeError, TypeError):
+                logger.warning("%s: skipping an unreadable line (a run killed while writing it)", path)
+                continue
+            rows[row.rate] = row
+    return rows
+
+
+def search(
+    bench: Workbench,
+    scores: dict[str, Tensor],
+    rates: Sequence[float],
+    *,
+    metric: str,
+    tolerance: float,
+    patience: int,
+    epochs: int,
+    path: Path,
+) -> list[SearchRow]:
+    """Validation rows of ``rates`` in increasing order, until ``patience`` consecutive rates exceed ``tolerance``.
+
+    Args:
+        bench: the workbench. scores: unit scores of ``bench.model``.
+        rates: candidate rates. metric: what the tolerance is read on. tolerance: largest allowed drop.
+        patience: consecutive failing rates that end the search. epochs: fine-tuning epochs per candidate.
+        path: the ``search.jsonl`` log (rows read back from it are not measured again).
+    """
+    done = _read_rows(path)
+    base = metric_value(bench.baseline, metric)
+    rows: list[SearchRow] = []
+    failures = 0
+    for rate in sorted(set(rates)):
+        if rate in done:
+            row = done[rate]
+            logger.info("search rate %.3f: reused from %s", rate, path.name)
+        else:
+            masks = masks_at(bench, scores, rate)
+            model = recover(bench, bench.model, masks, epochs, f"search-{rate:.4f}")
+            metrics = evaluate_split(model, bench.val, bench.class_names)
+            value = metric_value(metrics, metric)
+            drop = None if value is None or base is None else base - value
+            row = SearchRow(
+                rate=rate,
+                achieved_rate=achieved_rate(masks),
+                value=value,
+                drop=drop,
+                within_tolerance=drop is not None and drop <= tolerance + 1e-12,
+                metrics={m: metric_value(metrics, m) for m in METRICS},
+            )
+            with path.open("a") as handle:
+                handle.write(json.dumps(to_jsonable(row.__dict__), allow_nan=False) + "\n")
+            logger.info(
+                "search rate %.3f (removes %.3f of the units): validation %s %s, drop %s -> %s",
+                rate,
+                row.achieved_rate,
+                metric,
+                "n/a" if value is None else f"{value:.4f}",
+                "n/a" if drop is None else f"{drop:.4f}",
+                "kept" if row.within_tolerance else "too much",
+            )
+        rows.append(row)
+        failures = 0 if row.within_tolerance else failures + 1
+        if failures >= patience:
+            break
+    return rows
+
+
+def final_model(
+    bench: Workbench,
+    scores: dict[str, Tensor],
+    rate: float,
+    *,
+    epochs: int,
+    rounds: int,
+    tag: str,
+    rescore: Callable[[nn.Module, int], dict[str, Tensor]],
+) -> tuple[nn.Module, dict[str, Tensor]]:
+    """The recovered masked model at ``rate`` and its masks.
+
+    Args:
+        bench, scores, rate: as for :func:`search`.
+        epochs: fine-tuning epochs after pruning (per round when ``rounds`` > 1).
+        rounds: 1 = one-shot; more = iterative pruning (:func:`medprune.pruning.iterative.iterative_prune`).
+        tag: the fine-tune checkpoint folder of the one-shot model (the search's, to reuse its fine-tuning).
+        rescore: ``rescore(model, round)`` scores the recovered model of the previous round (rounds >= 2).
+    """
+    if rounds == 1:
+        masks = masks_at(bench, scores, rate)
+        return recover(bench, bench.model, masks, epochs, tag), masks
+    counter = {"score": 0, "recover": 0}
+
+    def score_fn(current: nn.Module, _masks: dict[str, Tensor]) -> dict[str, Tensor]:
+        counter["score"] += 1
+        return scores if counter["score"] == 1 else rescore(current, counter["score"])
+
+    def recover_fn(masked: nn.Module, masks: dict[str, Tensor]) -> nn.Module:
+        counter["recover"] += 1
+        return recover(bench, masked, masks, epochs, f"round-{counter['recover']}-of-{rounds}")
+
+    result = iterative_prune(
+        bench.model,
+        score_fn,
+        rate,
+        rounds,
+        recover_fn,
+        scope=bench.scope,  # type: ignore[arg-type]
+        normalize=bench.normalize,  # type: ignore[arg-type]
+        min_keep=bench.min_keep,
+        couplings=bench.couplings,
+    )
+    return result.model, result.masks
