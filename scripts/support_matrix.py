@@ -167,6 +167,15 @@ def removal(
 
 
 def markdown(rows: list[Row], total: float) -> str:
+    notes: dict[str, int] = {}
+
+    def cell(text: str) -> str:
+        if not text.startswith(("refused: ", "FAILED: ")):
+            return text
+        kind, _, reason = text.partition(": ")
+        number = notes.setdefault(reason, len(notes) + 1)
+        return f"{kind} [{number}]"
+
     lines = [
         "# Support matrix",
         "",
@@ -179,24 +188,21 @@ def markdown(rows: list[Row], total: float) -> str:
         "removed). Each removal compares the smaller model's logits with the masked model's on 4 other random images:",
         f"max absolute difference, relative to the largest masked logit (ok at <= {TOLERANCE:g}), and parameters.",
         "",
-        "*refused* means medprune stops up front with that message (nothing runs); *FAILED* would be a bug.",
+        "*refused [n]* means medprune stops up front with message [n] below (nothing runs); *FAILED* would be a bug.",
         "",
         "| arch | input | units | " + " | ".join(SCORERS) + " | removal, global | removal, per layer | seconds |",
         "|---|---|---|" + "---|" * len(SCORERS) + "---|---|---|",
     ]
     for row in rows:
-        cells = [row.scorers.get(m, "-") for m in SCORERS]
-        lines.append(
-            f"| `{row.arch}` | {row.size} px | {row.units} | "
-            + " | ".join(cells)
-            + " | "
-            + " | ".join(row.removal.get(scope, "-") for scope in SCOPES)
-            + f" | {row.seconds:.1f} |"
-        )
+        cells = [cell(row.units), *(cell(row.scorers.get(m, "-")) for m in SCORERS)]
+        cells += [cell(row.removal.get(scope, "-")) for scope in SCOPES]
+        lines.append(f"| `{row.arch}` | {row.size} px | " + " | ".join(cells) + f" | {row.seconds:.1f} |")
+    lines += ["", "Messages:", ""]
+    lines += [f"{number}. {reason}" for reason, number in notes.items()]
     lines += [
         "",
         f"Machine: {platform.machine()}, {torch.get_num_threads()} torch thread(s), torch {torch.__version__}; "
-        f"total {total:.0f} s.",
+        f"total {total:.0f} s (a shared machine: seconds are indicative).",
         "",
     ]
     return "\n".join(lines)
