@@ -16,8 +16,11 @@ from medprune.config import build_config, parse_overrides
 T = TypeVar("T")
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, cls: type, flags: Mapping[str, str]) -> None:
-    """Add ``--config``, one option per ``flags`` entry (``--flag -> field``) and ``--set``."""
+def add_config_arguments(
+    parser: argparse.ArgumentParser, cls: type, flags: Mapping[str, str], *, run_folder: bool = True
+) -> None:
+    """Add ``--config``, one option per ``flags`` entry (``--flag -> field``), ``--set``, ``--verbose`` and (for
+    commands that write a run folder, ``run_folder``) ``--overwrite``."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
     parser.add_argument("--config", metavar="YAML", help=f"YAML file of {cls.__name__} options")
     for flag, name in flags.items():
@@ -34,6 +37,15 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, flags: Mapp
         default=[],
         help=f"any {cls.__name__} option; valid keys: {', '.join(fields)}",
     )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging, tracebacks on errors"
+    )
+    if run_folder and "overwrite" not in fields:  # a config with its own overwrite field declares its own flag
+        parser.add_argument(
+            "--overwrite",
+            action="store_true",
+            help="reuse an output folder made by another config: its content is moved into <out>/.old-<time>/",
+        )
 
 
 def _split_commas(value: Any) -> Any:

@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    result = run_demo(config_from_args(args, DemoConfig, FLAGS, quick=args.quick))
+    result = run_demo(config_from_args(args, DemoConfig, FLAGS, quick=args.quick), overwrite=args.overwrite)
     choice = result.deployed.choice
     print(
         f"demo done in {result.wall_time_s:.0f} s; deployed {choice['method']}/{choice['sampling']} at rate "

@@ -27,7 +27,7 @@ _FLAGS = {
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", nargs="?", help="<stem>.safetensors / <stem>.json written by medprune train")
-    add_config_arguments(parser, EvaluateConfig, _FLAGS)
+    add_config_arguments(parser, EvaluateConfig, _FLAGS, run_folder=False)
 
 
 def config_from_args(args: argparse.Namespace) -> EvaluateConfig:

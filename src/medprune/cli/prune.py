@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    result = run_prune(config_from_args(args, PruneConfig, FLAGS))
+    result = run_prune(config_from_args(args, PruneConfig, FLAGS), overwrite=args.overwrite)
     line = f"masked accuracy {result.masked['accuracy']:.4f}"
     if result.physical is not None and result.cost_before and result.cost_after:
         before, after = result.cost_before["params"], result.cost_after["params"]

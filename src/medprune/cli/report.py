@@ -20,5 +20,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args, ReportConfig, FLAGS, efficiency=args.efficiency, heatmaps=args.heatmaps)
-    print(f"report: {run_report(config).html}")
+    print(f"report: {run_report(config, overwrite=args.overwrite).html}")
     return 0

@@ -51,7 +51,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    result = run_train(config)
+    result = run_train(config, overwrite=args.overwrite)
     test = result.test_metrics
     auroc = "-" if test["auroc"] is None else f"{test['auroc']:.4f}"
     print(

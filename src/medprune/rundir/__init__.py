@@ -11,7 +11,8 @@ Every command that writes a run folder enters :class:`RunDir` before any work:
   over the keys that decide the results, and a short history of the runs. The same config resumes; another config
   gets :class:`ConfigMismatchError` listing the differing keys ``old -> new``, unless ``overwrite=True``, which moves
   the old content into ``<folder>/.old-<UTC time>/`` (never deletes). The caller names the ``cosmetic`` keys (device,
-  batch sizes, the folder's own path) that may change.
+  batch sizes, the folder's own path) that may change. A folder holding run outputs (:data:`RUN_OUTPUTS`) but no
+  ``run.json`` is compared with its ``config.yaml`` (runs from before ``run.json``), or refused when it has none.
 - **Corrupt artefacts** (:mod:`~medprune.rundir.files`). :func:`verify_or_quarantine` checks a cached file against
   its recorded SHA-256 and renames it ``<name>.corrupt-<UTC time>`` (with a warning) when it differs, so the caller
   recomputes it.
@@ -41,9 +42,11 @@ from medprune.rundir.files import (
     LOCK_FILE,
     OLD_PREFIX,
     RECORD_FILE,
+    RUN_OUTPUTS,
     check_writable,
     move_aside,
     quarantine,
+    run_outputs,
     structural_problem,
     verify_or_quarantine,
 )
@@ -56,6 +59,7 @@ __all__ = [
     "LOCK_FILE",
     "OLD_PREFIX",
     "RECORD_FILE",
+    "RUN_OUTPUTS",
     "ConfigMismatchError",
     "FolderLock",
     "FolderLockedError",
@@ -67,6 +71,7 @@ __all__ = [
     "config_digest",
     "move_aside",
     "quarantine",
+    "run_outputs",
     "structural_problem",
     "verify_or_quarantine",
 ]

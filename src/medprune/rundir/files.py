@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import fnmatch
 import json
 import logging
 import os
@@ -25,6 +26,25 @@ OLD_PREFIX = ".old-"
 #: Prefix of the names corrupt artefacts are renamed to (``<name>.corrupt-<UTC time>``), beside the original.
 CORRUPT_TAG = ".corrupt-"
 KEPT_NAMES = frozenset({LOCK_FILE, HOLDER_FILE})
+#: Names (glob patterns) of the files medprune commands write; a folder holding one of them without a ``run.json``
+#: was made by some run (refused unless ``--overwrite``). Other files (a user's notes, the ``--config`` file) are not
+#: outputs and never make a folder "taken".
+RUN_OUTPUTS: tuple[str, ...] = (
+    "config.yaml",
+    "*_config.yaml",
+    "*.safetensors",
+    "model.json",
+    "masked.json",
+    "rows.jsonl",
+    "results.csv",
+    "manifest.json",
+    "metrics.json",
+    "history.csv",
+    "scores.json",
+    "summary.json",
+    "done.json",
+    "report.html",
+)
 
 
 def utc_now() -> str:
@@ -81,6 +101,12 @@ def run_content(folder: str | Path) -> list[Path]:
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.iterdir() if p.name not in KEPT_NAMES and not p.name.startswith(OLD_PREFIX))
+
+
+def run_outputs(folder: str | Path, patterns: Iterable[str] = RUN_OUTPUTS) -> list[Path]:
+    """Entries of ``folder`` (not in subfolders) whose names match ``patterns``: what an earlier run wrote there."""
+    patterns = tuple(patterns)
+    return [p for p in run_content(folder) if any(fnmatch.fnmatchcase(p.name, pattern) for pattern in patterns)]
 
 
 def move_aside(folder: str | Path) -> Path | None:

@@ -13,8 +13,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import yaml
+
 from medprune.rundir.errors import ConfigMismatchError, RunDirError
-from medprune.rundir.files import RECORD_FILE, check_writable, move_aside, run_content, utc_now, write_json_atomic
+from medprune.rundir.files import RECORD_FILE, check_writable, move_aside, run_outputs, utc_now, write_json_atomic
 from medprune.rundir.lock import FolderLock, LockHolder
 
 logger = logging.getLogger(__name__)
@@ -88,6 +90,8 @@ class RunDir:
         cosmetic: keys (top-level or dotted) that may differ between runs of one folder: device, batch sizes, the
             folder's own path. :data:`ALWAYS_COSMETIC` keys are never compared.
         overwrite: start afresh: the folder's current content is moved into ``path/.old-<UTC time>/``.
+        legacy_config: the YAML config file runs wrote before ``run.json`` existed; a folder holding only that
+            record is compared with it (same config resumes) instead of being refused.
 
     Attributes:
         resumed: the folder held a run of the same config (its files are reused).
@@ -109,12 +113,14 @@ class RunDir:
         *,
         cosmetic: Iterable[str] = (),
         overwrite: bool = False,
+        legacy_config: str | None = "config.yaml",
     ) -> None:
         self.path = Path(path).expanduser()
         self.command = command
         self.config = config_dict(config)
         self.cosmetic = tuple(cosmetic)
         self.overwrite = bool(overwrite)
+        self.legacy = legacy_config
         self.resumed = False
         self.moved_to: Path | None = None
         self._lock = FolderLock(self.path, command)
@@ -167,12 +173,17 @@ class RunDir:
                 self.command,
                 record.get("created", "?"),
             )
-        elif run_content(self.path):
-            names = ", ".join(p.name for p in run_content(self.path)[:5])
-            raise ConfigMismatchError(
-                f"output folder {self.path} already holds files ({names}) but no {RECORD_FILE} saying which config "
-                "made them; choose another folder or pass --overwrite to move them aside"
-            )
+        elif run_outputs(self.path):
+            legacy = self._read_legacy()
+            if legacy is None:
+                names = ", ".join(p.name for p in run_outputs(self.path)[:5])
+                raise ConfigMismatchError(
+                    f"output folder {self.path} already holds files ({names}) but no {RECORD_FILE} saying which "
+                    "config made them; choose another folder or pass --overwrite to move them aside"
+                )
+            self._check_same({"command": self.command, "config": legacy})
+            self.resumed = True
+            logger.info("%s: resuming a folder from before %s (its %s matches)", self.path, RECORD_FILE, self.legacy)
         history = list((record or {}).get("history", []))[-(_HISTORY - 1) :]
         history.append({"started": utc_now(), "pid": os.getpid(), "host": socket.gethostname(), "status": "running"})
         self._record = {
@@ -201,6 +212,16 @@ class RunDir:
                 "content aside, or choose another folder"
             ) from None
         return record
+
+    def _read_legacy(self) -> dict[str, Any] | None:
+        path = self.path / self.legacy if self.legacy else None
+        if path is None or not path.is_file():
+            return None
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError):
+            return None
+        return config_dict(loaded) if isinstance(loaded, dict) else None
 
     def _check_same(self, record: Mapping[str, Any]) -> None:
         if record.get("command") != self.command:

@@ -24,6 +24,7 @@ from medprune.data import stack_samples
 from medprune.options import Normalize, Scope
 from medprune.provenance import to_jsonable
 from medprune.report.tables import best_curve, lossless_rates
+from medprune.rundir import RunDir
 from medprune.runs.prune import save_pruned
 from medprune.runs.report import ReportConfig, run_report
 from medprune.runs.sweep import SweepConfig, run_sweep
@@ -34,6 +35,9 @@ from medprune.sweep.table import Row
 logger = logging.getLogger(__name__)
 
 __all__ = ["DemoConfig", "DemoResult", "Deployment", "run_demo", "shrink"]
+
+#: DemoConfig fields that may differ between runs into one folder.
+COSMETIC: tuple[str, ...] = ("out", "data_root", "threads")
 
 
 @dataclass
@@ -246,10 +250,19 @@ def _deploy(config: DemoConfig, best: dict[str, Any], sweep_dir: Path, out: Path
     return deployment
 
 
-def run_demo(config: DemoConfig) -> DemoResult:
-    """Run the whole pipeline on one dataset; the summary is also written to ``<out>/summary.json``."""
+def run_demo(config: DemoConfig, *, overwrite: bool = False) -> DemoResult:
+    """Run the whole pipeline on one dataset; the summary is also written to ``<out>/summary.json``.
+
+    ``config.out`` is taken with :class:`~medprune.rundir.RunDir` (one writer; another config's folder is refused
+    unless ``overwrite``, which moves its content aside); each stage's folder is a run folder of its own.
+    """
     started = time.perf_counter()
     config = shrink(config) if config.quick else config
+    with RunDir(config.out, "demo", config, cosmetic=COSMETIC, overwrite=overwrite):
+        return _demo(config, started)
+
+
+def _demo(config: DemoConfig, started: float) -> DemoResult:
     if config.threads:
         torch.set_num_threads(config.threads)
     out = Path(config.out)

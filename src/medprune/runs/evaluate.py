@@ -17,8 +17,10 @@ from typing import Any, Literal
 from medprune.checkpoint import checkpoint_paths
 from medprune.checkpoint_data import load_with_splits, recorded_dataset_name
 from medprune.config import ConfigError, config_to_dict, save_config
+from medprune.data.validate import validate_splits
 from medprune.metrics import evaluate, summary_line
 from medprune.provenance import model_checksum, to_jsonable
+from medprune.rundir import check_writable
 from medprune.runtime import resolve_device
 from medprune.train import limit_dataset
 
@@ -75,12 +77,17 @@ class EvaluateResult:
 
 
 def run_evaluate(config: EvaluateConfig) -> EvaluateResult:
-    """Load the checkpoint, rebuild the dataset split, compute :func:`medprune.metrics.evaluate`, write JSON."""
+    """Load the checkpoint, rebuild the dataset split, compute :func:`medprune.metrics.evaluate`, write JSON.
+
+    The output folder must be writable and the split non-empty before anything is computed.
+    """
+    check_writable(Path(config.out).parent if config.out else checkpoint_paths(config.checkpoint)[0].parent)
     device = resolve_device(config.device)
     model, meta, splits = load_with_splits(
         config.checkpoint, device=device, dataset=config.dataset, data_root=config.data_root or None
     )
     name = config.dataset or recorded_dataset_name(meta)
+    validate_splits(splits, [config.split])
     data = getattr(splits, config.split).with_transform(train=False)
     data = limit_dataset(data, config.max_samples, (meta.get("train_config") or {}).get("seed", 0))
     metrics = evaluate(model, data, splits.class_names, batch_size=config.batch_size, device=device)

@@ -10,6 +10,7 @@ model's (equal outputs), and so is the reloaded file's.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Mapping
@@ -21,11 +22,13 @@ from torch import Tensor, nn
 
 from medprune.checkpoint import load_checkpoint, save_checkpoint
 from medprune.checkpoint_data import load_with_splits
-from medprune.config import save_config
+from medprune.config import ConfigError, save_config
 from medprune.data import stack_samples
+from medprune.data.validate import validate_splits
 from medprune.options import NO_SAMPLING, Normalize, Scope, Sign, TargetMode
 from medprune.provenance import model_checksum, to_jsonable
 from medprune.pruning import check_rate, coupled_groups, mask_model, masks_from_scores, model_cost, remove_units
+from medprune.rundir import RunDir
 from medprune.scoring import scorer_entry, validate_method_request
 from medprune.scoring.store import ScoreStore, load_scores
 from medprune.sweep.core import evaluate_rows
@@ -33,7 +36,11 @@ from medprune.sweep.table import Row
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PruneConfig", "PruneResult", "run_prune", "save_pruned"]
+__all__ = ["PruneConfig", "PruneResult", "run_prune", "save_pruned", "resolve_method"]
+
+#: PruneConfig fields that may differ between runs into one folder.
+COSMETIC: tuple[str, ...] = ("out", "data_root", "device", "score_cache")
+DEFAULT_METHOD, DEFAULT_SAMPLING = "lrp", "clustering"
 
 
 @dataclass
@@ -43,23 +50,26 @@ class PruneConfig:
     Attributes:
         checkpoint: the trained model (``model.safetensors`` or its stem).
         out: output folder.
-        method: scoring method (scores come from the score store, reused when cached in ``score_cache``).
-        sampling: sample selection for data-dependent methods (``none`` for data-free ones).
+        method: scoring method (scores come from the score store, reused when cached in ``score_cache``); default
+            ``lrp``, or the ``scores`` file's method.
+        sampling: sample selection for data-dependent methods (``none`` for data-free ones); default
+            ``clustering``, or the ``scores`` file's sampling.
         rate: fraction of units to prune, in [0, 1).
         output: write the ``masked`` model (same shapes, zeroed units), the ``physical`` (smaller) one, or ``both``.
         scope, normalize, min_keep, couplings: as for the sweep; couplings are needed for physical removal of ResNets.
         n_per_class, seed, sign, target: the score request.
         data_root, dataset: where the evaluation data is (default: as recorded in the checkpoint).
         score_cache: folder of score files (default ``<out>/scores``).
-        scores: a score file (``medprune score`` output) to use instead of ``method``/``sampling``; refused when it
-            was computed for another model (other unit groups or other weights).
+        scores: a score file (``medprune score`` output) to use instead of computing scores; its method and sampling
+            are used (a ``method``/``sampling`` given as well must match them); refused when it was computed for
+            another model (other unit groups or other weights).
         device: ``cpu`` or ``cuda``.
     """
 
     checkpoint: str = ""
     out: str = "runs/prune"
-    method: str = "lrp"
-    sampling: str = "clustering"
+    method: str | None = None
+    sampling: str | None = None
     rate: float = 0.3
     output: Literal["masked", "physical", "both"] = "both"
     scope: Scope = "global"
@@ -166,22 +176,70 @@ def scores_from_file(path: str, model: nn.Module, checksum: str) -> tuple[dict[s
     return record.scores, (str(request.get("method", "?")), sampling)
 
 
+def score_file_request(path: str) -> tuple[str, str]:
+    """``(method, sampling)`` recorded in a score file's JSON sidecar (``none`` for data-free methods), read before
+    any work."""
+    sidecar = Path(path).with_suffix(".json")
+    if not sidecar.is_file():
+        raise FileNotFoundError(f"score file sidecar {sidecar} does not exist (it records how {path} was made)")
+    try:
+        provenance = json.loads(sidecar.read_text(encoding="utf-8"))
+        request = provenance["request"]
+        method, sampling = str(request["method"]), str(request.get("sampling"))
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{sidecar}: not a medprune score sidecar ({type(error).__name__}: {error})") from None
+    return method, NO_SAMPLING if provenance.get("data_free") else sampling
+
+
+def resolve_method(config: PruneConfig) -> PruneConfig:
+    """``config`` with ``method`` and ``sampling`` filled in: from the ``scores`` file when one is given (a different
+    value given as well is refused, naming both), else ``lrp`` / ``clustering``."""
+    if not config.scores:
+        method, sampling = config.method or DEFAULT_METHOD, config.sampling or DEFAULT_SAMPLING
+        return dataclasses.replace(config, method=method, sampling=sampling)
+    method, sampling = score_file_request(config.scores)
+    if config.method is not None and config.method != method:
+        raise ConfigError(
+            f"--scores {config.scores} holds {method} scores but method={config.method!r} was asked; drop --method "
+            "to use the file's, or give a score file of that method"
+        )
+    if sampling != NO_SAMPLING and config.sampling is not None and config.sampling != sampling:
+        raise ConfigError(
+            f"--scores {config.scores} holds {method} scores with sampling {sampling!r} but sampling="
+            f"{config.sampling!r} was asked; drop --sampling to use the file's"
+        )
+    logger.info("prune: method %s, sampling %s taken from %s", method, sampling, config.scores)
+    return dataclasses.replace(config, method=method, sampling=sampling)
+
+
 def _check_request(config: PruneConfig) -> tuple[float, str]:
     """The validated rate and the sampling (``none`` for a data-free method), before any work."""
     if not config.checkpoint:
         raise ValueError("checkpoint is required (a model.safetensors written by medprune train)")
     rate = check_rate(config.rate)
-    validate_method_request([config.method], [], {config.method: config.method_options})
-    sampling = NO_SAMPLING if scorer_entry(config.method).data_free else config.sampling
+    method, sampling = str(config.method), str(config.sampling)  # resolved by resolve_method
+    validate_method_request([method], [], {method: config.method_options})
+    sampling = NO_SAMPLING if scorer_entry(method).data_free else sampling
     if sampling != NO_SAMPLING:
-        validate_method_request([config.method], [sampling], {})
+        validate_method_request([method], [sampling], {})
     return rate, sampling
 
 
-def run_prune(config: PruneConfig) -> PruneResult:
-    """Score (or reuse cached scores), build masks at ``config.rate`` and write the pruned checkpoint(s)."""
+def run_prune(config: PruneConfig, *, overwrite: bool = False) -> PruneResult:
+    """Score (or reuse cached scores), build masks at ``config.rate`` and write the pruned checkpoint(s).
+
+    ``config.out`` is taken with :class:`~medprune.rundir.RunDir` (one writer; another config's folder is refused
+    unless ``overwrite``, which moves its content aside); ``config.yaml`` records the method and sampling used.
+    """
+    config = resolve_method(config)
     rate, sampling = _check_request(config)
-    method = config.method
+    config = dataclasses.replace(config, sampling=sampling)
+    with RunDir(config.out, "prune", config, cosmetic=COSMETIC, overwrite=overwrite):
+        return _prune(config, rate, sampling)
+
+
+def _prune(config: PruneConfig, rate: float, sampling: str) -> PruneResult:
+    method = str(config.method)
     out = Path(config.out)
     save_config(config, out)
     model, meta, splits = load_with_splits(
@@ -192,6 +250,7 @@ def run_prune(config: PruneConfig) -> PruneResult:
         label=f"checkpoint {config.checkpoint}",
         override_is_same_data=True,
     )
+    validate_splits(splits, ["train", "test"] if not config.scores else ["test"])
     checksum = model_checksum(model)
     if config.scores:
         scores, (method, sampling) = scores_from_file(config.scores, model, checksum)

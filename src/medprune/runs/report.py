@@ -19,12 +19,16 @@ from medprune.report import figures
 from medprune.report.page import render
 from medprune.report.sections import efficiency_rows, heatmap_section, ordered_columns
 from medprune.report.tables import PAPER_TABLE1, TABLE1_RATES, lossless_rates, table1
+from medprune.rundir import RunDir
 from medprune.sweep.artifacts import SweepModel, is_sweep_dir, load_swept_models
 from medprune.sweep.table import Row, read_results, write_csv
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["ReportConfig", "ReportResult", "run_report"]
+
+#: ReportConfig fields that may differ between runs into one folder.
+COSMETIC: tuple[str, ...] = ("out", "data_root", "latency_batch")
 
 
 @dataclass
@@ -110,14 +114,23 @@ def _swept_models(config: ReportConfig) -> tuple[dict[str, SweepModel], list[str
     return swept, notes
 
 
-def run_report(config: ReportConfig) -> ReportResult:
-    """Write the report (HTML, PNG and CSV files) and return its paths and tables."""
+def run_report(config: ReportConfig, *, overwrite: bool = False) -> ReportResult:
+    """Write the report (HTML, PNG and CSV files) and return its paths and tables.
+
+    ``config.out`` is taken with :class:`~medprune.rundir.RunDir` (one writer; another config's folder is refused
+    unless ``overwrite``, which moves its content aside); the same config rewrites the report from the results.
+    """
     if not config.results:
         raise ValueError("no results given; pass sweep folders or results CSV files")
+    rows = read_results(config.results)  # missing or empty tables are refused before the folder is touched
+    with RunDir(config.out, "report", config, cosmetic=COSMETIC, overwrite=overwrite):
+        return _report(config, rows)
+
+
+def _report(config: ReportConfig, rows: list[Row]) -> ReportResult:
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     save_config(config, out)
-    rows = read_results(config.results)
     logger.info("report: %d rows from %s", len(rows), ", ".join(config.results))
     summary, clinical, lossless = _write_tables(rows, config, out)
     curve_paths = figures.plot_curves(rows, out, tolerance=max(config.tolerances))

@@ -17,7 +17,9 @@ from typing import Any
 
 from medprune.checkpoint_data import CheckpointData, load_with_splits
 from medprune.config import save_config
+from medprune.data.validate import validate_splits
 from medprune.options import SAMPLINGS, Sign, TargetMode
+from medprune.rundir import RunDir
 from medprune.runtime import resolve_device
 from medprune.scoring.registry import available_scorers, validate_method_request
 from medprune.scoring.store import ScoreStore
@@ -25,6 +27,9 @@ from medprune.scoring.store import ScoreStore
 logger = logging.getLogger(__name__)
 
 __all__ = ["ScoreConfig", "ScoredPair", "ScoreResult", "run_score"]
+
+#: ScoreConfig fields that may differ between runs into one folder (score files record their own request).
+COSMETIC: tuple[str, ...] = ("out", "data_root", "methods", "samplings", "batch_size", "device")
 
 
 @dataclass
@@ -107,10 +112,21 @@ def load_model_and_splits(config: ScoreConfig) -> CheckpointData:
     )
 
 
-def run_score(config: ScoreConfig) -> ScoreResult:
-    """Compute (or reuse) every (method, sampling) score file; write ``scores.json``."""
+def run_score(config: ScoreConfig, *, overwrite: bool = False) -> ScoreResult:
+    """Compute (or reuse) every (method, sampling) score file; write ``scores.json``.
+
+    ``config.out`` is taken with :class:`~medprune.rundir.RunDir`: one writer at a time; a folder scored with other
+    request fields is refused unless ``overwrite`` (its content is then moved aside). Adding methods or samplings
+    to a folder is allowed: every score file records its own request.
+    """
     methods = validate(config)
+    with RunDir(config.out, "score", config, cosmetic=COSMETIC, overwrite=overwrite, legacy_config="score_config.yaml"):
+        return _score_pairs(config, methods)
+
+
+def _score_pairs(config: ScoreConfig, methods: list[str]) -> ScoreResult:
     model, _meta, splits = load_model_and_splits(config)
+    validate_splits(splits, ["train"])  # samples are selected from the training split
     out = Path(config.out)
     save_config(config, out, "score_config.yaml")
     store = ScoreStore(

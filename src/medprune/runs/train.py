@@ -16,12 +16,17 @@ from torch import nn
 
 from medprune.config import save_config
 from medprune.data import DatasetSplits, load_dataset
+from medprune.data.validate import validate_splits
 from medprune.models import create_model, model_spec
+from medprune.rundir import RunDir
 from medprune.runtime import seed_everything
 from medprune.train import train
 from medprune.train_config import TrainConfig, TrainResult
 
 logger = logging.getLogger(__name__)
+
+#: TrainConfig fields that may change when a run folder is reused (where it is, how the run is shown and batched).
+COSMETIC: tuple[str, ...] = ("out_dir", "device", "progress", "num_workers", "eval_batch_size")
 
 __all__ = ["TrainConfig", "TrainResult", "load_training_data", "resolve_pretrained", "run_train"]
 
@@ -76,16 +81,20 @@ def build_model(config: TrainConfig, splits: DatasetSplits) -> tuple[nn.Module, 
     return model, pretrained
 
 
-def run_train(config: TrainConfig) -> TrainResult:
+def run_train(config: TrainConfig, *, overwrite: bool = False) -> TrainResult:
     """Train as ``config`` says and write into ``config.out_dir``.
 
-    Writes ``config.yaml`` (the resolved config) first, then ``history.csv``, ``model.safetensors``,
-    ``model.json`` and ``metrics.json``.
+    The folder is taken with :class:`~medprune.rundir.RunDir` (one writer; another run's folder is refused unless
+    ``overwrite``, which moves its content aside). Every split must be non-empty and every image file decodable
+    before the first epoch. Writes ``config.yaml`` (the resolved config) first, then ``history.csv``,
+    ``model.safetensors``, ``model.json`` and ``metrics.json``.
     """
     out = Path(config.out_dir)
-    save_config(config, out)
-    seed_everything(config.seed)
-    splits = load_training_data(config)
-    model, pretrained = build_model(config, splits)
-    seed_everything(config.seed)  # same init/shuffle stream whatever the data loader consumed
-    return train(model, splits, config, out, extra={"pretrained": pretrained})
+    with RunDir(out, "train", config, cosmetic=COSMETIC, overwrite=overwrite):
+        save_config(config, out)
+        seed_everything(config.seed)
+        splits = load_training_data(config)
+        validate_splits(splits)
+        model, pretrained = build_model(config, splits)
+        seed_everything(config.seed)  # same init/shuffle stream whatever the data loader consumed
+        return train(model, splits, config, out, extra={"pretrained": pretrained})
