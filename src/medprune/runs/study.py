@@ -1,0 +1,326 @@
+"""``run_study(config)``: the paper's grid in one resumable run, answered claim by claim.
+
+Grid: architectures x datasets x training seeds (one checkpoint each, :mod:`medprune.study.grid`) x sweep variants;
+each sweep runs every (method, sampling) curve, selection seed, protocol and rate of :class:`SweepConfig` on the
+validation and test splits. Order, checkpoint-major: train a checkpoint (or find it), sweep it, next checkpoint; then
+one table, one report and the claims section. Layout of ``config.out``::
+
+    checkpoints/<arch>-<dataset>-s<seed>-<key>/   model.safetensors, metrics.json, study_train.json (done marker)
+    sweeps/<variant>-<key>/<checkpoint>/          rows.jsonl, results.csv, scores/ (run_sweep's folder)
+    rows/<variant>-<key>/<checkpoint>.jsonl       the rows this study asked that sweep for (written when done)
+    rows.jsonl, results.csv                       all of them; report/ (run_report); claims.csv, claims.md
+    study.json                                    finished tasks with their keys and durations (atomic)
+
+Resumable at every level: a finished checkpoint (same training key) is reused, a finished sweep (same options) is
+skipped, an unfinished one resumes row by row, and the report and claims are rebuilt only when their rows changed.
+Changed options make new keys, hence new folders: nothing is overwritten and old results are not mixed in.
+
+>>> # result = run_study(build_config(StudyConfig, "configs/study-cpu.yaml")); result.claims_md
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from medprune.checkpoint import read_meta
+from medprune.config import ConfigError, build_config, config_to_dict, save_config
+from medprune.models import create_model
+from medprune.rundir import FolderLock
+from medprune.rundir.files import write_json_atomic
+from medprune.runs.report import ReportConfig, run_report
+from medprune.runs.sweep import run_sweep
+from medprune.runs.train import run_train
+from medprune.study.claims import ClaimSettings, compute_claims
+from medprune.study.claims_report import Scale, claims_markdown
+from medprune.study.grid import SweepPoint, TrainPoint, sweep_points, sweep_variants, training_points
+from medprune.study.manifest import StudyManifest
+from medprune.study.progress import GridProgress
+from medprune.study.results import merge_rows, read_rows, row_digest, tag_rows, write_results, write_rows
+from medprune.sweep.table import Row, read_csv, write_csv
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["StudyConfig", "StudyResult", "run_study", "shrink", "plan"]
+
+#: ReportConfig fields the study sets.
+_REPORT_OWNED = frozenset({"results", "out"})
+_TRAIN_MARKER = "study_train.json"
+#: Training fields ``quick`` sets on top of every recipe.
+QUICK_TRAIN: dict[str, Any] = {
+    "epochs": 1,
+    "max_train_samples": 200,
+    "max_eval_samples": 200,
+    "bn_recalibration_samples": 200,
+}
+
+
+@dataclass
+class StudyConfig:
+    """Options of ``medprune study`` (``configs/study-cpu.yaml``, ``configs/study-paper.yaml``).
+
+    Attributes:
+        out: output folder (see the module docstring for its layout).
+        data_root: folder holding the datasets (default: ``$MEDPRUNE_DATA``).
+        architectures, datasets, seeds: the grid (seeds are training seeds; one checkpoint per combination).
+        train: :class:`~medprune.train_config.TrainConfig` fields for every checkpoint.
+        recipes: per ``<dataset>``, ``<architecture>`` or ``<architecture>/<dataset>``: TrainConfig fields on top of
+            ``train`` (the most specific wins).
+        sweep: :class:`~medprune.runs.sweep.SweepConfig` fields for every sweep (methods, samplings, controls,
+            seeds = selection seeds, protocols, rates, ...).
+        variants: ``{name: SweepConfig fields}``: each checkpoint is swept once per variant (default: one, ``main``).
+        report: :class:`~medprune.runs.report.ReportConfig` fields (efficiency and heatmaps are off by default).
+        claims: :class:`~medprune.study.claims.ClaimSettings` fields (tolerance, table1_rates, small_rate, ...).
+        device: ``cpu``, ``cuda`` or ``auto``, for training and sweeps unless ``train`` / ``sweep`` set it.
+        threads: torch CPU threads (``None``: torch's default; 1 is fastest on a shared machine).
+        progress: a progress bar (``None``: only on a terminal; log lines otherwise).
+        quick: shrink every step for a smoke test (1 epoch on 200 images, LRP + controls, rates 0 and 0.3, 1 seed).
+    """
+
+    out: str = "runs/study"
+    data_root: str | None = None
+    architectures: list[str] = field(default_factory=lambda: ["vgg_small", "resnet_small", "vit_small"])
+    datasets: list[str] = field(default_factory=lambda: ["pneumoniamnist", "breastmnist"])
+    seeds: list[int] = field(default_factory=lambda: [0, 1])
+    train: dict[str, Any] = field(default_factory=dict)
+    recipes: dict[str, Any] = field(default_factory=dict)
+    sweep: dict[str, Any] = field(default_factory=dict)
+    variants: dict[str, Any] = field(default_factory=dict)
+    report: dict[str, Any] = field(default_factory=dict)
+    claims: dict[str, Any] = field(default_factory=dict)
+    device: str = "cpu"
+    threads: int | None = None
+    progress: bool | None = None
+    quick: bool = False
+
+
+@dataclass
+class StudyResult:
+    """What :func:`run_study` produced.
+
+    Attributes:
+        out: the study folder. results_csv, rows_jsonl: the merged table. report: the HTML report.
+        claims: claim rows. claims_csv, claims_md: the claims section. scale: what it was run at.
+        trained, reused: checkpoint names trained in this run / found finished. swept, skipped: sweep ids run in
+        this run (new or resumed) / found finished. wall_time_s: this run.
+    """
+
+    out: Path
+    results_csv: Path
+    rows_jsonl: Path
+    report: Path
+    claims: list[Row]
+    claims_csv: Path
+    claims_md: Path
+    scale: Scale
+    trained: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)
+    swept: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    wall_time_s: float = 0.0
+
+
+def shrink(config: StudyConfig) -> StudyConfig:
+    """The ``quick`` version of a config (same grid, every step tiny); a new object."""
+    sweep = {
+        **config.sweep,
+        "methods": ["lrp"],
+        "samplings": ["random"],
+        "controls": ["random", "magnitude"],
+        "rates": [0.0, 0.3],
+        "seeds": [0],
+        "n_per_class": 3,
+        "recalibrate_samples": 64,
+    }
+    return dataclasses.replace(config, sweep=sweep, claims={**config.claims, "n_resamples": 500}, quick=True)
+
+
+@dataclass
+class _Plan:
+    points: list[TrainPoint]
+    sweeps: list[SweepPoint]
+    claims: ClaimSettings
+    report: dict[str, Any]
+
+
+def plan(config: StudyConfig) -> _Plan:
+    """Resolve and check the whole grid before any work (training configs, sweep variants, report and claims).
+
+    Raises:
+        ConfigError: a bad value anywhere, naming where (grid point, recipe, variant, section) and the valid values.
+    """
+    train = {"device": config.device, **config.train}
+    final = QUICK_TRAIN if config.quick else {}
+    if not config.architectures or not config.datasets or not config.seeds:
+        raise ConfigError("architectures, datasets and seeds must each list at least one value")
+    points = training_points(
+        config.architectures, config.datasets, config.seeds, train, config.recipes, config.out, config.data_root, final
+    )
+    variants = sweep_variants({"device": config.device, **config.sweep}, config.variants)
+    sweeps = sweep_points(points, variants, config.out)
+    owned = sorted(set(config.report) & _REPORT_OWNED)
+    if owned:
+        raise ConfigError(f"report sets {owned}: the study sets these")
+    report = {"efficiency": False, "heatmaps": False, **config.report}
+    try:
+        build_config(ReportConfig, overrides=report)
+        claims = build_config(ClaimSettings, overrides=config.claims)
+    except ConfigError as error:
+        raise ConfigError(f"study report/claims options: {error}") from None
+    return _Plan(points, sweeps, claims, report)
+
+
+def _train(point: TrainPoint) -> tuple[bool, float]:
+    """Train ``point`` unless its folder holds a finished checkpoint of the same key; (trained?, seconds)."""
+    marker = point.folder / _TRAIN_MARKER
+    if point.checkpoint.is_file() and marker.is_file():
+        done = json.loads(marker.read_text(encoding="utf-8"))
+        if done.get("key") == point.key and done.get("config") == point.keyed_config():
+            logger.info("study: reusing checkpoint %s", point.name)
+            return False, float(done.get("seconds", 0.0))
+    started = time.perf_counter()
+    result = run_train(point.train)
+    seconds = time.perf_counter() - started
+    test = result.test_metrics
+    write_json_atomic(
+        marker,
+        {"key": point.key, "config": point.keyed_config(), "seconds": round(seconds, 2), "test": _round(test)},
+    )
+    logger.info("study: trained %s in %.0f s (test accuracy %.4f)", point.name, seconds, test["accuracy"])
+    return True, seconds
+
+
+def _round(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: metrics.get(k) for k in ("accuracy", "balanced_accuracy", "auroc")}
+
+
+def _rows_path(out: Path, sweep: SweepPoint) -> Path:
+    return out / "rows" / f"{sweep.variant}-{sweep.key}" / f"{sweep.point.name}.jsonl"
+
+
+def _sweep(sweep: SweepPoint, out: Path, data_root: str | None) -> list[Row]:
+    """Run (or resume) one sweep and keep exactly the rows it was asked for, tagged with the grid point."""
+    result = run_sweep(sweep.config(data_root))
+    point = sweep.point
+    rows = tag_rows(result.rows, variant=sweep.variant, train_seed=point.seed, family=point.family, run=point.name)
+    write_rows(rows, _rows_path(out, sweep))
+    return rows
+
+
+def _scale(points: list[TrainPoint], sweeps: list[SweepPoint], manifest: StudyManifest, device: str) -> Scale:
+    """Image sizes, parameter counts (cached in the manifest), datasets and seeds of the study."""
+    params: dict[str, int] = dict(manifest.data.get("params", {}))
+    for point in points:
+        if point.architecture not in params:
+            spec = dict(read_meta(point.checkpoint)["model"])
+            params[point.architecture] = sum(p.numel() for p in create_model(**spec).parameters())
+    manifest.set("params", params)
+    seeds = sorted({s for sweep in sweeps for s in sweep.config(None).seeds})
+    return Scale(
+        image_sizes=sorted({p.train.image_size for p in points}),
+        models={a: params[a] for a in dict.fromkeys(p.architecture for p in points)},
+        datasets=list(dict.fromkeys(p.dataset for p in points)),
+        checkpoints=len(points),
+        training_seeds=sorted({p.seed for p in points}),
+        selection_seeds=seeds,
+        device=device,
+    )
+
+
+def _conclude(out: Path, todo: _Plan, rows: list[Row], manifest: StudyManifest, scale: Scale) -> tuple[Path, list[Row]]:
+    """Report and claims (``claims.csv``, ``claims.md``), rebuilt only when the rows or their options changed."""
+    key = row_digest(rows, [todo.report, config_to_dict(todo.claims), config_to_dict(scale)])
+    report_html = out / "report" / "report.html"
+    claims_csv, claims_md = out / "claims.csv", out / "claims.md"
+    if manifest.is_done("report", key) and report_html.is_file() and claims_csv.is_file() and claims_md.is_file():
+        logger.info("study: report and claims up to date")
+        return report_html, read_csv(claims_csv)
+    started = time.perf_counter()
+    report = run_report(ReportConfig(results=[str(out / "rows.jsonl")], out=str(out / "report"), **todo.report))
+    families = {p.architecture: p.family for p in todo.points}
+    claims = compute_claims(rows, families, todo.claims)
+    write_csv(claims, claims_csv)
+    text = claims_markdown(claims, scale, todo.claims) + "\nFull report: [report/report.html](report/report.html)\n"
+    tmp = claims_md.with_name(f".{claims_md.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(claims_md)
+    manifest.finish("report", key=key, seconds=time.perf_counter() - started, group="report")
+    return report.html, claims
+
+
+def run_study(config: StudyConfig) -> StudyResult:
+    """Train, sweep, report and test the claims for the whole grid of ``config`` (resumable; see module docstring)."""
+    started = time.perf_counter()
+    config = shrink(config) if config.quick else config
+    todo = plan(config)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    lock = FolderLock(out, "study")
+    lock.acquire()
+    threads = torch.get_num_threads()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    try:
+        return _run(config, todo, out, started)
+    finally:
+        torch.set_num_threads(threads)
+        lock.release()
+
+
+def _run(config: StudyConfig, todo: _Plan, out: Path, started: float) -> StudyResult:
+    save_config(config, out)
+    manifest = StudyManifest(out / "study.json")
+    tasks = [(f"train/{p.name}", f"train/{p.architecture}/{p.dataset}") for p in todo.points]
+    tasks += [(f"sweep/{s.name}", f"sweep/{s.variant}/{s.point.architecture}/{s.point.dataset}") for s in todo.sweeps]
+    keys = {f"train/{p.name}": p.key for p in todo.points} | {f"sweep/{s.name}": s.key for s in todo.sweeps}
+    done = {t for t, _ in tasks if manifest.is_done(t, keys[t])}
+    logger.info(
+        "study: %d checkpoints x %d variants; %d of %d tasks done",
+        len(todo.points),
+        len(todo.sweeps) // max(len(todo.points), 1),
+        len(done),
+        len(tasks),
+    )
+    progress = GridProgress(tasks, done, manifest.durations(), config.progress)
+    result = StudyResult(out, out / "results.csv", out / "rows.jsonl", out, [], out, out, None)  # type: ignore[arg-type]
+    tables: list[list[Row]] = []
+    try:
+        for point in todo.points:
+            task = f"train/{point.name}"
+            progress.start(task)
+            trained, seconds = _train(point)
+            (result.trained if trained else result.reused).append(point.name)
+            if not manifest.is_done(task, point.key):
+                manifest.finish(task, key=point.key, seconds=seconds, group=dict(tasks)[task])
+            progress.finish(task, seconds)
+            for sweep in (s for s in todo.sweeps if s.point is point):
+                task = f"sweep/{sweep.name}"
+                if manifest.is_done(task, sweep.key) and _rows_path(out, sweep).is_file():
+                    tables.append(read_rows(_rows_path(out, sweep)))
+                    result.skipped.append(sweep.name)
+                    continue
+                progress.start(task)
+                begun = time.perf_counter()
+                tables.append(_sweep(sweep, out, config.data_root))
+                seconds = time.perf_counter() - begun
+                manifest.finish(task, key=sweep.key, seconds=seconds, group=dict(tasks)[task], rows=len(tables[-1]))
+                result.swept.append(sweep.name)
+                progress.finish(task, seconds)
+    finally:
+        progress.close()
+    rows = merge_rows(tables)
+    write_results(rows, out)
+    scale = _scale(todo.points, todo.sweeps, manifest, config.device)
+    result.scale = scale
+    result.report, result.claims = _conclude(out, todo, rows, manifest, scale)
+    result.claims_csv, result.claims_md = out / "claims.csv", out / "claims.md"
+    result.wall_time_s = round(time.perf_counter() - started, 1)
+    logger.info("study done in %.0f s: %d rows, claims in %s", result.wall_time_s, len(rows), result.claims_md)
+    return result

@@ -1,0 +1,122 @@
+"""The claims section of a study: the scale it was run at, then one line per claim with its statistic and verdict.
+
+>>> scale = Scale(image_sizes=[28], models={"resnet_small": 307794}, datasets=["pneumoniamnist"], checkpoints=2,
+...               training_seeds=[0, 1], selection_seeds=[0, 1, 2])
+>>> "28 px" in scale.describe()
+True
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from medprune.study.claims import ClaimSettings
+from medprune.sweep.table import Row
+
+__all__ = ["Scale", "claims_markdown"]
+
+#: Paper scale, for the warning beside a smaller study.
+PAPER_SCALE = "VGG19 (140 M parameters), ResNet50 (24 M), ViT-B/16 (86 M) at 224 px on four datasets"
+
+
+@dataclass
+class Scale:
+    """What a study was run at (printed above its claims so a small-scale answer is not read as a paper one).
+
+    Attributes:
+        image_sizes: input sides (px). models: architecture -> parameter count. datasets: dataset names.
+        checkpoints: trained models. training_seeds, selection_seeds: seeds. device: where it ran.
+        notes: anything else worth saying (e.g. "quick").
+    """
+
+    image_sizes: list[int]
+    models: dict[str, int]
+    datasets: list[str]
+    checkpoints: int
+    training_seeds: list[int]
+    selection_seeds: list[int]
+    device: str = "cpu"
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def paper_scale(self) -> bool:
+        """Whether this is the paper's setting (224 px, the three paper models)."""
+        return set(self.models) >= {"vgg19", "resnet50", "vit_b_16"} and min(self.image_sizes, default=0) >= 224
+
+    def describe(self) -> str:
+        """One paragraph: image size, model sizes, datasets, numbers of checkpoints and seeds."""
+        models = ", ".join(f"{name} ({_params(n)})" for name, n in self.models.items())
+        sizes = "/".join(str(s) for s in sorted(set(self.image_sizes)))
+        text = (
+            f"Scale: {sizes} px; models {models}; datasets {', '.join(self.datasets)}; {self.checkpoints} checkpoints "
+            f"({len(self.training_seeds)} training seeds: {_list(self.training_seeds)}), "
+            f"{len(self.selection_seeds)} selection seeds ({_list(self.selection_seeds)}); device {self.device}."
+        )
+        if not self.paper_scale:
+            text += (
+                f" This is NOT the paper's scale ({PAPER_SCALE}): a verdict here says what holds for these small "
+                "models, not whether the paper's numbers hold for its models."
+            )
+        return " ".join([text, *self.notes])
+
+
+def _params(n: int) -> str:
+    return f"{n / 1e6:.2f} M params" if n >= 1e5 else f"{n:,} params"
+
+
+def _list(values: Sequence[Any]) -> str:
+    return ", ".join(str(v) for v in values)
+
+
+def _num(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{float(value):+.{digits}f}" if isinstance(value, float) and value < 0 else f"{float(value):.{digits}f}"
+
+
+def _interval(row: Row) -> str:
+    if row.get("low") is None or row.get("high") is None:
+        return "–"
+    return f"[{_num(row['low'])}, {_num(row['high'])}]"
+
+
+def claims_markdown(claims: Sequence[Row], scale: Scale, settings: ClaimSettings) -> str:
+    """The claims section (markdown): scale, method, one table per claim family."""
+    lines = [
+        "## Claims of the paper, tested",
+        "",
+        scale.describe(),
+        "",
+        (
+            f"Method: drops are absolute (0.05 = 5 accuracy points) against the unpruned model on the same split. "
+            f"Every choice (lossless rate at tolerance {settings.tolerance:g}, best curve, small rate) is made on "
+            "validation rows; the numbers reported for a choice come from test rows. Intervals are 95% bootstrap "
+            f"intervals (percentile, {settings.n_resamples} resamples, seed {settings.seed}) over runs "
+            "(checkpoint x selection seed) or matched pairs; with few checkpoints they understate the uncertainty. "
+            "Verdicts: *reproduced* (the interval supports the claim), *refuted* (it contradicts it), "
+            "*not distinguishable at this scale*."
+        ),
+        "",
+        "| claim | setting | statistic | estimate | 95% CI | n | paper | test check | verdict |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in claims:
+        check = ""
+        if row["claim"] == "a":
+            check = f"test drop {_num(row.get('test_drop'))}, {row.get('test_within_tolerance', 0):.0%} within"
+        elif row["claim"] == "d":
+            check = f"{row.get('curves_with_val_gain', 0)}/{row.get('curves', 0)} curves rose on val"
+        label = row["statement"] if row["claim"] in ("b", "c") else f"({row['claim']}) {row['statement']}"
+        statistic = row["statistic"] if row["claim"] not in ("b", "c") else "—"
+        verdict = row.get("verdict", "")
+        lines.append(
+            f"| {label} | {row['setting']} | {statistic} | {_num(row.get('estimate'))} | {_interval(row)} | "
+            f"{row.get('n', '')} | {row.get('paper', '')} | {check} | **{verdict}** |"
+        )
+    notes = [f"- {r['claim']} ({r['setting']}): {r['note']}" for r in claims if r.get("note")]
+    if notes:
+        lines += ["", "Notes:", *notes]
+    return "\n".join(lines) + "\n"

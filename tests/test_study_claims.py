@@ -1,0 +1,136 @@
+"""Claims from synthetic results tables whose answers are known: each verdict comes out as built in."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from medprune.study.claims import ClaimSettings, compute_claims
+from medprune.study.claims_report import Scale, claims_markdown
+
+RATES = [round(0.05 * i, 2) for i in range(20)]
+FAMILIES = {"vit_small": "vit", "vgg_small": "vgg", "resnet_small": "resnet"}
+#: Lossless rate built into each family's curves (inside the paper's ranges).
+KNEE = {"vit_small": 0.75, "vgg_small": 0.5, "resnet_small": 0.3}
+METHOD_PENALTY = {"lrp": 0.0, "dlb": 0.02, "ig": 0.04}
+SAMPLING_PENALTY = {"clustering": 0.0, "random": 0.015, "confidence": 0.02}
+
+
+def _accuracy(base, rate, knee, penalty, gain, noise):
+    if rate == 0:
+        return base
+    drop = penalty * rate / 0.7 - gain * (rate <= 0.1) + (0.0 if rate <= knee else 2.0 * (rate - knee) + 0.06)
+    return base - drop + noise
+
+
+def synthetic_rows(reverse: bool = False, seed: int = 0) -> list[dict]:
+    """val + test rows of 3 models x 2 training seeds x 3 methods x 3 samplings x 3 selection seeds x 20 rates.
+
+    ``reverse`` flips every ordering (IG best, clustering worst), puts the knees far below the paper's ranges and
+    makes small rates lower accuracy.
+    """
+    rng = np.random.default_rng(seed)
+    rows = []
+    for model, knee in KNEE.items():
+        knee = knee / 4 if reverse else knee
+        for train_seed in (0, 1):
+            checkpoint = f"{model}-{train_seed}"
+            for split in ("val", "test"):
+                base = {"checkpoint": checkpoint, "model": model, "dataset": "d", "split": split, "seed": 0}
+                rows.append({**base, "method": "baseline", "sampling": "none", "rate": 0.0, "accuracy": 0.9})
+            for method, m_pen in METHOD_PENALTY.items():
+                for sampling, s_pen in SAMPLING_PENALTY.items():
+                    for seed_ in (0, 1, 2):
+                        penalty = (0.06 - m_pen) + (0.02 - s_pen) if reverse else m_pen + s_pen
+                        gain = -0.01 if reverse else 0.01
+                        for rate in RATES:
+                            for split in ("val", "test"):
+                                noise = float(rng.normal(0, 0.001))
+                                rows.append(
+                                    {
+                                        "checkpoint": checkpoint,
+                                        "model": model,
+                                        "dataset": "d",
+                                        "method": method,
+                                        "sampling": sampling,
+                                        "seed": seed_,
+                                        "scope": "global",
+                                        "normalize": "none",
+                                        "sign": "signed",
+                                        "recalibrate": "none",
+                                        "rate": rate,
+                                        "achieved_rate": rate,
+                                        "split": split,
+                                        "train_seed": train_seed,
+                                        "accuracy": _accuracy(0.9, rate, knee, penalty, gain, noise),
+                                    }
+                                )
+    return rows
+
+
+def _verdicts(claims):
+    return {(r["claim"], r.get("family")): r["verdict"] for r in claims}
+
+
+SETTINGS = ClaimSettings(n_resamples=500)
+
+
+def test_claims_as_built_are_reproduced():
+    claims = compute_claims(synthetic_rows(), FAMILIES, SETTINGS)
+    verdicts = _verdicts(claims)
+    for family in ("vit", "vgg", "resnet"):
+        assert verdicts[("a", family)] == "reproduced"
+    assert verdicts[("a-order", "vit-vgg")] == "reproduced" and verdicts[("a-order", "vgg-resnet")] == "reproduced"
+    assert verdicts[("b:lrp-dlb", None)] == "reproduced" and verdicts[("b:dlb-ig", None)] == "reproduced"
+    assert verdicts[("b", None)] == "reproduced"
+    assert verdicts[("c", None)] == "reproduced"
+    assert verdicts[("d", None)] == "reproduced"
+    vit = next(r for r in claims if r["claim"] == "a" and r["family"] == "vit")
+    assert vit["estimate"] == pytest.approx(0.75) and vit["n"] == 6  # 2 checkpoints x 3 selection seeds
+    assert {r["setting"] for r in claims} == {"paper"}
+
+
+def test_reversed_claims_are_refuted():
+    verdicts = _verdicts(compute_claims(synthetic_rows(reverse=True), FAMILIES, SETTINGS))
+    for family in ("vit", "vgg", "resnet"):
+        assert verdicts[("a", family)] == "refuted"
+    assert verdicts[("b", None)] == "refuted" and verdicts[("c", None)] == "refuted"
+    assert verdicts[("d", None)] == "refuted"
+
+
+def test_choices_never_read_test_rows():
+    rows = synthetic_rows()
+    corrupted = [{**r, "accuracy": 0.0} if r["split"] == "test" and r["method"] != "baseline" else r for r in rows]
+    clean = {(r["claim"], r.get("family")): r for r in compute_claims(rows, FAMILIES, SETTINGS)}
+    bad = {(r["claim"], r.get("family")): r for r in compute_claims(corrupted, FAMILIES, SETTINGS)}
+    for family in ("vit", "vgg", "resnet"):  # the lossless rate is chosen on validation: unchanged
+        assert bad[("a", family)]["estimate"] == clean[("a", family)]["estimate"]
+        assert bad[("a", family)]["verdict"] == "not distinguishable"  # but no longer confirmed on test
+
+
+def test_noise_alone_is_not_distinguishable():
+    rows = synthetic_rows()
+    rng = np.random.default_rng(3)
+    flat = [
+        {**r, "accuracy": 0.9 + float(rng.normal(0, 0.01))} if r["method"] != "baseline" and r["rate"] <= 0.7 else r
+        for r in rows
+    ]
+    verdicts = _verdicts(compute_claims(flat, FAMILIES, SETTINGS))
+    assert verdicts[("b:lrp-dlb", None)] == "not distinguishable"
+    assert verdicts[("c", None)] == "not distinguishable"
+
+
+def test_claims_need_validation_rows():
+    rows = [r for r in synthetic_rows() if r["split"] == "test"]
+    with pytest.raises(ValueError, match="validation"):
+        compute_claims(rows, FAMILIES, SETTINGS)
+
+
+def test_markdown_states_scale_and_every_verdict():
+    claims = compute_claims(synthetic_rows(), FAMILIES, SETTINGS)
+    scale = Scale([28], {"vgg_small": 316098}, ["pneumoniamnist"], 6, [0, 1], [0, 1, 2])
+    text = claims_markdown(claims, scale, SETTINGS)
+    assert "28 px" in text and "NOT the paper's scale" in text and "6 checkpoints" in text
+    assert text.count("**reproduced**") == sum(r["verdict"] == "reproduced" for r in claims)
+    paper = Scale([224], {"vgg19": 1, "resnet50": 1, "vit_b_16": 1}, ["a"], 12, [0, 1], [0, 1, 2])
+    assert "NOT the paper's scale" not in paper.describe()
