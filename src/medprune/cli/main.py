@@ -1,8 +1,9 @@
 """Entry point of the ``medprune`` command.
 
 Each command lives in ``medprune/cli/<command>.py`` and exposes ``HELP`` (one line), ``add_arguments(parser)`` and
-``run(args) -> int``. Library errors (``ValueError``, ``FileNotFoundError``, ``ConfigError``) are shown as one clear
-line and exit code 2, never a traceback.
+``run(args) -> int``. User errors (:data:`USER_ERRORS`: ``ValueError`` and its ``ConfigError``, ``DatasetError``,
+``RunDirError``; missing or unreadable files) are shown as one line naming the file / key / value, exit code 2, with
+a traceback only under ``--verbose`` (accepted before or after the command name).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import traceback
 from collections.abc import Sequence
 from types import ModuleType
 
@@ -31,6 +33,17 @@ COMMANDS: dict[str, ModuleType] = {
 }
 
 logger = logging.getLogger("medprune")
+
+#: Errors caused by what the user asked for (bad values, files, folders): one line and exit code 2, a traceback only
+#: with ``--verbose``. ``ValueError`` covers ConfigError, DatasetError, RunDirError (locked or other config's folder).
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,
+    KeyError,
+    FileNotFoundError,
+    PermissionError,
+    IsADirectoryError,
+    NotADirectoryError,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,8 +71,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return int(args._run(args) or 0)
-    except (ValueError, FileNotFoundError, KeyError) as error:
-        print(f"medprune {args.command}: error: {error}", file=sys.stderr)
+    except USER_ERRORS as error:
+        if args.verbose:
+            traceback.print_exc()
+        message = " ".join(str(error).splitlines())
+        print(f"medprune {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

@@ -28,6 +28,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    result = run_sweep(config_from_args(args, SweepConfig, FLAGS))
+    result = run_sweep(config_from_args(args, SweepConfig, FLAGS), overwrite=args.overwrite)
     print(f"{len(result.rows)} rows -> {result.results_csv}")
     return 0

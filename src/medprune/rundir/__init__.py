@@ -48,6 +48,7 @@ from medprune.rundir.files import (
     quarantine,
     run_outputs,
     structural_problem,
+    verify_cached,
     verify_or_quarantine,
 )
 from medprune.rundir.lock import FolderLock, LockHolder
@@ -73,5 +74,6 @@ __all__ = [
     "quarantine",
     "run_outputs",
     "structural_problem",
+    "verify_cached",
     "verify_or_quarantine",
 ]

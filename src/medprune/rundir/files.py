@@ -172,6 +172,25 @@ def verify_or_quarantine(
     return False
 
 
+def verify_cached(path: str | Path, sidecar: str | Path, key: str = "file_sha256") -> bool:
+    """:func:`verify_or_quarantine` for an artefact whose JSON ``sidecar`` records its digest under ``key``.
+
+    Returns:
+        ``True`` when both files are there and intact; ``False`` when one is missing or either was damaged (both
+        are then moved aside with a warning; recompute them).
+    """
+    path, sidecar = Path(path), Path(sidecar)
+    if not path.is_file() or not sidecar.is_file():
+        return False
+    try:
+        recorded = json.loads(sidecar.read_text(encoding="utf-8")).get(key)
+    except (ValueError, AttributeError):  # not JSON, not UTF-8, not an object
+        quarantine(sidecar, "unreadable JSON sidecar")
+        quarantine(path, f"its sidecar {sidecar.name} is unreadable")
+        return False
+    return verify_or_quarantine(path, recorded if isinstance(recorded, str) else None, companions=[sidecar])
+
+
 def structural_problem(path: str | Path) -> str | None:
     """Why ``path`` is obviously broken (empty, or a ``.safetensors`` with a bad header or missing bytes), or None."""
     path = Path(path)

@@ -26,6 +26,7 @@ from medprune.checkpoint import read_meta
 from medprune.checkpoint_data import CheckpointData, load_with_splits
 from medprune.config import ConfigError, save_config
 from medprune.data import DatasetSplits, stack_samples
+from medprune.data.validate import validate_splits
 from medprune.options import (
     NO_SAMPLING,
     SAMPLINGS,
@@ -40,6 +41,7 @@ from medprune.options import (
 )
 from medprune.provenance import model_checksum
 from medprune.pruning import check_rate, coupled_groups
+from medprune.rundir import RunDir
 from medprune.scoring import scorer_entry, validate_method_request
 from medprune.scoring.store import ScoreStore
 from medprune.sweep.core import DEFAULT_RATES, CurveParams, SweepInputs, sweep_model
@@ -52,6 +54,8 @@ logger = logging.getLogger(__name__)
 
 #: Data-free controls scored once (sampling ``none``) and swept beside every method by default.
 DEFAULT_CONTROLS: tuple[str, ...] = ("random", "magnitude")
+#: SweepConfig fields that may differ between runs into one folder (rows do not depend on them).
+COSMETIC: tuple[str, ...] = ("out", "data_root", "batch_size", "score_batch_size", "device")
 
 
 @dataclass
@@ -159,8 +163,9 @@ def validate_config(config: SweepConfig) -> list[float]:
 
 
 def load_for_sweep(path: str, config: SweepConfig) -> CheckpointData:
-    """The checkpoint's model and meta, and its dataset split the way it was trained (checked by fingerprint)."""
-    return load_with_splits(
+    """The checkpoint's model and meta, and its dataset split the way it was trained (checked by fingerprint); the
+    training split and every evaluated split must hold samples and readable images."""
+    loaded = load_with_splits(
         path,
         device=config.device,
         dataset=config.dataset,
@@ -168,6 +173,8 @@ def load_for_sweep(path: str, config: SweepConfig) -> CheckpointData:
         label=f"checkpoint {path}",
         override_is_same_data=True,
     )
+    validate_splits(loaded.splits, ["train", *config.splits])
+    return loaded
 
 
 def score_store(
@@ -297,10 +304,20 @@ def _sweep_checkpoint(
     return checksum[:16], list(unique.values()), entry
 
 
-def run_sweep(config: SweepConfig) -> SweepResult:
-    """Sweep every checkpoint of ``config``; return all rows (old and new) of this sweep."""
+def run_sweep(config: SweepConfig, *, overwrite: bool = False) -> SweepResult:
+    """Sweep every checkpoint of ``config``; return all rows (old and new) of this sweep.
+
+    ``config.out`` is taken with :class:`~medprune.rundir.RunDir`: one writer at a time (a second sweep on the folder
+    is refused naming the first), the same config resumes from ``rows.jsonl``, another config is refused with the
+    differing keys unless ``overwrite`` (the old rows are then moved aside with the config that made them).
+    """
     rates = validate_config(config)
     curves = curve_list(config)
+    with RunDir(config.out, "sweep", config, cosmetic=COSMETIC, overwrite=overwrite):
+        return _sweep_all(config, rates, curves)
+
+
+def _sweep_all(config: SweepConfig, rates: list[float], curves: list[tuple[str, str]]) -> SweepResult:
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     save_config(config, out)

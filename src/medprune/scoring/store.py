@@ -29,11 +29,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from medprune.options import NO_SAMPLING, SAMPLINGS, SIGNS, TARGET_MODES
-from medprune.provenance import model_checksum, package_versions, to_jsonable
+from medprune.provenance import file_sha256, model_checksum, package_versions, to_jsonable
+from medprune.rundir import verify_cached
 from medprune.runtime import resolve_device
 from medprune.scoring.registry import available_scorers, score, scorer_entry
 from medprune.selection import load_images, select_samples
@@ -185,7 +187,7 @@ def compute_scores(
             raise ValueError(f"device={device!r} but the model is on {model_device}; move the model first")
     checksum, fingerprint = model_checksum(model), dataset_fingerprint(dataset)
     path = score_file(request, checksum, fingerprint, cache_dir) if cache_dir is not None else None
-    if path is not None and path.is_file() and _sidecar(path).is_file():
+    if path is not None and verify_cached(path, _sidecar(path)):
         logger.info("reusing %s for %s/%s", path, request.method, request.sampling)
         return dataclasses.replace(load_scores(path, model), reused=True)
 
@@ -245,7 +247,8 @@ def compute_scores(
 
 
 def _save(path: Path, scores: dict[str, Tensor], provenance: dict[str, Any]) -> None:
-    """Write scores and sidecar through temporary files, so a concurrent reader never sees half a file."""
+    """Write scores and sidecar through temporary files, so a concurrent reader never sees half a file; the sidecar
+    records the score file's SHA-256 (``file_sha256``), checked before the file is reused."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     save_file(
@@ -253,6 +256,7 @@ def _save(path: Path, scores: dict[str, Tensor], provenance: dict[str, Any]) -> 
         str(tmp),
         metadata={"format": FORMAT, "model_checksum": provenance["model_checksum"]},
     )
+    provenance["file_sha256"] = file_sha256(tmp)
     side_tmp = tmp.with_suffix(".json.tmp")
     side_tmp.write_text(json.dumps(provenance, indent=1, sort_keys=False))
     os.replace(side_tmp, _sidecar(path))
@@ -277,8 +281,10 @@ def load_scores(path: str | Path, model: nn.Module | None = None) -> ScoreRecord
     for needed in (path, _sidecar(path)):
         if not needed.is_file():
             raise FileNotFoundError(f"score file {needed} does not exist")
-    scores = dict(load_file(str(path)))
-    provenance = json.loads(_sidecar(path).read_text())
+    try:
+        scores, provenance = dict(load_file(str(path))), json.loads(_sidecar(path).read_text(encoding="utf-8"))
+    except (SafetensorError, ValueError) as error:
+        raise ValueError(f"score file {path} or its JSON sidecar is damaged ({error})") from None
     if model is not None:
         expected = {g.name: g.num_units for g in unit_groups(model)}
         for name, size in expected.items():
