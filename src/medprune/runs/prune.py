@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from torch import Tensor, nn
 
-from medprune.checkpoint import load_checkpoint, save_checkpoint
+from medprune.checkpoint import load_checkpoint, read_meta, save_checkpoint
 from medprune.checkpoint_data import load_with_splits
 from medprune.config import ConfigError, save_config
 from medprune.data import stack_samples
@@ -30,6 +30,7 @@ from medprune.provenance import model_checksum, to_jsonable
 from medprune.pruning import check_rate, coupled_groups, mask_model, masks_from_scores, model_cost, remove_units
 from medprune.rundir import RunDir
 from medprune.scoring import scorer_entry, validate_method_request
+from medprune.scoring.probe import check_option_values
 from medprune.scoring.store import ScoreStore, load_scores
 from medprune.sweep.core import evaluate_rows
 from medprune.sweep.table import Row
@@ -219,6 +220,7 @@ def _check_request(config: PruneConfig) -> tuple[float, str]:
     rate = check_rate(config.rate)
     method, sampling = str(config.method), str(config.sampling)  # resolved by resolve_method
     validate_method_request([method], [], {method: config.method_options})
+    check_option_values({method: config.method_options}, read_meta(config.checkpoint))
     sampling = NO_SAMPLING if scorer_entry(method).data_free else sampling
     if sampling != NO_SAMPLING:
         validate_method_request([method], [sampling], {})

@@ -15,12 +15,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medprune.checkpoint import read_meta
 from medprune.checkpoint_data import CheckpointData, load_with_splits
 from medprune.config import save_config
 from medprune.data.validate import validate_splits
 from medprune.options import SAMPLINGS, Sign, TargetMode
 from medprune.rundir import RunDir
 from medprune.runtime import resolve_device
+from medprune.scoring.probe import check_option_values
 from medprune.scoring.registry import available_scorers, validate_method_request
 from medprune.scoring.store import ScoreStore
 
@@ -98,6 +100,7 @@ def validate(config: ScoreConfig) -> list[str]:
     )
     if not config.checkpoint:
         raise ValueError("no checkpoint given; pass the model.safetensors written by medprune train")
+    check_option_values(config.method_options, read_meta(config.checkpoint), option_word="--option")
     return methods
 
 

@@ -43,6 +43,7 @@ from medprune.provenance import model_checksum
 from medprune.pruning import check_rate, coupled_groups
 from medprune.rundir import RunDir
 from medprune.scoring import scorer_entry, validate_method_request
+from medprune.scoring.probe import check_option_values
 from medprune.scoring.store import ScoreStore
 from medprune.sweep.core import DEFAULT_RATES, CurveParams, SweepInputs, sweep_model
 from medprune.sweep.cost import CostCounter
@@ -157,8 +158,9 @@ def validate_config(config: SweepConfig) -> list[float]:
     if not isinstance(config.recalibrate_samples, int) or config.recalibrate_samples < 1:
         raise ConfigError(f"recalibrate_samples must be a positive int, got {config.recalibrate_samples!r}")
     sweep_settings(config)
-    for path in config.checkpoints:
-        read_meta(path)  # raises FileNotFoundError / ValueError naming the file
+    metas = [read_meta(path) for path in config.checkpoints]  # raises FileNotFoundError / ValueError naming the file
+    for meta in {str(m["model"]["name"]): m for m in metas}.values():
+        check_option_values(config.method_options, meta)
     return rates
 
 
