@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from medprune.metrics import metrics_from_predictions, predict
-from medprune.options import NO_SAMPLING
+from medprune.options import NO_SAMPLING, Normalize, Scope, Sign, TargetMode
 from medprune.pruning import achieved_rate, apply_masks, masks_from_scores, validate_scores
 from medprune.recalibration import recalibrated_batchnorm
 from medprune.sweep.cost import COST_COLUMNS, CostCounter
@@ -50,12 +50,12 @@ class CurveParams:
     model: str
     dataset: str
     checkpoint: str
-    sign: str = "signed"
-    target: str = "true"
+    sign: Sign = "signed"
+    target: TargetMode = "true"
     n_per_class: int = 10
     seed: int = 0
-    scope: str = "global"
-    normalize: str = "none"
+    scope: Scope = "global"
+    normalize: Normalize = "none"
     min_keep: int = 1
     recalibrate: str = "none"
     recalibrate_samples: int = 0
