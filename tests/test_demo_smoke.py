@@ -25,17 +25,18 @@ def test_demo_quick_end_to_end(tmp_path, data_root):
         assert strict["rows"] == result.rows and strict["deployed"] == asdict(result.deployed)
         with open(out / "sweep" / "results.csv") as handle:
             rows = list(csv.DictReader(handle))
-        assert len(rows) == result.rows == 1 + 3 * 2  # baseline + (lrp, random, magnitude) x rates {0, 0.3}
+        # (baseline + (lrp, random, magnitude) x rates {0, 0.3}) x (val, test); quick: 1 seed, paper protocol
+        assert len(rows) == result.rows == 2 * (1 + 3 * 2)
         assert all(0.0 <= float(r["accuracy"]) <= 1.0 for r in rows)
         page = Path(result.report).read_text()
-        assert "Table 1" in page and page.count("data:image/png;base64,") >= 3
+        assert "Table 1 (test split)" in page and page.count("data:image/png;base64,") >= 3
 
         deployed = result.deployed
         model, meta = load_checkpoint(deployed.checkpoint)
         test = load_dataset("pneumoniamnist", data_root, image_size=28).test
         accuracy = evaluate(model, stack_samples(test, range(len(test))))["accuracy"]
         assert accuracy == deployed.masked_accuracy == deployed.physical_accuracy
-        assert meta["pruning"]["rate"] == deployed.choice["rate"]
+        assert meta["pruning"]["rate"] == deployed.choice["rate"] and deployed.choice["chosen_on"] == "val"
         assert deployed.params[1] <= deployed.params[0]
 
         # same command again: training, scores and sweep rows are reused, not recomputed
@@ -47,9 +48,7 @@ def test_demo_quick_end_to_end(tmp_path, data_root):
                 out / "sweep" / "rows.jsonl",
             ]
         }
-        again = run_demo(
-            DemoConfig(data_root=str(data_root), out=str(out), quick=True, threads=1, heatmaps=False, efficiency=False)
-        )
+        again = run_demo(DemoConfig(data_root=str(data_root), out=str(out), quick=True, threads=1))
         assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
         assert asdict(again.deployed) == json.loads((out / "pruned" / "done.json").read_text())
     finally:

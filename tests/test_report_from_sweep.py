@@ -31,6 +31,7 @@ def sweep_dir(tmp_path_factory, data_root):
         samplings=["random"],
         rates=[0.0, 0.3],
         n_per_class=2,
+        seeds=[0],
     )
     rows = run_sweep(config).rows
     yield root / "sweep", config, rows
@@ -39,20 +40,23 @@ def sweep_dir(tmp_path_factory, data_root):
 
 def test_sweep_writes_one_row_per_curve_and_rate(sweep_dir):
     out, config, rows = sweep_dir
-    assert len(rows) == 1 + 3 * 2  # baseline + (lrp/random, random/none, magnitude/none) x 2 rates
+    assert len(rows) == 2 * (1 + 3 * 2)  # (baseline + (lrp/random, random/none, magnitude/none) x 2 rates) x 2 splits
     with open(out / "results.csv") as handle:
         table = list(csv.DictReader(handle))
-    assert len(table) == 7
-    assert {"recall_normal", "specificity_pneumonia", "auroc", "pruned_fraction", "seconds"} <= set(table[0])
+    assert len(table) == 14 and {r["split"] for r in table} == {"val", "test"}
+    assert {"recall_normal", "specificity_pneumonia", "auroc", "achieved_rate", "params_removed"} <= set(table[0])
+    assert "predictions" not in table[0]  # per-image columns stay in rows.jsonl
     pruned = [r for r in table if float(r["rate"]) == 0.3]
-    assert all(0.25 <= float(r["pruned_fraction"]) <= 0.35 for r in pruned)
+    assert all(0.29 <= float(r["achieved_rate"]) <= 0.31 for r in pruned)
+    # uncoupled masks remove parameters only where no residual coupling keeps the channel (magnitude may hit only those)
+    assert all(int(r["params_removed"]) > 0 for r in pruned if r["method"] in ("lrp", "random"))
 
 
 def test_rerun_recomputes_nothing(sweep_dir):
     out, config, _ = sweep_dir
     before = (out / "rows.jsonl").read_bytes()
     rows = run_sweep(config).rows
-    assert (out / "rows.jsonl").read_bytes() == before and len(rows) == 7
+    assert (out / "rows.jsonl").read_bytes() == before and len(rows) == 14
     assert RowLog(out / "rows.jsonl").read()[0]["method"] == "baseline"
 
 
@@ -68,12 +72,13 @@ def test_report_from_small_sweep(sweep_dir, tmp_path):
     )
     result = run_report(config)
     page = result.html.read_text()
-    assert "Table 1" in page and "data:image/png;base64," in page and "Lossless" in page
+    assert "Table 1 (test split)" in page and "data:image/png;base64," in page and "chosen on validation" in page
+    assert "Paired comparisons" in page and result.paired and result.markdown.is_file()
     assert {p.name.split("_")[0] for p in result.figures} >= {"curve", "heatmaps", "similarity"}
     assert all(p.stat().st_size > 5000 for p in result.figures)
     assert len(result.lossless) == 3
     # the efficiency table measured a physically smaller model for some curve (tolerance 0.5 allows rate 0.3)
     smaller = [r for r in result.efficiency if r["method"] != "unpruned"]
     assert smaller and all(r["params"] < result.efficiency[0]["params"] for r in smaller)
-    for name in ("table1.csv", "lossless_rates.csv", "efficiency.csv", "paper_table1.csv"):
+    for name in ("table1.csv", "lossless_rates.csv", "efficiency.csv", "paper_table1.csv", "paired.csv"):
         assert (tmp_path / "report" / name).is_file()

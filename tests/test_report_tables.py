@@ -9,7 +9,7 @@ import pytest
 from medprune.report.tables import best_curve, lossless_rate, lossless_rates, table1, with_drops
 
 
-def _row(ckpt, method, sampling, rate, acc, recalls=(1.0, 1.0), dataset="d", **extra):
+def _row(ckpt, method, sampling, rate, acc, recalls=(1.0, 1.0), dataset="d", split="test", **extra):
     return {
         "model": "m",
         "dataset": dataset,
@@ -26,6 +26,7 @@ def _row(ckpt, method, sampling, rate, acc, recalls=(1.0, 1.0), dataset="d", **e
         "accuracy": acc,
         "recall_a": recalls[0],
         "recall_b": recalls[1],
+        "split": split,
         **extra,
     }
 
@@ -38,7 +39,7 @@ def _table():
         rows.append(_row("m2", "lrp", "random", rate, a2))
     for rate, acc in [(0.0, 0.90), (0.15, 0.70), (0.30, 0.60)]:
         rows.append(_row("m1", "random", "none", rate, acc))
-    return rows
+    return rows + [{**r, "split": "val"} for r in rows]  # the same numbers on validation
 
 
 def test_drops_against_own_baseline():
@@ -52,11 +53,12 @@ def test_drops_against_own_baseline():
 def test_table1_mean_and_sample_std():
     rows = {(r["method"], r["sampling"]): r for r in table1(_table())}
     lrp = rows[("lrp", "random")]
-    assert lrp["n"] == 2
+    assert lrp["n"] == 2 and lrp["protocol"] == "paper"
     assert lrp["mean@0.15"] == pytest.approx(0.01)
     assert lrp["std@0.15"] == pytest.approx(math.sqrt(2) * 0.01)  # sample std of (0, 0.02)
     assert lrp["mean@0.50"] == pytest.approx(0.15)
-    assert lrp["n@0.70"] == 0 and math.isnan(lrp["mean@0.70"])
+    # no row near 0.70: each run's nearest achieved rate (0.50) stands in, and says so in achieved@
+    assert lrp["n@0.70"] == 2 and lrp["mean@0.70"] == pytest.approx(0.15) and lrp["achieved@0.70"] == 0.5
     control = rows[("random", "none")]
     assert control["mean@0.30"] == pytest.approx(0.30) and math.isnan(control["std@0.30"])
 

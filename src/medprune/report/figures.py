@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from medprune.options import NO_SAMPLING
-from medprune.report.tables import CURVE_FIELDS, baselines, curves, varying_fields  # noqa: E402
+from medprune.report.tables import achieved, baselines, curves, on_split  # noqa: E402
 from medprune.sweep.table import Row  # noqa: E402
 
 #: Colour of each method (controls in greys, dashed).
@@ -44,66 +44,96 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
-def plot_curves(rows: Sequence[Row], out_dir: str | Path, tolerance: float | None = 0.05) -> list[Path]:
-    """Accuracy and worst-class recall vs pruning rate; one PNG per model x dataset x sampling, one line per method.
+#: Panels of the curve figures: (row column, title).
+CURVE_PANELS: tuple[tuple[str, str], ...] = (("accuracy", "accuracy"), ("auroc", "AUROC"))
 
-    Controls (sampling ``none``) appear dashed in every sampling's figure. The baseline is a dotted line, and
-    ``baseline - tolerance`` a shaded band when ``tolerance`` is given.
+
+def plot_curves(
+    rows: Sequence[Row], out_dir: str | Path, tolerance: float | None = 0.05, split: str = "test"
+) -> list[Path]:
+    """Accuracy and AUROC vs the achieved pruning rate, mean over runs (checkpoint x seed), on ``split``.
+
+    One PNG per (model, dataset, sampling, scope/normalize/sign); one row of panels per ``recalibrate`` value (so
+    the paper's "none" and "bn" sit side by side), one line per method; controls (sampling ``none``) dashed in every
+    sampling's figure. x = the mean achieved fraction of units removed at each target rate; the shaded band is the
+    runs' min-max. The unpruned level (mean over checkpoints) is dotted, ``baseline - tolerance`` shaded green.
 
     Returns:
         The PNG paths, in a stable order.
     """
     out = Path(out_dir)
+    rows = on_split(rows, split)
     base = baselines(rows)
-    variants = varying_fields(rows)
-    by_panel: dict[tuple[Any, ...], list[tuple[tuple[Any, ...], list[Row]]]] = defaultdict(list)
-    controls: dict[tuple[Any, ...], list[tuple[tuple[Any, ...], list[Row]]]] = defaultdict(list)
-    for key, curve in curves(rows).items():
-        fields = dict(zip(CURVE_FIELDS, key))
-        model_key = (fields["model"], fields["dataset"], fields["checkpoint"])
-        if fields["sampling"] == NO_SAMPLING:
-            controls[model_key].append((key, curve))
-        else:
-            by_panel[(*model_key, fields["sampling"])].append((key, curve))
-    for model_key in controls:  # models swept with controls only still get a figure
-        if not any(panel[:3] == model_key for panel in by_panel):
-            by_panel[(*model_key, NO_SAMPLING)] = []
+    lines: dict[tuple[Any, ...], dict[tuple[str, str], list[list[Row]]]] = defaultdict(lambda: defaultdict(list))
+    for curve in curves(rows).values():
+        first = curve[0]
+        figure = tuple(str(first.get(f)) for f in ("model", "dataset", "sampling", "scope", "normalize", "sign"))
+        lines[figure][(str(first.get("recalibrate") or "none"), str(first["method"]))].append(curve)
+    samplings = defaultdict(set)
+    for figure in lines:
+        samplings[(figure[:2], figure[3:])].add(figure[2])
     paths = []
-    for panel, lines in sorted(by_panel.items(), key=lambda item: tuple(map(str, item[0]))):
-        model, dataset, checkpoint, sampling = panel
-        ref = base[(str(checkpoint), str(dataset))]
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-        for key, curve in [*lines, *controls[(model, dataset, checkpoint)]]:
-            fields = dict(zip(CURVE_FIELDS, key))
-            style = dict(METHOD_STYLE.get(str(fields["method"]), {"marker": "."}))
-            label = str(fields["method"]).upper() if fields["sampling"] != NO_SAMPLING else f"{fields['method']}"
-            label += "".join(f" {v}={fields[v]}" for v in variants if v in fields and fields[v] not in ("none", 0))
-            rates = [float(r["rate"]) for r in curve]
-            for axis, column in zip(axes, ("accuracy", "worst_recall")):
-                values = [float(r[column]) if r.get(column) is not None else math.nan for r in curve]
-                axis.plot(rates, values, label=label, markersize=4, linewidth=1.4, **style)
-        for axis, column, title in zip(axes, ("accuracy", "worst_recall"), ("accuracy", "worst-class recall")):
-            reference = float(ref[column]) if ref.get(column) is not None else math.nan
-            axis.axhline(reference, color="black", linestyle=":", linewidth=1, label="unpruned")
-            if tolerance is not None and math.isfinite(reference):
-                axis.axhspan(
-                    reference - tolerance,
-                    reference,
-                    color="#2ca02c",
-                    alpha=0.08,
-                    label=f"within {tolerance:.0%} of unpruned",
-                )
-            axis.set_xlabel("pruning rate (fraction of units removed)")
-            axis.set_ylabel(title)
-            axis.set_ylim(-0.02, 1.02)
-            axis.set_xlim(-0.01, 1.0)
-            axis.grid(alpha=0.3)
-        handles, labels = axes[0].get_legend_handles_labels()
-        fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=min(len(labels), 7), frameon=False)
-        fig.subplots_adjust(bottom=0.22)
-        fig.suptitle(f"{model} on {dataset} ({str(checkpoint)[:8]}), {sampling} sampling")
-        paths.append(_save(fig, out / f"curve_{_slug(model, dataset, str(checkpoint)[:8], sampling)}.png"))
+    for figure in sorted(lines):
+        if figure[2] == NO_SAMPLING and len(samplings[(figure[:2], figure[3:])]) > 1:
+            continue  # controls are drawn in every sampling's figure
+        model, dataset, sampling, scope, normalize, sign = figure
+        panel_lines = dict(lines[figure])
+        if sampling != NO_SAMPLING:
+            panel_lines.update(lines.get((model, dataset, NO_SAMPLING, scope, normalize, sign), {}))
+        recalibrations = sorted({key[0] for key in panel_lines})
+        fig, axes = plt.subplots(
+            len(recalibrations), len(CURVE_PANELS), figsize=(11, 4.0 * len(recalibrations)), squeeze=False
+        )
+        refs = [r for (ckpt, ds, _), r in base.items() if ds == dataset]
+        for row_index, recalibrate in enumerate(recalibrations):
+            for (recal, method), runs in sorted(panel_lines.items()):
+                if recal != recalibrate:
+                    continue
+                style = dict(METHOD_STYLE.get(method, {"marker": "."}))
+                control = runs[0][0]["sampling"] == NO_SAMPLING
+                label = method if control else method.upper()
+                for axis, (column, _) in zip(axes[row_index], CURVE_PANELS):
+                    x, mean, low, high = _mean_curve(runs, column)
+                    axis.plot(x, mean, label=label, markersize=4, linewidth=1.4, **style)
+                    axis.fill_between(x, low, high, color=style.get("color"), alpha=0.08, linewidth=0)
+            for axis, (column, title) in zip(axes[row_index], CURVE_PANELS):
+                values = [float(r[column]) for r in refs if r.get(column) is not None]
+                reference = float(np.mean(values)) if values else math.nan
+                axis.axhline(reference, color="black", linestyle=":", linewidth=1, label="unpruned")
+                if tolerance is not None and math.isfinite(reference):
+                    axis.axhspan(reference - tolerance, reference, color="#2ca02c", alpha=0.08)
+                axis.set_xlabel("achieved pruning rate (fraction of units removed)")
+                axis.set_ylabel(f"{title} ({split})")
+                axis.set_title(f"recalibrate: {recalibrate}", fontsize=9)
+                axis.set_ylim(-0.02, 1.02)
+                axis.set_xlim(-0.01, 1.0)
+                axis.grid(alpha=0.3)
+        handles, labels = axes[0][0].get_legend_handles_labels()
+        fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=min(len(labels), 8), frameon=False)
+        fig.subplots_adjust(bottom=0.16 / len(recalibrations) + 0.06, hspace=0.35)
+        fig.suptitle(
+            f"{model} on {dataset}, {sampling} sampling, {scope}/{normalize}/{sign}: {split} split, mean over runs"
+        )
+        paths.append(_save(fig, out / f"curve_{_slug(model, dataset, sampling, scope, normalize, sign)}.png"))
     return paths
+
+
+def _mean_curve(
+    runs: Sequence[Sequence[Row]], column: str
+) -> tuple[list[float], list[float], list[float], list[float]]:
+    """Per target rate: mean achieved rate, mean / min / max of ``column`` over the runs."""
+    by_rate: dict[float, list[Row]] = defaultdict(list)
+    for curve in runs:
+        for row in curve:
+            by_rate[float(row["rate"])].append(row)
+    x, mean, low, high = [], [], [], []
+    for rate in sorted(by_rate):
+        values = [float(r[column]) if r.get(column) is not None else math.nan for r in by_rate[rate]]
+        x.append(float(np.mean([achieved(r) for r in by_rate[rate]])))
+        mean.append(float(np.nanmean(values)) if any(v == v for v in values) else math.nan)
+        low.append(float(np.nanmin(values)) if any(v == v for v in values) else math.nan)
+        high.append(float(np.nanmax(values)) if any(v == v for v in values) else math.nan)
+    return x, mean, low, high
 
 
 def plot_heatmaps(

@@ -1,6 +1,8 @@
 """The measured sections of the report: efficiency of physically pruned models, heatmaps and their similarity.
 
-Both need the swept models (:func:`medprune.sweep.artifacts.load_swept_models`), not only the results table.
+Both need the swept models (:func:`medprune.sweep.artifacts.load_swept_models`), not only the results table. Both use
+the lossless rates chosen on validation and one run per line (the smallest selection seed); masks only (heatmaps of a
+``recalibrate: bn`` curve use the masked model without recalibration).
 """
 
 from __future__ import annotations
@@ -13,13 +15,14 @@ from medprune.data import stack_samples
 from medprune.report import figures
 from medprune.report.efficiency import efficiency
 from medprune.report.heatmaps import heatmaps_under_masks, pick_images, relevance, similarity_curve
-from medprune.report.tables import best_curve
+from medprune.report.tables import LINE_FIELDS, best_line
 from medprune.sweep.artifacts import SweepModel
+from medprune.sweep.protocols import SETTING_FIELDS
 from medprune.sweep.table import Row, format_rate
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["efficiency_rows", "heatmap_section", "lossless_rate_rows", "ordered_columns"]
+__all__ = ["efficiency_rows", "first_seed", "heatmap_section", "lossless_rate_rows", "ordered_columns"]
 
 
 def _unpruned_row(key: str, item: SweepModel, latency_batch: int) -> tuple[Row, float]:
@@ -47,15 +50,15 @@ def efficiency_rows(
         unpruned, reference_ms = _unpruned_row(key, item, latency_batch)
         result.append(unpruned)
         seen: set[tuple] = set()
-        for curve in (c for c in lossless if c["checkpoint"] == key):
+        for curve in first_seed([c for c in lossless if c["checkpoint"] == key]):
             for tol in tolerances:
                 for criterion, column in (("accuracy", f"lossless@{tol:g}"), ("worst recall", f"clinical@{tol:g}")):
                     rate = float(curve[column])
-                    ident = (curve["method"], curve["sampling"], format_rate(rate))
+                    ident = (*(curve.get(f) for f in LINE_FIELDS), format_rate(rate))
                     if rate == 0 or ident in seen:
                         continue
                     seen.add(ident)
-                    masks = item.masks(curve["method"], curve["sampling"], rate, physical=True)
+                    masks = item.masks(curve, rate, physical=True)
                     stats = efficiency(item.model, masks, latency_batch)
                     result.append(
                         {
@@ -63,7 +66,9 @@ def efficiency_rows(
                             "checkpoint": key,
                             "method": curve["method"],
                             "sampling": curve["sampling"],
-                            "criterion": f"{criterion} ≤ {tol:g}",
+                            "setting": "/".join(str(curve.get(f)) for f in SETTING_FIELDS),
+                            "seed": curve.get("seed"),
+                            "criterion": f"{criterion} ≤ {tol:g} (val)",
                             "rate": rate,
                             **{k: stats[k] for k in ("params", "macs", "latency_ms")},
                             "speedup": reference_ms / stats["latency_ms"],
@@ -78,7 +83,7 @@ def _heatmap_figure(
 ) -> Path:
     """Heatmaps of a few test images under the best curve's masks at its lossless rates and at 0.5 and 0.7."""
     test = item.splits.test
-    best = best_curve(list(curves_here), max(tolerances))
+    best = best_line(list(curves_here), max(tolerances))
     x, y = stack_samples(test, pick_images(test.labels, per_class, seed=0))
     variants = {}
     for tol in tolerances:
@@ -87,7 +92,7 @@ def _heatmap_figure(
             variants[f"{best['method']} {best['sampling']} @{rate:.2f}"] = rate
     for rate in (0.5, 0.7):
         variants.setdefault(f"{best['method']} {best['sampling']} @{rate:.2f}", rate)
-    masks = {label: item.masks(best["method"], best["sampling"], rate) for label, rate in variants.items()}
+    masks = {label: item.masks(best, rate) for label, rate in variants.items()}
     maps, corr = heatmaps_under_masks(item.model, x, y, masks)
     titles = [f"{test.class_names[int(c)]}" for c in y]
     path = out / f"heatmaps_{item.meta['model']['name']}_{key[:8]}.png"
@@ -108,7 +113,7 @@ def heatmap_section(
     paths: list[Path] = []
     similarity: list[Row] = []
     for key, item in swept.items():
-        curves_here = [c for c in lossless if c["checkpoint"] == key]
+        curves_here = first_seed([c for c in lossless if c["checkpoint"] == key])
         if not curves_here:
             continue
         paths.append(_heatmap_figure(key, item, curves_here, tolerances, heatmap_per_class, out))
@@ -118,7 +123,9 @@ def heatmap_section(
         rates = sorted({float(r["rate"]) for r in lossless_rate_rows(curves_here)} | set(similarity_rates))
         for curve in curves_here:
             label = f"{curve['method']} {curve['sampling']}"
-            at = {r: item.masks(curve["method"], curve["sampling"], r) for r in rates if r > 0}
+            if len({tuple(c.get(f) for f in SETTING_FIELDS) for c in curves_here}) > 1:
+                label = f"{curve['method']}@{'/'.join(str(curve.get(f)) for f in SETTING_FIELDS)} {curve['sampling']}"
+            at = {r: item.masks(curve, r) for r in rates if r > 0}
             similarity.extend(
                 {**s, "checkpoint": key} for s in similarity_curve(item.model, xs, ys, at, label, reference)
             )
@@ -129,6 +136,14 @@ def heatmap_section(
             )
         )
     return paths, similarity
+
+
+def first_seed(lossless: Sequence[Row]) -> list[Row]:
+    """The curves of the smallest selection seed (one run per line: efficiency and heatmaps are not averaged)."""
+    if not lossless:
+        return []
+    seed = min(int(c.get("seed") or 0) for c in lossless)
+    return [c for c in lossless if int(c.get("seed") or 0) == seed]
 
 
 def lossless_rate_rows(curves_here: Sequence[Row]) -> list[Row]:

@@ -1,5 +1,8 @@
 """The whole pipeline as one function, :func:`run_demo`: train -> score + sweep -> lossless rate -> prune -> report.
 
+Every choice (the best line, its lossless rate, the deployed run) reads validation rows only; the summary reports
+the deployed model's test numbers, labelled as test.
+
 Each stage writes into its own folder under ``config.out`` and reuses what a previous run of the same config left
 there (the training checkpoint, the score files, the sweep rows, the pruned model), so re-running is cheap and a killed
 run resumes.
@@ -9,6 +12,7 @@ run resumes.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -21,15 +25,18 @@ import torch
 
 from medprune.config import build_config, config_to_dict, save_config
 from medprune.data import stack_samples
-from medprune.options import Normalize, Scope
+from medprune.options import LosslessMetric
 from medprune.provenance import to_jsonable
-from medprune.report.tables import best_curve, lossless_rates
+from medprune.pruning import apply_masks
+from medprune.recalibration import recalibrated_batchnorm
+from medprune.report.tables import best_line, lossless_rates
 from medprune.rundir import RunDir
 from medprune.runs.prune import save_pruned
 from medprune.runs.report import ReportConfig, run_report
 from medprune.runs.sweep import SweepConfig, run_sweep
 from medprune.runs.train import TrainConfig, run_train
 from medprune.sweep.artifacts import load_swept_models
+from medprune.sweep.protocols import SETTING_FIELDS
 from medprune.sweep.table import Row
 
 logger = logging.getLogger(__name__)
@@ -49,10 +56,16 @@ class DemoConfig:
         out: output folder (train/, sweep/, pruned/, report/, summary.json).
         dataset, model, image_size, epochs, batch_size, max_train_samples, seed: the training run.
         train_options: any other :class:`medprune.runs.train.TrainConfig` field.
-        methods, samplings, controls, rates, n_per_class, scope, normalize, couplings: the sweep.
+        methods, samplings, controls, rates, n_per_class, couplings: the sweep.
+        selection_seeds: selection seeds of the sweep (each method's curves once per seed).
+        protocols: named settings swept (``paper``, ``default``; :mod:`medprune.sweep.protocols`).
+        recalibrate_samples: training images for ``recalibrate: bn`` settings.
         tolerances: tolerances of the lossless rates in the report.
-        deploy_tolerance, deploy_criterion: the lossless rate the deployed (physically pruned) model uses: the best
-            curve's largest rate with accuracy (or worst-class recall) drop within the tolerance.
+        lossless_metric: the metric of the lossless rates (``balanced_accuracy`` by default; the report's Table 1
+            "as the paper" stays on accuracy).
+        deploy_tolerance, deploy_criterion: the lossless rate the deployed (physically pruned) model uses: the line
+            (method, sampling, setting) with the largest mean validation lossless rate over its seeds, then its run
+            with the median validation lossless rate (``worst_recall``: on the worst per-class recall drop).
         efficiency, heatmaps: report sections. report_options: other :class:`medprune.runs.report.ReportConfig` fields.
         threads: torch CPU threads (``None``: torch's default; 1 is fastest on a machine shared with other jobs).
         quick: a tiny run for tests: 1 epoch on 300 images, rates 0 and 0.3, LRP (random sampling) + controls.
@@ -73,10 +86,12 @@ class DemoConfig:
     controls: list[str] = field(default_factory=lambda: ["random", "magnitude"])
     rates: list[float] = field(default_factory=lambda: [round(0.05 * i, 2) for i in range(20)])
     n_per_class: int = 10
-    scope: Scope = "global"
-    normalize: Normalize = "none"
+    selection_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    protocols: list[str] = field(default_factory=lambda: ["paper", "default"])
+    recalibrate_samples: int = 512
     couplings: bool = True
     tolerances: list[float] = field(default_factory=lambda: [0.01, 0.05])
+    lossless_metric: LosslessMetric = "balanced_accuracy"
     deploy_tolerance: float = 0.01
     deploy_criterion: Literal["accuracy", "worst_recall"] = "accuracy"
     efficiency: bool = True
@@ -91,9 +106,11 @@ class Deployment:
     """The physically pruned model the demo deployed (also ``pruned/done.json``).
 
     Attributes:
-        choice: method, sampling, rate, checkpoint key, criterion and tolerance of the deployed curve.
+        choice: the deployed run (method, sampling, setting, selection seed, checkpoint key), its rate and achieved
+            rate, the criterion, tolerance and metric, all chosen on validation, and ``val`` / ``test``: the metric
+            there on each split (test reported, never used to choose).
         checkpoint: the pruned checkpoint. masked_accuracy, physical_accuracy, reloaded_accuracy: its test accuracy
-            masked, physically pruned and read back from disk.
+            masked (with recalibrated BatchNorm statistics for a ``bn`` setting), physically pruned and read back.
         params, macs: ``[before, after]`` physical removal.
     """
 
@@ -112,7 +129,8 @@ class DemoResult:
 
     Attributes:
         report: the HTML report. results: the sweep's results.csv. deployed: the pruned model.
-        table1: Table 1 rows. lossless: lossless rates per curve. rows: sweep rows. wall_time_s: whole run.
+        table1: Table 1 rows (test). lossless: lossless rates per line (chosen on val, confirmed on test).
+        rows: sweep rows. wall_time_s: whole run.
     """
 
     report: Path
@@ -147,6 +165,9 @@ def shrink(config: DemoConfig) -> DemoConfig:
         controls=["random", "magnitude"],
         rates=[0.0, 0.3],
         n_per_class=3,
+        selection_seeds=config.selection_seeds[:1],
+        protocols=config.protocols[:1],
+        recalibrate_samples=min(config.recalibrate_samples, 64),
         train_options={"max_eval_samples": 200, **config.train_options},
         report_options={
             "heatmap_per_class": 1,
@@ -204,9 +225,9 @@ def _sweep(config: DemoConfig, checkpoint: Path, sweep_dir: Path) -> list[Row]:
             controls=config.controls,
             rates=config.rates,
             n_per_class=config.n_per_class,
-            seed=config.seed,
-            scope=config.scope,
-            normalize=config.normalize,
+            seeds=config.selection_seeds,
+            protocols=config.protocols,
+            recalibrate_samples=config.recalibrate_samples,
             couplings=config.couplings,
         )
     )
@@ -215,26 +236,38 @@ def _sweep(config: DemoConfig, checkpoint: Path, sweep_dir: Path) -> list[Row]:
 
 
 def _deploy(config: DemoConfig, best: dict[str, Any], sweep_dir: Path, out: Path) -> Deployment:
-    """Stage 4: physically prune the best curve's model at its lossless rate (reused when the choice is the same)."""
+    """Stage 4: physically prune the chosen run at its validation lossless rate (reused when the choice is the same).
+
+    For a ``recalibrate: bn`` setting the BatchNorm statistics are re-estimated on the same training images as in the
+    sweep before the model is saved, so the deployed model is the swept one.
+    """
+    label = f"{config.deploy_tolerance:g}"
     column = "lossless" if config.deploy_criterion == "accuracy" else "clinical"
-    rate = float(best[f"{column}@{config.deploy_tolerance:g}"])
+    rate = float(best[f"{column}@{label}"])
     choice = {
-        "method": best["method"],
-        "sampling": best["sampling"],
+        **{f: best[f] for f in ("method", "sampling", "checkpoint", "seed", *SETTING_FIELDS)},
         "rate": rate,
-        "checkpoint": best["checkpoint"],
+        "achieved_rate": best[f"achieved@{label}"] if column == "lossless" else None,
         "criterion": config.deploy_criterion,
+        "metric": best["metric"],
         "tolerance": config.deploy_tolerance,
+        "chosen_on": "val",
+        "val": best[f"val@{label}"] if column == "lossless" else None,
+        "test": best[f"test@{label}"] if column == "lossless" else None,
     }
     done = out / "done.json"
-    if done.is_file() and json.loads(done.read_text()).get("choice") == choice:
+    if done.is_file() and json.loads(done.read_text()).get("choice") == to_jsonable(choice):
         logger.info("stage 4/5 prune: reusing %s", out)
         return Deployment(**json.loads(done.read_text()))
     item = load_swept_models(sweep_dir, config.data_root)[best["checkpoint"]]
-    masks = item.masks(best["method"], best["sampling"], rate, physical=True)
+    masks = item.masks(best, rate, physical=True)
     test = stack_samples(item.splits.test, range(len(item.splits.test)))
-    meta = {**item.meta, "pruning": {**choice, "scope": config.scope, "normalize": config.normalize}}
-    result = save_pruned(item.model, masks, out, test, list(item.splits.class_names), meta, "physical")
+    meta = {**item.meta, "pruning": {**choice, "couplings": config.couplings}}
+    with contextlib.ExitStack() as stack:
+        if best["recalibrate"] == "bn" and rate > 0:
+            stack.enter_context(apply_masks(item.model, masks))
+            stack.enter_context(recalibrated_batchnorm(item.model, item.recalibration(int(best["seed"]))))
+        result = save_pruned(item.model, masks, out, test, list(item.splits.class_names), meta, "physical")
     if result.physical is None or result.reloaded_accuracy is None or not result.cost_before or not result.cost_after:
         raise RuntimeError(f"no physically pruned model was written to {out}")
     deployment = Deployment(
@@ -273,14 +306,17 @@ def _demo(config: DemoConfig, started: float) -> DemoResult:
     rows = _sweep(config, checkpoint, sweep_dir)
 
     tolerances = sorted({*config.tolerances, config.deploy_tolerance})
-    lossless = lossless_rates(rows, tolerances)
-    best = best_curve(lossless, config.deploy_tolerance, config.deploy_criterion)
+    lossless = lossless_rates(rows, tolerances, metric=config.lossless_metric)  # chosen on val rows only
+    best = best_line(lossless, config.deploy_tolerance, config.deploy_criterion)
     logger.info(
-        "stage 3/5 lossless rate: best curve %s/%s prunes %.2f within %g",
+        "stage 3/5 lossless rate (validation): best line %s/%s %s, seed %s prunes %.2f within %g of %s",
         best["method"],
         best["sampling"],
+        "/".join(str(best[f]) for f in SETTING_FIELDS),
+        best["seed"],
         best[f"lossless@{config.deploy_tolerance:g}"],
         config.deploy_tolerance,
+        config.lossless_metric,
     )
 
     deployed = _deploy(config, best, sweep_dir, out / "pruned")
@@ -300,6 +336,7 @@ def _demo(config: DemoConfig, started: float) -> DemoResult:
             efficiency=config.efficiency,
             heatmaps=config.heatmaps,
             data_root=config.data_root,
+            lossless_metric=config.lossless_metric,
             **config.report_options,
         )
     )
@@ -310,7 +347,7 @@ def _demo(config: DemoConfig, started: float) -> DemoResult:
         sweep_dir / "results.csv",
         deployed,
         report.table1,
-        lossless,
+        report.summary,
         len(rows),
         round(time.perf_counter() - started, 1),
     )

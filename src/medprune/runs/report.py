@@ -1,13 +1,16 @@
 """``run_report(config)``: tables, curves, efficiency, heatmaps and one self-contained HTML page from sweep results.
 
-Reads the results table(s) only for Table 1, lossless rates and curves; efficiency and heatmaps also need the sweep
-folder (checkpoints, data and cached scores) and are skipped with a note when a result is a bare CSV.
+Reads the results table(s) only for Table 1, lossless rates, paired comparisons and curves; efficiency and heatmaps
+also need the sweep folder (checkpoints, data and cached scores) and are skipped with a note when a result is a bare
+CSV. Choices (lossless rates, the curves measured for efficiency and heatmaps) read validation rows; Table 1, the
+curves and the paired comparisons read test rows; ``results.md`` holds the tables as Markdown.
 
 >>> # result = run_report(ReportConfig(results=["runs/sweep"], out="runs/report")); result.html
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,11 +18,15 @@ from pathlib import Path
 import numpy as np
 
 from medprune.config import save_config
+from medprune.options import LosslessMetric
 from medprune.report import figures
-from medprune.report.page import render
+from medprune.report.markdown import results_markdown
+from medprune.report.page import ReportTables, render
+from medprune.report.paired import CONTROLS, paired_comparisons
 from medprune.report.sections import efficiency_rows, heatmap_section, ordered_columns
-from medprune.report.tables import PAPER_TABLE1, TABLE1_RATES, lossless_rates, table1
+from medprune.report.tables import PAPER_TABLE1, TABLE1_RATES, lossless_rates, lossless_summary, table1
 from medprune.rundir import RunDir
+from medprune.stats import DEFAULT_RESAMPLES
 from medprune.sweep.artifacts import SweepModel, is_sweep_dir, load_swept_models
 from medprune.sweep.table import Row, read_results, write_csv
 
@@ -48,6 +55,12 @@ class ReportConfig:
         similarity_rates: rates of the similarity curves (the lossless rates are added).
         latency_batch: images per timed forward pass.
         data_root: overrides the data folder recorded in the sweeps.
+        lossless_metric: the criterion of the lossless rates and the deployed choice (``accuracy``,
+            ``balanced_accuracy`` (product default), ``auroc``, ``worst_class_recall``); Table 1 "as the paper"
+            stays on accuracy.
+        paired_metrics: test metrics of the paired comparisons.
+        controls: methods treated as controls in the paired comparisons.
+        n_resamples: bootstrap resamples of every interval. bootstrap_seed: their seed (same seed, same CIs).
     """
 
     results: list[str] = field(default_factory=list)
@@ -62,6 +75,11 @@ class ReportConfig:
     latency_batch: int = 8
     similarity_rates: list[float] = field(default_factory=lambda: [0.1, 0.3, 0.5, 0.7, 0.9])
     data_root: str | None = None
+    lossless_metric: LosslessMetric = "balanced_accuracy"
+    paired_metrics: list[LosslessMetric] = field(default_factory=lambda: ["accuracy", "balanced_accuracy"])
+    controls: list[str] = field(default_factory=lambda: list(CONTROLS))
+    n_resamples: int = DEFAULT_RESAMPLES
+    bootstrap_seed: int = 0
 
 
 @dataclass
@@ -69,7 +87,9 @@ class ReportResult:
     """What :func:`run_report` wrote.
 
     Attributes:
-        html: the report page. table1: Table 1 rows. lossless: lossless rates per curve.
+        html: the report page. table1: Table 1 rows (accuracy drop, test). lossless: lossless rates per run (chosen
+        on val, confirmed on test). summary: lossless rates per line. paired: paired comparisons (test).
+        markdown: results.md.
         efficiency: params/MACs/latency rows (empty when not measured). figures: every PNG.
         similarity: heatmap-similarity rows. rows: number of result rows read.
         mean_similarity: mean Pearson r over the similarity rows (``None`` without heatmaps).
@@ -78,6 +98,9 @@ class ReportResult:
     html: Path
     table1: list[Row]
     lossless: list[Row]
+    summary: list[Row]
+    paired: list[Row]
+    markdown: Path
     efficiency: list[Row]
     figures: list[Path]
     similarity: list[Row]
@@ -85,20 +108,36 @@ class ReportResult:
     mean_similarity: float | None
 
 
-def _write_tables(rows: list[Row], config: ReportConfig, out: Path) -> tuple[list[Row], list[Row], list[Row]]:
-    """Table 1 (accuracy and worst-class recall), lossless rates and the paper's Table 1 as CSV files."""
-    summary = table1(rows, config.table1_rates)
-    clinical = table1(rows, config.table1_rates, column="worst_recall_drop")
-    lossless = lossless_rates(rows, config.tolerances, config.contiguous)
+def _write_tables(rows: list[Row], config: ReportConfig, out: Path) -> ReportTables:
+    """Table 1 (test), lossless rates (val -> test), paired comparisons (test) and the paper's Table 1 as CSV files."""
+    boot = {"n_resamples": config.n_resamples, "seed": config.bootstrap_seed}
+    summary = table1(rows, config.table1_rates, **boot)
+    metric_drop = (
+        table1(rows, config.table1_rates, column=f"drop_{config.lossless_metric}", **boot)
+        if config.lossless_metric != "accuracy"
+        else []
+    )
+    clinical = table1(rows, config.table1_rates, column="worst_recall_drop", **boot)
+    lossless = lossless_rates(rows, config.tolerances, config.contiguous, config.lossless_metric)
+    lines = lossless_summary(lossless, config.tolerances, seed=config.bootstrap_seed)
+    paired = [
+        row
+        for metric in config.paired_metrics
+        for row in paired_comparisons(rows, config.table1_rates, metric, config.controls, **boot)
+    ]
     write_csv(summary, out / "table1.csv", ordered_columns(summary))
+    if metric_drop:
+        write_csv(metric_drop, out / f"table1_{config.lossless_metric}.csv", ordered_columns(metric_drop))
     write_csv(clinical, out / "table1_worst_class_recall.csv", ordered_columns(clinical))
     write_csv(lossless, out / "lossless_rates.csv", ordered_columns(lossless))
+    write_csv(lines, out / "lossless_summary.csv", ordered_columns(lines))
+    write_csv(paired, out / "paired.csv", ordered_columns(paired))
     paper = [
         {"method": m, "sampling": s, **{f"{r}": f"{v[0]}±{v[1]}" for r, v in zip(TABLE1_RATES, vals)}}
         for (m, s), vals in PAPER_TABLE1.items()
     ]
     write_csv(paper, out / "paper_table1.csv")
-    return summary, clinical, lossless
+    return ReportTables(rows, summary, metric_drop, clinical, lossless, lines, paired, metric=config.lossless_metric)
 
 
 def _swept_models(config: ReportConfig) -> tuple[dict[str, SweepModel], list[str]]:
@@ -132,7 +171,8 @@ def _report(config: ReportConfig, rows: list[Row]) -> ReportResult:
     out.mkdir(parents=True, exist_ok=True)
     save_config(config, out)
     logger.info("report: %d rows from %s", len(rows), ", ".join(config.results))
-    summary, clinical, lossless = _write_tables(rows, config, out)
+    tables = _write_tables(rows, config, out)
+    lossless = list(tables.lossless)
     curve_paths = figures.plot_curves(rows, out, tolerance=max(config.tolerances))
     logger.info("report: Table 1, lossless rates and %d curve figures written", len(curve_paths))
 
@@ -157,11 +197,24 @@ def _report(config: ReportConfig, rows: list[Row]) -> ReportResult:
         write_csv(similarity, out / "heatmap_similarity.csv", ordered_columns(similarity))
         logger.info("report: heatmaps and similarity curves written")
 
+    tables = dataclasses.replace(tables, efficiency=efficiency, similarity=similarity)
     page_path = out / "report.html"
-    page = render(config, rows, summary, clinical, lossless, efficiency, curve_paths, heat_paths, similarity, notes)
-    page_path.write_text(page)
-    logger.info("report: %s", page_path)
+    page_path.write_text(render(config, tables, curve_paths, heat_paths, notes))
+    markdown = out / "results.md"
+    title = "Results: " + ", ".join(sorted({str(r["dataset"]) for r in rows}))
+    markdown.write_text(results_markdown(tables, config.table1_rates, config.tolerances, title))
+    logger.info("report: %s, %s", page_path, markdown)
     mean_similarity = float(np.nanmean([s["pearson_mean"] for s in similarity])) if similarity else None
     return ReportResult(
-        page_path, summary, lossless, efficiency, [*curve_paths, *heat_paths], similarity, len(rows), mean_similarity
+        page_path,
+        list(tables.table1),
+        lossless,
+        list(tables.summary),
+        list(tables.paired),
+        markdown,
+        efficiency,
+        [*curve_paths, *heat_paths],
+        similarity,
+        len(rows),
+        mean_similarity,
     )

@@ -65,8 +65,8 @@ PROTOCOLS: dict[str, Setting] = {
 
 
 def protocol_name(row: Mapping[str, Any]) -> str:
-    """The name of the protocol whose setting ``row`` has (``""`` when none)."""
-    values = tuple(str(row.get(f)) for f in SETTING_FIELDS)
+    """The name of the protocol whose setting ``row`` has (``""`` when none; no ``recalibrate`` field means none)."""
+    values = tuple(str(row.get(f, "none" if f == "recalibrate" else None)) for f in SETTING_FIELDS)
     for name, setting in PROTOCOLS.items():
         if tuple(setting.as_dict().values()) == values:
             return name
