@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from medprune.metrics import metrics_from_predictions, predict
-from medprune.options import NO_SAMPLING, Normalize, Scope, Sign, TargetMode
+from medprune.options import NO_SAMPLING, Normalize, Recalibrate, Scope, Sign, TargetMode
 from medprune.pruning import achieved_rate, apply_masks, masks_from_scores, validate_scores
 from medprune.recalibration import recalibrated_batchnorm
 from medprune.sweep.cost import COST_COLUMNS, CostCounter
@@ -57,7 +57,7 @@ class CurveParams:
     scope: Scope = "global"
     normalize: Normalize = "none"
     min_keep: int = 1
-    recalibrate: str = "none"
+    recalibrate: Recalibrate = "none"
     recalibrate_samples: int = 0
     couplings: bool = False
 
