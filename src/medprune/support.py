@@ -103,7 +103,7 @@ def scorer_blocker(model: nn.Module, method: str) -> str | None:
                 f"{type(module).__name__} at {path!r}, which they do not cover"
             )
     for path, module in model.named_modules():
-        if path and type(module) not in (nn.Sequential, nn.ModuleList, nn.ModuleDict):
+        if path and any(module.children()) and type(module) not in (nn.Sequential, nn.ModuleList, nn.ModuleDict):
             return (
                 f"{method} has propagation rules for {known} models only; {type(model).__name__} has "
                 f"{type(module).__name__} at {path!r}, a block whose forward (e.g. concatenation) they do not cover"
