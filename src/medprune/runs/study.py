@@ -243,7 +243,8 @@ def _conclude(out: Path, todo: _Plan, rows: list[Row], manifest: StudyManifest, 
         logger.info("study: report and claims up to date")
         return report_html, read_csv(claims_csv)
     started = time.perf_counter()
-    report = run_report(ReportConfig(results=[str(out / "rows.jsonl")], out=str(out / "report"), **todo.report))
+    report_config = ReportConfig(results=[str(out / "rows.jsonl")], out=str(out / "report"), **todo.report)
+    report = run_report(report_config, overwrite=True)  # the study owns its report folder: changed options rebuild it
     families = {p.architecture: p.family for p in todo.points}
     claims = compute_claims(rows, families, todo.claims)
     write_csv(claims, claims_csv)
