@@ -48,8 +48,9 @@ from torch.utils.data import DataLoader, Dataset
 from medprune.provenance import fingerprint, model_checksum, tensor_sha256
 from medprune.pruning.masked import following_batchnorms, mask_model, zeroing_plan
 from medprune.pruning.masks import validate_scores
+from medprune.recalibration import recalibrate_batchnorm
 from medprune.runtime import autocast, grad_scaler, resolve_device
-from medprune.train import class_weights, recalibrate_batchnorm
+from medprune.train import class_weights
 from medprune.units import unit_groups
 
 logger = logging.getLogger(__name__)

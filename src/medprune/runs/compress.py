@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import logging
 import shlex
-import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -35,7 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from medprune.card import CompressionRecord, SearchRow, write_card
-from medprune.checkpoint import read_meta, save_checkpoint
+from medprune.checkpoint import read_meta
 from medprune.checkpoint_data import load_with_splits
 from medprune.config import config_to_dict
 from medprune.data import stack_samples
@@ -45,8 +44,18 @@ from medprune.pruning import coupled_groups, export_onnx, model_cost, remove_uni
 from medprune.pruning.masks import check_rate
 from medprune.recovery import FinetuneSettings
 from medprune.rundir import RunDir
-from medprune.runs.compress_evidence import METRICS, Metric, latency_rows, layer_changes, metric_value, split_metrics
-from medprune.runs.compress_steps import Workbench, evaluate_split, final_model, search
+from medprune.runs.compress_evidence import (
+    METRICS,
+    Metric,
+    StageTimer,
+    latency_rows,
+    layer_changes,
+    max_output_difference,
+    metric_value,
+    size_totals,
+    split_metrics,
+)
+from medprune.runs.compress_steps import Workbench, choose, evaluate_split, final_model, save_compressed, search
 from medprune.scoring import scorer_entry
 from medprune.scoring.store import ScoreStore
 from medprune.train import limit_dataset
@@ -187,17 +196,12 @@ def _check_request(config: CompressConfig) -> str:
     return NO_SAMPLING if scorer_entry(config.method).data_free else config.sampling
 
 
-def _max_difference(a: nn.Module, b: nn.Module, inputs: Tensor) -> float:
-    with torch.no_grad():
-        return float((a.eval()(inputs) - b.eval()(inputs)).abs().max())
-
-
 def run_compress(config: CompressConfig) -> CompressResult:
     """Score, search on validation, recover, remove, export, test and write the card (see the module docstring)."""
     sampling = _check_request(config)
     out = Path(config.out)
     cosmetic = ("device", "latency_threads", "latency_repeats", "overwrite", "out")
-    timer = _Timer()
+    timer = StageTimer()
     with RunDir(out, "compress", config_to_dict(config), cosmetic=cosmetic, overwrite=config.overwrite):
         trained = read_meta(config.checkpoint).get("train_config") or {}
         model, meta, splits = load_with_splits(
@@ -230,7 +234,7 @@ def run_compress(config: CompressConfig) -> CompressResult:
             epochs=search_epochs,
             path=out / SEARCH_FILE,
         )
-        chosen = _choose(rows, config, bench)
+        chosen = choose(rows, config.metric, config.tolerance, metric_value(bench.baseline, config.metric))
         timer.lap("search")
 
         def rescore(current: nn.Module, index: int) -> dict[str, Tensor]:
@@ -253,9 +257,10 @@ def run_compress(config: CompressConfig) -> CompressResult:
         small = remove_units(final, masks)
         probe = bench.val[0][:64]
         checks: dict[str, float | bool | None] = {
-            "physical vs masked max |difference|": _max_difference(small, final, probe)
+            "physical vs masked max |difference|": max_output_difference(small, final, probe)
         }
-        files = _save(small, meta, config, chosen, out)
+        compression = {"method": config.method, "sampling": sampling, "rate": chosen.rate}
+        files = save_compressed(small, meta, {**compression, "achieved_rate": chosen.achieved_rate}, out)
         timer.lap("remove")
         export_onnx(small, out / "model.onnx", probe[:1])
         with torch.no_grad():
@@ -281,7 +286,7 @@ def run_compress(config: CompressConfig) -> CompressResult:
             },
             choice=_choice(config, sampling, chosen, bench.baseline, final_val),
             search=rows,
-            totals=_totals(masks, model_cost(original), model_cost(small)),
+            totals=size_totals(masks, model_cost(original), model_cost(small)),
             layers=layers,
             test_original=test_original,
             test_compressed=test_compressed,
@@ -307,22 +312,11 @@ def run_compress(config: CompressConfig) -> CompressResult:
         chosen.rate,
         record.totals["MACs removed (fraction)"],
         config.metric,
-        _fmt(metric_value(test_original.__dict__, config.metric)),
-        _fmt(metric_value(test_compressed.__dict__, config.metric)),
+        _fmt(getattr(test_original, config.metric)),
+        _fmt(getattr(test_compressed, config.metric)),
         card_md,
     )
     return CompressResult(chosen.rate, masks, record, small, files)
-
-
-class _Timer:
-    def __init__(self) -> None:
-        self.laps: dict[str, float] = {}
-        self._last = time.perf_counter()
-
-    def lap(self, stage: str) -> None:
-        now = time.perf_counter()
-        self.laps[stage] = round(now - self._last, 2)
-        self._last = now
 
 
 def _workbench(config: CompressConfig, model: nn.Module, splits: Any, out: Path) -> Workbench:
@@ -350,17 +344,6 @@ def _workbench(config: CompressConfig, model: nn.Module, splits: Any, out: Path)
     )
 
 
-def _choose(rows: list[SearchRow], config: CompressConfig, bench: Workbench) -> SearchRow:
-    kept = [row for row in rows if row.within_tolerance]
-    if not kept:
-        raise ValueError(
-            f"no candidate rate of {[row.rate for row in rows]} keeps validation {config.metric} within "
-            f"{config.tolerance} of {_fmt(metric_value(bench.baseline, config.metric))}; try smaller rates, "
-            "search_recovery=finetune with finetune_epochs, or a larger tolerance (rows in search.jsonl)"
-        )
-    return max(kept, key=lambda row: row.rate)
-
-
 def _choice(
     config: CompressConfig, sampling: str, chosen: SearchRow, baseline: dict[str, Any], final_val: dict[str, Any]
 ) -> dict[str, Any]:
@@ -384,46 +367,8 @@ def _choice(
     }
 
 
-def _totals(masks: dict[str, Tensor], before: dict[str, int], after: dict[str, int]) -> dict[str, float | int]:
-    units_before = sum(m.numel() for m in masks.values())
-    units_after = sum(int(m.sum()) for m in masks.values())
-    return {
-        "units before": units_before,
-        "units after": units_after,
-        "units removed (fraction)": 1 - units_after / units_before,
-        "params before": before["params"],
-        "params after": after["params"],
-        "params removed (fraction)": 1 - after["params"] / before["params"],
-        "MACs before": before["macs"],
-        "MACs after": after["macs"],
-        "MACs removed (fraction)": 1 - after["macs"] / before["macs"],
-    }
-
-
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
-
-
-def _save(
-    small: nn.Module,
-    meta: dict[str, Any],
-    config: CompressConfig,
-    chosen: SearchRow,
-    out: Path,
-) -> dict[str, str]:
-    keep = ("class_names", "normalization", "dataset", "train_config")
-    compression = {
-        "method": config.method,
-        "rate": chosen.rate,
-        "achieved_rate": chosen.achieved_rate,
-        "source_weights_sha256": meta.get("weights_sha256"),
-    }
-    path = save_checkpoint(
-        out / "model",
-        small,
-        {**{k: v for k, v in meta.items() if k in keep}, "pruned": small.medprune_pruned, "compression": compression},
-    )
-    return {"weights": str(path), "sidecar": str(path.with_suffix(".json"))}
 
 
 def compress(checkpoint: str, out: str = "runs/compress", **options: Any) -> CompressResult:

@@ -9,6 +9,7 @@ costs, CPU latency and the metric a compression tolerance is read on. Each retur
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -34,6 +35,9 @@ __all__ = [
     "split_metrics",
     "layer_changes",
     "latency_rows",
+    "max_output_difference",
+    "size_totals",
+    "StageTimer",
 ]
 
 Metric = Literal["balanced_accuracy", "accuracy", "auroc", "worst_class_recall"]
@@ -160,3 +164,39 @@ def latency_rows(
     finally:
         torch.set_num_threads(previous)
     return rows
+
+
+def max_output_difference(a: nn.Module, b: nn.Module, inputs: Tensor) -> float:
+    """Largest |difference| between the two models' outputs on ``inputs`` (both put in eval mode)."""
+    with torch.no_grad():
+        return float((a.eval()(inputs) - b.eval()(inputs)).abs().max())
+
+
+def size_totals(masks: dict[str, Tensor], before: dict[str, int], after: dict[str, int]) -> dict[str, float | int]:
+    """Units, parameters and MACs before and after, and the fractions removed (the card's size summary)."""
+    units_before = sum(m.numel() for m in masks.values())
+    units_after = sum(int(m.sum()) for m in masks.values())
+    return {
+        "units before": units_before,
+        "units after": units_after,
+        "units removed (fraction)": 1 - units_after / units_before,
+        "params before": before["params"],
+        "params after": after["params"],
+        "params removed (fraction)": 1 - after["params"] / before["params"],
+        "MACs before": before["macs"],
+        "MACs after": after["macs"],
+        "MACs removed (fraction)": 1 - after["macs"] / before["macs"],
+    }
+
+
+class StageTimer:
+    """Seconds per stage: ``lap(name)`` records the time since the previous lap (or creation)."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.laps[stage] = round(now - self._last, 2)
+        self._last = now

@@ -17,18 +17,19 @@ from typing import Any
 from torch import Tensor, nn
 
 from medprune.card import SearchRow
+from medprune.checkpoint import save_checkpoint
 from medprune.metrics import metrics_from_predictions, predict
 from medprune.provenance import to_jsonable
 from medprune.pruning.iterative import iterative_prune
 from medprune.pruning.masked import mask_model
 from medprune.pruning.masks import achieved_rate, masks_from_scores
+from medprune.recalibration import recalibrate_batchnorm
 from medprune.recovery import FinetuneSettings, finetune
 from medprune.runs.compress_evidence import METRICS, metric_value
-from medprune.train import recalibrate_batchnorm
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Workbench", "evaluate_split", "masks_at", "recover", "search", "final_model"]
+__all__ = ["Workbench", "evaluate_split", "masks_at", "recover", "search", "final_model", "choose", "save_compressed"]
 
 
 @dataclass
@@ -220,3 +221,27 @@ def final_model(
         couplings=bench.couplings,
     )
     return result.model, result.masks
+
+
+def choose(rows: Sequence[SearchRow], metric: str, tolerance: float, baseline: float | None) -> SearchRow:
+    """The row of the largest rate within tolerance; a ValueError naming the rates tried when there is none."""
+    kept = [row for row in rows if row.within_tolerance]
+    if not kept:
+        base = "n/a" if baseline is None else f"{baseline:.4f}"
+        raise ValueError(
+            f"no candidate rate of {[row.rate for row in rows]} keeps validation {metric} within {tolerance} of "
+            f"{base}; try smaller rates, search_recovery=finetune with finetune_epochs, or a larger tolerance "
+            "(rows in search.jsonl)"
+        )
+    return max(kept, key=lambda row: row.rate)
+
+
+def save_compressed(small: nn.Module, meta: dict[str, Any], compression: dict[str, Any], out: Path) -> dict[str, str]:
+    """Write the smaller model as ``out/model.safetensors`` + ``model.json`` (its structure under ``pruned``)."""
+    keep = ("class_names", "normalization", "dataset", "train_config")
+    sidecar = {k: v for k, v in meta.items() if k in keep}
+    compression = {**compression, "source_weights_sha256": meta.get("weights_sha256")}
+    path = save_checkpoint(
+        out / "model", small, {**sidecar, "pruned": small.medprune_pruned, "compression": compression}
+    )
+    return {"weights": str(path), "sidecar": str(path.with_suffix(".json"))}
