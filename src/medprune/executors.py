@@ -34,6 +34,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "EXECUTORS",
+    "EXECUTOR_FIELDS",
+    "EXECUTOR_FLAGS",
     "Executor",
     "ExecutorName",
     "LocalExecutor",
@@ -43,8 +45,11 @@ __all__ = [
     "Task",
     "TaskFailedError",
     "check_executor",
+    "check_executor_config",
+    "executor_for",
     "make_executor",
     "raise_failures",
+    "task_resources",
 ]
 
 ExecutorName = Literal["local", "ray"]
@@ -57,6 +62,17 @@ RAY_ADDRESS_WORDS: tuple[str, ...] = ("auto", "local")
 _ADDRESS = re.compile(r"^(ray://)?[A-Za-z0-9_.\-\[\]:]+:\d+$")
 #: Default number of resubmissions of a task whose worker died.
 DEFAULT_RETRIES = 2
+#: The fields a runner's config holds to choose its executor (``sweep``, ``study``, ``score``). None of them changes a
+#: result, so run folders and study keys leave them out (they are cosmetic).
+EXECUTOR_FIELDS: tuple[str, ...] = ("executor", "ray_address", "task_cpus", "task_gpus", "task_retries")
+#: Their command-line flags.
+EXECUTOR_FLAGS: dict[str, str] = {
+    "--executor": "executor",
+    "--ray-address": "ray_address",
+    "--task-cpus": "task_cpus",
+    "--task-gpus": "task_gpus",
+    "--task-retries": "task_retries",
+}
 
 
 @dataclass(frozen=True)
@@ -313,6 +329,22 @@ def check_executor(name: str, address: str | None = None, max_retries: int = DEF
         raise ConfigError(f"ray_address={address!r} is given but executor is {name!r}; use executor ray")
     if name == "ray" and importlib.util.find_spec("ray") is None:
         raise ConfigError("executor 'ray' needs Ray, which is not installed: pip install 'medprune[ray]'")
+
+
+def check_executor_config(config: Any) -> None:
+    """:func:`check_executor` and :func:`task_resources` on a config holding :data:`EXECUTOR_FIELDS`."""
+    check_executor(config.executor, config.ray_address, config.task_retries)
+    task_resources(config)
+
+
+def task_resources(config: Any) -> Resources:
+    """The :class:`Resources` of one task from a config's ``task_cpus`` / ``task_gpus``."""
+    return Resources(config.task_cpus, config.task_gpus)
+
+
+def executor_for(config: Any) -> Executor:
+    """The executor a config (with :data:`EXECUTOR_FIELDS`) asks for."""
+    return make_executor(config.executor, config.ray_address, max_retries=config.task_retries)
 
 
 def make_executor(

@@ -17,6 +17,7 @@ from typing import Any
 from medprune.cli.config_args import add_config_arguments
 from medprune.cli.config_args import config_from_args as shared_config_from_args
 from medprune.config import ConfigError
+from medprune.executors import EXECUTOR_FLAGS
 from medprune.runs.score import ScoreConfig, run_score
 
 HELP = "score every unit of a checkpoint with each method x sampling strategy -> reusable score files"
@@ -34,6 +35,7 @@ _FLAGS = {
     "--candidate-limit": "candidate_limit",
     "--batch-size": "batch_size",
     "--device": "device",
+    **EXECUTOR_FLAGS,
 }
 
 

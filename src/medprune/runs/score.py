@@ -4,6 +4,11 @@ The dataset defaults to the one recorded in the checkpoint's sidecar. Each pair 
 :class:`~medprune.scoring.store.ScoreStore` into ``config.out``; files already there for the same request, model and
 data are reused. ``<out>/scores.json`` lists every pair and its file.
 
+Each pair is one task of the chosen executor (``executor: local | ray``): in this process, or on a Ray cluster where
+the workers get the model and training split through the object store once and write the score files into
+``config.out`` themselves (a folder every node sees, for a multi-node cluster). A pair whose worker died is retried
+``task_retries`` times, then reported; the other pairs' files are kept and listed.
+
 >>> # result = run_score(ScoreConfig(checkpoint="runs/train/model.safetensors", methods=["lrp", "random"]))
 """
 
@@ -19,11 +24,23 @@ from medprune.checkpoint import read_meta
 from medprune.checkpoint_data import CheckpointData, load_with_splits
 from medprune.config import save_config
 from medprune.data.validate import validate_splits
+from medprune.executors import (
+    EXECUTOR_FIELDS,
+    Executor,
+    ExecutorName,
+    Outcome,
+    Task,
+    check_executor_config,
+    executor_for,
+    raise_failures,
+    task_resources,
+)
 from medprune.options import SAMPLINGS, Sign, TargetMode
+from medprune.provenance import model_checksum
 from medprune.rundir import RunDir
 from medprune.runtime import resolve_device
 from medprune.scoring.probe import check_option_values
-from medprune.scoring.registry import available_scorers, validate_method_request
+from medprune.scoring.registry import available_scorers, scorer_entry, validate_method_request
 from medprune.scoring.store import ScoreStore
 
 logger = logging.getLogger(__name__)
@@ -31,7 +48,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["ScoreConfig", "ScoredPair", "ScoreResult", "run_score"]
 
 #: ScoreConfig fields that may differ between runs into one folder (score files record their own request).
-COSMETIC: tuple[str, ...] = ("out", "data_root", "methods", "samplings", "batch_size", "device")
+COSMETIC: tuple[str, ...] = ("out", "data_root", "methods", "samplings", "batch_size", "device", *EXECUTOR_FIELDS)
 
 
 @dataclass
@@ -53,6 +70,9 @@ class ScoreConfig:
         batch_size: samples per scorer call.
         device: ``auto``, ``cpu`` or ``cuda``.
         method_options: ``{method: {option: value}}`` (CLI: ``--option ig.steps=10``).
+        executor: ``local`` (in this process) or ``ray`` (one Ray task per pair). ray_address: the cluster
+            (:class:`~medprune.executors.RayExecutor`). task_cpus, task_gpus: what one task holds. task_retries:
+            resubmissions of a task whose worker died.
     """
 
     checkpoint: str | None = None
@@ -69,6 +89,11 @@ class ScoreConfig:
     batch_size: int = 16
     device: str = "auto"
     method_options: dict[str, Any] = field(default_factory=dict)
+    executor: ExecutorName = "local"
+    ray_address: str | None = None
+    task_cpus: float = 1.0
+    task_gpus: float = 0.0
+    task_retries: int = 2
 
 
 @dataclass
@@ -101,6 +126,7 @@ def validate(config: ScoreConfig) -> list[str]:
     if not config.checkpoint:
         raise ValueError("no checkpoint given; pass the model.safetensors written by medprune train")
     check_option_values(config.method_options, read_meta(config.checkpoint), option_word="--option")
+    check_executor_config(config)
     return methods
 
 
@@ -124,42 +150,65 @@ def run_score(config: ScoreConfig, *, overwrite: bool = False) -> ScoreResult:
     """
     methods = validate(config)
     with RunDir(config.out, "score", config, cosmetic=COSMETIC, overwrite=overwrite, legacy_config="score_config.yaml"):
-        return _score_pairs(config, methods)
+        with executor_for(config) as executor:
+            return _score_pairs(config, methods, executor)
 
 
-def _score_pairs(config: ScoreConfig, methods: list[str]) -> ScoreResult:
+def score_pair(model: Any, train: Any, out: str, options: dict[str, Any], method: str, sampling: str) -> ScoredPair:
+    """Compute (or reuse) the score file of one (method, sampling) pair in ``out``: one task of :func:`run_score`.
+
+    Args:
+        model, train: the checkpoint's model and training split. options: :class:`ScoreStore` keywords.
+    """
+    store = ScoreStore(model, train, out, **options)
+    record = store.record(method, sampling)
+    return ScoredPair(
+        method,
+        sampling,
+        record.path.name if record.path else None,
+        record.reused,
+        store.request(method, sampling).data_free,
+        len((record.provenance.get("selection") or {}).get("indices", [])),
+        record.provenance.get("wall_time_s"),
+    )
+
+
+def _score_pairs(config: ScoreConfig, methods: list[str], executor: Executor) -> ScoreResult:
     model, _meta, splits = load_model_and_splits(config)
     validate_splits(splits, ["train"])  # samples are selected from the training split
     out = Path(config.out)
     save_config(config, out, "score_config.yaml")
-    store = ScoreStore(
-        model,
-        splits.train,
-        out,
-        n_per_class=config.n_per_class,
-        seed=config.seed,
-        sign=config.sign,
-        target=config.target,
-        candidate_limit=config.candidate_limit,
-        method_options=config.method_options,
-        batch_size=config.batch_size,
-    )
-    pairs: list[ScoredPair] = []
-    for method in methods:
-        for sampling in config.samplings:
-            record = store.record(method, sampling)
-            samples = len((record.provenance.get("selection") or {}).get("indices", []))
-            pairs.append(
-                ScoredPair(
-                    method,
-                    sampling,
-                    record.path.name if record.path else None,
-                    record.reused,
-                    store.request(method, sampling).data_free,
-                    samples,
-                    record.provenance.get("wall_time_s"),
-                )
-            )
+    options = {
+        "n_per_class": config.n_per_class,
+        "seed": config.seed,
+        "sign": config.sign,
+        "target": config.target,
+        "candidate_limit": config.candidate_limit,
+        "method_options": config.method_options,
+        "batch_size": config.batch_size,
+        "checksum": model_checksum(model),
+    }
+    order = [(m, s) for m in methods for s in config.samplings]
+    # A data-free method's file does not depend on the sampling: one task computes it, the other pairs reuse it.
+    first = {m: next(s for mm, s in order if mm == m) for m in methods}
+    later = [(m, s) for m, s in order if s != first[m] and scorer_entry(m).data_free]
+    shared = (executor.put(model), executor.put(splits.train))
+    tasks = [
+        Task(f"{m}/{s}", score_pair, (*shared, str(out), options, m, s), resources=task_resources(config))
+        for m, s in order
+        if (m, s) not in later
+    ]
+    done: dict[str, ScoredPair] = {}
+    failures: list[Outcome] = []
+    for outcome in executor.run(tasks):
+        if outcome.ok:
+            done[outcome.key] = outcome.value
+        else:
+            failures.append(outcome)
+    for m, s in later:
+        if f"{m}/{first[m]}" in done:
+            done[f"{m}/{s}"] = score_pair(model, splits.train, str(out), options, m, s)
+    pairs = [done[f"{m}/{s}"] for m, s in order if f"{m}/{s}" in done]
     manifest = {
         "checkpoint": str(config.checkpoint),
         "dataset": splits.name,
@@ -167,4 +216,5 @@ def _score_pairs(config: ScoreConfig, methods: list[str]) -> ScoreResult:
         "scores": [asdict(p) for p in pairs],
     }
     (out / "scores.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    raise_failures(failures, "score")
     return ScoreResult(pairs, out / "scores.json")
