@@ -135,7 +135,7 @@ def quarantine(path: str | Path, reason: str) -> Path:
     while target.exists():
         target, suffix = path.with_name(f"{path.name}{CORRUPT_TAG}{utc_stamp()}-{suffix}"), suffix + 1
     os.replace(path, target)
-    logger.warning("%s is corrupt (%s); moved it to %s and it will be recomputed", path, reason, target.name)
+    logger.warning("%s set aside as %s (%s); it will be recomputed", path, target.name, reason)
     return target
 
 
@@ -160,7 +160,7 @@ def verify_or_quarantine(
     if expected_sha256 is not None:
         actual = file_sha256(path)
         if actual != expected_sha256:
-            problem = f"SHA-256 {actual[:12]}… differs from the recorded {expected_sha256[:12]}…"
+            problem = f"damaged: SHA-256 {actual[:12]}… differs from the recorded {expected_sha256[:12]}…"
     else:
         problem = structural_problem(path)
     if problem is None:
@@ -168,7 +168,7 @@ def verify_or_quarantine(
     quarantine(path, problem)
     for companion in companions:
         if Path(companion).is_file():
-            quarantine(companion, f"belongs with {path.name}")
+            quarantine(companion, f"it belongs with the damaged {path.name}")
     return False
 
 
