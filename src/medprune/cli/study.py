@@ -9,16 +9,16 @@ from medprune.runs.study import StudyConfig, run_study
 
 HELP = "train every checkpoint of a grid, sweep each, one report + the paper's claims tested (resumable)"
 
-FLAGS = {"--out": "out", "--data-root": "data_root", "--device": "device"}
+FLAGS = {"--out": "out", "--data-root": "data_root", "--device": "device", "--quick": "quick"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_config_arguments(parser, StudyConfig, FLAGS)
-    parser.add_argument("--quick", dest="quick", action="store_const", const=True, help="tiny run (smoke test)")
+    # no --overwrite: the study keys every folder by its config, so changed options never meet an old folder
+    add_config_arguments(parser, StudyConfig, FLAGS, run_folder=False)
 
 
 def run(args: argparse.Namespace) -> int:
-    result = run_study(config_from_args(args, StudyConfig, FLAGS, quick=args.quick))
+    result = run_study(config_from_args(args, StudyConfig, FLAGS))
     verdicts = ", ".join(f"{r['claim']}:{r['verdict']}" for r in result.claims if r["claim"] in ("a", "b", "c", "d"))
     print(
         f"study done in {result.wall_time_s:.0f} s: {len(result.trained)} trained, {len(result.reused)} reused, "

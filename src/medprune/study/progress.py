@@ -93,6 +93,8 @@ class GridProgress:
 
     def _eta_text(self) -> str:
         seconds, complete = self.eta()
+        if seconds is None:
+            return "ETA ? (no finished task of this kind yet)"
         return f"ETA {'' if complete else '>= '}{format_duration(seconds)}"
 
     def _refresh(self, current: str) -> None:
