@@ -7,7 +7,7 @@ linear output rows and biases, the following BatchNorm's scale and shift, a ViT 
 row), and :meth:`MaskHold.reapply` writes the zeros again after each optimiser step, so no optimiser (momentum,
 weight decay) can move them. The result can go straight to :func:`medprune.pruning.physical.remove_units`.
 
-The optimiser is the training recipe's (METHOD.md §1): Adam, lr 1e-3, batch 32, class-weighted cross-entropy,
+The optimiser is the training recipe's (docs/method.md §1): Adam, lr 1e-3, batch 32, class-weighted cross-entropy,
 StepLR x0.1 every 10 epochs. Distillation adds Hinton's soft-target loss: ``(1 - w) * CE + w * T^2 * KL(teacher_T ||
 student_T)`` with temperature ``T`` and weight ``w``.
 
@@ -133,7 +133,7 @@ def distillation_loss(student_logits: Tensor, teacher_logits: Tensor, temperatur
 
 @dataclass(frozen=True)
 class FinetuneSettings:
-    """Fine-tuning settings (defaults: the training recipe of :mod:`medprune.train`, METHOD.md §1).
+    """Fine-tuning settings (defaults: the training recipe of :mod:`medprune.train`, docs/method.md §1).
 
     Attributes:
         epochs: passes over the training data (0: the masked copy is returned untrained).
