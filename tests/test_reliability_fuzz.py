@@ -1,5 +1,6 @@
 """Issue 14, fuzz: malformed sidecars, configs and ``.npz`` files end in a user error (a ``ValueError`` or a
-``FileNotFoundError``: exit code 2 in the CLI) or load; never another exception, and the inputs are never changed."""
+``FileNotFoundError``: exit code 2 in the CLI) or load; never another exception, and the inputs are never changed.
+The ``test_cli_*`` cases run the same inputs through ``medprune``: exit 0 or 2, nothing changed outside ``--out``."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from medprune.checkpoint import load_checkpoint, save_checkpoint
+from medprune.cli.main import main
 from medprune.config import build_config
 from medprune.data import load_dataset
 from medprune.models import create_model
@@ -172,3 +174,65 @@ def test_fuzzed_npz_files(tmp_path_factory, monkeypatch, real_arrays, changes, d
     before = snapshot(folder)
     expect_user_error_or_success(lambda: load_dataset("breastmnist", folder))
     assert snapshot(folder) == before
+
+
+# the same inputs through the command: exit 0 or 2 (never an uncaught exception, which would exit 1), and nothing
+# outside the output folder changes
+CLI_FUZZ = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def run_cli(argv: list[str], inputs: Path, out: Path) -> int:
+    before = {k: v for k, v in snapshot(inputs).items() if not (inputs / k).is_relative_to(out)}
+    code = main(argv)
+    after = {k: v for k, v in snapshot(inputs).items() if not (inputs / k).is_relative_to(out)}
+    assert after == before
+    return code
+
+
+@CLI_FUZZ
+@given(data=st.data())
+def test_cli_fuzzed_sidecars_exit_0_or_2(tmp_path_factory, saved_checkpoint, data_root, monkeypatch, data) -> None:
+    monkeypatch.setenv("MEDPRUNE_OFFLINE", "1")
+    folder = tmp_path_factory.mktemp("cli-ck")
+    meta = json.loads((saved_checkpoint / "model.json").read_text())
+    meta["dataset"] = {"name": "pneumoniamnist"}
+    (folder / "model.json").write_text(json.dumps(_mutate(meta, data)))
+    (folder / "model.safetensors").write_bytes((saved_checkpoint / "model.safetensors").read_bytes())
+    out = folder / "out"
+    argv = ["evaluate", str(folder / "model.json"), "--data-root", str(data_root), "--max-samples", "8"]
+    assert run_cli([*argv, "--out", str(out / "eval.json")], folder, out) in (0, 2)
+
+
+@CLI_FUZZ
+@given(
+    mapping=st.dictionaries(st.sampled_from(["rates", "methods", "seeds", "scope", "bogus"]), json_values, max_size=3),
+    text=st.text(max_size=40),
+    raw=st.booleans(),
+)
+def test_cli_fuzzed_config_files_exit_0_or_2(tmp_path_factory, monkeypatch, mapping, text, raw) -> None:
+    folder = tmp_path_factory.mktemp("cli-cfg")
+    monkeypatch.chdir(folder)
+    path = folder / "sweep.yaml"
+    path.write_text(text if raw else yaml.safe_dump(mapping))
+    out = folder / "out"
+    assert run_cli(["sweep", "--config", str(path), "--out", str(out)], folder, out) == 2  # never a valid sweep
+
+
+@CLI_FUZZ
+@given(
+    changes=st.dictionaries(
+        st.sampled_from(["train_labels", "val_labels", "test_labels", "test_images"]),
+        st.one_of(label_arrays, image_arrays, st.none()),
+        max_size=2,
+    )
+)
+def test_cli_fuzzed_npz_files_exit_0_or_2(tmp_path_factory, monkeypatch, real_arrays, changes) -> None:
+    monkeypatch.setenv("MEDPRUNE_OFFLINE", "1")
+    folder = tmp_path_factory.mktemp("cli-npz")
+    model = create_model("resnet_small", num_classes=2, in_channels=3, image_size=28)
+    meta = {"class_names": ["malignant", "normal, benign"], "dataset": {"name": "breastmnist"}}
+    save_checkpoint(folder / "ck" / "model", model, meta)
+    np.savez(folder / "breastmnist.npz", **{k: v for k, v in {**real_arrays, **changes}.items() if v is not None})
+    out = folder / "out"
+    argv = ["evaluate", str(folder / "ck" / "model.json"), "--data-root", str(folder), "--out", str(out / "e.json")]
+    assert run_cli(argv, folder, out) in (0, 2)
