@@ -19,12 +19,13 @@ import os
 import sys
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from types import TracebackType
 from typing import Generic, TypeVar
 
 from tqdm import tqdm
 
-__all__ = ["LOG_INTERVAL_S", "QUIET_ENV", "Progress", "is_quiet", "progress", "set_quiet", "show_bar"]
+__all__ = ["LOG_INTERVAL_S", "QUIET_ENV", "Progress", "is_quiet", "progress", "quiet", "set_quiet", "show_bar"]
 
 T = TypeVar("T")
 
@@ -42,6 +43,17 @@ _state = {"quiet": False}
 def set_quiet(quiet: bool) -> None:
     """Silence (``True``) or allow (``False``) every progress bar and progress log line of this process."""
     _state["quiet"] = bool(quiet)
+
+
+@contextmanager
+def quiet(flag: bool = True) -> Iterator[None]:
+    """Progress silenced (``flag``) or allowed inside the block; the previous setting is restored after it."""
+    previous = _state["quiet"]
+    _state["quiet"] = bool(flag)
+    try:
+        yield
+    finally:
+        _state["quiet"] = previous
 
 
 def is_quiet() -> bool:

@@ -36,7 +36,8 @@ class TrainConfig:
         study_type: MURA study type filter. val_fraction, test_fraction: split sizes where a dataset has no official
             split.
         augment: the paper's training augmentation.
-        epochs, batch_size, lr, weight_decay: optimisation (Adam). lr_step, lr_gamma: StepLR.
+        epochs: training epochs. batch_size: training images per step. lr: Adam learning rate. weight_decay: Adam
+            weight decay. lr_step, lr_gamma: StepLR (epochs per step, factor).
         class_weights: ``inverse`` (class weight = N / (K · n_k), the paper) or ``none``.
         select_on: validation metric that picks the kept epoch (``loss``: lowest wins, others: highest).
         bn_recalibration: before each validation, recompute BatchNorm running statistics as exact averages over
@@ -44,6 +45,7 @@ class TrainConfig:
             with the paper's strong augmentation at 28 px the running statistics describe augmented images, and
             clean validation/test images are then mis-thresholded (PneumoniaMNIST test accuracy 0.60 → 0.90 at
             the same AUROC; docs/training.md). ``false`` = the paper recipe exactly. No effect without BatchNorm.
+        bn_recalibration_samples: training images of that recalibration (``None``: all).
         max_train_samples, max_eval_samples: stratified random subsets for quick runs (``None``: all).
         seed: seeds everything (init, shuffling, augmentation, subsets).
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``. amp: float16 autocast + GradScaler on CUDA.

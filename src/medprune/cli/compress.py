@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from medprune.cli.config_args import add_config_arguments, config_from_args
+from medprune.cli.config_args import add_config_arguments, add_positional, config_from_args
 from medprune.runs.compress import CompressConfig, run_compress
 
 HELP = "compress a checkpoint: largest rate within tolerance on validation, recover, remove, export ONNX, model card"
@@ -26,19 +26,17 @@ FLAGS = {
     "--rounds": "rounds",
     "--data-root": "data_root",
     "--device": "device",
+    "--overwrite": "overwrite",
 }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", metavar="CHECKPOINT", help="model.safetensors written by medprune train")
+    add_positional(parser, CompressConfig, "checkpoint", optional=False)
     add_config_arguments(parser, CompressConfig, FLAGS)
-    parser.add_argument("--overwrite", action="store_true", help="move the output folder's content aside first")
 
 
 def run(args: argparse.Namespace) -> int:
-    config = config_from_args(
-        args, CompressConfig, FLAGS, checkpoint=args.checkpoint, overwrite=True if args.overwrite else None
-    )
+    config = config_from_args(args, CompressConfig, FLAGS, checkpoint=args.checkpoint)
     result = run_compress(config)
     totals, test = result.record.totals, result.record.test_compressed
     print(

@@ -9,16 +9,15 @@ from medprune.runs.demo import DemoConfig, run_demo
 
 HELP = "run the whole pipeline on PneumoniaMNIST: train, score, sweep, prune at the lossless rate, report"
 
-FLAGS = {"--data-root": "data_root", "--out": "out", "--epochs": "epochs"}
+FLAGS = {"--data-root": "data_root", "--out": "out", "--epochs": "epochs", "--quick": "quick"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser, DemoConfig, FLAGS)
-    parser.add_argument("--quick", dest="quick", action="store_const", const=True, help="tiny run (smoke test)")
 
 
 def run(args: argparse.Namespace) -> int:
-    result = run_demo(config_from_args(args, DemoConfig, FLAGS, quick=args.quick), overwrite=args.overwrite)
+    result = run_demo(config_from_args(args, DemoConfig, FLAGS), overwrite=args.overwrite)
     choice = result.deployed.choice
     print(
         f"demo done in {result.wall_time_s:.0f} s; deployed {choice['method']}/{choice['sampling']} at rate "

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from medprune.cli.config_args import add_config_arguments
+from medprune.cli.config_args import add_config_arguments, add_positional
 from medprune.cli.config_args import config_from_args as shared_config_from_args
 from medprune.runs.evaluate import EvaluateConfig, run_evaluate
 
@@ -26,7 +26,7 @@ _FLAGS = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", nargs="?", help="<stem>.safetensors / <stem>.json written by medprune train")
+    add_positional(parser, EvaluateConfig, "checkpoint")
     add_config_arguments(parser, EvaluateConfig, _FLAGS, run_folder=False)
 
 

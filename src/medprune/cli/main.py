@@ -3,7 +3,8 @@
 Each command lives in ``medprune/cli/<command>.py`` and exposes ``HELP`` (one line), ``add_arguments(parser)`` and
 ``run(args) -> int``. User errors (:data:`USER_ERRORS`: ``ValueError`` and its ``ConfigError``, ``DatasetError``,
 ``RunDirError``; missing or unreadable files) are shown as one line naming the file / key / value, exit code 2, with
-a traceback only under ``--verbose`` (accepted before or after the command name).
+a traceback only under ``--verbose``. ``--quiet`` (or ``MEDPRUNE_QUIET=1``) silences progress bars and info logs;
+both are accepted before or after the command name.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import traceback
 from collections.abc import Sequence
 from types import ModuleType
 
-from medprune import __version__
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from medprune import __version__, progress
 from medprune.cli import compress, demo, evaluate, import_model, prune, report, score, study, sweep, train
 
 #: Sub-command name -> its module (``HELP``, ``add_arguments``, ``run``), in the order ``--help`` lists them.
@@ -51,7 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog="medprune", description="Interpretability-aware pruning of medical image classifiers."
     )
     parser.add_argument("--version", action="version", version=f"medprune {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging (default: off)")
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress bars and no info logs; also MEDPRUNE_QUIET=1 (default: off)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, module in COMMANDS.items():
@@ -64,19 +73,22 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
+    quiet = args.quiet or progress.is_quiet()
+    level = logging.DEBUG if args.verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    was_level = logger.level
+    logger.setLevel(level)  # also when logging was configured before (an embedding program, tests)
     try:
-        return int(args._run(args) or 0)
+        with progress.quiet(quiet), logging_redirect_tqdm():  # log lines above the bars, not through them
+            return int(args._run(args) or 0)
     except USER_ERRORS as error:
         if args.verbose:
             traceback.print_exc()
         message = " ".join(str(error).splitlines())
         print(f"medprune {args.command}: error: {message}", file=sys.stderr)
         return 2
+    finally:
+        logger.setLevel(was_level)
 
 
 if __name__ == "__main__":

@@ -9,16 +9,21 @@ from medprune.runs.report import ReportConfig, run_report
 
 HELP = "build the report (Table 1, lossless rates, curves, efficiency, heatmaps) from sweep folders or CSVs"
 
-FLAGS = {"--results": "results", "--out": "out", "--tolerances": "tolerances", "--data-root": "data_root"}
+FLAGS = {
+    "--results": "results",
+    "--out": "out",
+    "--tolerances": "tolerances",
+    "--data-root": "data_root",
+    "--efficiency": "efficiency",
+    "--heatmaps": "heatmaps",
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser, ReportConfig, FLAGS)
-    parser.add_argument("--no-efficiency", dest="efficiency", action="store_const", const=False)
-    parser.add_argument("--no-heatmaps", dest="heatmaps", action="store_const", const=False)
 
 
 def run(args: argparse.Namespace) -> int:
-    config = config_from_args(args, ReportConfig, FLAGS, efficiency=args.efficiency, heatmaps=args.heatmaps)
+    config = config_from_args(args, ReportConfig, FLAGS)
     print(f"report: {run_report(config, overwrite=args.overwrite).html}")
     return 0

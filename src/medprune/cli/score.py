@@ -14,7 +14,7 @@ import argparse
 import json
 from typing import Any
 
-from medprune.cli.config_args import add_config_arguments
+from medprune.cli.config_args import add_config_arguments, add_positional
 from medprune.cli.config_args import config_from_args as shared_config_from_args
 from medprune.config import ConfigError
 from medprune.executors import EXECUTOR_FLAGS
@@ -40,14 +40,15 @@ _FLAGS = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", nargs="?", help="<stem>.safetensors / <stem>.json written by medprune train")
+    add_positional(parser, ScoreConfig, "checkpoint")
     add_config_arguments(parser, ScoreConfig, _FLAGS)
     parser.add_argument(
         "--option",
         action="append",
         default=[],
         metavar="METHOD.KEY=VALUE",
-        help='a method option, e.g. ig.steps=10 (JSON values: 10, 0.5, "black", [1, 2])',
+        help='a method option, e.g. ig.steps=10 (JSON values: 10, 0.5, "black", [1, 2]); repeatable; merged into '
+        "method_options (default: none)",
     )
 
 

@@ -30,23 +30,18 @@ _FLAGS = {
     "--seed": "seed",
     "--device": "device",
     "--out-dir": "out_dir",
+    "--pretrained": "pretrained",
+    "--progress": "progress",
 }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser, TrainConfig, _FLAGS)
-    parser.add_argument(
-        "--pretrained",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="ImageNet init (default: when the architecture has weights and they can be loaded)",
-    )
-    parser.add_argument("--no-progress", dest="progress", action="store_const", const=False, help="no progress bars")
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The resolved :class:`TrainConfig` (defaults ← YAML ← flags ← ``--set``)."""
-    return shared_config_from_args(args, TrainConfig, _FLAGS, pretrained=args.pretrained, progress=args.progress)
+    return shared_config_from_args(args, TrainConfig, _FLAGS)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -65,6 +65,7 @@ class PruneConfig:
             are used (a ``method``/``sampling`` given as well must match them); refused when it was computed for
             another model (other unit groups or other weights).
         device: ``cpu`` or ``cuda``.
+        method_options: ``{method: {option: value}}`` passed to the scorer (e.g. ``{ig: {steps: 10}}``).
     """
 
     checkpoint: str = ""
