@@ -14,7 +14,6 @@ import csv
 import json
 import logging
 import math
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,12 +23,12 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from medprune.checkpoint import save_checkpoint
 from medprune.config import config_to_dict
 from medprune.data import DatasetSplits, build_transform
 from medprune.metrics import evaluate, iterate_batches, summary_line
+from medprune.progress import Progress
 from medprune.provenance import to_jsonable
 from medprune.runtime import autocast, eval_mode, grad_scaler, resolve_device
 from medprune.train_config import SelectOn, TrainConfig, TrainResult
@@ -147,7 +146,7 @@ def train_epoch(
     """
     model.train()
     loss_sum, correct, seen = 0.0, 0, 0
-    bar = tqdm(loader, desc=desc, unit="batch", leave=False, disable=not progress)
+    bar = Progress(loader, desc=desc, unit="batch", leave=False, enabled=None if progress else False)
     for inputs, labels in bar:
         inputs = inputs.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
@@ -163,7 +162,7 @@ def train_epoch(
         loss_sum += loss.item() * len(labels)
         correct += int((logits.argmax(1) == labels).sum())
         seen += len(labels)
-        bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
+        bar.set_postfix(f"loss={loss_sum / seen:.4f}")
     return loss_sum / max(seen, 1), correct / max(seen, 1)
 
 
@@ -291,7 +290,7 @@ def train(
                 device,
                 config.amp,
                 desc,
-                config.progress and sys.stderr.isatty(),
+                config.progress,
             )
             scheduler.step()
             if data.recalibration is not None:

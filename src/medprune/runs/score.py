@@ -36,6 +36,7 @@ from medprune.executors import (
     task_resources,
 )
 from medprune.options import SAMPLINGS, Sign, TargetMode
+from medprune.progress import progress
 from medprune.provenance import model_checksum
 from medprune.rundir import RunDir
 from medprune.runtime import resolve_device
@@ -200,7 +201,7 @@ def _score_pairs(config: ScoreConfig, methods: list[str], executor: Executor) ->
     ]
     done: dict[str, ScoredPair] = {}
     failures: list[Outcome] = []
-    for outcome in executor.run(tasks):
+    for outcome in progress(executor.run(tasks), "score", "pair", total=len(tasks)):
         if outcome.ok:
             done[outcome.key] = outcome.value
         else:

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from medprune.options import SAMPLINGS, SIGNS, TARGET_MODES, Sign, TargetMode, check_option
+from medprune.progress import progress
 from medprune.runtime import eval_mode
 from medprune.support import check_scorable
 from medprune.units import UnitGroup, unit_groups
@@ -199,11 +200,13 @@ def score(
             totals = {g.name: raw[g.name].detach().to("cpu", torch.float64) for g in groups}
             return {k: v.abs() if sign == "abs" else v for k, v in totals.items()}
         totals = {g.name: torch.zeros(g.num_units, dtype=torch.float64) for g in groups}
-        for start in range(0, inputs.shape[0], batch_size):
-            x = inputs[start : start + batch_size]
-            y = resolve_targets(model, x, targets[start : start + batch_size].to(x.device), target)
-            per_sample = entry.fn(model, x, y, groups, **merged)
-            for g in groups:
-                r = per_sample[g.name].detach().to("cpu", torch.float64)
-                totals[g.name] += (r.abs() if sign == "abs" else r).sum(0)
+        with progress(inputs.shape[0], f"score {method}", "sample", leave=False) as bar:
+            for start in range(0, inputs.shape[0], batch_size):
+                x = inputs[start : start + batch_size]
+                y = resolve_targets(model, x, targets[start : start + batch_size].to(x.device), target)
+                per_sample = entry.fn(model, x, y, groups, **merged)
+                for g in groups:
+                    r = per_sample[g.name].detach().to("cpu", torch.float64)
+                    totals[g.name] += (r.abs() if sign == "abs" else r).sum(0)
+                bar.update(len(x))
         return totals

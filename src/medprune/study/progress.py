@@ -15,11 +15,12 @@ tests) one log line per finished task.
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from collections.abc import Mapping, Sequence
 
 from tqdm import tqdm
+
+from medprune.progress import show_bar
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ class GridProgress:
         tasks: ``(task id, group)`` of every task of the grid, in run order.
         done: ids already finished (by an earlier sitting).
         history: seconds of finished tasks by group (earlier sittings included).
-        enabled: show a tqdm bar (``None``: only when stderr is a terminal).
+        enabled: show a tqdm bar (``None``: only when stderr is a terminal; never under ``--quiet``).
     """
 
     def __init__(
@@ -59,7 +60,7 @@ class GridProgress:
         self.done = {t for t in done if t in self.groups}
         self.history: dict[str, list[float]] = {g: list(v) for g, v in history.items()}
         self.started = time.monotonic()
-        show = sys.stderr.isatty() if enabled is None else enabled
+        show = show_bar(enabled)
         self.bar: tqdm | None = None
         if show:
             self.bar = tqdm(

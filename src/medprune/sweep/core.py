@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from medprune.metrics import metrics_from_predictions, predict
 from medprune.options import NO_SAMPLING, Normalize, Recalibrate, Scope, Sign, TargetMode
+from medprune.progress import progress
 from medprune.pruning import achieved_rate, apply_masks, masks_from_scores, validate_scores
 from medprune.recalibration import recalibrated_batchnorm
 from medprune.sweep.cost import COST_COLUMNS, CostCounter
@@ -198,6 +199,8 @@ def sweep_model(
     ]
     references = {split: _baseline(model, params, split, data, log, done) for split in data.splits}
     rows[:0] = list(references.values())
+    label = f"sweep {params.model}/{params.dataset} seed {params.seed}"
+    bar = progress(sum(len(todo) for *_, todo in pending), label, "rate", leave=False)
     for method, sampling, todo, scores in scored:
         for rate, missing in todo:
             started = time.perf_counter()
@@ -206,6 +209,7 @@ def sweep_model(
                     row = missing[split]
                     log.append(_finish(row, metrics, started))
                     rows.append(row)
+            bar.update()
         last = todo[-1][1].get("val") or next(iter(todo[-1][1].values()))
         logger.info(
             "%s/%s seed %d %s/%s: %d rates evaluated (%s accuracy %.4f at rate %s, achieved %.3f)",
@@ -220,6 +224,7 @@ def sweep_model(
             format_rate(last["rate"])[:4],
             last["achieved_rate"],
         )
+    bar.close()
     return rows
 
 
