@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from medprune.data import stack_samples
+from medprune.progress import progress
 from medprune.report import figures
 from medprune.report.efficiency import efficiency
 from medprune.report.heatmaps import heatmaps_under_masks, pick_images, relevance, similarity_curve
@@ -46,11 +47,14 @@ def efficiency_rows(
 ) -> list[Row]:
     """Params, MACs and CPU latency of each model unpruned and physically pruned at each curve's lossless rates."""
     result: list[Row] = []
+    curves = {key: first_seed([c for c in lossless if c["checkpoint"] == key]) for key in swept}
+    bar = progress(sum(map(len, curves.values())), "report: efficiency", "curve")
     for key, item in swept.items():
         unpruned, reference_ms = _unpruned_row(key, item, latency_batch)
         result.append(unpruned)
         seen: set[tuple] = set()
-        for curve in first_seed([c for c in lossless if c["checkpoint"] == key]):
+        for curve in curves[key]:
+            bar.update()
             for tol in tolerances:
                 for criterion, column in (("accuracy", f"lossless@{tol:g}"), ("worst recall", f"clinical@{tol:g}")):
                     rate = float(curve[column])
@@ -75,6 +79,7 @@ def efficiency_rows(
                             "masks": "as swept" if item.physical_matches_sweep() else "coupled for removal",
                         }
                     )
+    bar.close()
     return result
 
 
@@ -112,8 +117,10 @@ def heatmap_section(
     """Per model: a heatmap figure and the heatmap-similarity curves of every curve; returns figures and rows."""
     paths: list[Path] = []
     similarity: list[Row] = []
+    curves = {key: first_seed([c for c in lossless if c["checkpoint"] == key]) for key in swept}
+    bar = progress(sum(map(len, curves.values())), "report: heatmaps", "curve")
     for key, item in swept.items():
-        curves_here = first_seed([c for c in lossless if c["checkpoint"] == key])
+        curves_here = curves[key]
         if not curves_here:
             continue
         paths.append(_heatmap_figure(key, item, curves_here, tolerances, heatmap_per_class, out))
@@ -129,12 +136,14 @@ def heatmap_section(
             similarity.extend(
                 {**s, "checkpoint": key} for s in similarity_curve(item.model, xs, ys, at, label, reference)
             )
+            bar.update()
         paths.append(
             figures.plot_similarity(
                 [s for s in similarity if s["checkpoint"] == key],
                 out / f"similarity_{item.meta['model']['name']}_{key[:8]}.png",
             )
         )
+    bar.close()
     return paths, similarity
 
 

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from medprune.card import SearchRow
 from medprune.checkpoint import save_checkpoint
 from medprune.metrics import metrics_from_predictions, predict
+from medprune.progress import progress
 from medprune.provenance import to_jsonable
 from medprune.pruning.iterative import iterative_prune
 from medprune.pruning.masked import mask_model
@@ -141,7 +142,7 @@ def search(
     base = metric_value(bench.baseline, metric)
     rows: list[SearchRow] = []
     failures = 0
-    for rate in sorted(set(rates)):
+    for rate in progress(sorted(set(rates)), "compress: search", "rate"):  # may end early (patience)
         if rate in done:
             row = done[rate]
             logger.info("search rate %.3f: reused from %s", rate, path.name)
