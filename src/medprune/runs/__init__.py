@@ -12,6 +12,8 @@ module        runner                                result
 ``demo``      ``run_demo(DemoConfig)``              :class:`~medprune.runs.demo.DemoResult`
 ============  ====================================  ===================================================
 
+Also ``import_model``: ``run_import(ImportConfig)`` -> :class:`~medprune.importing.ImportResult` (``medprune import``).
+
 Runners compose the library (data, models, train, scoring, pruning, sweep, report) and write files with their
 resolved config beside them; ``medprune.cli`` only turns command lines into these configs.
 """
