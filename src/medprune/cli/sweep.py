@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from medprune.cli.config_args import add_config_arguments, config_from_args
+from medprune.executors import EXECUTOR_FLAGS
 from medprune.runs.sweep import SweepConfig, run_sweep
 
 HELP = "sweep pruning rates x methods x samplings over trained checkpoints (resumable) -> results.csv"
@@ -20,6 +21,7 @@ FLAGS = {
     "--scope": "scope",
     "--normalize": "normalize",
     "--device": "device",
+    **EXECUTOR_FLAGS,
 }
 
 

@@ -7,11 +7,18 @@ pruned model evaluated on the validation and the test split (one row each). Ever
 ``<out>/rows.jsonl`` (durable, resumable) and ``<out>/results.csv`` (the tidy table, rewritten after each model);
 ``<out>/manifest.json`` records, per checkpoint, where the model, data and score files are (the report reads it).
 
+Each (seed, sign, method, sampling) curve is one task of the chosen executor (``executor: local | ray``, see
+:mod:`medprune.sweep.tasks`): in this process, or as a Ray task that gets the model and the evaluation tensors
+through the object store once and writes its score file into ``<out>/scores/`` (a folder every node sees, for a
+multi-node cluster). Either way this process appends every finished row to ``rows.jsonl``, so the table is the same
+whichever executor wrote it, and a killed sweep resumes with the same command (curves in flight are redone).
+
 >>> # result = run_sweep(SweepConfig(checkpoints=["runs/train/model.safetensors"], out="runs/sweep"))
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass, field
@@ -27,6 +34,16 @@ from medprune.checkpoint_data import CheckpointData, load_with_splits
 from medprune.config import ConfigError, save_config
 from medprune.data import DatasetSplits, stack_samples
 from medprune.data.validate import validate_splits
+from medprune.executors import (
+    EXECUTOR_FIELDS,
+    Executor,
+    ExecutorName,
+    Outcome,
+    check_executor_config,
+    executor_for,
+    raise_failures,
+    task_resources,
+)
 from medprune.options import (
     NO_SAMPLING,
     SAMPLINGS,
@@ -48,7 +65,8 @@ from medprune.scoring.store import ScoreStore
 from medprune.sweep.core import DEFAULT_RATES, CurveParams, SweepInputs, sweep_model
 from medprune.sweep.cost import CostCounter
 from medprune.sweep.protocols import SETTING_FIELDS, Setting, settings_from
-from medprune.sweep.table import Row, RowLog, row_key, write_csv
+from medprune.sweep.table import Row, RowLog, write_csv
+from medprune.sweep.tasks import SharedInputs, StoreSpec, in_order, plan_jobs, run_jobs
 from medprune.units import unit_groups
 
 logger = logging.getLogger(__name__)
@@ -56,7 +74,7 @@ logger = logging.getLogger(__name__)
 #: Data-free controls scored once (sampling ``none``) and swept beside every method by default.
 DEFAULT_CONTROLS: tuple[str, ...] = ("random", "magnitude")
 #: SweepConfig fields that may differ between runs into one folder (rows do not depend on them).
-COSMETIC: tuple[str, ...] = ("out", "data_root", "batch_size", "score_batch_size", "device")
+COSMETIC: tuple[str, ...] = ("out", "data_root", "batch_size", "score_batch_size", "device", *EXECUTOR_FIELDS)
 
 
 @dataclass
@@ -91,6 +109,9 @@ class SweepConfig:
         score_batch_size: samples per scorer call.
         device: ``cpu`` or ``cuda``.
         method_options: ``{method: {option: value}}`` passed to scorers.
+        executor: ``local`` (in this process) or ``ray`` (one Ray task per curve). ray_address: the cluster
+            (:class:`~medprune.executors.RayExecutor`). task_cpus, task_gpus: what one task holds. task_retries:
+            resubmissions of a curve whose worker died.
     """
 
     checkpoints: list[str] = field(default_factory=list)
@@ -118,6 +139,11 @@ class SweepConfig:
     score_batch_size: int = 16
     device: str = "cpu"
     method_options: dict[str, Any] = field(default_factory=dict)
+    executor: ExecutorName = "local"
+    ray_address: str | None = None
+    task_cpus: float = 1.0
+    task_gpus: float = 0.0
+    task_retries: int = 2
 
 
 def curve_list(config: SweepConfig) -> list[tuple[str, str]]:
@@ -158,6 +184,7 @@ def validate_config(config: SweepConfig) -> list[float]:
     if not isinstance(config.recalibrate_samples, int) or config.recalibrate_samples < 1:
         raise ConfigError(f"recalibrate_samples must be a positive int, got {config.recalibrate_samples!r}")
     sweep_settings(config)
+    check_executor_config(config)
     metas = [read_meta(path) for path in config.checkpoints]  # raises FileNotFoundError / ValueError naming the file
     for meta in {str(m["model"]["name"]): m for m in metas}.values():
         check_option_values(config.method_options, meta)
@@ -228,10 +255,36 @@ def recalibration_images(splits: DatasetSplits, samples: int, seed: int) -> torc
     return stack_samples(train, indices)[0]
 
 
+def curve_params(
+    config: SweepConfig, name: str, dataset: str, checksum: str, seed: int, setting: Setting
+) -> CurveParams:
+    """The identifying fields of one checkpoint's rows under one selection seed and setting."""
+    return CurveParams(
+        name,
+        dataset,
+        checksum[:16],
+        setting.sign,
+        config.target,
+        config.n_per_class,
+        seed,
+        setting.scope,
+        setting.normalize,
+        config.min_keep,
+        setting.recalibrate,
+        config.recalibrate_samples,
+        config.couplings,
+    )
+
+
 def _sweep_checkpoint(
-    path: str, config: SweepConfig, curves: list[tuple[str, str]], rates: list[float], log: RowLog
-) -> tuple[str, list[Row], dict[str, Any]]:
-    """Sweep one checkpoint over seeds x settings; return its key (checksum prefix), its rows and its manifest entry."""
+    path: str, config: SweepConfig, curves: list[tuple[str, str]], rates: list[float], log: RowLog, executor: Executor
+) -> tuple[str, list[Row], dict[str, Any], list[tuple[str, ...]], list[Outcome]]:
+    """Sweep one checkpoint over seeds x settings, one executor task per curve.
+
+    Returns:
+        Its key (checksum prefix), its rows (planned order), its manifest entry, the planned order of its row keys
+        and the curves that failed (their cause; the other curves' rows are in the log).
+    """
     model, meta, splits = load_for_sweep(path, config)
     checksum = model_checksum(model)
     name = meta["model"]["name"]
@@ -250,76 +303,72 @@ def _sweep_checkpoint(
     evaluation = {
         split: stack_samples(getattr(splits, split), range(len(getattr(splits, split)))) for split in config.splits
     }
-    stores: dict[str, ScoreStore] = {}
     groups = unit_groups(model)
     couplings = coupled_groups(model, groups) if config.couplings else None
-    cost = CostCounter(model)
-    rows: list[Row] = []
-    for seed in config.seeds:
-        recalibration = None
-        if any(s.recalibrate == "bn" for s in settings):
-            recalibration = recalibration_images(splits, config.recalibrate_samples, seed)
-        data = SweepInputs(evaluation, splits.class_names, recalibration, cost, config.batch_size)
-        for setting in settings:
-            if setting.sign not in stores:
-                stores[setting.sign] = score_store(
-                    model, splits, config, Path(config.out) / "scores", checksum, setting.sign
-                )
-            store = stores[setting.sign]
-            params = CurveParams(
-                name,
-                splits.name,
-                checksum[:16],
-                setting.sign,
-                config.target,
-                config.n_per_class,
-                seed,
-                setting.scope,
-                setting.normalize,
-                config.min_keep,
-                setting.recalibrate,
-                config.recalibrate_samples,
-                config.couplings,
-            )
-            with torch.no_grad():
-                rows.extend(
-                    sweep_model(
-                        model,
-                        params,
-                        curves,
-                        rates,
-                        lambda method, sampling, store=store, seed=seed: store.scores(method, sampling, seed),
-                        data,
-                        log,
-                        couplings,
-                    )
-                )
+    params = {
+        seed: [curve_params(config, name, splits.name, checksum, seed, s) for s in settings] for seed in config.seeds
+    }
+    # The baselines, in this process: every curve's rate-0 rows copy them.
+    base = dataclasses.replace(params[config.seeds[0]][0], recalibrate="none")
+    data = SweepInputs(evaluation, splits.class_names, None, CostCounter(model), config.batch_size)
+    with torch.no_grad():
+        sweep_model(model, base, [], rates, lambda *_: {}, data, log)  # no curve: no scores
+
+    def store_for(sign: str) -> StoreSpec:
+        return StoreSpec.of(
+            score_store(model, splits, config, Path(config.out) / "scores", checksum, sign), config.device
+        )
+
+    jobs, order = plan_jobs(
+        params, curves, rates, config.splits, store_for, log.finished(), couplings, config.batch_size
+    )
+    recalibrate = any(s.recalibrate == "bn" for s in settings)
+    images = {
+        seed: recalibration_images(splits, config.recalibrate_samples, seed) if recalibrate else None
+        for seed in dict.fromkeys(job.seed for job in jobs)
+    }
+    files: dict[str, str] = {}
+    failures: list[Outcome] = []
+    if jobs:
+        logger.info("%d of %d curves to run on the %s executor", len(jobs), len(curves) * len(params), executor.name)
+        shared = SharedInputs.put(executor, model, splits.train, evaluation, images, splits.class_names)
+        files, failures = run_jobs(executor, jobs, shared, log, task_resources(config))
+    finished = log.finished()
+    rows = [finished[key] for key in order if key in finished]
     entry = {
         "checkpoint": str(Path(path).resolve()),
         "model": name,
         "dataset": splits.name,
         "data_root": config.data_root,
         "splits": list(config.splits),
-        "score_files": {f"{sign}:{k}": v for sign, store in stores.items() for k, v in store.files.items()},
+        "score_files": files,
     }
-    unique = {row_key(r): r for r in rows}  # the baselines come back once per (seed, setting)
-    return checksum[:16], list(unique.values()), entry
+    return checksum[:16], rows, entry, order, failures
 
 
-def run_sweep(config: SweepConfig, *, overwrite: bool = False) -> SweepResult:
+def run_sweep(config: SweepConfig, *, overwrite: bool = False, executor: Executor | None = None) -> SweepResult:
     """Sweep every checkpoint of ``config``; return all rows (old and new) of this sweep.
 
     ``config.out`` is taken with :class:`~medprune.rundir.RunDir`: one writer at a time (a second sweep on the folder
     is refused naming the first), the same config resumes from ``rows.jsonl``, another config is refused with the
     differing keys unless ``overwrite`` (the old rows are then moved aside with the config that made them).
+    ``executor`` (default: the one ``config`` names, closed at the end) runs the curves.
+
+    Raises:
+        TaskFailedError: curves whose worker kept dying (after every other curve's rows were written).
     """
     rates = validate_config(config)
     curves = curve_list(config)
     with RunDir(config.out, "sweep", config, cosmetic=COSMETIC, overwrite=overwrite):
-        return _sweep_all(config, rates, curves)
+        if executor is not None:
+            return _sweep_all(config, rates, curves, executor)
+        with executor_for(config) as own:
+            return _sweep_all(config, rates, curves, own)
 
 
-def _sweep_all(config: SweepConfig, rates: list[float], curves: list[tuple[str, str]]) -> SweepResult:
+def _sweep_all(
+    config: SweepConfig, rates: list[float], curves: list[tuple[str, str]], executor: Executor
+) -> SweepResult:
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     save_config(config, out)
@@ -327,11 +376,17 @@ def _sweep_all(config: SweepConfig, rates: list[float], curves: list[tuple[str, 
     manifest_path = out / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {"models": {}}
     all_rows: list[Row] = []
+    order: list[tuple[str, ...]] = []
+    failures: list[Outcome] = []
     for path in config.checkpoints:
-        key, rows, entry = _sweep_checkpoint(path, config, curves, rates, log)
+        key, rows, entry, planned, failed = _sweep_checkpoint(path, config, curves, rates, log, executor)
         all_rows.extend(rows)
-        manifest["models"][key] = entry
+        order.extend(planned)
+        failures.extend(failed)
+        known = manifest["models"].get(key, {}).get("score_files", {})  # files of curves finished earlier
+        manifest["models"][key] = {**entry, "score_files": {**known, **entry["score_files"]}}
         manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
-        write_csv(log.read(), out / "results.csv")
+        write_csv(in_order(log.read(), order), out / "results.csv")
+    raise_failures(failures, "sweep curve")
     logger.info("sweep done: %d rows in %s", len(all_rows), out / "results.csv")
     return SweepResult(all_rows, out / "results.csv", manifest_path)
