@@ -24,7 +24,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -156,7 +156,7 @@ class Executor(Protocol):
         """Share a large read-only input once; pass the result as a top-level task argument."""
         ...
 
-    def run(self, tasks: Iterable[Task]) -> Iterator[Outcome]:
+    def run(self, tasks: Iterable[Task]) -> Generator[Outcome, None, None]:
         """Run every task; closing the iterator early cancels what has not finished."""
         ...
 
@@ -177,7 +177,7 @@ class LocalExecutor:
     def put(self, value: Any) -> Any:
         return value
 
-    def run(self, tasks: Iterable[Task]) -> Iterator[Outcome]:
+    def run(self, tasks: Iterable[Task]) -> Generator[Outcome, None, None]:
         for task in tasks:
             try:
                 value = task.fn(*task.args, **task.kwargs)
@@ -253,7 +253,7 @@ class RayExecutor:
         options = {"num_cpus": task.resources.num_cpus, "num_gpus": task.resources.num_gpus, "name": task.key}
         return self._remote.options(**options).remote(task.fn, dict(task.kwargs), *task.args)
 
-    def run(self, tasks: Iterable[Task]) -> Iterator[Outcome]:
+    def run(self, tasks: Iterable[Task]) -> Generator[Outcome, None, None]:
         ray = self._ray
         pending: dict[Any, tuple[Task, int]] = {}
         for task in tasks:

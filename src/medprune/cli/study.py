@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 
 from medprune.cli.config_args import add_config_arguments, config_from_args
+from medprune.executors import EXECUTOR_FLAGS
 from medprune.runs.study import StudyConfig, run_study
 
 HELP = "train every checkpoint of a grid, sweep each, one report + the paper's claims tested (resumable)"
 
-FLAGS = {"--out": "out", "--data-root": "data_root", "--device": "device", "--quick": "quick"}
+FLAGS = {"--out": "out", "--data-root": "data_root", "--device": "device", "--quick": "quick", **EXECUTOR_FLAGS}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

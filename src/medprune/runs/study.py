@@ -11,6 +11,10 @@ one table, one report and the claims section. Layout of ``config.out``::
     rows.jsonl, results.csv                       all of them; report/ (run_report); claims.csv, claims.md
     study.json                                    finished tasks with their keys and durations (atomic)
 
+With ``executor: ray`` every checkpoint's training is one Ray task (all submitted at once; a checkpoint's sweeps start
+as soon as it is trained) and every sweep sends its curves to the same cluster (see :mod:`medprune.runs.sweep`);
+``out`` and ``data_root`` must then be paths every node sees. The local executor keeps the order above.
+
 Resumable at every level: a finished checkpoint (same training key) is reused, a finished sweep (same options) is
 skipped, an unfinished one resumes row by row, and the report and claims are rebuilt only when their rows changed.
 Changed options make new keys, hence new folders: nothing is overwritten and old results are not mixed in.
@@ -32,6 +36,17 @@ import torch
 
 from medprune.checkpoint import read_meta
 from medprune.config import ConfigError, build_config, config_to_dict, save_config
+from medprune.executors import (
+    EXECUTOR_FIELDS,
+    Executor,
+    ExecutorName,
+    Outcome,
+    Task,
+    check_executor_config,
+    executor_for,
+    raise_failures,
+    task_resources,
+)
 from medprune.models import create_model
 from medprune.rundir import FolderLock
 from medprune.rundir.files import write_json_atomic
@@ -82,6 +97,8 @@ class StudyConfig:
         threads: torch CPU threads (``None``: torch's default; 1 is fastest on a shared machine).
         progress: a progress bar (``None``: only on a terminal; log lines otherwise).
         quick: shrink every step for a smoke test (1 epoch on 200 images, LRP + controls, rates 0 and 0.3, 1 seed).
+        executor: ``local`` or ``ray`` (one task per checkpoint's training and per sweep curve). ray_address,
+            task_cpus, task_gpus, task_retries: as for :class:`~medprune.runs.sweep.SweepConfig`.
     """
 
     out: str = "runs/study"
@@ -99,6 +116,11 @@ class StudyConfig:
     threads: int | None = None
     progress: bool | None = None
     quick: bool = False
+    executor: ExecutorName = "local"
+    ray_address: str | None = None
+    task_cpus: float = 1.0
+    task_gpus: float = 0.0
+    task_retries: int = 2
 
 
 @dataclass
@@ -158,6 +180,7 @@ def plan(config: StudyConfig) -> _Plan:
     """
     train = {"device": config.device, **config.train}
     final = QUICK_TRAIN if config.quick else {}
+    check_executor_config(config)
     if not config.architectures or not config.datasets or not config.seeds:
         raise ConfigError("architectures, datasets and seeds must each list at least one value")
     points = training_points(
@@ -205,9 +228,11 @@ def _rows_path(out: Path, sweep: SweepPoint) -> Path:
     return out / "rows" / f"{sweep.variant}-{sweep.key}" / f"{sweep.point.name}.jsonl"
 
 
-def _sweep(sweep: SweepPoint, out: Path, data_root: str | None) -> list[Row]:
-    """Run (or resume) one sweep and keep exactly the rows it was asked for, tagged with the grid point."""
-    result = run_sweep(sweep.config(data_root))
+def _sweep(sweep: SweepPoint, out: Path, config: StudyConfig, executor: Executor) -> list[Row]:
+    """Run (or resume) one sweep on ``executor`` and keep exactly the rows it was asked for, tagged with the grid
+    point."""
+    placement = {name: getattr(config, name) for name in EXECUTOR_FIELDS}
+    result = run_sweep(dataclasses.replace(sweep.config(config.data_root), **placement), executor=executor)
     point = sweep.point
     rows = tag_rows(result.rows, variant=sweep.variant, train_seed=point.seed, family=point.family, run=point.name)
     write_rows(rows, _rows_path(out, sweep))
@@ -269,13 +294,14 @@ def run_study(config: StudyConfig) -> StudyResult:
     if config.threads:
         torch.set_num_threads(config.threads)
     try:
-        return _run(config, todo, out, started)
+        with executor_for(config) as executor:
+            return _run(config, todo, out, started, executor)
     finally:
         torch.set_num_threads(threads)
         lock.release()
 
 
-def _run(config: StudyConfig, todo: _Plan, out: Path, started: float) -> StudyResult:
+def _run(config: StudyConfig, todo: _Plan, out: Path, started: float, executor: Executor) -> StudyResult:
     save_config(config, out)
     manifest = StudyManifest(out / "study.json")
     tasks = [(f"train/{p.name}", f"train/{p.architecture}/{p.dataset}") for p in todo.points]
@@ -292,11 +318,17 @@ def _run(config: StudyConfig, todo: _Plan, out: Path, started: float) -> StudyRe
     progress = GridProgress(tasks, done, manifest.durations(), config.progress)
     result = StudyResult(out, out / "results.csv", out / "rows.jsonl", out, [], out, out, None)  # type: ignore[arg-type]
     tables: list[list[Row]] = []
+    failures: list[Outcome] = []
+    points = {f"train/{p.name}": p for p in todo.points}
+    trainings = executor.run([Task(t, _train, (p,), resources=task_resources(config)) for t, p in points.items()])
     try:
-        for point in todo.points:
-            task = f"train/{point.name}"
-            progress.start(task)
-            trained, seconds = _train(point)
+        progress.start(next(iter(points)))
+        for outcome in trainings:  # the local executor trains one checkpoint per step: checkpoint-major order
+            task, point = outcome.key, points[outcome.key]
+            if not outcome.ok:
+                failures.append(outcome)  # its sweeps wait for a rerun; the other checkpoints go on
+                continue
+            trained, seconds = outcome.value
             (result.trained if trained else result.reused).append(point.name)
             if not manifest.is_done(task, point.key):
                 manifest.finish(task, key=point.key, seconds=seconds, group=dict(tasks)[task])
@@ -309,13 +341,18 @@ def _run(config: StudyConfig, todo: _Plan, out: Path, started: float) -> StudyRe
                     continue
                 progress.start(task)
                 begun = time.perf_counter()
-                tables.append(_sweep(sweep, out, config.data_root))
+                tables.append(_sweep(sweep, out, config, executor))
                 seconds = time.perf_counter() - begun
                 manifest.finish(task, key=sweep.key, seconds=seconds, group=dict(tasks)[task], rows=len(tables[-1]))
                 result.swept.append(sweep.name)
                 progress.finish(task, seconds)
+            waiting = [t for t in points if t not in progress.done]
+            if waiting:
+                progress.start(waiting[0])
     finally:
+        trainings.close()
         progress.close()
+    raise_failures(failures, "study training")
     rows = merge_rows(tables)
     write_results(rows, out)
     scale = _scale(todo.points, todo.sweeps, manifest, config.device)

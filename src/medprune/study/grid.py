@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from medprune.config import ConfigError, build_config, config_to_dict
+from medprune.executors import EXECUTOR_FIELDS
 from medprune.models import model_spec
 from medprune.runs.sweep import SweepConfig
 from medprune.train_config import TrainConfig
@@ -46,8 +47,8 @@ UNKEYED_TRAIN_FIELDS: frozenset[str] = frozenset(
 )
 #: TrainConfig fields the grid sets itself (a recipe may not).
 GRID_TRAIN_FIELDS: frozenset[str] = frozenset({"model", "dataset", "seed", "out_dir", "data_root"})
-#: SweepConfig fields the study sets itself (``sweep`` / ``variants`` may not).
-STUDY_OWNED_SWEEP_FIELDS: frozenset[str] = frozenset({"checkpoints", "out", "data_root", "dataset"})
+#: SweepConfig fields the study sets itself (``sweep`` / ``variants`` may not); the executor is the study's own.
+STUDY_OWNED_SWEEP_FIELDS: frozenset[str] = frozenset({"checkpoints", "out", "data_root", "dataset", *EXECUTOR_FIELDS})
 #: SweepConfig fields left out of a sweep's key: where it runs and how it batches, not what it measures.
 UNKEYED_SWEEP_FIELDS: frozenset[str] = frozenset({"device", "batch_size", "score_batch_size"})
 
