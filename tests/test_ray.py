@@ -26,7 +26,9 @@ ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'medp
 from medprune.checkpoint import save_checkpoint  # noqa: E402
 from medprune.executors import LocalExecutor, RayExecutor, Resources, Task, TaskFailedError, raise_failures  # noqa: E402
 from medprune.models import create_model  # noqa: E402
+from medprune.runs.score import ScoreConfig, run_score  # noqa: E402
 from medprune.runs.sweep import SweepConfig, run_sweep  # noqa: E402
+from medprune.scoring.store import load_scores  # noqa: E402
 from medprune.sweep.table import RowLog, row_key  # noqa: E402
 
 TESTS = Path(__file__).resolve().parent
@@ -241,3 +243,28 @@ def test_a_killed_driver_resumes_with_the_same_command(
     after = {row_key(r): r for r in _exactly_once(out)}
     assert all(after[row_key(r)]["finished_at"] == r["finished_at"] for r in before)  # kept, not recomputed
     assert _table(out) == local_table
+
+
+def test_score_on_ray_writes_the_local_score_files(
+    executor: RayExecutor, sweep_config: SweepConfig, tmp_path: Path
+) -> None:
+    files = {}
+    for name in ("local", "ray"):  # ray: run_score joins the module's cluster (Ray is initialised in this process)
+        config = ScoreConfig(
+            checkpoint=sweep_config.checkpoints[0],
+            out=str(tmp_path / name),
+            data_root=sweep_config.data_root,
+            methods=["lrp", "random"],
+            samplings=["random", "confidence"],
+            n_per_class=2,
+            device="cpu",
+            executor=name,
+        )
+        pairs = run_score(config).pairs
+        assert [(p.method, p.sampling) for p in pairs] == [(m, s) for m in ("lrp", "random") for s in config.samplings]
+        assert [p.reused for p in pairs if p.method == "random"] == [False, True]  # one file for a data-free method
+        files[name] = {p.file: load_scores(tmp_path / name / p.file).scores for p in pairs}
+    assert files["ray"].keys() == files["local"].keys()
+    for file, scores in files["ray"].items():
+        assert all(torch.equal(scores[k], files["local"][file][k]) for k in scores), file
+    assert ray.is_initialized()  # run_score did not shut down a cluster it did not start
