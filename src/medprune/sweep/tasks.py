@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from medprune.executors import Executor, Outcome, Resources, Task
+from medprune.executors import Executor, LocalExecutor, Outcome, Resources, Task
 from medprune.options import NO_SAMPLING
 from medprune.scoring.store import ScoreStore
 from medprune.sweep.core import CurveParams, SweepInputs, sweep_model
@@ -182,10 +182,12 @@ def plan_jobs(
 
 
 class _Collect:
-    """The part of :class:`~medprune.sweep.table.RowLog` :func:`sweep_model` uses, kept in memory."""
+    """The part of :class:`~medprune.sweep.table.RowLog` :func:`sweep_model` uses, kept in memory (and written through
+    to ``sink`` at once when given)."""
 
-    def __init__(self, done: Mapping[tuple[str, ...], Row]) -> None:
+    def __init__(self, done: Mapping[tuple[str, ...], Row], sink: RowLog | None = None) -> None:
         self._done = dict(done)
+        self._sink = sink
         self.rows: list[Row] = []
 
     def finished(self) -> dict[tuple[str, ...], Row]:
@@ -194,6 +196,8 @@ class _Collect:
     def append(self, row: Row) -> None:
         self._done[row_key(row)] = row
         self.rows.append(row)
+        if self._sink is not None:
+            self._sink.append(row)
 
 
 def run_curve(
@@ -203,6 +207,7 @@ def run_curve(
     recalibration: Tensor | None,
     class_names: Sequence[str],
     job: CurveJob,
+    sink: RowLog | None = None,
 ) -> CurveResult:
     """Score ``job``'s curve (or reuse its score file) and evaluate it under every setting; return the new rows.
 
@@ -213,6 +218,8 @@ def run_curve(
         recalibration: the seed's BatchNorm recalibration images (``None`` when no setting recalibrates).
         class_names: class names (per-class columns).
         job: what to compute.
+        sink: in the driver's process only, its row log: each row is written as soon as it is computed (a killed
+            sweep then loses at most that row, as without an executor).
     """
     spec = job.store
     model = model.to(spec.device)
@@ -238,7 +245,7 @@ def run_curve(
 
     evaluated = {split: evaluation[split] for split in job.splits}
     data = SweepInputs(evaluated, class_names, recalibration, CostCounter(model), job.batch_size)
-    log = _Collect(job.done)
+    log = _Collect(job.done, sink)
     for params in job.params:
         with torch.no_grad():
             sweep_model(model, params, [(job.method, job.sampling)], job.rates, scores_for, data, log, job.couplings)
@@ -286,7 +293,8 @@ def run_jobs(
 ) -> tuple[dict[str, str], list[Outcome]]:
     """Run ``jobs`` on ``executor``, appending each finished job's new rows to ``log`` as it completes.
 
-    A row already in the log (a job run twice after a lost worker) is not written again. Returns the score files used
+    The local executor's tasks write their rows to ``log`` as they compute them. A row already in the log (a job
+    run twice after a lost worker) is not written again. Returns the score files used
     (``{"sign:method/sampling/seed": path}``) and the failed jobs' outcomes (the runner reports them after keeping
     every other job's rows).
     """
@@ -294,11 +302,13 @@ def run_jobs(
     failures: list[Outcome] = []
     written = set(log.finished())
     signs = {job.key: job.store.sign for job in jobs}
+    local = isinstance(executor, LocalExecutor)  # in this process: rows go to the log as they are computed
     tasks = [
         Task(
             job.key,
             run_curve,
             (shared.model, shared.train, shared.evaluation, shared.recalibration.get(job.seed), shared.names, job),
+            kwargs={"sink": log} if local else {},
             resources=resources,
         )
         for job in jobs
@@ -309,7 +319,7 @@ def run_jobs(
             continue
         result: CurveResult = outcome.value
         for row in result.rows:
-            if row_key(row) not in written:
+            if not local and row_key(row) not in written:
                 log.append(row)
                 written.add(row_key(row))
         files.update({f"{signs[outcome.key]}:{k}": v for k, v in result.score_files.items()})
