@@ -24,9 +24,11 @@ import yaml
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'medprune[ray]'")
 
 from medprune.checkpoint import save_checkpoint  # noqa: E402
+from medprune.config import build_config  # noqa: E402
 from medprune.executors import LocalExecutor, RayExecutor, Resources, Task, TaskFailedError, raise_failures  # noqa: E402
 from medprune.models import create_model  # noqa: E402
 from medprune.runs.score import ScoreConfig, run_score  # noqa: E402
+from medprune.runs.study import StudyConfig, run_study  # noqa: E402
 from medprune.runs.sweep import SweepConfig, run_sweep  # noqa: E402
 from medprune.scoring.store import load_scores  # noqa: E402
 from medprune.sweep.table import RowLog, row_key  # noqa: E402
@@ -268,3 +270,26 @@ def test_score_on_ray_writes_the_local_score_files(
     for file, scores in files["ray"].items():
         assert all(torch.equal(scores[k], files["local"][file][k]) for k in scores), file
     assert ray.is_initialized()  # run_score did not shut down a cluster it did not start
+
+
+@pytest.mark.slow
+def test_study_on_ray_gives_the_local_table(executor: RayExecutor, data_root: Path, tmp_path: Path) -> None:
+    """Two checkpoints trained as Ray tasks, their curves swept on Ray: the local study's table (opt-in: -m slow)."""
+    tiny = {
+        "architectures": ["resnet_small"],
+        "datasets": ["pneumoniamnist"],
+        "seeds": [0, 1],
+        "threads": 1,
+        "progress": False,
+        "data_root": str(data_root),
+        "train": {"image_size": 28, "epochs": 1, "max_train_samples": 64, "max_eval_samples": 32},
+        "sweep": {"methods": ["lrp"], "samplings": ["random"], "controls": ["random"], "rates": [0.0, 0.3]},
+        "claims": {"n_resamples": 100},
+    }
+    tables = []
+    for name in ("local", "ray"):
+        config = build_config(StudyConfig, overrides={**tiny, "out": str(tmp_path / name), "executor": name})
+        result = run_study(config)
+        assert len(result.trained) == 2
+        tables.append(_table(result.out))
+    assert tables[0] == tables[1] and len(tables[0]) > 0

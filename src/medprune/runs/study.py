@@ -317,7 +317,7 @@ def _run(config: StudyConfig, todo: _Plan, out: Path, started: float, executor: 
     )
     progress = GridProgress(tasks, done, manifest.durations(), config.progress)
     result = StudyResult(out, out / "results.csv", out / "rows.jsonl", out, [], out, out, None)  # type: ignore[arg-type]
-    tables: list[list[Row]] = []
+    tables: dict[str, list[Row]] = {}  # by sweep, merged in the grid's order whatever finished first
     failures: list[Outcome] = []
     points = {f"train/{p.name}": p for p in todo.points}
     trainings = executor.run([Task(t, _train, (p,), resources=task_resources(config)) for t, p in points.items()])
@@ -336,14 +336,16 @@ def _run(config: StudyConfig, todo: _Plan, out: Path, started: float, executor: 
             for sweep in (s for s in todo.sweeps if s.point is point):
                 task = f"sweep/{sweep.name}"
                 if manifest.is_done(task, sweep.key) and _rows_path(out, sweep).is_file():
-                    tables.append(read_rows(_rows_path(out, sweep)))
+                    tables[sweep.name] = read_rows(_rows_path(out, sweep))
                     result.skipped.append(sweep.name)
                     continue
                 progress.start(task)
                 begun = time.perf_counter()
-                tables.append(_sweep(sweep, out, config, executor))
+                tables[sweep.name] = _sweep(sweep, out, config, executor)
                 seconds = time.perf_counter() - begun
-                manifest.finish(task, key=sweep.key, seconds=seconds, group=dict(tasks)[task], rows=len(tables[-1]))
+                manifest.finish(
+                    task, key=sweep.key, seconds=seconds, group=dict(tasks)[task], rows=len(tables[sweep.name])
+                )
                 result.swept.append(sweep.name)
                 progress.finish(task, seconds)
             waiting = [t for t in points if t not in progress.done]
@@ -353,7 +355,7 @@ def _run(config: StudyConfig, todo: _Plan, out: Path, started: float, executor: 
         trainings.close()
         progress.close()
     raise_failures(failures, "study training")
-    rows = merge_rows(tables)
+    rows = merge_rows([tables[s.name] for s in todo.sweeps if s.name in tables])
     write_results(rows, out)
     scale = _scale(todo.points, todo.sweeps, manifest, config.device)
     result.scale = scale
