@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from medprune.executors import Executor, LocalExecutor, Outcome, Resources, Task
 from medprune.options import NO_SAMPLING
+from medprune.progress import progress
 from medprune.scoring.store import ScoreStore
 from medprune.sweep.core import CurveParams, SweepInputs, sweep_model
 from medprune.sweep.cost import CostCounter
@@ -313,7 +314,8 @@ def run_jobs(
         )
         for job in jobs
     ]
-    for count, outcome in enumerate(executor.run(tasks), start=1):
+    outcomes = progress(executor.run(tasks), "sweep", "curve", total=len(tasks))  # ETA over the whole sweep
+    for count, outcome in enumerate(outcomes, start=1):
         if not outcome.ok:
             failures.append(outcome)
             continue
