@@ -47,6 +47,14 @@ def test_bad_requests_are_refused_before_any_work(tmp_path, checkpoint, change, 
     assert not (tmp_path / "sweep").exists()
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_cuda_without_a_gpu_is_refused_before_any_work(tmp_path, checkpoint):
+    config = SweepConfig(checkpoints=[checkpoint], out=str(tmp_path / "sweep"), device="cuda")
+    with pytest.raises(ValueError, match="CUDA is not available; use device=cpu or auto"):
+        run_sweep(config)
+    assert not (tmp_path / "sweep").exists()
+
+
 def test_missing_checkpoint_is_refused(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         validate_config(SweepConfig(checkpoints=[str(tmp_path / "nope.safetensors")]))

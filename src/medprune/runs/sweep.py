@@ -59,6 +59,7 @@ from medprune.options import (
 from medprune.provenance import model_checksum
 from medprune.pruning import check_rate, coupled_groups
 from medprune.rundir import RunDir
+from medprune.runtime import resolve_device
 from medprune.scoring import scorer_entry, validate_method_request
 from medprune.scoring.probe import check_option_values
 from medprune.scoring.store import ScoreStore
@@ -185,6 +186,8 @@ def validate_config(config: SweepConfig) -> list[float]:
         raise ConfigError(f"recalibrate_samples must be a positive int, got {config.recalibrate_samples!r}")
     sweep_settings(config)
     check_executor_config(config)
+    if config.executor == "local":
+        resolve_device(config.device)  # device=cuda on a machine without a GPU: refused here, not mid-sweep
     metas = [read_meta(path) for path in config.checkpoints]  # raises FileNotFoundError / ValueError naming the file
     for meta in {str(m["model"]["name"]): m for m in metas}.values():
         check_option_values(config.method_options, meta)
