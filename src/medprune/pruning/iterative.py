@@ -21,8 +21,9 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from medprune.options import Normalize, Scope
 from medprune.pruning.masked import mask_model
-from medprune.pruning.masks import Normalize, Scope, achieved_rate, check_rate, masks_from_scores
+from medprune.pruning.masks import achieved_rate, check_rate, masks_from_scores
 from medprune.units import unit_groups
 
 logger = logging.getLogger(__name__)

@@ -51,19 +51,15 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from typing import Literal
 
 import torch
 from torch import Tensor
 
+from medprune.options import NORMALIZATIONS, SCOPES, Normalize, Scope
 from medprune.units import UnitGroup
 
 logger = logging.getLogger(__name__)
 
-Scope = Literal["global", "layer"]
-Normalize = Literal["none", "total", "max", "l2", "mean", "rank"]
-SCOPES: tuple[str, ...] = ("global", "layer")
-NORMALIZATIONS: tuple[str, ...] = ("none", "total", "max", "l2", "mean", "rank")
 #: The normalisations under which multiplying one layer's scores by a positive constant leaves the masks unchanged.
 SCALE_INVARIANT: tuple[str, ...] = ("total", "max", "l2", "mean", "rank")
 
