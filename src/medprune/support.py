@@ -25,7 +25,15 @@ from torch import nn
 
 from medprune.models import model_family
 
-__all__ = ["FAMILY_SCORERS", "RULE_LAYERS", "UnsupportedModelError", "check_scorable", "check_units", "scorer_blocker"]
+__all__ = [
+    "FAMILY_SCORERS",
+    "RULE_LAYERS",
+    "UnsupportedModelError",
+    "check_scorable",
+    "check_units",
+    "is_vit",
+    "scorer_blocker",
+]
 
 #: Scorers with per-architecture propagation rules, and the model families they have rules for.
 FAMILY_SCORERS: dict[str, tuple[str, ...]] = {"lrp": ("vgg", "resnet", "vit"), "dlb": ("vgg", "resnet", "vit")}
@@ -49,7 +57,8 @@ class UnsupportedModelError(ValueError):
     """A model (or one of its layers) that a stage does not support; the message names the layer type and path."""
 
 
-def _is_vit(model: nn.Module) -> bool:
+def is_vit(model: nn.Module) -> bool:
+    """Whether ``model`` is a timm VisionTransformer-like model (has ``blocks`` and ``patch_embed``)."""
     return hasattr(model, "blocks") and hasattr(model, "patch_embed")
 
 
@@ -60,7 +69,7 @@ def check_units(model: nn.Module) -> None:
         UnsupportedModelError: an ``nn.MultiheadAttention`` (path named), or a ViT block that is not a plain timm
             block (path and type named).
     """
-    if _is_vit(model):
+    if is_vit(model):
         for index, block in enumerate(model.blocks):
             attn, mlp = getattr(block, "attn", None), getattr(block, "mlp", None)
             plain = (

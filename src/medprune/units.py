@@ -19,7 +19,7 @@ from typing import Literal, NamedTuple
 
 from torch import Tensor, nn
 
-from medprune.support import check_units
+from medprune.support import check_units, is_vit
 
 UnitKind = Literal["conv", "linear", "mlp", "head"]
 UNIT_KINDS: tuple[UnitKind, ...] = ("conv", "linear", "mlp", "head")
@@ -63,11 +63,6 @@ def classifier_name(model: nn.Module) -> str:
     if not linears:
         raise ValueError(f"{type(model).__name__} has no Linear classifier; cannot tell which outputs are logits")
     return linears[-1]
-
-
-def is_vit(model: nn.Module) -> bool:
-    """Whether ``model`` is a timm VisionTransformer-like model (has ``blocks`` and ``patch_embed``)."""
-    return hasattr(model, "blocks") and hasattr(model, "patch_embed")
 
 
 def unit_groups(model: nn.Module, kinds: Sequence[UnitKind] | None = None) -> list[UnitGroup]:
