@@ -23,7 +23,17 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from medprune.config import ConfigError
-from medprune.options import NORMALIZATIONS, RECALIBRATIONS, SCOPES, SIGNS, check_option
+from medprune.options import (
+    NORMALIZATIONS,
+    RECALIBRATIONS,
+    SCOPES,
+    SIGNS,
+    Normalize,
+    Recalibrate,
+    Scope,
+    Sign,
+    check_option,
+)
 
 __all__ = ["PROTOCOLS", "SETTING_FIELDS", "Setting", "protocol_name", "settings_from"]
 
@@ -35,10 +45,10 @@ SETTING_FIELDS: tuple[str, ...] = ("scope", "normalize", "sign", "recalibrate")
 class Setting:
     """How scores become masks (scope, normalize, sign) and what follows masking (recalibrate)."""
 
-    scope: str = "global"
-    normalize: str = "none"
-    sign: str = "signed"
-    recalibrate: str = "none"
+    scope: Scope = "global"
+    normalize: Normalize = "none"
+    sign: Sign = "signed"
+    recalibrate: Recalibrate = "none"
 
     def __post_init__(self) -> None:
         check_option("scope", self.scope, SCOPES)
