@@ -19,6 +19,8 @@ import timm
 import torchvision
 from torch import nn
 
+from medprune.layers import with_in_channels
+
 __all__ = ["EXTERNAL_SOURCES", "external_builder"]
 
 #: Prefixes of architecture names built straight from a library (``torchvision:resnet18``, ``timm:convnext_tiny``).
@@ -71,10 +73,7 @@ def _build_torchvision(arch: str, num_classes: int, in_channels: int, image_size
         if conv.groups != 1:
             raise ValueError(f"torchvision:{arch}: first conv {first!r} is grouped; cannot change its channels")
         parent, _, attr = first.rpartition(".")
-        replacement = nn.Conv2d(
-            in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, bias=conv.bias is not None
-        )
-        setattr(model.get_submodule(parent) if parent else model, attr, replacement)
+        setattr(model.get_submodule(parent) if parent else model, attr, with_in_channels(conv, in_channels))
     return model
 
 

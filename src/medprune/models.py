@@ -24,6 +24,7 @@ from torchvision.models.resnet import BasicBlock, ResNet
 from torchvision.models.vgg import make_layers
 
 from medprune.external_models import external_builder
+from medprune.layers import with_in_channels
 from medprune.provenance import connection_error, offline_flag
 
 logger = logging.getLogger(__name__)
@@ -163,14 +164,6 @@ def _torchvision_weights(enum_name: str, pretrained: bool) -> object | None:
     return weights
 
 
-def _adapt_first_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
-    if in_channels == conv.in_channels:
-        return conv
-    return nn.Conv2d(
-        in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, bias=conv.bias is not None
-    )
-
-
 # ----------------------------------------------------------------------------------------------------------- VGG
 
 
@@ -184,7 +177,7 @@ def _vgg(cfg: list, batch_norm: bool, hidden: int, pool: int, num_classes: int, 
         def __init__(self) -> None:
             nn.Module.__init__(self)
             self.features = make_layers(cfg, batch_norm=batch_norm)
-            self.features[0] = _adapt_first_conv(self.features[0], in_channels)
+            self.features[0] = with_in_channels(self.features[0], in_channels)
             last = [c for c in cfg if c != "M"][-1]
             self.avgpool = nn.AdaptiveAvgPool2d((pool, pool))
             self.classifier = nn.Sequential(
@@ -214,7 +207,7 @@ def _vgg(cfg: list, batch_norm: bool, hidden: int, pool: int, num_classes: int, 
 @register_model("vgg19", family="vgg", min_image_size=32, paper=True)
 def _vgg19(num_classes: int, in_channels: int, image_size: int, pretrained: bool) -> nn.Module:
     model = torchvision.models.vgg19(weights=_torchvision_weights("VGG19_Weights", pretrained))
-    model.features[0] = _adapt_first_conv(model.features[0], in_channels)
+    model.features[0] = with_in_channels(model.features[0], in_channels)
     model.classifier[-1] = nn.Linear(model.classifier[-1].in_features, num_classes)
     return model
 
@@ -240,7 +233,7 @@ def _small_input_stem(model: nn.Module, in_channels: int) -> None:
 @register_model("resnet50", family="resnet", min_image_size=16, paper=True)
 def _resnet50(num_classes: int, in_channels: int, image_size: int, pretrained: bool) -> nn.Module:
     model = torchvision.models.resnet50(weights=_torchvision_weights("ResNet50_Weights", pretrained))
-    model.conv1 = _adapt_first_conv(model.conv1, in_channels)
+    model.conv1 = with_in_channels(model.conv1, in_channels)
     model.fc = nn.Linear(model.fc.in_features, num_classes)
     return model
 
@@ -252,7 +245,7 @@ def _resnet18(num_classes: int, in_channels: int, image_size: int, pretrained: b
     if image_size < 64:
         _small_input_stem(model, in_channels)
     else:
-        model.conv1 = _adapt_first_conv(model.conv1, in_channels)
+        model.conv1 = with_in_channels(model.conv1, in_channels)
     model.fc = nn.Linear(model.fc.in_features, num_classes)
     return model
 
