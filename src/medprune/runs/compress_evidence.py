@@ -22,6 +22,7 @@ from medprune.card import ClassRates, Latency, LayerChange, SplitMetrics
 from medprune.metrics import metrics_from_predictions, predict
 from medprune.pruning.physical import example_inputs_for
 from medprune.report.efficiency import cpu_latency_ms
+from medprune.runtime import eval_mode
 from medprune.units import unit_groups
 
 logger = logging.getLogger(__name__)
@@ -110,13 +111,8 @@ def split_metrics(
 def _layer_costs(model: nn.Module, inputs: Tensor) -> tuple[dict[str, int], dict[str, int]]:
     import torch_pruning as tp
 
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            _, _, macs, params = tp.utils.count_ops_and_params(model, inputs, layer_wise=True)
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.no_grad():
+        _, _, macs, params = tp.utils.count_ops_and_params(model, inputs, layer_wise=True)
     names = {id(module): name for name, module in model.named_modules()}
     by_name_macs = {names[id(m)]: int(v) for m, v in macs.items() if id(m) in names}
     by_name_params = {names[id(m)]: int(v) for m, v in params.items() if id(m) in names}
