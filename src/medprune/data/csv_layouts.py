@@ -41,11 +41,29 @@ def _check_files(paths: list[Path], listed_in: Path) -> None:
         )
 
 
-def _carve_val(
-    labels: np.ndarray, patients: np.ndarray, train_idx: np.ndarray, options: LoadOptions
-) -> tuple[np.ndarray, np.ndarray]:
-    keep, held = group_split(labels[train_idx], patients[train_idx], options.val_fraction, options.seed)
-    return train_idx[keep], train_idx[held]
+def _official_split(
+    paths: list[Path],
+    labels: np.ndarray,
+    patients: np.ndarray,
+    parts: tuple[np.ndarray, np.ndarray],
+    options: LoadOptions,
+    names: list[str],
+    digest: str,
+    what: str,
+) -> RawDataset:
+    """The official ``(train, test)`` index ``parts`` of dataset ``what`` (class ``names``, fingerprint ``digest``),
+    with a patient-grouped validation split carved out of the train part and a note on patients in both parts."""
+    official_train, test = parts
+    keep, held = group_split(labels[official_train], patients[official_train], options.val_fraction, options.seed)
+    store = FileStore(paths)
+    return RawDataset(
+        RawSplit(store, labels, official_train[keep]),
+        RawSplit(store, labels, official_train[held]),
+        RawSplit(store, labels, test),
+        class_names=list(names),
+        fingerprint=digest,
+        notes=_leak_note(patients, official_train, test, what),
+    )
 
 
 def _leak_note(patients: np.ndarray, train_idx: np.ndarray, test_idx: np.ndarray, what: str) -> list[str]:
@@ -118,19 +136,11 @@ def load_fetal_planes(root: Path | None, options: LoadOptions) -> RawDataset:
     official_train, test = np.flatnonzero(train_mask), np.flatnonzero(~train_mask)
     if len(official_train) == 0 or len(test) == 0:
         raise DatasetError(f"{csv_path}: the Train column must have both 1 (train) and 0 (test) rows")
-    train, val = _carve_val(labels_arr, patients_arr, official_train, options)
-    store = FileStore(paths)
     digest = fingerprint(
         ["fetal_planes", file_sha256(csv_path, cache=True), ("patient-val", options.val_fraction, options.seed)]
     )
-    return RawDataset(
-        RawSplit(store, labels_arr, train),
-        RawSplit(store, labels_arr, val),
-        RawSplit(store, labels_arr, test),
-        class_names=list(FETAL_PLANES),
-        fingerprint=digest,
-        notes=_leak_note(patients_arr, official_train, test, "FETAL_PLANES_DB"),
-    )
+    parts = (official_train, test)
+    return _official_split(paths, labels_arr, patients_arr, parts, options, FETAL_PLANES, digest, "FETAL_PLANES_DB")
 
 
 # ---------------------------------------------------------------------------------------------------------------- MURA
@@ -196,15 +206,7 @@ def load_mura(root: Path | None, options: LoadOptions) -> RawDataset:
     labels_arr, patients_arr = np.asarray(all_labels, dtype=np.int64), np.asarray(all_patients)
     split_arr = np.asarray(split_of)
     official_train, test = np.flatnonzero(split_arr == "train"), np.flatnonzero(split_arr == "test")
-    train, val = _carve_val(labels_arr, patients_arr, official_train, options)
-    store = FileStore(all_paths)
     hashes = [file_sha256(base / MURA_DIR / name, cache=True) for name in MURA_CSVS.values()]
     digest = fingerprint(["mura", hashes, study, ("patient-val", options.val_fraction, options.seed)])
-    return RawDataset(
-        RawSplit(store, labels_arr, train),
-        RawSplit(store, labels_arr, val),
-        RawSplit(store, labels_arr, test),
-        class_names=list(MURA_CLASSES),
-        fingerprint=digest,
-        notes=_leak_note(patients_arr, official_train, test, "MURA"),
-    )
+    parts = (official_train, test)
+    return _official_split(all_paths, labels_arr, patients_arr, parts, options, MURA_CLASSES, digest, "MURA")
