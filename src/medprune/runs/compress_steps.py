@@ -64,6 +64,11 @@ class Workbench:
     out: Path
     baseline: dict[str, Any]
 
+    def ranking(self) -> dict[str, Any]:
+        """The ranking as keywords of :func:`~medprune.pruning.masks.masks_from_scores` (and of iterative pruning)."""
+        keywords = {"scope": self.scope, "normalize": self.normalize, "min_keep": self.min_keep}
+        return {**keywords, "couplings": self.couplings}
+
 
 def evaluate_split(model: nn.Module, data: tuple[Tensor, Tensor], names: Sequence[str]) -> dict[str, Any]:
     """All metrics of ``model`` on pre-stacked ``data``."""
@@ -73,14 +78,7 @@ def evaluate_split(model: nn.Module, data: tuple[Tensor, Tensor], names: Sequenc
 
 def masks_at(bench: Workbench, scores: dict[str, Tensor], rate: float) -> dict[str, Tensor]:
     """Keep-masks at ``rate`` under the bench's ranking, identical inside every coupled set."""
-    return masks_from_scores(
-        scores,
-        rate,
-        scope=bench.scope,  # type: ignore[arg-type]
-        normalize=bench.normalize,  # type: ignore[arg-type]
-        min_keep=bench.min_keep,
-        couplings=bench.couplings,
-    )
+    return masks_from_scores(scores, rate, **bench.ranking())
 
 
 def recover(bench: Workbench, source: nn.Module, masks: dict[str, Tensor], epochs: int, tag: str) -> nn.Module:
@@ -210,17 +208,7 @@ def final_model(
         counter["recover"] += 1
         return recover(bench, masked, masks, epochs, f"round-{counter['recover']}-of-{rounds}")
 
-    result = iterative_prune(
-        bench.model,
-        score_fn,
-        rate,
-        rounds,
-        recover_fn,
-        scope=bench.scope,  # type: ignore[arg-type]
-        normalize=bench.normalize,  # type: ignore[arg-type]
-        min_keep=bench.min_keep,
-        couplings=bench.couplings,
-    )
+    result = iterative_prune(bench.model, score_fn, rate, rounds, recover_fn, **bench.ranking())
     return result.model, result.masks
 
 
