@@ -9,9 +9,10 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from medprune.provenance import file_sha256
 from medprune.rundir.errors import RunDirError
@@ -81,18 +82,41 @@ def check_writable(path: str | Path) -> Path:
     return folder
 
 
-def write_json_atomic(path: str | Path, data: Mapping[str, Any]) -> Path:
-    """Write strict JSON through a temporary file and a rename, so a reader never sees half a file."""
+@contextmanager
+def atomic_writer(
+    path: str | Path, *, newline: str | None = None, durable: bool = False, mode: int | None = None
+) -> Iterator[TextIO]:
+    """A text handle on a temporary file beside ``path`` that replaces ``path`` when the block ends without error.
+
+    A reader never sees half a file; on error the temporary file is removed and ``path`` is left as it was.
+
+    Args:
+        path: the file to write (its folder must exist).
+        newline: passed to :func:`open` (``""`` for the :mod:`csv` module).
+        durable: flush and ``fsync`` before the rename.
+        mode: permission bits set on the file before the rename (default: those of :func:`tempfile.mkstemp`).
+    """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(json.dumps(data, indent=1, allow_nan=False) + "\n")
+        with os.fdopen(fd, "w", newline=newline, encoding="utf-8") as handle:
+            yield handle
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+
+
+def write_json_atomic(path: str | Path, data: Mapping[str, Any]) -> Path:
+    """Write strict JSON through a temporary file and a rename, so a reader never sees half a file."""
+    with atomic_writer(path) as handle:
+        handle.write(json.dumps(data, indent=1, allow_nan=False) + "\n")
+    return Path(path)
 
 
 def run_content(folder: str | Path) -> list[Path]:

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from medprune.rundir.files import atomic_writer
 from medprune.sweep.table import BASELINE, Row, RowLog, row_key, write_csv
 
 __all__ = ["STUDY_COLUMNS", "tag_rows", "write_rows", "read_rows", "merge_rows", "write_results", "row_digest"]
@@ -37,17 +36,9 @@ def write_rows(rows: Sequence[Row], path: str | Path) -> Path:
     """Write rows as JSON lines atomically (temporary file, ``fsync``, rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            for row in rows:
-                handle.write(json.dumps(row, allow_nan=True) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_writer(path, durable=True) as handle:
+        for row in rows:
+            handle.write(json.dumps(row, allow_nan=True) + "\n")
     return path
 
 

@@ -21,12 +21,13 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from medprune.rundir.files import atomic_writer
 
 logger = logging.getLogger(__name__)
 
@@ -222,20 +223,11 @@ def write_csv(rows: Sequence[Row], path: str | Path, columns: Sequence[str] | No
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     columns = list(columns) if columns is not None else columns_of(rows)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(columns)
-            for row in rows:
-                writer.writerow([_cell(row.get(c)) for c in columns])
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_writer(path, newline="", durable=True, mode=0o644) as handle:
+        writer = csv.writer(handle)
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow([_cell(row.get(c)) for c in columns])
     return path
 
 
