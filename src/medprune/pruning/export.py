@@ -20,7 +20,7 @@ import logging
 import warnings
 from contextlib import redirect_stdout
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -83,28 +83,10 @@ def _export(model: nn.Module, path: Path, x: Tensor, exporter: str, dynamic_batc
         warnings.simplefilter("ignore")
         if exporter == "dynamo":
             shapes = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic_batch else None
-            torch.onnx.export(
-                model,
-                (x,),
-                str(path),
-                dynamo=True,
-                opset_version=opset,
-                dynamic_shapes=shapes,
-                external_data=False,
-                optimize=True,
-                **names,
-            )
+            options: dict[str, Any] = {"dynamic_shapes": shapes, "external_data": False, "optimize": True}
         else:
-            axes = {"images": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
-            torch.onnx.export(
-                model,
-                (x,),
-                str(path),
-                dynamo=False,
-                opset_version=opset,
-                dynamic_axes=axes,
-                **names,
-            )
+            options = {"dynamic_axes": {"images": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None}
+        torch.onnx.export(model, (x,), str(path), dynamo=exporter == "dynamo", opset_version=opset, **names, **options)
     logger.info("exported %s to %s (%s exporter)", type(model).__name__, path, exporter)
 
 
