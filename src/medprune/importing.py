@@ -43,6 +43,7 @@ from medprune.checkpoint import load_checkpoint, model_checksum, save_checkpoint
 from medprune.data import GREY_MEAN, GREY_STD, IMAGENET_MEAN, IMAGENET_STD
 from medprune.external_models import EXTERNAL_SOURCES
 from medprune.models import create_model
+from medprune.units import classifier_name
 
 logger = logging.getLogger(__name__)
 
@@ -238,7 +239,10 @@ def check_keys(model: nn.Module, state: Mapping[str, Tensor], path: Path, arch: 
         shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}" for k in wrong]
         parts.append(f"{len(wrong)} wrong shape ({_listed(shapes)})")
     hint = ""
-    head = next((n for n, m in reversed(list(model.named_modules())) if isinstance(m, nn.Linear)), None)
+    try:
+        head: str | None = classifier_name(model)
+    except ValueError:  # no Linear module: no classifier to point at
+        head = None
     if missing and unexpected and len(missing) >= len(expected) // 2:
         hint = "; the file looks like another architecture (or another key naming): check the arch"
     elif head and wrong and all(k.rpartition(".")[0] == head for k in wrong):
