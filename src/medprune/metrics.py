@@ -22,7 +22,7 @@ from scipy.stats import rankdata
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from medprune.runtime import eval_mode
+from medprune.runtime import autocast, eval_mode
 
 __all__ = [
     "predict",
@@ -68,6 +68,7 @@ def predict(
     data: DataSource,
     batch_size: int = 256,
     device: str | torch.device | None = None,
+    amp: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Softmax probabilities of ``model`` over a dataset, in dataset order.
 
@@ -79,6 +80,8 @@ def predict(
             ``(inputs, labels)`` tuple (fastest when the same images are evaluated many times).
         batch_size: images per forward pass (ignored for a DataLoader).
         device: where to run; ``None`` keeps the model's current device.
+        amp: float16 autocast for the forward passes when running on CUDA (ignored on the CPU, where the result is
+            the same as without it, bit for bit); the softmax is taken in float64 either way.
 
     Returns:
         ``(probs, labels)``: float64 array N×K (rows sum to 1) and int64 array N.
@@ -90,7 +93,7 @@ def predict(
         model.to(target)
     probs: list[np.ndarray] = []
     labels: list[np.ndarray] = []
-    with eval_mode(model), torch.inference_mode():
+    with eval_mode(model), torch.inference_mode(), autocast(target, amp):
         for inputs, batch_labels in iterate_batches(data, batch_size):
             logits = model(inputs.to(target, non_blocking=True))
             probs.append(torch.softmax(logits.double(), dim=1).cpu().numpy())
@@ -222,6 +225,7 @@ def evaluate(
     class_names: Sequence[str] | None = None,
     batch_size: int = 256,
     device: str | torch.device | None = None,
+    amp: bool = False,
 ) -> dict[str, Any]:
     """:func:`predict` then :func:`metrics_from_predictions`, plus the mean negative log-likelihood as ``loss``.
 
@@ -231,8 +235,9 @@ def evaluate(
         class_names: names of the K classes (default: ``data.class_names`` when present, else indices).
         batch_size: images per forward pass.
         device: where to run; ``None`` keeps the model's device.
+        amp: float16 autocast on CUDA (as for :func:`predict`).
     """
-    probs, labels = predict(model, data, batch_size=batch_size, device=device)
+    probs, labels = predict(model, data, batch_size=batch_size, device=device, amp=amp)
     if class_names is None:
         class_names = getattr(data, "class_names", None)
     result = metrics_from_predictions(probs, labels, class_names)

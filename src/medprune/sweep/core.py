@@ -15,7 +15,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -29,6 +29,7 @@ from medprune.progress import progress
 from medprune.pruning import achieved_rate, apply_masks, masks_from_scores, validate_scores
 from medprune.recalibration import recalibrated_batchnorm
 from medprune.sweep.cost import COST_COLUMNS, CostCounter
+from medprune.sweep.on_device import on_device
 from medprune.sweep.table import BASELINE, Row, RowLog, encode_classes, format_rate, row_id, row_key
 from medprune.units import unit_groups
 
@@ -125,10 +126,17 @@ def evaluate_rows(
 
 
 def evaluate_split(
-    model: nn.Module, inputs: Tensor, labels: Tensor | np.ndarray, class_names: Sequence[str], batch_size: int
+    model: nn.Module,
+    inputs: Tensor,
+    labels: Tensor | np.ndarray,
+    class_names: Sequence[str],
+    batch_size: int,
+    amp: bool = False,
 ) -> Row:
-    """Metric columns of ``model`` on one split, ``n_images`` and the per-image ``predictions`` (base64 classes)."""
-    probs, truth = predict(model, (inputs, labels), batch_size=batch_size)
+    """Metric columns of ``model`` on one split, ``n_images`` and the per-image ``predictions`` (base64 classes).
+
+    ``amp``: float16 autocast on CUDA (see :func:`medprune.metrics.predict`; no effect on the CPU)."""
+    probs, truth = predict(model, (inputs, labels), batch_size=batch_size, amp=amp)
     metrics = metric_columns(metrics_from_predictions(probs, truth, class_names))
     metrics["n_images"] = metrics.pop("n_test")
     metrics["predictions"] = encode_classes(probs.argmax(axis=1))
@@ -153,6 +161,7 @@ class SweepInputs:
         recalibration: images BatchNorm statistics are re-estimated on when ``params.recalibrate == "bn"``.
         cost: counts parameters and MACs removed (``None``: the columns are left out).
         batch_size: images per forward pass.
+        amp: evaluate under float16 autocast when the model is on CUDA (no effect on the CPU).
     """
 
     splits: Mapping[str, tuple[Tensor, Tensor | np.ndarray]]
@@ -160,6 +169,18 @@ class SweepInputs:
     recalibration: Tensor | None = None
     cost: CostCounter | None = None
     batch_size: int = 256
+    amp: bool = False
+
+    def on(self, device: torch.device) -> SweepInputs:
+        """The same inputs with the images on ``device``, each sent there once and reused by every later sweep
+        (:func:`medprune.sweep.on_device.on_device`); labels stay on the host."""
+        splits = {split: (on_device(inputs, device), labels) for split, (inputs, labels) in self.splits.items()}
+        recalibration = None if self.recalibration is None else on_device(self.recalibration, device)
+        return replace(self, splits=splits, recalibration=recalibration)
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
 
 
 def sweep_model(
@@ -189,6 +210,7 @@ def sweep_model(
     """
     if params.recalibrate == "bn" and data.recalibration is None:
         raise ValueError("recalibrate='bn' needs recalibration images (SweepInputs.recalibration)")
+    data = data.on(_device_of(model))  # once per host tensor: every later rate, setting and curve reuses it
     done = log.finished()
     groups = unit_groups(model)
     rows, pending = _split_done(params, curves, rates, list(data.splits), done)
@@ -270,7 +292,7 @@ def _baseline(
         return done[row_key(base)]
     started = time.perf_counter()
     inputs, labels = data.splits[split]
-    metrics = evaluate_split(model, inputs, labels, data.class_names, data.batch_size)
+    metrics = evaluate_split(model, inputs, labels, data.class_names, data.batch_size, data.amp)
     metrics["labels"] = encode_classes(np.asarray(labels).reshape(-1))
     metrics.update({"achieved_rate": 0.0, **(_no_cost(data.cost))})
     log.append(_finish(base, metrics, started))
@@ -318,7 +340,8 @@ def _pruned_metrics(
         handle = recalibrated_batchnorm(model, data.recalibration, batch_size=data.batch_size) if recalibrated else None
         try:
             for split, (inputs, labels) in data.splits.items():
-                result[split] = {**evaluate_split(model, inputs, labels, data.class_names, data.batch_size), **extra}
+                metrics = evaluate_split(model, inputs, labels, data.class_names, data.batch_size, data.amp)
+                result[split] = {**metrics, **extra}
         finally:
             if handle is not None:
                 handle.restore()
