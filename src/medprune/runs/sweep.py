@@ -109,6 +109,8 @@ class SweepConfig:
         batch_size: images per forward pass in evaluation.
         score_batch_size: samples per scorer call.
         device: ``cpu`` or ``cuda``.
+        amp: evaluate under float16 autocast on CUDA (faster; predictions may differ from float32 on a few
+            borderline images, so it is part of the rows' options). No effect on the CPU.
         method_options: ``{method: {option: value}}`` passed to scorers.
         executor: ``local`` (in this process) or ``ray`` (one Ray task per curve). ray_address: the cluster
             (:class:`~medprune.executors.RayExecutor`). task_cpus, task_gpus: what one task holds. task_retries:
@@ -139,6 +141,7 @@ class SweepConfig:
     batch_size: int = 256
     score_batch_size: int = 16
     device: str = "cpu"
+    amp: bool = False
     method_options: dict[str, Any] = field(default_factory=dict)
     executor: ExecutorName = "local"
     ray_address: str | None = None
@@ -313,7 +316,7 @@ def _sweep_checkpoint(
     }
     # The baselines, in this process: every curve's rate-0 rows copy them.
     base = dataclasses.replace(params[config.seeds[0]][0], recalibrate="none")
-    data = SweepInputs(evaluation, splits.class_names, None, CostCounter(model), config.batch_size)
+    data = SweepInputs(evaluation, splits.class_names, None, CostCounter(model), config.batch_size, config.amp)
     with torch.no_grad():
         sweep_model(model, base, [], rates, lambda *_: {}, data, log)  # no curve: no scores
 
@@ -323,7 +326,7 @@ def _sweep_checkpoint(
         )
 
     jobs, order = plan_jobs(
-        params, curves, rates, config.splits, store_for, log.finished(), couplings, config.batch_size
+        params, curves, rates, config.splits, store_for, log.finished(), couplings, config.batch_size, config.amp
     )
     recalibrate = any(s.recalibrate == "bn" for s in settings)
     images = {

@@ -91,7 +91,7 @@ class CurveJob:
         params: the identifying fields of each setting's rows. method, sampling: the curve. rates: the rates.
         splits: the evaluated splits. done: the baselines and the job's rows already in the log.
         store: how to get the scores. couplings: groups pruned together. batch_size: images per forward pass.
-        seed: the selection seed the scores are requested with.
+        seed: the selection seed the scores are requested with. amp: float16 autocast in evaluation on CUDA.
     """
 
     key: str
@@ -105,6 +105,7 @@ class CurveJob:
     couplings: Sequence[Sequence[str]] | None = None
     batch_size: int = 256
     done: Mapping[tuple[str, ...], Row] = field(default_factory=dict)
+    amp: bool = False
 
 
 @dataclass
@@ -137,6 +138,7 @@ def plan_jobs(
     done: Mapping[tuple[str, ...], Row],
     couplings: Sequence[Sequence[str]] | None = None,
     batch_size: int = 256,
+    amp: bool = False,
 ) -> tuple[list[CurveJob], list[tuple[str, ...]]]:
     """The unfinished curves of one model as jobs, and every row key of its sweep in the order of a sequential sweep.
 
@@ -144,7 +146,7 @@ def plan_jobs(
         params: per selection seed, the rows' identifying fields under each setting (in the settings' order).
         curves, rates, splits: the (method, sampling) pairs, rates and evaluated splits.
         store_for: the score store of a sign. done: the rows already in the log, the baselines among them.
-        couplings, batch_size: passed to every job.
+        couplings, batch_size, amp: passed to every job.
 
     Returns:
         ``(jobs, order)``: one job per (seed, sign, curve) with a row still missing, each carrying the baselines and
@@ -177,6 +179,7 @@ def plan_jobs(
                         couplings,
                         batch_size,
                         {key: done[key] for key in [*baselines, *keys] if key in done},
+                        amp=amp,
                     )
                 )
     return jobs, order
@@ -245,7 +248,7 @@ def run_curve(
         return scored[(method, sampling)]
 
     evaluated = {split: evaluation[split] for split in job.splits}
-    data = SweepInputs(evaluated, class_names, recalibration, CostCounter(model), job.batch_size)
+    data = SweepInputs(evaluated, class_names, recalibration, CostCounter(model), job.batch_size, job.amp)
     log = _Collect(job.done, sink)
     for params in job.params:
         with torch.no_grad():
