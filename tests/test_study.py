@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import random
@@ -18,6 +19,7 @@ import yaml
 from medprune.cli.main import main
 from medprune.config import ConfigError, build_config
 from medprune.runs.study import StudyConfig, plan, run_study, shrink
+from medprune.study.claims_report import claims_html
 from medprune.sweep.table import read_csv
 
 #: 2 architectures x PneumoniaMNIST x 2 training seeds, 1 epoch on 128 images, LRP + random control at rate 0.3.
@@ -192,3 +194,17 @@ def test_shipped_configs_resolve_and_quick_shrinks_every_step():
     paper = plan(build_config(StudyConfig, repo / "configs" / "study-paper.yaml", {"device": "cpu"}))
     assert {p.train.image_size for p in paper.points} == {224}
     assert {p.architecture for p in paper.points} == {"vgg19", "resnet50", "vit_b_16"}
+
+
+def test_report_page_holds_the_claims_section_with_scale(tiny_study):
+    config, result = tiny_study
+    page = result.report.read_text(encoding="utf-8")
+    claims = read_csv(result.claims_csv)
+    assert claims_html(result.claims, result.scale, plan(config).claims) in page  # statistics, CIs, verdicts, notes
+    assert page.index("Claims of the paper, tested") < page.index("What was swept")  # the study's answer comes first
+    assert html.escape(result.scale.describe()) in page and "28 px" in page and "NOT the paper" in page
+    for row in claims:  # every claim with its statistic and verdict, as in claims.csv
+        statement = row["statement"] if row["claim"] in ("b", "c") else f"({row['claim']}) {row['statement']}"
+        assert f"<tr><td>{html.escape(statement)}</td><td>{html.escape(str(row['setting']))}</td>" in page
+        assert f"<td>{html.escape(str(row['verdict']))}</td></tr>" in page
+    assert page.count("<tr><td>(a) ") == sum(r["claim"] == "a" for r in claims) >= 2  # one per family

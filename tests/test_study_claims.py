@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from medprune.study.claims import ClaimSettings, compute_claims
-from medprune.study.claims_report import Scale, claims_markdown
+from medprune.study.claims_report import Scale, claims_html, claims_markdown
 
 RATES = [round(0.05 * i, 2) for i in range(20)]
 FAMILIES = {"vit_small": "vit", "vgg_small": "vgg", "resnet_small": "resnet"}
@@ -134,3 +134,14 @@ def test_markdown_states_scale_and_every_verdict():
     assert text.count("**reproduced**") == sum(r["verdict"] == "reproduced" for r in claims)
     paper = Scale([224], {"vgg19": 1, "resnet50": 1, "vit_b_16": 1}, ["a"], 12, [0, 1], [0, 1, 2])
     assert "NOT the paper's scale" not in paper.describe()
+
+
+def test_html_section_has_the_markdown_rows_and_escapes_the_scale():
+    claims = compute_claims(synthetic_rows(reverse=True), FAMILIES, SETTINGS)
+    scale = Scale([28], {"vgg_small": 316098}, ["pneumoniamnist"], 6, [0, 1], [0, 1, 2])
+    page = claims_html(claims, scale, SETTINGS)
+    markdown = claims_markdown(claims, scale, SETTINGS)
+    assert page.count("<tr><td>") == len(claims) == markdown.count("\n| ") - 1  # header row in Markdown only
+    for verdict in {r["verdict"] for r in claims}:
+        assert page.count(f"<td>{verdict}</td></tr>") == markdown.count(f"| **{verdict}** |")
+    assert "NOT the paper&#x27;s scale" in page and "28 px" in page and "<li>d (paper):" in page

@@ -170,12 +170,15 @@ def render(
     curve_paths: Sequence[Path],
     heat_paths: Sequence[Path],
     notes: Sequence[str],
+    extra: Sequence[tuple[str, str]] = (),
 ) -> str:
-    """The full HTML document (PNG files are embedded)."""
+    """The full HTML document (PNG files are embedded); ``extra`` ``(heading, html)`` sections come first (a study puts
+    its claims there)."""
     rates = list(config.table1_rates)
     contiguous = ", with every smaller swept rate within it too" if config.contiguous else ""
     metric = tables.metric.replace("_", " ")
     sections = [
+        *extra,
         ("What was swept", _sweep_summary(tables.rows)),
         (
             "Table 1 (test split): accuracy drop at fixed pruning rates, as the paper (ours beside the paper)",

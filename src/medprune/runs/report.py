@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -153,20 +154,23 @@ def _swept_models(config: ReportConfig) -> tuple[dict[str, SweepModel], list[str
     return swept, notes
 
 
-def run_report(config: ReportConfig, *, overwrite: bool = False) -> ReportResult:
+def run_report(
+    config: ReportConfig, *, overwrite: bool = False, sections: Sequence[tuple[str, str]] = ()
+) -> ReportResult:
     """Write the report (HTML, PNG and CSV files) and return its paths and tables.
 
     ``config.out`` is taken with :class:`~medprune.rundir.RunDir` (one writer; another config's folder is refused
     unless ``overwrite``, which moves its content aside); the same config rewrites the report from the results.
+    ``sections``: extra ``(heading, html)`` sections placed first on the page (``medprune study``: the claims).
     """
     if not config.results:
         raise ValueError("no results given; pass sweep folders or results CSV files")
     rows = read_results(config.results)  # missing or empty tables are refused before the folder is touched
     with RunDir(config.out, "report", config, cosmetic=COSMETIC, overwrite=overwrite):
-        return _report(config, rows)
+        return _report(config, rows, sections)
 
 
-def _report(config: ReportConfig, rows: list[Row]) -> ReportResult:
+def _report(config: ReportConfig, rows: list[Row], sections: Sequence[tuple[str, str]] = ()) -> ReportResult:
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     save_config(config, out)
@@ -199,7 +203,7 @@ def _report(config: ReportConfig, rows: list[Row]) -> ReportResult:
 
     tables = dataclasses.replace(tables, efficiency=efficiency, similarity=similarity)
     page_path = out / "report.html"
-    page_path.write_text(render(config, tables, curve_paths, heat_paths, notes))
+    page_path.write_text(render(config, tables, curve_paths, heat_paths, notes, sections))
     markdown = out / "results.md"
     title = "Results: " + ", ".join(sorted({str(r["dataset"]) for r in rows}))
     markdown.write_text(results_markdown(tables, config.table1_rates, config.tolerances, title))

@@ -8,7 +8,8 @@ one table, one report and the claims section. Layout of ``config.out``::
     checkpoints/<arch>-<dataset>-s<seed>-<key>/   model.safetensors, metrics.json, study_train.json (done marker)
     sweeps/<variant>-<key>/<checkpoint>/          rows.jsonl, results.csv, scores/ (run_sweep's folder)
     rows/<variant>-<key>/<checkpoint>.jsonl       the rows this study asked that sweep for (written when done)
-    rows.jsonl, results.csv                       all of them; report/ (run_report); claims.csv, claims.md
+    rows.jsonl, results.csv                       all of them; claims.csv, claims.md
+    report/                                       run_report's folder; report.html opens with the claims section
     study.json                                    finished tasks with their keys and durations (atomic)
 
 With ``executor: ray`` every checkpoint's training is one Ray task (all submitted at once; a checkpoint's sweeps start
@@ -54,7 +55,7 @@ from medprune.runs.report import ReportConfig, run_report
 from medprune.runs.sweep import run_sweep
 from medprune.runs.train import run_train
 from medprune.study.claims import ClaimSettings, compute_claims
-from medprune.study.claims_report import Scale, claims_markdown
+from medprune.study.claims_report import CLAIMS_HEADING, Scale, claims_html, claims_markdown
 from medprune.study.grid import SweepPoint, TrainPoint, sweep_points, sweep_variants, training_points
 from medprune.study.manifest import StudyManifest
 from medprune.study.progress import GridProgress
@@ -68,6 +69,8 @@ __all__ = ["StudyConfig", "StudyResult", "run_study", "shrink", "plan"]
 #: ReportConfig fields the study sets.
 _REPORT_OWNED = frozenset({"results", "out"})
 _TRAIN_MARKER = "study_train.json"
+#: Bumped when report.html's layout changes, so a finished study rebuilds its report (2: claims inside the page).
+_REPORT_LAYOUT = 2
 #: Training fields ``quick`` sets on top of every recipe.
 QUICK_TRAIN: dict[str, Any] = {
     "epochs": 1,
@@ -260,18 +263,21 @@ def _scale(points: list[TrainPoint], sweeps: list[SweepPoint], manifest: StudyMa
 
 
 def _conclude(out: Path, todo: _Plan, rows: list[Row], manifest: StudyManifest, scale: Scale) -> tuple[Path, list[Row]]:
-    """Report and claims (``claims.csv``, ``claims.md``), rebuilt only when the rows or their options changed."""
-    key = row_digest(rows, [todo.report, config_to_dict(todo.claims), config_to_dict(scale)])
+    """Claims (``claims.csv``, ``claims.md``) and the report, whose page opens with the claims section; rebuilt only
+    when the rows or their options changed."""
+    key = row_digest(rows, [todo.report, config_to_dict(todo.claims), config_to_dict(scale), _REPORT_LAYOUT])
     report_html = out / "report" / "report.html"
     claims_csv, claims_md = out / "claims.csv", out / "claims.md"
     if manifest.is_done("report", key) and report_html.is_file() and claims_csv.is_file() and claims_md.is_file():
         logger.info("study: report and claims up to date")
         return report_html, read_csv(claims_csv)
     started = time.perf_counter()
-    report_config = ReportConfig(results=[str(out / "rows.jsonl")], out=str(out / "report"), **todo.report)
-    report = run_report(report_config, overwrite=True)  # the study owns its report folder: changed options rebuild it
     families = {p.architecture: p.family for p in todo.points}
     claims = compute_claims(rows, families, todo.claims)
+    section = (CLAIMS_HEADING, claims_html(claims, scale, todo.claims))
+    report_config = ReportConfig(results=[str(out / "rows.jsonl")], out=str(out / "report"), **todo.report)
+    # the study owns its report folder: changed options rebuild it
+    report = run_report(report_config, overwrite=True, sections=[section])
     write_csv(claims, claims_csv)
     text = claims_markdown(claims, scale, todo.claims) + "\nFull report: [report/report.html](report/report.html)\n"
     tmp = claims_md.with_name(f".{claims_md.name}.tmp")

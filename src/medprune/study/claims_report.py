@@ -1,5 +1,7 @@
 """The claims section of a study: the scale it was run at, then one line per claim with its statistic and verdict.
 
+The same section in two forms: Markdown (``claims.md``) and HTML (the first section of the study's ``report.html``).
+
 >>> scale = Scale(image_sizes=[28], models={"resnet_small": 307794}, datasets=["pneumoniamnist"], checkpoints=2,
 ...               training_seeds=[0, 1], selection_seeds=[0, 1, 2])
 >>> "28 px" in scale.describe()
@@ -8,15 +10,22 @@ True
 
 from __future__ import annotations
 
+import html
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from medprune.report.html import table_html
 from medprune.study.claims import ClaimSettings
 from medprune.sweep.table import Row
 
-__all__ = ["Scale", "claims_markdown"]
+__all__ = ["Scale", "claims_markdown", "claims_html", "CLAIMS_HEADING"]
+
+#: The heading of the claims section (Markdown and HTML).
+CLAIMS_HEADING = "Claims of the paper, tested"
+#: The columns of the claims table, in order.
+_COLUMNS = ("claim", "setting", "statistic", "estimate", "95% CI", "n", "paper", "test check", "verdict")
 
 #: Paper scale, for the warning beside a smaller study.
 PAPER_SCALE = "VGG19 (140 M parameters), ResNet50 (24 M), ViT-B/16 (86 M) at 224 px on four datasets"
@@ -83,40 +92,67 @@ def _interval(row: Row) -> str:
     return f"[{_num(row['low'])}, {_num(row['high'])}]"
 
 
+def _method(settings: ClaimSettings, em: Callable[[str], str]) -> str:
+    return (
+        f"Method: drops are absolute (0.05 = 5 accuracy points) against the unpruned model on the same split. "
+        f"Every choice (lossless rate at tolerance {settings.tolerance:g}, best curve, small rate) is made on "
+        "validation rows; the numbers reported for a choice come from test rows. Intervals are 95% bootstrap "
+        f"intervals (percentile, {settings.n_resamples} resamples, seed {settings.seed}) over runs "
+        "(checkpoint x selection seed) or matched pairs; with few checkpoints they understate the uncertainty. "
+        f"Verdicts: {em('reproduced')} (the interval supports the claim), {em('refuted')} (it contradicts it), "
+        f"{em('not distinguishable at this scale')}."
+    )
+
+
+def _cells(row: Row) -> dict[str, str]:
+    """One claim row as the table's text cells (the verdict without emphasis)."""
+    check = ""
+    if row["claim"] == "a":
+        check = f"test drop {_num(row.get('test_drop'))}, {row.get('test_within_tolerance', 0):.0%} within"
+    elif row["claim"] == "d":
+        check = f"{row.get('curves_with_val_gain', 0)}/{row.get('curves', 0)} curves rose on val"
+    label = row["statement"] if row["claim"] in ("b", "c") else f"({row['claim']}) {row['statement']}"
+    values = (str(label), str(row["setting"]), str(row["statistic"]) if row["claim"] not in ("b", "c") else "—")
+    values += (_num(row.get("estimate")), _interval(row), f"{row.get('n', '')}", f"{row.get('paper', '')}", check)
+    return dict(zip(_COLUMNS, (*values, f"{row.get('verdict', '')}"), strict=True))
+
+
+def _notes(claims: Sequence[Row]) -> list[str]:
+    return [f"{r['claim']} ({r['setting']}): {r['note']}" for r in claims if r.get("note")]
+
+
 def claims_markdown(claims: Sequence[Row], scale: Scale, settings: ClaimSettings) -> str:
     """The claims section (markdown): scale, method, one table per claim family."""
     lines = [
-        "## Claims of the paper, tested",
+        f"## {CLAIMS_HEADING}",
         "",
         scale.describe(),
         "",
-        (
-            f"Method: drops are absolute (0.05 = 5 accuracy points) against the unpruned model on the same split. "
-            f"Every choice (lossless rate at tolerance {settings.tolerance:g}, best curve, small rate) is made on "
-            "validation rows; the numbers reported for a choice come from test rows. Intervals are 95% bootstrap "
-            f"intervals (percentile, {settings.n_resamples} resamples, seed {settings.seed}) over runs "
-            "(checkpoint x selection seed) or matched pairs; with few checkpoints they understate the uncertainty. "
-            "Verdicts: *reproduced* (the interval supports the claim), *refuted* (it contradicts it), "
-            "*not distinguishable at this scale*."
-        ),
+        _method(settings, lambda text: f"*{text}*"),
         "",
-        "| claim | setting | statistic | estimate | 95% CI | n | paper | test check | verdict |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| " + " | ".join(_COLUMNS) + " |",
+        "|" + "---|" * len(_COLUMNS),
     ]
     for row in claims:
-        check = ""
-        if row["claim"] == "a":
-            check = f"test drop {_num(row.get('test_drop'))}, {row.get('test_within_tolerance', 0):.0%} within"
-        elif row["claim"] == "d":
-            check = f"{row.get('curves_with_val_gain', 0)}/{row.get('curves', 0)} curves rose on val"
-        label = row["statement"] if row["claim"] in ("b", "c") else f"({row['claim']}) {row['statement']}"
-        statistic = row["statistic"] if row["claim"] not in ("b", "c") else "—"
-        verdict = row.get("verdict", "")
-        lines.append(
-            f"| {label} | {row['setting']} | {statistic} | {_num(row.get('estimate'))} | {_interval(row)} | "
-            f"{row.get('n', '')} | {row.get('paper', '')} | {check} | **{verdict}** |"
-        )
-    notes = [f"- {r['claim']} ({r['setting']}): {r['note']}" for r in claims if r.get("note")]
+        cells = _cells(row)
+        cells["verdict"] = f"**{cells['verdict']}**"
+        lines.append("| " + " | ".join(cells.values()) + " |")
+    notes = _notes(claims)
     if notes:
-        lines += ["", "Notes:", *notes]
+        lines += ["", "Notes:", *[f"- {note}" for note in notes]]
     return "\n".join(lines) + "\n"
+
+
+def claims_html(claims: Sequence[Row], scale: Scale, settings: ClaimSettings) -> str:
+    """The claims section as HTML for the report page (its heading is :data:`CLAIMS_HEADING`): the scale, the
+    method, the table (each claim, its statistic with CI and verdict) and the notes."""
+    rows = [_cells(row) for row in claims]
+    parts = [
+        f"<p><b>{html.escape(scale.describe())}</b></p>",
+        f"<p class='note'>{_method(settings, lambda text: f'<i>{html.escape(text)}</i>')}</p>",
+        table_html(rows, list(_COLUMNS)),
+    ]
+    notes = _notes(claims)
+    if notes:
+        parts.append("<p>Notes:</p><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
+    return "\n".join(parts)
