@@ -35,23 +35,9 @@ from pruning import paired_latency  # noqa: E402 - bench/pruning.py, a sibling s
 
 logger = logging.getLogger("bench.compress")
 
-#: The settings recorded in bench/compress_results.md (how they were found, on the seed-0 test splits, is written
-#: there): distillation from the unpruned model without augmentation (pure on PneumoniaMNIST, half cross-entropy on
-#: BreastMNIST, where pure distillation kept no rate >= 0.5 within 1 point on its 78 validation images).
-_COMMON = dict(
-    method="lrp",
-    sampling="clustering",
-    normalize="mean",
-    rates=[0.5, 0.6, 0.7],
-    search_recovery="finetune",
-    augment=False,
-    distill=True,
-    distill_weight=1.0,
-)
-SETTINGS: dict[str, dict] = {
-    "pneumoniamnist": {**_COMMON, "finetune_epochs": 2},
-    "breastmnist": {**_COMMON, "finetune_epochs": 10, "distill_weight": 0.5},
-}
+#: Settings per dataset on top of compress's defaults (the product recipe: docs/method.md, "Compress"). Empty: the
+#: benchmark measures what a user gets from ``medprune compress CHECKPOINT``.
+SETTINGS: dict[str, dict] = {"pneumoniamnist": {}, "breastmnist": {}}
 
 
 def accuracy(checkpoint: str, out: str, settings: str, data_root: str | None, overrides: dict) -> dict:

@@ -143,7 +143,8 @@ def test_resume_after_sigkill_gives_the_same_model(tmp_path: Path, checkpoint: s
     [
         (["--metric", "f1"], "metric='f1' is not allowed; valid values: balanced_accuracy"),
         (["--tolerance", "2"], "tolerance must be in [0, 1)"),
-        (["--set", "search_recovery=finetune"], "search_recovery=finetune needs finetune_epochs >= 1"),
+        (["--set", "finetune_epochs=0"], "search_recovery=finetune needs finetune_epochs >= 1"),
+        (["--set", "finetune_steps=0"], "finetune_steps must be >= 1"),
     ],
 )
 def test_bad_options_exit_2_before_work(tmp_path: Path, checkpoint: str, argv: list[str], message: str, capsys) -> None:  # noqa: ANN001
@@ -158,9 +159,25 @@ def test_cli_writes_the_deliverable(tmp_path: Path, checkpoint: str, data_root: 
     out = tmp_path / "cli"
     argv = ["compress", checkpoint, "--out", str(out), "--data-root", str(data_root), "--rate", "0.4"]
     argv += ["--metric", "accuracy", "--tolerance", "0.9", "--set", "latency_repeats=1", "--set", "method=magnitude"]
+    argv += ["--set", "max_train_samples=32", "--set", "finetune_steps=2", "--set", "recalibration_samples=16"]
     assert main(argv) == 0
     assert "rate 0.40" in capsys.readouterr().out
     for name in ("model.safetensors", "model.json", "model.onnx", "card.json", "card.md", "search.jsonl"):
         assert (out / name).is_file(), name
     assert CompressConfig(checkpoint=checkpoint).metric == "balanced_accuracy"
+    card = json.loads((out / "card.json").read_text())
+    assert card["choice"]["fine-tune epochs"] == 2  # 2 steps, one step of batch 32 per epoch of 32 images
     assert np.isfinite(json.loads((out / "card.json").read_text())["latency"][1]["speedup"])
+
+
+def test_default_recipe_is_label_free_distillation_with_a_step_budget() -> None:
+    config = CompressConfig(checkpoint="x")
+    assert (config.distill, config.distill_weight, config.search_recovery, config.augment) == (
+        True,
+        1.0,
+        "finetune",
+        False,
+    )
+    assert config.epochs_for(4708) == 3 and config.epochs_for(546) == 17  # ceil(300 / ceil(n / 32))
+    assert CompressConfig(checkpoint="x", finetune_steps=32).epochs_for(1024) == 1
+    assert CompressConfig(checkpoint="x", finetune_epochs=5).epochs_for(10) == 5  # explicit epochs win

@@ -8,8 +8,9 @@ Stages (one log line each), reading top to bottom:
    recovered as ``search_recovery`` says (BatchNorm recalibration on clean training images, or that plus
    fine-tuning) and kept when ``baseline - value <= tolerance`` on ``metric``; the search stops after ``patience``
    consecutive failures and chooses the largest rate kept. Rows go to ``search.jsonl`` as they finish;
-3. **recover** at the chosen rate: recalibration, then ``finetune_epochs`` of fine-tuning with the pruned units held
-   at exactly zero (optionally distilled from the unpruned model), or ``rounds`` > 1 rounds of iterative pruning;
+3. **recover** at the chosen rate: recalibration, then fine-tuning with the pruned units held at exactly zero, by
+   default distilled from the unpruned model without labels (the same recovery each search candidate got, so the
+   search already judged this model), or ``rounds`` > 1 rounds of iterative pruning;
 4. **remove** the units physically and check the smaller model's outputs against the masked model's;
 5. **export** ``model.onnx`` and check it against onnxruntime;
 6. **test**: the test split is read here for the first time, for the original and the compressed model;
@@ -23,10 +24,9 @@ folder's ``run.json`` guarantees they were made by the same config).
 
 from __future__ import annotations
 
-import json
 import logging
-import shlex
-from dataclasses import dataclass, field, fields
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -52,12 +52,14 @@ from medprune.runs.compress_evidence import (
     layer_changes,
     max_output_difference,
     metric_value,
+    reproduce_command,
     size_totals,
     split_metrics,
 )
 from medprune.runs.compress_steps import Workbench, choose, evaluate_split, final_model, save_compressed, search
 from medprune.scoring import scorer_entry
 from medprune.scoring.store import ScoreStore
+from medprune.sweep.protocols import PROTOCOLS
 from medprune.train import limit_dataset
 
 logger = logging.getLogger(__name__)
@@ -74,20 +76,25 @@ class CompressConfig:
 
     Attributes:
         checkpoint: the trained model (``model.safetensors`` or its stem). out: output folder.
-        method, sampling, n_per_class, seed, sign, target: the score request (as for ``medprune score``).
-        scope, normalize, min_keep: the ranking (couplings are always used: the model is removed physically).
+        method, sampling, n_per_class, seed, target: the score request (as for ``medprune score``).
+        scope, normalize, sign, min_keep: the ranking; the first three default to the product default protocol's
+            (``PROTOCOLS["default"]``); couplings are always used (the model is removed physically).
         metric: what the tolerance is read on: ``balanced_accuracy``, ``accuracy``, ``auroc`` or
             ``worst_class_recall`` (the lowest per-class sensitivity: "clinically lossless").
         tolerance: largest allowed drop of ``metric`` on validation (0.01 = 1 point).
         rates: candidate rates, tried in increasing order. rate: a fixed rate (no search; still checked on
             validation). patience: consecutive failing candidates that end the search.
         recalibration_samples: clean training images for BatchNorm recalibration (0: no recalibration).
-        search_recovery: what each search candidate gets: ``recalibrate`` or ``finetune`` (recalibration plus
-            ``finetune_epochs`` of fine-tuning; slower, finds larger rates).
-        finetune_epochs: fine-tuning epochs at the chosen rate (0: recalibration only).
-        distill, distill_temperature, distill_weight: knowledge distillation from the unpruned model.
+        search_recovery: what each search candidate gets: ``finetune`` (default: recalibration plus the same
+            fine-tuning as the chosen rate gets, so validation judges the model that ships) or ``recalibrate``
+            (recalibration only; faster, finds much smaller rates).
+        finetune_epochs: fine-tuning epochs (0: recalibration only; ``None``: enough epochs for ``finetune_steps``
+            optimiser steps over the training images, so small and large datasets get the same budget).
+        finetune_steps: the step budget ``finetune_epochs=None`` stands for.
+        distill, distill_temperature, distill_weight: distillation from the unpruned model; default pure (weight 1,
+            no labels): the student learns to reproduce the approved model (why: docs/method.md, "Compress").
         lr, batch_size: fine-tuning optimiser (the training recipe's Adam). augment: fine-tune with the training
-            augmentation (``None``: as the checkpoint was trained, ``train_config.augment``).
+            augmentation (default off; ``None``: as the checkpoint was trained, ``train_config.augment``).
         max_train_samples: fine-tune on a stratified random subset of this many training images (``None``: all).
         rounds: iterative pruning rounds (1: one-shot).
         latency_threads, latency_repeats: CPU latency measurement. data_root, dataset: where the data is
@@ -100,25 +107,26 @@ class CompressConfig:
     sampling: str = "clustering"
     n_per_class: int = 10
     seed: int = 0
-    sign: Sign = "signed"
+    sign: Sign = PROTOCOLS["default"].sign
     target: TargetMode = "true"
-    scope: Scope = "global"
-    normalize: Normalize = "none"
+    scope: Scope = PROTOCOLS["default"].scope
+    normalize: Normalize = PROTOCOLS["default"].normalize
     min_keep: int = 1
     metric: Metric = "balanced_accuracy"
     tolerance: float = 0.01
-    rates: list[float] = field(default_factory=lambda: [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
+    rates: list[float] = field(default_factory=lambda: [0.3, 0.5, 0.6, 0.7, 0.8, 0.9])
     rate: float | None = None
     patience: int = 2
     recalibration_samples: int = 512
-    search_recovery: SearchRecovery = "recalibrate"
-    finetune_epochs: int = 0
-    distill: bool = False
+    search_recovery: SearchRecovery = "finetune"
+    finetune_epochs: int | None = None
+    finetune_steps: int = 300
+    distill: bool = True
     distill_temperature: float = 4.0
-    distill_weight: float = 0.5
+    distill_weight: float = 1.0
     lr: float = 1e-3
     batch_size: int = 32
-    augment: bool | None = None
+    augment: bool | None = False
     max_train_samples: int | None = None
     rounds: int = 1
     latency_threads: int = 2
@@ -141,22 +149,33 @@ class CompressConfig:
             check_rate(rate)
         if self.rate is None and not self.rates:
             raise ValueError("rates is empty and no fixed rate is given; give rates=[...] or rate=R")
-        for name in ("patience", "rounds", "batch_size", "latency_threads", "latency_repeats"):
+        for name in ("patience", "rounds", "batch_size", "latency_threads", "latency_repeats", "finetune_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
         if self.max_train_samples is not None and self.max_train_samples < 2:
             raise ValueError(f"max_train_samples must be >= 2 or None, got {self.max_train_samples!r}")
         for name in ("finetune_epochs", "recalibration_samples"):
-            if getattr(self, name) < 0:
+            if (getattr(self, name) or 0) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if self.search_recovery == "finetune" and self.finetune_epochs == 0:
             raise ValueError("search_recovery=finetune needs finetune_epochs >= 1")
         self.settings()  # lr, distillation values
 
-    def settings(self) -> FinetuneSettings:
-        """The fine-tuning settings these options describe."""
+    def epochs_for(self, train_images: int) -> int:
+        """Fine-tuning epochs: ``finetune_epochs``, or (``None``) the fewest that give ``finetune_steps`` steps.
+
+        >>> CompressConfig(batch_size=32, finetune_steps=300).epochs_for(4708), CompressConfig().epochs_for(546)
+        (3, 17)
+        """
+        if self.finetune_epochs is not None:
+            return self.finetune_epochs
+        steps_per_epoch = max(1, math.ceil(train_images / self.batch_size))
+        return max(1, math.ceil(self.finetune_steps / steps_per_epoch))
+
+    def settings(self, epochs: int = 0) -> FinetuneSettings:
+        """The fine-tuning settings these options describe (``epochs`` from :meth:`epochs_for`)."""
         return FinetuneSettings(
-            epochs=self.finetune_epochs,
+            epochs=epochs,
             lr=self.lr,
             batch_size=self.batch_size,
             distill_temperature=self.distill_temperature,
@@ -175,16 +194,6 @@ class CompressResult:
     record: CompressionRecord
     model: nn.Module
     files: dict[str, str] = field(default_factory=dict)
-
-
-def _command(config: CompressConfig) -> str:
-    defaults = CompressConfig(checkpoint=config.checkpoint)
-    parts = ["medprune", "compress", config.checkpoint, "--out", config.out]
-    for f in fields(config):
-        value = getattr(config, f.name)
-        if f.name not in ("checkpoint", "out") and value != getattr(defaults, f.name):
-            parts += ["--set", f"{f.name}={json.dumps(value) if isinstance(value, list) else value}"]
-    return shlex.join(parts)
 
 
 def _check_request(config: CompressConfig) -> str:
@@ -223,7 +232,9 @@ def run_compress(config: CompressConfig) -> CompressResult:
         timer.lap("score")
         bench = _workbench(config, model, splits, out)
         logger.info("validation baseline: %s %s", config.metric, _fmt(metric_value(bench.baseline, config.metric)))
-        search_epochs = config.finetune_epochs if config.search_recovery == "finetune" else 0
+        epochs = config.epochs_for(len(bench.train))
+        logger.info("recovery: %d fine-tuning epoch(s) on %d training images", epochs, len(bench.train))
+        search_epochs = epochs if config.search_recovery == "finetune" else 0
         rows = search(
             bench,
             scores,
@@ -245,9 +256,9 @@ def run_compress(config: CompressConfig) -> CompressResult:
             bench,
             scores,
             chosen.rate,
-            epochs=config.finetune_epochs,
+            epochs=epochs,
             rounds=config.rounds,
-            tag=f"search-{chosen.rate:.4f}" if search_epochs == config.finetune_epochs else f"final-{chosen.rate:.4f}",
+            tag=f"search-{chosen.rate:.4f}" if search_epochs == epochs else f"final-{chosen.rate:.4f}",
             rescore=rescore,
         )
         final = final.cpu().eval()
@@ -284,7 +295,7 @@ def run_compress(config: CompressConfig) -> CompressResult:
                 "validation images": len(bench.val[1]),
                 "test images": len(test[1]),
             },
-            choice=_choice(config, sampling, chosen, bench.baseline, final_val),
+            choice=_choice(config, sampling, chosen, bench.baseline, final_val, epochs),
             search=rows,
             totals=size_totals(masks, model_cost(original), model_cost(small)),
             layers=layers,
@@ -292,7 +303,7 @@ def run_compress(config: CompressConfig) -> CompressResult:
             test_compressed=test_compressed,
             latency=latency,
             checks=checks,
-            commands=[_command(config)],
+            commands=[reproduce_command(config, CompressConfig(checkpoint=config.checkpoint))],
             config=config_to_dict(config),
             hashes={
                 "data fingerprint": getattr(splits, "fingerprint", None),
@@ -345,7 +356,7 @@ def _workbench(config: CompressConfig, model: nn.Module, splits: Any, out: Path)
 
 
 def _choice(
-    config: CompressConfig, sampling: str, chosen: SearchRow, baseline: dict[str, Any], final_val: dict[str, Any]
+    config: CompressConfig, sampling: str, chosen: SearchRow, baseline: dict, final_val: dict, epochs: int
 ) -> dict[str, Any]:
     base, final = metric_value(baseline, config.metric), metric_value(final_val, config.metric)
     return {
@@ -359,7 +370,7 @@ def _choice(
         "chosen rate": chosen.rate,
         "units removed (fraction)": chosen.achieved_rate,
         "search recovery": config.search_recovery,
-        "fine-tune epochs": config.finetune_epochs,
+        "fine-tune epochs": epochs,
         "distillation": config.distill,
         "rounds": config.rounds,
         "final validation value": final,

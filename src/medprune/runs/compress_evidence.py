@@ -8,9 +8,12 @@ costs, CPU latency and the metric a compression tolerance is read on. Each retur
 
 from __future__ import annotations
 
+import json
 import logging
+import shlex
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import fields
 from typing import Any, Literal
 
 import numpy as np
@@ -28,6 +31,7 @@ from medprune.units import unit_groups
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "reproduce_command",
     "METRICS",
     "Metric",
     "metric_value",
@@ -196,3 +200,13 @@ class StageTimer:
         now = time.perf_counter()
         self.laps[stage] = round(now - self._last, 2)
         self._last = now
+
+
+def reproduce_command(config: Any, defaults: Any) -> str:
+    """The ``medprune compress`` command line that reproduces ``config`` (fields equal to ``defaults`` left out)."""
+    parts = ["medprune", "compress", config.checkpoint, "--out", config.out]
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if f.name not in ("checkpoint", "out") and value != getattr(defaults, f.name):
+            parts += ["--set", f"{f.name}={json.dumps(value) if isinstance(value, list) else value}"]
+    return shlex.join(parts)
