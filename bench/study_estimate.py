@@ -38,6 +38,7 @@ from medprune.runtime import autocast, grad_scaler
 from medprune.scoring import scorer_entry
 from medprune.scoring.registry import score
 from medprune.study.progress import format_duration
+from medprune.sweep.on_device import on_device
 from medprune.units import unit_groups
 
 
@@ -94,10 +95,13 @@ def measure(point, sweep, device: torch.device, steps: int) -> dict[str, float]:
     model.to(device)
     costs = {"n_train": len(splits.train), "n_val": len(splits.val), "n_test": len(splits.test)}
     costs["train_img"] = train_step_cost(model, splits, point.train, device, steps)
-    evaluation = [stack_samples(s, range(len(s))) for s in (splits.val, splits.test)]
+    # as the sweep evaluates: the splits sent to the device once (not timed), autocast when the config asks (amp)
+    stacked = [stack_samples(s, range(len(s))) for s in (splits.val, splits.test)]
+    evaluation = [(on_device(inputs, device), labels) for inputs, labels in stacked]
     batch = sweep.batch_size
     with torch.no_grad():
-        costs["eval_val_test"] = timed(lambda: [predict(model, d, batch_size=batch) for d in evaluation], 2, device)
+        evaluate = lambda: [predict(model, d, batch_size=batch, amp=sweep.amp) for d in evaluation]  # noqa: E731
+        costs["eval_val_test"] = timed(evaluate, 2, device)
         images = evaluation[0][0][: sweep.recalibrate_samples]
         costs["recalibrate"] = timed(lambda: recalibrated_batchnorm(model, images, batch_size=batch).restore(), 2)
         groups = unit_groups(model)
