@@ -181,3 +181,9 @@ def test_default_recipe_is_label_free_distillation_with_a_step_budget() -> None:
     assert config.epochs_for(4708) == 3 and config.epochs_for(546) == 17  # ceil(300 / ceil(n / 32))
     assert CompressConfig(checkpoint="x", finetune_steps=32).epochs_for(1024) == 1
     assert CompressConfig(checkpoint="x", finetune_epochs=5).epochs_for(10) == 5  # explicit epochs win
+
+
+def test_compress_is_the_package_entry_point() -> None:
+    import medprune  # noqa: PLC0415 - the package itself is what is under test
+
+    assert medprune.compress is compress and medprune.CompressConfig is CompressConfig
