@@ -1,7 +1,7 @@
 """Compress benchmark (issue 10 acceptance): ``medprune compress`` on the trained PneumoniaMNIST and BreastMNIST
 checkpoints, and the CPU speed-up of compress's physical removal on resnet50 / vgg19 at 224 px.
 
-Accuracy runs: one ``run_compress`` per checkpoint with the settings below (the choice of rate is made on the
+Accuracy runs: one ``run_compress`` per checkpoint with compress's defaults (the choice of rate is made on the
 validation split; the test split is read once, at the end). Wall time is the whole command, with ``--threads``
 torch threads. The bar: >= 50% of the units and of the MACs removed, test balanced accuracy within 1 point of the
 unpruned model, <= 10 minutes on 2 CPU cores.
@@ -35,15 +35,12 @@ from pruning import paired_latency  # noqa: E402 - bench/pruning.py, a sibling s
 
 logger = logging.getLogger("bench.compress")
 
-#: Settings per dataset on top of compress's defaults (the product recipe: docs/method.md, "Compress"). Empty: the
-#: benchmark measures what a user gets from ``medprune compress CHECKPOINT``.
-SETTINGS: dict[str, dict] = {"pneumoniamnist": {}, "breastmnist": {}}
 
-
-def accuracy(checkpoint: str, out: str, settings: str, data_root: str | None, overrides: dict) -> dict:
-    """Run compress on one checkpoint; the headline numbers of its card and the wall time."""
+def accuracy(checkpoint: str, out: str, data_root: str | None, overrides: dict) -> dict:
+    """Run compress with its defaults (what ``medprune compress CHECKPOINT`` does) plus ``overrides``; the headline
+    numbers of its card and the wall time."""
     started = time.perf_counter()
-    options = {**SETTINGS[settings], **overrides}
+    options = dict(overrides)
     result = run_compress(CompressConfig(checkpoint=checkpoint, out=out, data_root=data_root, **options))
     record = result.record
     row = {
@@ -105,7 +102,6 @@ def main(argv: list[str] | None = None) -> int:
     acc = sub.add_parser("accuracy")
     acc.add_argument("--checkpoint", required=True)
     acc.add_argument("--out", required=True)
-    acc.add_argument("--settings", required=True, choices=sorted(SETTINGS))
     acc.add_argument("--data-root")
     acc.add_argument("--set", action="append", default=[], metavar="KEY=JSON", help="override one setting")
     fast = sub.add_parser("speed")
@@ -121,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     if args.mode == "accuracy":
         overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
-        rows = [accuracy(args.checkpoint, args.out, args.settings, args.data_root, overrides)]
+        rows = [accuracy(args.checkpoint, args.out, args.data_root, overrides)]
     else:
         rows = [speed(m, args.rate, args.normalize, args.batch, args.repeats) for m in args.models]
     for row in rows:
