@@ -32,6 +32,8 @@ def checkpoint(tmp_path):
         (["report", "--results", "/nonexistent/results.csv"], "does not exist"),
         (["demo", "--set", "deploy_criterion=speed"], "valid values: accuracy, worst_recall"),
         (["prune", "--rate", "1.5", "--checkpoint", "x.safetensors"], r"rate must be a number in \[0, 1\)"),
+        (["prune", "x.safetensors", "--rate", "1.5"], r"rate must be a number in \[0, 1\)"),
+        (["prune", "a.safetensors", "--checkpoint", "b.safetensors"], "checkpoint given twice"),
     ],
 )
 def test_bad_options_exit_2_with_valid_values(argv, message, capsys):
@@ -44,8 +46,7 @@ def test_prune_cli_writes_masked_and_physical_checkpoints(tmp_path, checkpoint, 
     out = tmp_path / "pruned"
     argv = [
         "prune",
-        "--checkpoint",
-        checkpoint,
+        checkpoint,  # positional, like evaluate / score / compress
         "--out",
         str(out),
         "--method",

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from medprune.cli.config_args import add_config_arguments, config_from_args
+from medprune.cli.config_args import add_config_arguments, config_from_args, field_help
+from medprune.config import ConfigError
 from medprune.runs.prune import PruneConfig, run_prune
 
 HELP = "prune one checkpoint at one rate (masked and/or physically smaller model) and evaluate it"
@@ -26,11 +27,17 @@ FLAGS = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    # Positional like evaluate/score/compress; ``--checkpoint`` stays for existing scripts.
+    help_text = field_help(PruneConfig, "checkpoint").replace("%", "%%")
+    parser.add_argument("checkpoint_path", nargs="?", metavar="CHECKPOINT", help=help_text)
     add_config_arguments(parser, PruneConfig, FLAGS)
 
 
 def run(args: argparse.Namespace) -> int:
-    result = run_prune(config_from_args(args, PruneConfig, FLAGS), overwrite=args.overwrite)
+    if args.checkpoint_path and args.checkpoint and args.checkpoint_path != args.checkpoint:
+        raise ConfigError(f"checkpoint given twice: {args.checkpoint_path} and --checkpoint {args.checkpoint}")
+    extra = {"checkpoint": args.checkpoint_path} if args.checkpoint_path else {}
+    result = run_prune(config_from_args(args, PruneConfig, FLAGS, **extra), overwrite=args.overwrite)
     line = f"masked accuracy {result.masked['accuracy']:.4f}"
     if result.physical is not None and result.cost_before and result.cost_after:
         before, after = result.cost_before["params"], result.cost_after["params"]
