@@ -3,7 +3,8 @@
 Data flow per model and setting: baseline rows -> for each curve: scores (given by a callback, e.g. the score store)
 -> ``masks_from_scores`` at each rate -> ``apply_masks`` (undone after each rate) -> optional BatchNorm recalibration
 (undone too) -> ``predict`` on every split (``val`` and ``test``) -> metrics, achieved rate, parameters and MACs
-removed, per-image predictions -> one row per split.
+removed, per-image predictions -> one row per split. A curve that fine-tunes (``CurveParams.recovery``) evaluates a
+fine-tuned masked copy instead (:func:`medprune.sweep.recovery_step.recovered_model`).
 Rows already in the log (same parameters) are neither recomputed nor rewritten, and a curve whose rows are all done is
 not even scored, so restarting a killed sweep resumes where it stopped.
 """
@@ -30,6 +31,7 @@ from medprune.pruning import achieved_rate, apply_masks, masks_from_scores, vali
 from medprune.recalibration import recalibrated_batchnorm
 from medprune.sweep.cost import COST_COLUMNS, CostCounter
 from medprune.sweep.on_device import on_device
+from medprune.sweep.recovery_step import Recovery, recovered_model
 from medprune.sweep.table import BASELINE, Row, RowLog, encode_classes, format_rate, row_id, row_key
 from medprune.units import unit_groups
 
@@ -45,8 +47,9 @@ class CurveParams:
     """Everything but (method, sampling, rate, split) that identifies a row of one model's sweep.
 
     ``recalibrate="bn"`` re-estimates the BatchNorm statistics on the sweep's recalibration images after masking
-    (``recalibrate_samples`` of them, recorded in the key). ``seed`` is the selection seed (sample selection and
-    random scores).
+    (``recalibrate_samples`` of them, recorded in the key). ``recovery`` fine-tunes each masked model (epochs,
+    distillation, recipe; in the key only when it fine-tunes). ``seed`` is the selection seed (sample selection,
+    random scores and fine-tuning).
     """
 
     model: str
@@ -62,16 +65,18 @@ class CurveParams:
     recalibrate: Recalibrate = "none"
     recalibrate_samples: int = 0
     couplings: bool = False
+    recovery: Recovery = Recovery()
 
     def row(self, method: str, sampling: str, rate: float, split: str = "test") -> Row:
         """The identifying fields of one row.
 
         Data-free methods record no sample count or target; the baseline (one per checkpoint and split) records no
-        setting and seed 0, so every curve of a checkpoint shares it.
+        setting, no recovery and seed 0, so every curve of a checkpoint shares it.
         """
         sampled = sampling != NO_SAMPLING
         base = method == BASELINE
         recalibrated = self.recalibrate != "none" and not base
+        recovery = Recovery() if base else self.recovery
         row: Row = {
             "model": self.model,
             "dataset": self.dataset,
@@ -87,6 +92,7 @@ class CurveParams:
             "recalibrate": self.recalibrate if recalibrated else "none",
             "recalibrate_samples": self.recalibrate_samples if recalibrated else 0,
             "couplings": bool(self.couplings) and not base,
+            **recovery.columns(),
             "rate": float(rate),
             "split": split,
         }
@@ -162,6 +168,7 @@ class SweepInputs:
         cost: counts parameters and MACs removed (``None``: the columns are left out).
         batch_size: images per forward pass.
         amp: evaluate under float16 autocast when the model is on CUDA (no effect on the CPU).
+        train: the training split (training transform) a fine-tuning curve trains on (``params.recovery``).
     """
 
     splits: Mapping[str, tuple[Tensor, Tensor | np.ndarray]]
@@ -170,6 +177,7 @@ class SweepInputs:
     cost: CostCounter | None = None
     batch_size: int = 256
     amp: bool = False
+    train: Any = None
 
     def on(self, device: torch.device) -> SweepInputs:
         """The same inputs with the images on ``device``, each sent there once and reused by every later sweep
@@ -210,6 +218,8 @@ def sweep_model(
     """
     if params.recalibrate == "bn" and data.recalibration is None:
         raise ValueError("recalibrate='bn' needs recalibration images (SweepInputs.recalibration)")
+    if params.recovery.active and data.train is None:
+        raise ValueError("finetune_epochs >= 1 needs the training split (SweepInputs.train)")
     data = data.on(_device_of(model))  # once per host tensor: every later rate, setting and curve reuses it
     done = log.finished()
     groups = unit_groups(model)
@@ -318,7 +328,8 @@ def _pruned_metrics(
     references: Mapping[str, Row],
     data: SweepInputs,
 ) -> dict[str, Row]:
-    """Per split: metric columns of the model masked at ``rate`` (then recalibrated if asked), achieved rate, cost."""
+    """Per split: metric columns of the model masked at ``rate`` (then recalibrated and fine-tuned if asked),
+    achieved rate, cost."""
     masks = masks_from_scores(
         scores,
         rate,
@@ -335,6 +346,21 @@ def _pruned_metrics(
         keep -= {"finished_at", "labels", *extra}
         return {split: {**{k: ref[k] for k in keep if k in ref}, **extra} for split, ref in references.items()}
     result: dict[str, Row] = {}
+    if params.recovery.active:
+        recalibration = data.recalibration if params.recalibrate == "bn" else None
+        tuned = recovered_model(
+            model,
+            masks,
+            params.recovery,
+            data.train,
+            seed=params.seed,
+            recalibration=recalibration,
+            batch_size=data.batch_size,
+        )
+        for split, (inputs, labels) in data.splits.items():
+            metrics = evaluate_split(tuned, inputs, labels, data.class_names, data.batch_size, data.amp)
+            result[split] = {**metrics, **extra}
+        return result
     with apply_masks(model, masks):
         recalibrated = params.recalibrate == "bn"
         handle = recalibrated_batchnorm(model, data.recalibration, batch_size=data.batch_size) if recalibrated else None

@@ -50,8 +50,19 @@ METHOD_FIELDS: tuple[str, ...] = (
     "couplings",
 )
 #: Parameters that identify a row; two rows with equal keys are the same measurement (the order fixes row ids).
-#: ``split`` (``val`` / ``test``) is the split the row was evaluated on.
+#: ``split`` (``val`` / ``test``) is the split the row was evaluated on. A fine-tuned row adds its recovery
+#: (:func:`recovery_key`) before ``rate``.
 KEY_FIELDS: tuple[str, ...] = ("checkpoint", "dataset", *METHOD_FIELDS, "rate", "split")
+#: Recovery beyond recalibration (issue 10): fine-tuning epochs after masking, and distillation from the unpruned
+#: model. They came after the first sweeps: a row without them reads as these values, and a row with these values has
+#: the key (and row id) it had before they existed.
+RECOVERY_DEFAULTS: dict[str, Any] = {"finetune_epochs": 0, "distill": False}
+RECOVERY_FIELDS: tuple[str, ...] = tuple(RECOVERY_DEFAULTS)
+#: The fine-tuning recipe a fine-tuned row records (and is keyed by); the ``distill_*`` ones only when it distils.
+FINETUNE_FIELDS: tuple[str, ...] = ("finetune_lr", "finetune_batch_size", "finetune_samples")
+DISTILL_FIELDS: tuple[str, ...] = ("distill_temperature", "distill_weight")
+#: Every column a recovery may add to a row's key.
+RECOVERY_COLUMNS: tuple[str, ...] = (*RECOVERY_FIELDS, *FINETUNE_FIELDS, *DISTILL_FIELDS)
 #: Descriptive columns first in the CSV, in this order; metrics and per-class columns follow.
 LEAD_COLUMNS: tuple[str, ...] = (
     "row_id",
@@ -59,6 +70,7 @@ LEAD_COLUMNS: tuple[str, ...] = (
     "dataset",
     "checkpoint",
     *METHOD_FIELDS,
+    *RECOVERY_FIELDS,
     "rate",
     "split",
     "achieved_rate",
@@ -79,7 +91,18 @@ TAIL_COLUMNS: tuple[str, ...] = ("seconds", "finished_at")
 BLOB_COLUMNS: tuple[str, ...] = ("predictions", "labels")
 #: Integer columns read back from CSV as ints.
 INT_COLUMNS: frozenset[str] = frozenset(
-    {"n_per_class", "seed", "n_test", "n_images", "recalibrate_samples", "params_removed", "macs_removed"}
+    {
+        "n_per_class",
+        "seed",
+        "n_test",
+        "n_images",
+        "recalibrate_samples",
+        "params_removed",
+        "macs_removed",
+        "finetune_epochs",
+        "finetune_batch_size",
+        "finetune_samples",
+    }
 )
 #: Columns read back from CSV as text; every other non-empty cell is a number.
 TEXT_COLUMNS: frozenset[str] = frozenset(
@@ -96,6 +119,7 @@ TEXT_COLUMNS: frozenset[str] = frozenset(
         "normalize",
         "recalibrate",
         "couplings",
+        "distill",
         "split",
         "finished_at",
     }
@@ -122,9 +146,70 @@ def decode_classes(text: str) -> np.ndarray:
     return np.frombuffer(base64.b64decode(text), dtype=np.uint8).astype(np.int64)
 
 
+def _flag(value: Any) -> bool:
+    return str(value).strip().lower() in ("true", "1")
+
+
+def _canonical(value: Any) -> str:
+    if value is None or value == "":
+        return "None"
+    number = float(value)
+    return str(int(number)) if number.is_integer() else repr(number)
+
+
+def finetune_epochs(row: Row) -> int:
+    """The fine-tuning epochs of a row (0 when it has none: rows from before fine-tuning existed)."""
+    value = row.get("finetune_epochs")
+    return 0 if value is None or value == "" else int(float(value))
+
+
+def recovery_key(row: Row) -> tuple[str, ...]:
+    """The key parts of a fine-tuned row's recovery (epochs, distillation and the recipe); ``()`` when not fine-tuned.
+
+    Values are canonical text, so a row read back from CSV (``"True"``, ``32.0``) has the key it was written with.
+
+    >>> recovery_key({"finetune_epochs": 0, "distill": False})
+    ()
+    >>> recovery_key({"finetune_epochs": 2, "distill": False, "finetune_lr": 0.001, "finetune_batch_size": 32})
+    ('finetune_epochs=2', 'distill=False', 'finetune_lr=0.001', 'finetune_batch_size=32', 'finetune_samples=None')
+    """
+    epochs = finetune_epochs(row)
+    if epochs == 0:
+        return ()
+    distill = _flag(row.get("distill"))
+    recipe = FINETUNE_FIELDS + (DISTILL_FIELDS if distill else ())
+    return (f"finetune_epochs={epochs}", f"distill={distill}", *(f"{f}={_canonical(row.get(f))}" for f in recipe))
+
+
+def recovery_label(row: Row) -> str:
+    """Short text of a row's recovery beyond recalibration: ``""``, ``+ft2`` (2 epochs) or ``+ft2+kd`` (distilled).
+
+    >>> recovery_label({"finetune_epochs": 2, "distill": True}), recovery_label({"method": "lrp"})
+    ('+ft2+kd', '')
+    """
+    epochs = finetune_epochs(row)
+    if epochs == 0:
+        return ""
+    return f"+ft{epochs}" + ("+kd" if _flag(row.get("distill")) else "")
+
+
+def with_recovery_defaults(row: Row) -> Row:
+    """``row`` (a sweep row: it has a ``method``) with :data:`RECOVERY_DEFAULTS` filled in where missing, in place."""
+    if "method" in row:
+        for name, value in RECOVERY_DEFAULTS.items():
+            if row.get(name) is None or row.get(name) == "":
+                row[name] = value
+    return row
+
+
 def row_key(row: Row) -> tuple[str, ...]:
-    """The identifying parameters of ``row`` as a tuple of strings (missing fields count as empty)."""
-    return tuple(format_rate(row[f]) if f == "rate" else str(row.get(f, "")) for f in KEY_FIELDS)
+    """The identifying parameters of ``row`` as a tuple of strings (missing fields count as empty).
+
+    :data:`KEY_FIELDS`, with :func:`recovery_key` before ``rate`` (nothing for a row that was not fine-tuned, so its
+    key is the one it had before fine-tuning existed).
+    """
+    values = tuple(format_rate(row[f]) if f == "rate" else str(row.get(f, "")) for f in KEY_FIELDS)
+    return values[:-2] + recovery_key(row) + values[-2:]
 
 
 def row_id(row: Row) -> str:
@@ -166,7 +251,7 @@ class RowLog:
             if not isinstance(row, dict):
                 raise ValueError(f"{self.path} line {index + 1} is not a row (a JSON object); the log is damaged")
             complete += 1
-            rows[row_key(row)] = row
+            rows[row_key(row)] = with_recovery_defaults(row)
         if complete > len(rows):
             logger.warning(
                 "%s holds %d duplicated row(s); each row id is kept once (the last one written)",
@@ -271,7 +356,7 @@ def read_results(paths: Sequence[str | Path]) -> list[Row]:
         if path.suffix == ".jsonl" and not path.is_file():
             raise FileNotFoundError(f"no results table (results.csv or rows.jsonl) in {item}")
         for row in rows:
-            merged[row_key(row)] = row
+            merged[row_key(row)] = with_recovery_defaults(row)
     if not merged:
         raise ValueError(f"the results table(s) {[str(p) for p in paths]} hold no rows")
     return list(merged.values())

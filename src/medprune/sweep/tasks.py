@@ -217,7 +217,7 @@ def run_curve(
 
     Args:
         model: the trained classifier (masks are applied and undone per rate; it is returned unchanged).
-        train: its training split (samples are selected from it).
+        train: its training split (samples are selected from it; fine-tuning curves train on it).
         evaluation: ``{split: (inputs, labels)}`` pre-stacked.
         recalibration: the seed's BatchNorm recalibration images (``None`` when no setting recalibrates).
         class_names: class names (per-class columns).
@@ -248,7 +248,7 @@ def run_curve(
         return scored[(method, sampling)]
 
     evaluated = {split: evaluation[split] for split in job.splits}
-    data = SweepInputs(evaluated, class_names, recalibration, CostCounter(model), job.batch_size, job.amp)
+    data = SweepInputs(evaluated, class_names, recalibration, CostCounter(model), job.batch_size, job.amp, train)
     log = _Collect(job.done, sink)
     for params in job.params:
         with torch.no_grad():
