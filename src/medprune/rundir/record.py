@@ -63,13 +63,22 @@ def config_digest(config: Any, cosmetic: Iterable[str] = ()) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def config_diff(old: Any, new: Any, cosmetic: Iterable[str] = ()) -> list[str]:
+def config_diff(
+    old: Any, new: Any, cosmetic: Iterable[str] = (), defaults: Mapping[str, Any] | None = None
+) -> list[str]:
     """``["key: old -> new", ...]`` over the decisive keys; nested keys dotted (``method_options.ig.steps``).
+
+    ``defaults``: top-level keys added to a config after folders were made, with the value that reproduces the older
+    results; a config without such a key reads as having that value.
 
     >>> config_diff({"rates": [0.1], "lr": 0.01}, {"rates": [0.1, 0.2], "lr": 0.01})
     ['rates: [0.1] -> [0.1, 0.2]']
+    >>> config_diff({"lr": 0.01}, {"lr": 0.01, "epochs": [0]}, defaults={"epochs": [0]})
+    []
     """
     cosmetic = tuple(cosmetic)
+    if defaults:
+        old, new = ({**defaults, **config_dict(c)} for c in (old, new))
     before, after = _decisive(old, cosmetic), _decisive(new, cosmetic)
     lines = []
     for key in sorted(set(before) | set(after)):
@@ -92,6 +101,8 @@ class RunDir:
         overwrite: start afresh: the folder's current content is moved into ``path/.old-<UTC time>/``.
         legacy_config: the YAML config file runs wrote before ``run.json`` existed; a folder holding only that
             record is compared with it (same config resumes) instead of being refused.
+        defaults: keys added to the config after folders were made, with the value that reproduces the older results
+            (a record without such a key reads as having it; :func:`config_diff`).
 
     Attributes:
         resumed: the folder held a run of the same config (its files are reused).
@@ -114,6 +125,7 @@ class RunDir:
         cosmetic: Iterable[str] = (),
         overwrite: bool = False,
         legacy_config: str | None = "config.yaml",
+        defaults: Mapping[str, Any] | None = None,
     ) -> None:
         self.path = Path(path).expanduser()
         self.command = command
@@ -121,6 +133,7 @@ class RunDir:
         self.cosmetic = tuple(cosmetic)
         self.overwrite = bool(overwrite)
         self.legacy = legacy_config
+        self.defaults = dict(defaults or {})
         self.resumed = False
         self.moved_to: Path | None = None
         self._lock = FolderLock(self.path, command)
@@ -231,7 +244,7 @@ class RunDir:
             )
         recorded = record.get("cosmetic", [])
         cosmetic = set(self.cosmetic) | {str(c) for c in recorded if isinstance(c, str)}
-        diff = config_diff(record["config"], self.config, cosmetic)
+        diff = config_diff(record["config"], self.config, cosmetic, self.defaults)
         if diff:
             raise ConfigMismatchError(
                 f"output folder {self.path} was made by another config ({'; '.join(diff)}); use the same settings to "
