@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 
 from medprune.options import NO_SAMPLING
 from medprune.report.tables import achieved, baselines, curves, on_split  # noqa: E402
-from medprune.sweep.table import Row  # noqa: E402
+from medprune.sweep.table import Row, recovery_label  # noqa: E402
 
 #: Colour of each method (controls in greys, dashed).
 METHOD_STYLE: dict[str, dict[str, Any]] = {
@@ -53,10 +53,11 @@ def plot_curves(
 ) -> list[Path]:
     """Accuracy and AUROC vs the achieved pruning rate, mean over runs (checkpoint x seed), on ``split``.
 
-    One PNG per (model, dataset, sampling, scope/normalize/sign); one row of panels per ``recalibrate`` value (so
-    the paper's "none" and "bn" sit side by side), one line per method; controls (sampling ``none``) dashed in every
-    sampling's figure. x = the mean achieved fraction of units removed at each target rate; the shaded band is the
-    runs' min-max. The unpruned level (mean over checkpoints) is dotted, ``baseline - tolerance`` shaded green.
+    One PNG per (model, dataset, sampling, scope/normalize/sign); one row of panels per recovery (``recalibrate``
+    value and fine-tuning, e.g. ``none``, ``bn``, ``bn+ft2+kd``: the paper's "none" beside the recovered curves), one
+    line per method; controls (sampling ``none``) dashed in every sampling's figure. x = the mean achieved fraction
+    of units removed at each target rate; the shaded band is the runs' min-max. The unpruned level (mean over
+    checkpoints) is dotted, ``baseline - tolerance`` shaded green.
 
     Returns:
         The PNG paths, in a stable order.
@@ -68,7 +69,8 @@ def plot_curves(
     for curve in curves(rows).values():
         first = curve[0]
         figure = tuple(str(first.get(f)) for f in ("model", "dataset", "sampling", "scope", "normalize", "sign"))
-        lines[figure][(str(first.get("recalibrate") or "none"), str(first["method"]))].append(curve)
+        recovery = str(first.get("recalibrate") or "none") + recovery_label(first)  # e.g. "bn+ft2+kd"
+        lines[figure][(recovery, str(first["method"]))].append(curve)
     samplings = defaultdict(set)
     for figure in lines:
         samplings[(figure[:2], figure[3:])].add(figure[2])
@@ -104,7 +106,7 @@ def plot_curves(
                     axis.axhspan(reference - tolerance, reference, color="#2ca02c", alpha=0.08)
                 axis.set_xlabel("achieved pruning rate (fraction of units removed)")
                 axis.set_ylabel(f"{title} ({split})")
-                axis.set_title(f"recalibrate: {recalibrate}", fontsize=9)
+                axis.set_title(f"recovery: {recalibrate}", fontsize=9)
                 axis.set_ylim(-0.02, 1.02)
                 axis.set_xlim(-0.01, 1.0)
                 axis.grid(alpha=0.3)

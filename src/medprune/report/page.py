@@ -10,7 +10,7 @@ from typing import Any, Protocol
 from medprune.report.html import fmt, image_html, page, table_html
 from medprune.report.tables import PAPER_TABLE1
 from medprune.stats import METHOD_NOTE
-from medprune.sweep.table import BASELINE, Row, format_rate
+from medprune.sweep.table import BASELINE, RECOVERY_FIELDS, Row, format_rate
 
 DEFINITIONS = (
     "<ul class='note'>"
@@ -24,6 +24,9 @@ DEFINITIONS = (
     "<li><b>run</b>: one (training checkpoint, selection seed); <b>n</b> = runs in a cell; † marks n &lt; 3.</li>"
     "<li><b>setting</b> = scope/normalize/sign/recalibrate; <b>paper</b> = global/none/signed/none; "
     "<b>recalibrate bn</b>: BatchNorm statistics re-estimated on training images after masking.</li>"
+    "<li><b>finetune_epochs</b> / <b>distill</b> (labels <b>+ftE</b>, <b>+kd</b>): each pruned model fine-tuned E "
+    "epochs with the pruned units held at exactly zero, distilled from the unpruned model for +kd; 0 / false is the "
+    "paper (masking only). Rate 0 stays the unpruned model.</li>"
     "<li><b>lossless rate</b>: the largest swept rate whose validation drop of the criterion metric is ≤ the "
     "tolerance{contiguous}; <b>confirmed</b>: the test drop at that rate is within the tolerance too. "
     "<b>clinically lossless</b>: the same on the worst per-class recall drop.</li>"
@@ -99,7 +102,7 @@ def _sweep_summary(rows: Sequence[Row]) -> str:
         f"(n = {r.get('n_images', r.get('n_test'))})</li>"
         for r in base
     )
-    fields = ("checkpoint", "method", "sampling", "seed", "scope", "normalize", "sign", "recalibrate")
+    fields = ("checkpoint", "method", "sampling", "seed", "scope", "normalize", "sign", "recalibrate", *RECOVERY_FIELDS)
     curves = {tuple(r.get(f) for f in fields) for r in rows if r["method"] != BASELINE}
     seeds = sorted({r.get("seed") for r in rows if r["method"] != BASELINE}, key=str)
     rates = sorted({float(r["rate"]) for r in rows})
@@ -111,7 +114,7 @@ def _sweep_summary(rows: Sequence[Row]) -> str:
 
 
 def _lossless_table(summary: Sequence[Row], tolerances: Sequence[float]) -> str:
-    columns = ["dataset", "method", "sampling", "scope", "normalize", "sign", "recalibrate", "n"]
+    columns = ["dataset", "method", "sampling", "scope", "normalize", "sign", "recalibrate", *RECOVERY_FIELDS, "n"]
     headers = list(columns)
     for tol in tolerances:
         label = f"{tol:g}"
@@ -133,8 +136,8 @@ def _lossless_table(summary: Sequence[Row], tolerances: Sequence[float]) -> str:
 
 
 def _paired_table(paired: Sequence[Row]) -> str:
-    columns = ["dataset", "scope", "normalize", "sign", "recalibrate", "rate", "a", "b", "metric", "n"]
-    columns += ["difference", "low", "high", "verdict"]
+    columns = ["dataset", "scope", "normalize", "sign", "recalibrate", *RECOVERY_FIELDS, "rate", "a", "b"]
+    columns += ["metric", "n", "difference", "low", "high", "verdict"]
     headers = [*columns[:-3], "95% CI low", "95% CI high", "verdict (A vs B)"]
     return table_html(paired, columns, headers)
 

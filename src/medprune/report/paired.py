@@ -28,7 +28,7 @@ from medprune.report.tables import (
     on_split,
 )
 from medprune.stats import DEFAULT_RESAMPLES, paired_difference, paired_metric_difference
-from medprune.sweep.table import Row, decode_classes, format_rate
+from medprune.sweep.table import RECOVERY_COLUMNS, Row, decode_classes, format_rate
 
 __all__ = ["CONTROLS", "SETTING_GROUP", "paired_comparisons"]
 
@@ -44,6 +44,7 @@ SETTING_GROUP: tuple[str, ...] = (
     "recalibrate",
     "recalibrate_samples",
     "couplings",
+    *RECOVERY_COLUMNS,
 )
 
 

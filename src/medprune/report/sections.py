@@ -2,7 +2,7 @@
 
 Both need the swept models (:func:`medprune.sweep.artifacts.load_swept_models`), not only the results table. Both use
 the lossless rates chosen on validation and one run per line (the smallest selection seed); masks only (heatmaps of a
-``recalibrate: bn`` curve use the masked model without recalibration).
+``recalibrate: bn`` or fine-tuned curve use the masked model without recalibration or fine-tuning).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from medprune.report.heatmaps import heatmaps_under_masks, pick_images, relevanc
 from medprune.report.tables import LINE_FIELDS, best_line
 from medprune.sweep.artifacts import SweepModel
 from medprune.sweep.protocols import SETTING_FIELDS
-from medprune.sweep.table import Row, format_rate
+from medprune.sweep.table import Row, format_rate, recovery_label
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def efficiency_rows(
                             "checkpoint": key,
                             "method": curve["method"],
                             "sampling": curve["sampling"],
-                            "setting": "/".join(str(curve.get(f)) for f in SETTING_FIELDS),
+                            "setting": "/".join(str(curve.get(f)) for f in SETTING_FIELDS) + recovery_label(curve),
                             "seed": curve.get("seed"),
                             "criterion": f"{criterion} ≤ {tol:g} (val)",
                             "rate": rate,
@@ -130,8 +130,9 @@ def heatmap_section(
         rates = sorted({float(r["rate"]) for r in lossless_rate_rows(curves_here)} | set(similarity_rates))
         for curve in curves_here:
             label = f"{curve['method']} {curve['sampling']}"
-            if len({tuple(c.get(f) for f in SETTING_FIELDS) for c in curves_here}) > 1:
-                label = f"{curve['method']}@{'/'.join(str(curve.get(f)) for f in SETTING_FIELDS)} {curve['sampling']}"
+            if len({(*(c.get(f) for f in SETTING_FIELDS), recovery_label(c)) for c in curves_here}) > 1:
+                setting = "/".join(str(curve.get(f)) for f in SETTING_FIELDS) + recovery_label(curve)
+                label = f"{curve['method']}@{setting} {curve['sampling']}"
             at = {r: item.masks(curve, r) for r in rates if r > 0}
             similarity.extend(
                 {**s, "checkpoint": key} for s in similarity_curve(item.model, xs, ys, at, label, reference)

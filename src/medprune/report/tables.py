@@ -31,12 +31,20 @@ import numpy as np
 
 from medprune.stats import DEFAULT_RESAMPLES, bootstrap_ci, paired_metric_difference
 from medprune.sweep.protocols import protocol_name
-from medprune.sweep.table import BASELINE, METHOD_FIELDS, Row, decode_classes, format_rate
+from medprune.sweep.table import (
+    BASELINE,
+    METHOD_FIELDS,
+    RECOVERY_COLUMNS,
+    RECOVERY_FIELDS,
+    Row,
+    decode_classes,
+    format_rate,
+)
 
 #: Rates of the paper's Table 1.
 TABLE1_RATES: tuple[float, ...] = (0.15, 0.30, 0.50, 0.70)
 #: Fields that together identify one curve (one line of Fig. 2 for one run): everything in the row key but the rate.
-CURVE_FIELDS: tuple[str, ...] = ("model", "dataset", "checkpoint", *METHOD_FIELDS, "split")
+CURVE_FIELDS: tuple[str, ...] = ("model", "dataset", "checkpoint", *METHOD_FIELDS, *RECOVERY_COLUMNS, "split")
 #: What tells two runs of one line apart: the training checkpoint and the selection seed.
 RUN_FIELDS: tuple[str, ...] = ("checkpoint", "seed")
 #: Variant fields that split Table 1 when they take several values in a table.
@@ -208,19 +216,19 @@ def table1(
     Args:
         rows: the results table (with baseline rows, both splits).
         rates: target rates; each run contributes the row whose achieved rate is nearest.
-        group_by: fields defining a line (default ``dataset``, ``method``, ``sampling``, the setting fields and
-            every other variant field that varies).
+        group_by: fields defining a line (default ``dataset``, ``method``, ``sampling``, the setting fields, the
+            recovery (``finetune_epochs``, ``distill``) and every other variant field that varies).
         column: the drop column (``drop``, ``drop_<metric>`` or ``worst_recall_drop``).
         split: which split's rows.
         n_resamples, seed: of the bootstrap CIs (same seed, same intervals).
 
     Returns:
-        One row per line: the group fields, ``n`` (runs), and per rate ``mean@r``, ``std@r``, ``n@r``, ``low@r``,
-        ``high@r`` (95% CI), ``achieved@r`` (mean achieved rate) and ``ci@r`` (what was resampled).
+        One row per line: the group fields, ``protocol``, ``n`` (runs), and per rate ``mean@r``, ``std@r``, ``n@r``,
+        ``low@r``, ``high@r`` (95% CI), ``achieved@r`` (mean achieved rate) and ``ci@r`` (what was resampled).
     """
     rows = on_split(rows, split)
     if group_by is None:
-        settings = ["scope", "normalize", "sign", "recalibrate"]
+        settings = ["scope", "normalize", "sign", "recalibrate", *RECOVERY_FIELDS]
         group_by = ["dataset", "method", "sampling", *settings]
         group_by += [f for f in varying_fields(rows) if f not in group_by]
     base = baselines(rows)
