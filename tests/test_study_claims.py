@@ -145,3 +145,12 @@ def test_html_section_has_the_markdown_rows_and_escapes_the_scale():
     for verdict in {r["verdict"] for r in claims}:
         assert page.count(f"<td>{verdict}</td></tr>") == markdown.count(f"| **{verdict}** |")
     assert "NOT the paper&#x27;s scale" in page and "28 px" in page and "<li>d (paper):" in page
+
+
+def test_fine_tuned_curves_are_their_own_setting_not_pooled_with_the_paper():
+    plain = synthetic_rows()
+    tuned = [{**r, "finetune_epochs": 2, "distill": True} for r in plain if r["method"] != "baseline"]
+    claims = compute_claims(plain + tuned, FAMILIES, SETTINGS)
+    assert {r["setting"] for r in claims} == {"paper", "paper+ft2+kd"}
+    vit = [r for r in claims if r["claim"] == "a" and r["family"] == "vit"]
+    assert sorted(r["n"] for r in vit) == [6, 6]  # 2 checkpoints x 3 seeds each, not 12 pooled runs

@@ -101,6 +101,7 @@ def test_each_evaluation_tensor_is_sent_once_for_every_rate_setting_and_curve(tm
 def test_cached_copy_is_reused_renewed_after_an_in_place_change_and_dropped_with_its_tensor(monkeypatch):
     sent = _counting(monkeypatch)
     monkeypatch.setattr(on_device_module, "transfer", lambda t, d: (sent.append(id(t)), t.clone())[1])  # a "device"
+    gc.collect()  # copies of tensors that earlier tests dropped must not count
     host = torch.arange(6.0)
     before = cached_copies()
     first = on_device(host, "cpu")
