@@ -31,7 +31,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from medprune.checkpoint import read_meta
 from medprune.checkpoint_data import CheckpointData, load_with_splits
 from medprune.config import save_config
 from medprune.data import DatasetSplits, stack_samples
@@ -81,12 +80,11 @@ logger = logging.getLogger(__name__)
 
 def load_for_sweep(path: str, config: SweepConfig) -> CheckpointData:
     """The checkpoint's model and meta, and its dataset split the way it was trained (checked by fingerprint); the
-    training split and every evaluated split must hold samples and readable images. The training split augments as
-    the checkpoint was trained when a curve fine-tunes (scoring and recalibration read it untransformed)."""
-    tunes = any(r.active for r in recoveries(config))
+    training split and every evaluated split must hold samples and readable images. Fine-tuning reads the training
+    images without augmentation, as ``medprune compress`` does by default, so recovered curves match what it ships."""
     loaded = load_with_splits(
         path,
-        augment=tunes and bool((read_meta(path).get("train_config") or {}).get("augment", False)),
+        augment=False,
         device=config.device,
         dataset=config.dataset,
         data_root=config.data_root,

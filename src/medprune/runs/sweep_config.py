@@ -94,8 +94,8 @@ class SweepConfig:
             copy E epochs with the pruned units held at exactly zero (after recalibration for ``bn``).
         distill: one curve per entry (with each ``finetune_epochs`` >= 1): distil from the unpruned model.
         finetune_lr, finetune_batch_size: the fine-tuning optimiser (the training recipe's Adam). finetune_samples:
-            fine-tune on a stratified subset of this many training images (``None``: all; the training
-            augmentation as the checkpoint was trained). distill_temperature, distill_weight: the distillation term.
+            fine-tune on a stratified subset of this many training images (``None``: all; no augmentation, as
+            ``medprune compress`` by default). distill_temperature, distill_weight: the distillation term.
         min_keep: units every layer keeps.
         couplings: prune coupled groups (ResNet residual streams) together, so physical removal can match.
         splits: evaluation splits (``val`` is needed: every choice reads it; ``test`` gives the reported numbers).
