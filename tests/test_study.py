@@ -20,6 +20,7 @@ from medprune.cli.main import main
 from medprune.config import ConfigError, build_config
 from medprune.runs.study import StudyConfig, plan, run_study, shrink
 from medprune.study.claims_report import claims_html
+from medprune.sweep.protocols import Setting
 from medprune.sweep.table import read_csv
 
 #: 2 architectures x PneumoniaMNIST x 2 training seeds, 1 epoch on 128 images, LRP + random control at rate 0.3.
@@ -208,3 +209,15 @@ def test_report_page_holds_the_claims_section_with_scale(tiny_study):
         assert f"<tr><td>{html.escape(statement)}</td><td>{html.escape(str(row['setting']))}</td>" in page
         assert f"<td>{html.escape(str(row['verdict']))}</td></tr>" in page
     assert page.count("<tr><td>(a) ") == sum(r["claim"] == "a" for r in claims) >= 2  # one per family
+
+
+def test_redefining_a_named_protocol_changes_the_sweep_key(monkeypatch, tmp_path):
+    import medprune.study.grid as grid  # noqa: PLC0415 - the module whose global is patched
+
+    config = build_config(
+        StudyConfig, overrides={**TINY, "out": str(tmp_path), "sweep": {**TINY["sweep"], "protocols": ["default"]}}
+    )
+    before = {s.key for s in plan(config).sweeps}
+    monkeypatch.setitem(grid.PROTOCOLS, "default", Setting("layer", "rank", "abs", "bn"))
+    after = {s.key for s in plan(config).sweeps}
+    assert before.isdisjoint(after)  # finished sweeps of the old default are not reused as the new one

@@ -27,6 +27,7 @@ from medprune.config import ConfigError, build_config, config_to_dict
 from medprune.executors import EXECUTOR_FIELDS
 from medprune.models import model_spec
 from medprune.runs.sweep import SweepConfig
+from medprune.sweep.protocols import PROTOCOLS
 from medprune.train_config import TrainConfig
 
 __all__ = [
@@ -231,7 +232,9 @@ def sweep_points(
 
 
 def _sweep_key(options: Mapping[str, Any]) -> str:
-    """Hash of the resolved sweep options (defaults included, so a changed default re-runs the sweep too)."""
+    """Hash of the resolved sweep options (defaults included, so a changed default re-runs the sweep too; a named
+    protocol counts by its setting, so redefining ``PROTOCOLS["default"]`` re-runs it as well)."""
     resolved = config_to_dict(build_config(SweepConfig, overrides=dict(options)))
+    resolved["protocols"] = {name: PROTOCOLS[name].as_dict() for name in resolved.get("protocols") or []}
     unkeyed = STUDY_OWNED_SWEEP_FIELDS | UNKEYED_SWEEP_FIELDS
     return config_hash({k: v for k, v in resolved.items() if k not in unkeyed})
