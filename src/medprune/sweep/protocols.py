@@ -6,8 +6,9 @@ A :class:`Setting` is the part of a curve's key that is not the criterion: ``sco
 - ``paper``: the paper's protocol (global ranking, no normalisation, signed relevance, no recalibration);
 - ``default``: medprune's product default (see :data:`PROTOCOLS`): a global ranking made width-fair by dividing each
   layer's scores by their mean magnitude, magnitudes of relevance summed over samples, and BatchNorm statistics
-  re-estimated on 512 training images after masking. Provisional until the setting search
-  (``configs/results-search-*.yaml``) has been measured on validation; docs/results.md gives the numbers.
+  re-estimated on 512 training images after masking. Chosen on validation by ``scripts/choose_default.py`` from the
+  setting search (``configs/results-search.yaml``, PneumoniaMNIST and BreastMNIST, 2 x 3 seeds): the admissible
+  setting (no control collapses) with the largest mean lossless rate of LRP, DLB and IG; docs/results.md §3.
 
 >>> PROTOCOLS["paper"].as_dict()
 {'scope': 'global', 'normalize': 'none', 'sign': 'signed', 'recalibrate': 'none'}
@@ -67,7 +68,7 @@ class Setting:
         return f"{name} ({text})" if name else text
 
 
-#: Named protocols. ``default`` is provisional until the validation setting search is measured (docs/results.md).
+#: Named protocols. ``default`` was chosen on validation (module docstring; docs/results.md §3).
 PROTOCOLS: dict[str, Setting] = {
     "paper": Setting("global", "none", "signed", "none"),
     "default": Setting("global", "mean", "abs", "bn"),
