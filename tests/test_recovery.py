@@ -129,6 +129,13 @@ def test_distillation_loss_matches_definition() -> None:
     expected = (p * (p.log() - torch.log_softmax(student / t, 1))).sum(1).mean() * t**2
     torch.testing.assert_close(distillation_loss(student, teacher, t), expected)
     assert float(distillation_loss(teacher, teacher, t)) == pytest.approx(0.0, abs=1e-6)
+    # class-weighted, like CrossEntropyLoss(weight=): a weighted mean of the per-sample terms
+    per_sample = (p * (p.log() - torch.log_softmax(student / t, 1))).sum(1) * t**2
+    weights = torch.tensor([1.0, 3.0, 1.0, 3.0, 1.0, 3.0])
+    torch.testing.assert_close(
+        distillation_loss(student, teacher, t, weights), (per_sample * weights).sum() / weights.sum()
+    )
+    torch.testing.assert_close(distillation_loss(student, teacher, t, torch.full((6,), 2.0)), expected)
 
 
 def test_settings_reject_bad_values() -> None:

@@ -8,12 +8,9 @@ row), and :meth:`MaskHold.reapply` writes the zeros again after each optimiser s
 weight decay) can move them. The result can go straight to :func:`medprune.pruning.physical.remove_units`.
 
 The optimiser is the training recipe's (docs/method.md §1): Adam, lr 1e-3, batch 32, class-weighted cross-entropy,
-StepLR x0.1 every 10 epochs. Distillation adds Hinton's soft-target loss: ``(1 - w) * CE + w * T^2 * KL(teacher_T ||
-student_T)`` with temperature ``T`` and weight ``w``.
-
-Each epoch reseeds the shuffling, the augmentation and dropout from ``(seed, epoch)``, so an epoch does not depend on
-the ones before it; with the model and optimiser state saved after every epoch (safetensors, no pickle) a resumed run
-gives the same weights as an uninterrupted one.
+StepLR x0.1 every 10 epochs. Distillation adds Hinton's soft-target loss, class-weighted like the cross-entropy:
+``(1 - w) * CE + w * T^2 * KL(teacher_T || student_T)``. Each epoch reseeds shuffling, augmentation and dropout from
+``(seed, epoch)`` and saves model and optimiser (safetensors, no pickle): a resumed run equals an uninterrupted one.
 
 >>> from medprune.models import create_model
 >>> from medprune.units import unit_groups
@@ -124,11 +121,19 @@ def hold_masks(model: nn.Module, masks: Mapping[str, Tensor]) -> MaskHold:
     return MaskHold(zeroing_plan(model, groups, masks, following_batchnorms(model) if needs_bn else {}))
 
 
-def distillation_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
-    """``T^2 * KL(softmax(teacher / T) || softmax(student / T))``, averaged over the batch (Hinton et al. 2015)."""
+def distillation_loss(
+    student_logits: Tensor, teacher_logits: Tensor, temperature: float, weights: Tensor | None = None
+) -> Tensor:
+    """``T^2 * KL(softmax(teacher / T) || softmax(student / T))`` averaged over the batch (Hinton et al. 2015).
+
+    ``weights`` (one per sample: its label's class weight) make it a weighted mean like ``CrossEntropyLoss(weight=)``,
+    so a class-weighted teacher is distilled under the class balance it was trained with."""
     log_student = tnf.log_softmax(student_logits / temperature, dim=1)
     log_teacher = tnf.log_softmax(teacher_logits / temperature, dim=1)
-    return tnf.kl_div(log_student, log_teacher, reduction="batchmean", log_target=True) * temperature**2
+    per_sample = tnf.kl_div(log_student, log_teacher, reduction="none", log_target=True).sum(dim=1)
+    if weights is None:
+        return per_sample.mean() * temperature**2
+    return (per_sample * weights).sum() / weights.sum() * temperature**2
 
 
 @dataclass(frozen=True)
@@ -289,7 +294,7 @@ def _train_epoch(
     teacher: nn.Module | None,
     data: Dataset,
     optimizer: torch.optim.Optimizer,
-    criterion: nn.Module,
+    criterion: nn.CrossEntropyLoss,
     scaler: torch.amp.GradScaler,
     hold: MaskHold,
     settings: FinetuneSettings,
@@ -322,7 +327,8 @@ def _train_epoch(
         if teacher is not None:
             with torch.no_grad(), autocast(device, settings.amp):
                 teacher_logits = teacher(inputs).float()
-            kd = distillation_loss(logits, teacher_logits, settings.distill_temperature)
+            sample_weights = None if criterion.weight is None else criterion.weight[labels]
+            kd = distillation_loss(logits, teacher_logits, settings.distill_temperature, sample_weights)
         loss = (1 - weight) * ce + weight * kd
         if not torch.isfinite(loss):
             raise FloatingPointError(f"fine-tuning loss became {loss.item()} at epoch {epoch}; lower lr")

@@ -6,8 +6,8 @@ Stages (one log line each), reading top to bottom:
 1. **score** the units with ``method``/``sampling`` (score files reused from ``<out>/scores``);
 2. **search** the candidate ``rates`` in increasing order on the **validation** split: each candidate is masked,
    recovered as ``search_recovery`` says (BatchNorm recalibration on clean training images, or that plus
-   fine-tuning) and kept when ``baseline - value <= tolerance`` on ``metric``; the search stops after ``patience``
-   consecutive failures and chooses the largest rate kept. Rows go to ``search.jsonl`` as they finish;
+   fine-tuning) and kept when ``baseline - value <= tolerance`` on ``metric``; every candidate is tried (or the
+   search stops after ``patience`` consecutive failures) and the largest rate kept is chosen. Rows go to ``search.jsonl`` as they finish;
 3. **recover** at the chosen rate: recalibration, then fine-tuning with the pruned units held at exactly zero, by
    default distilled from the unpruned model without labels (the same recovery each search candidate got, so the
    search already judged this model), or ``rounds`` > 1 rounds of iterative pruning;
@@ -83,7 +83,8 @@ class CompressConfig:
             ``worst_class_recall`` (the lowest per-class sensitivity: "clinically lossless").
         tolerance: largest allowed drop of ``metric`` on validation (0.01 = 1 point).
         rates: candidate rates, tried in increasing order. rate: a fixed rate (no search; still checked on
-            validation). patience: consecutive failing candidates that end the search.
+            validation). patience: consecutive failing candidates that end the search (``None``: try every candidate,
+            the default: on a few hundred validation images one borderline failure is noise, not a trend).
         recalibration_samples: clean training images for BatchNorm recalibration (0: no recalibration).
         search_recovery: what each search candidate gets: ``finetune`` (default: recalibration plus the same
             fine-tuning as the chosen rate gets, so validation judges the model that ships) or ``recalibrate``
@@ -92,7 +93,7 @@ class CompressConfig:
             optimiser steps over the training images, so small and large datasets get the same budget).
         finetune_steps: the step budget ``finetune_epochs=None`` stands for.
         distill, distill_temperature, distill_weight: distillation from the unpruned model; default pure (weight 1,
-            no labels): the student learns to reproduce the approved model (why: docs/method.md, "Compress").
+            no label targets): the student learns to reproduce the approved model (why: docs/method.md, "Compress").
         lr, batch_size: fine-tuning optimiser (the training recipe's Adam). augment: fine-tune with the training
             augmentation (default off; ``None``: as the checkpoint was trained, ``train_config.augment``).
         max_train_samples: fine-tune on a stratified random subset of this many training images (``None``: all).
@@ -116,7 +117,7 @@ class CompressConfig:
     tolerance: float = 0.01
     rates: list[float] = field(default_factory=lambda: [0.3, 0.5, 0.6, 0.7, 0.8, 0.9])
     rate: float | None = None
-    patience: int = 2
+    patience: int | None = None
     recalibration_samples: int = 512
     search_recovery: SearchRecovery = "finetune"
     finetune_epochs: int | None = None
@@ -150,7 +151,7 @@ class CompressConfig:
         if self.rate is None and not self.rates:
             raise ValueError("rates is empty and no fixed rate is given; give rates=[...] or rate=R")
         for name in ("patience", "rounds", "batch_size", "latency_threads", "latency_repeats", "finetune_steps"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
         if self.max_train_samples is not None and self.max_train_samples < 2:
             raise ValueError(f"max_train_samples must be >= 2 or None, got {self.max_train_samples!r}")
@@ -241,7 +242,7 @@ def run_compress(config: CompressConfig) -> CompressResult:
             [config.rate] if config.rate is not None else config.rates,
             metric=config.metric,
             tolerance=config.tolerance,
-            patience=config.patience,
+            patience=config.patience or len(config.rates) + 1,
             epochs=search_epochs,
             path=out / SEARCH_FILE,
         )
