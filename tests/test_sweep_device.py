@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import random_scores, tiny_sweep_model
 
 from medprune.config import build_config
 from medprune.metrics import metrics_from_predictions, predict
-from medprune.models import create_model
 from medprune.pruning import apply_masks, masks_from_scores
 from medprune.runs.study import StudyConfig
 from medprune.runs.sweep import SweepConfig
@@ -21,7 +21,6 @@ from medprune.sweep.core import CurveParams, SweepInputs, metric_columns, sweep_
 from medprune.sweep.on_device import cached_copies, on_device
 from medprune.sweep.table import RowLog, encode_classes
 from medprune.sweep.tasks import plan_jobs
-from medprune.units import unit_groups
 
 RATES = [0.0, 0.3, 0.6]
 CURVES = [("lrp", "random"), ("dlb", "random")]
@@ -29,19 +28,12 @@ VOLATILE = ("seconds", "finished_at")
 
 
 def _tiny(device: str = "cpu"):
-    torch.manual_seed(0)
-    model = create_model("resnet_small", num_classes=2, image_size=16).eval().to(device)
-    g = torch.Generator().manual_seed(1)
-    x, y = torch.randn(40, 3, 16, 16, generator=g), torch.randint(0, 2, (40,), generator=g)
-    return model, x, y
+    model, x, y = tiny_sweep_model(40)
+    return model.to(device), x, y
 
 
 def _scores(model):
-    def scores_for(method, sampling):
-        gen = torch.Generator().manual_seed(len(method))
-        return {grp.name: torch.rand(grp.num_units, generator=gen) for grp in unit_groups(model)}
-
-    return scores_for
+    return random_scores(model)
 
 
 def _sweep(model, x, y, log_path: Path, amp: bool = False, recalibrate: str = "none") -> list[dict]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import random_scores, tiny_sweep_model
 
-from medprune.models import create_model
 from medprune.pruning import coupled_groups, masks_from_scores, model_cost, remove_units
 from medprune.sweep.core import CurveParams, SweepInputs, sweep_model
 from medprune.sweep.cost import CostCounter
@@ -15,19 +15,11 @@ from medprune.units import unit_groups
 
 
 def _tiny():
-    torch.manual_seed(0)
-    model = create_model("resnet_small", num_classes=2, image_size=16).eval()
-    g = torch.Generator().manual_seed(1)
-    x, y = torch.randn(48, 3, 16, 16, generator=g), torch.randint(0, 2, (48,), generator=g)
-    return model, x, y
+    return tiny_sweep_model(48)
 
 
 def _scores(model):
-    def scores_for(method, sampling):
-        gen = torch.Generator().manual_seed(len(method))
-        return {grp.name: torch.rand(grp.num_units, generator=gen) for grp in unit_groups(model)}
-
-    return scores_for
+    return random_scores(model)
 
 
 def test_recalibrate_is_part_of_the_key():

@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from helpers import random_scores, tiny_sweep_model
 
 from medprune.checkpoint import save_checkpoint
 from medprune.cli.main import main
@@ -29,19 +30,11 @@ UNSTABLE = ("seconds", "finished_at")
 
 
 def _tiny():
-    torch.manual_seed(0)
-    model = create_model("resnet_small", num_classes=2, image_size=16).eval()
-    g = torch.Generator().manual_seed(1)
-    x, y = torch.randn(64, 3, 16, 16, generator=g), torch.randint(0, 2, (64,), generator=g)
-    return model, x, y
+    return tiny_sweep_model(64)
 
 
 def _scores(model):
-    def scores_for(method, sampling):
-        gen = torch.Generator().manual_seed(7)
-        return {grp.name: torch.rand(grp.num_units, generator=gen) for grp in unit_groups(model)}
-
-    return scores_for
+    return random_scores(model, seed=lambda method: 7)
 
 
 def _inputs(x, y):
