@@ -7,10 +7,11 @@ Stages (one log line each), reading top to bottom:
 2. **search** the candidate ``rates`` in increasing order on the **validation** split: each candidate is masked,
    recovered as ``search_recovery`` says (BatchNorm recalibration on clean training images, or that plus
    fine-tuning) and kept when ``baseline - value <= tolerance`` on ``metric``; every candidate is tried (or the
-   search stops after ``patience`` consecutive failures) and the largest rate kept is chosen. Rows go to ``search.jsonl`` as they finish;
+   search stops after ``patience`` consecutive failures) and the largest rate kept is chosen. Rows go to
+   ``search.jsonl`` as they finish;
 3. **recover** at the chosen rate: recalibration, then fine-tuning with the pruned units held at exactly zero, by
-   default distilled from the unpruned model without labels (the same recovery each search candidate got, so the
-   search already judged this model), or ``rounds`` > 1 rounds of iterative pruning;
+   default distilled from the unpruned model without label targets (the same recovery each search candidate got,
+   so the search already judged this model), or ``rounds`` > 1 rounds of iterative pruning;
 4. **remove** the units physically and check the smaller model's outputs against the masked model's;
 5. **export** ``model.onnx`` and check it against onnxruntime;
 6. **test**: the test split is read here for the first time, for the original and the compressed model;
