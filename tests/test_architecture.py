@@ -136,7 +136,10 @@ def test_medprune_imports_at_module_top() -> None:
                     names = [_resolve(module, path.name == "__init__.py", node)]
                 if any(n == PACKAGE or n.startswith(PACKAGE + ".") for n in names):
                     hidden.append(f"{module}:{node.lineno} in {function.name}()")
-    assert hidden == []
+    # the one exception: the package's PEP 562 __getattr__ serves medprune.compress lazily, so `import medprune`
+    # (run before every submodule import) stays light
+    assert [h for h in hidden if not (h.startswith(f"{PACKAGE}:") and h.endswith("in __getattr__()"))] == []
+    assert len(hidden) <= 1, hidden
 
 
 def test_source_files_stay_small() -> None:

@@ -183,7 +183,13 @@ def test_default_recipe_is_label_free_distillation_with_a_step_budget() -> None:
     assert CompressConfig(checkpoint="x", finetune_epochs=5).epochs_for(10) == 5  # explicit epochs win
 
 
-def test_compress_is_the_package_entry_point() -> None:
+def test_compress_is_the_package_entry_point_and_import_medprune_stays_light() -> None:
     import medprune  # noqa: PLC0415 - the package itself is what is under test
 
     assert medprune.compress is compress and medprune.CompressConfig is CompressConfig
+    with pytest.raises(AttributeError, match="no attribute 'nonexistent'"):
+        _ = medprune.nonexistent
+    heavy = "('medprune.runs.compress', 'torch_pruning', 'onnx')"
+    code = f"import sys, medprune.models; print(sorted(m for m in {heavy} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"  # a submodule import does not drag the compress stack in
