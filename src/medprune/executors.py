@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "EXECUTORS",
     "EXECUTOR_FIELDS",
+    "ExecutorSettings",
     "EXECUTOR_FLAGS",
     "Executor",
     "ExecutorName",
@@ -65,6 +66,20 @@ DEFAULT_RETRIES = 2
 #: The fields a runner's config holds to choose its executor (``sweep``, ``study``, ``score``). None of them changes a
 #: result, so run folders and study keys leave them out (they are cosmetic).
 EXECUTOR_FIELDS: tuple[str, ...] = ("executor", "ray_address", "task_cpus", "task_gpus", "task_retries")
+
+
+@dataclass
+class ExecutorSettings:
+    """The :data:`EXECUTOR_FIELDS` of a runner's config, inherited by ``ScoreConfig``, ``SweepConfig`` and
+    ``StudyConfig`` (each documents them in its own docstring, where ``-h`` reads them)."""
+
+    executor: ExecutorName = "local"
+    ray_address: str | None = None
+    task_cpus: float = 1.0
+    task_gpus: float = 0.0
+    task_retries: int = DEFAULT_RETRIES
+
+
 #: Their command-line flags.
 EXECUTOR_FLAGS: dict[str, str] = {
     "--executor": "executor",

@@ -27,7 +27,7 @@ from medprune.data.validate import validate_splits
 from medprune.executors import (
     EXECUTOR_FIELDS,
     Executor,
-    ExecutorName,
+    ExecutorSettings,
     Outcome,
     Task,
     check_executor_config,
@@ -53,7 +53,7 @@ COSMETIC: tuple[str, ...] = ("out", "data_root", "methods", "samplings", "batch_
 
 
 @dataclass
-class ScoreConfig:
+class ScoreConfig(ExecutorSettings):
     """Options of ``medprune score``.
 
     Attributes:
@@ -90,11 +90,6 @@ class ScoreConfig:
     batch_size: int = 16
     device: str = "auto"
     method_options: dict[str, Any] = field(default_factory=dict)
-    executor: ExecutorName = "local"
-    ray_address: str | None = None
-    task_cpus: float = 1.0
-    task_gpus: float = 0.0
-    task_retries: int = 2
 
 
 @dataclass

@@ -40,7 +40,7 @@ from medprune.config import ConfigError, build_config, config_to_dict, save_conf
 from medprune.executors import (
     EXECUTOR_FIELDS,
     Executor,
-    ExecutorName,
+    ExecutorSettings,
     Outcome,
     Task,
     check_executor_config,
@@ -81,7 +81,7 @@ QUICK_TRAIN: dict[str, Any] = {
 
 
 @dataclass
-class StudyConfig:
+class StudyConfig(ExecutorSettings):
     """Options of ``medprune study`` (``configs/study-cpu.yaml``, ``configs/study-paper.yaml``).
 
     Attributes:
@@ -119,11 +119,6 @@ class StudyConfig:
     threads: int | None = None
     progress: bool | None = None
     quick: bool = False
-    executor: ExecutorName = "local"
-    ray_address: str | None = None
-    task_cpus: float = 1.0
-    task_gpus: float = 0.0
-    task_retries: int = 2
 
 
 @dataclass

@@ -15,7 +15,7 @@ from typing import Any
 
 from medprune.checkpoint import read_meta
 from medprune.config import ConfigError
-from medprune.executors import EXECUTOR_FIELDS, ExecutorName, check_executor_config
+from medprune.executors import EXECUTOR_FIELDS, ExecutorSettings, check_executor_config
 from medprune.options import (
     NO_SAMPLING,
     SAMPLINGS,
@@ -66,7 +66,7 @@ LATER_DEFAULTS: dict[str, Any] = {
 
 
 @dataclass
-class SweepConfig:
+class SweepConfig(ExecutorSettings):
     """Options of ``medprune sweep`` (also the sweep stage of the demo).
 
     Attributes:
@@ -143,11 +143,6 @@ class SweepConfig:
     device: str = "cpu"
     amp: bool = False
     method_options: dict[str, Any] = field(default_factory=dict)
-    executor: ExecutorName = "local"
-    ray_address: str | None = None
-    task_cpus: float = 1.0
-    task_gpus: float = 0.0
-    task_retries: int = 2
 
 
 def curve_list(config: SweepConfig) -> list[tuple[str, str]]:
