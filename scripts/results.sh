@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The multi-seed sweeps, setting search and reports behind docs/results.md (issue 9), then docs/results.md itself.
+# The multi-seed sweeps, setting search, default choice, recovered curves and reports behind docs/results.md.
 # Long (hours on 2 CPU cores): pass --set device=cuda to the sweeps on a GPU machine. Resumable: re-run after a kill.
 #   CKPT_ROOT=/path/to/ckpt MEDPRUNE_DATA=/path/to/data scripts/results.sh [--set device=cuda]
 # CKPT_ROOT holds <dataset>-s0/model.safetensors and <dataset>-s1/model.safetensors (two training seeds).
