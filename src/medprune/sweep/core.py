@@ -355,7 +355,6 @@ def _pruned_metrics(
             data.train,
             seed=params.seed,
             recalibration=recalibration,
-            batch_size=data.batch_size,
         )
         for split, (inputs, labels) in data.splits.items():
             metrics = evaluate_split(tuned, inputs, labels, data.class_names, data.batch_size, data.amp)

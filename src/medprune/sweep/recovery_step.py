@@ -27,8 +27,6 @@ import torch
 from torch import Tensor, nn
 
 from medprune.config import ConfigError
-from medprune.pruning.masked import mask_model
-from medprune.recalibration import recalibrate_batchnorm
 from medprune.recovery import FinetuneSettings, finetune
 from medprune.sweep.table import RECOVERY_DEFAULTS, Row, recovery_label
 from medprune.train import limit_dataset
@@ -165,7 +163,6 @@ def recovered_model(
     *,
     seed: int,
     recalibration: Tensor | None = None,
-    batch_size: int = 256,
 ) -> nn.Module:
     """A fine-tuned copy of ``model`` masked with ``masks`` (pruned units exactly zero), on ``model``'s device.
 
@@ -175,21 +172,18 @@ def recovered_model(
         recovery: epochs, distillation and recipe (``recovery.active`` must hold).
         train: the training split (training transform); ``recovery.samples`` of it are used.
         seed: the selection seed (training subset, shuffling, augmentation, dropout).
-        recalibration: clean images whose BatchNorm statistics are re-estimated before and after fine-tuning
-            (``None``: the setting does not recalibrate).
-        batch_size: images per forward pass of the recalibration.
+        recalibration: clean images whose BatchNorm statistics are re-estimated after fine-tuning (``None``: the
+            setting does not recalibrate). Not before it: training-mode BatchNorm normalises by batch statistics
+            and the exact recalibration afterwards replaces the running ones, so a first pass would change nothing.
     """
     if not recovery.active:
         raise ValueError("recovered_model needs finetune_epochs >= 1")
     if train is None:
         raise ValueError("fine-tuning needs the training split (SweepInputs.train)")
     device = next(model.parameters()).device
-    start = mask_model(model, masks)
-    if recalibration is not None:
-        recalibrate_batchnorm(start, recalibration, batch_size=batch_size)
     with torch.enable_grad():  # sweeps run under no_grad
-        result = finetune(
-            start,
+        result = finetune(  # masks a copy of ``model`` itself
+            model,
             masks,
             limit_dataset(train, recovery.samples, seed),
             settings=recovery.settings(seed),
