@@ -22,7 +22,7 @@ from scipy.stats import rankdata
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from medprune.runtime import autocast, eval_mode
+from medprune.runtime import autocast, eval_mode, model_device
 
 __all__ = [
     "predict",
@@ -38,12 +38,6 @@ __all__ = [
 SUMMARY_KEYS = ("accuracy", "balanced_accuracy", "macro_f1", "auroc")
 
 DataSource = Dataset | DataLoader | tuple[Tensor, Tensor | np.ndarray]
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    for tensor in model.parameters():
-        return tensor.device
-    return torch.device("cpu")
 
 
 def iterate_batches(data: DataSource, batch_size: int) -> Any:
@@ -88,7 +82,7 @@ def predict(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    target = torch.device(device) if device is not None else _model_device(model)
+    target = torch.device(device) if device is not None else model_device(model)
     if device is not None:
         model.to(target)
     probs: list[np.ndarray] = []

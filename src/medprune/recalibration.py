@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from medprune.metrics import iterate_batches
+from medprune.runtime import model_device
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +118,7 @@ def recalibrate_batchnorm(
         return 0
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
         raise ValueError(f"batch_size must be a positive int or None (one batch), got {batch_size!r}")
-    target = torch.device(device) if device is not None else _device_of(model)
+    target = torch.device(device) if device is not None else model_device(model)
     modes = {module: module.training for module in model.modules()}
     momenta = [norm.momentum for norm in norms]
     moments = {norm: _Moments() for norm in norms}
@@ -235,8 +236,3 @@ def _length(data: Any) -> int:
 def _buffers(norm: nn.Module) -> dict[str, Tensor]:
     names = ("running_mean", "running_var", "num_batches_tracked")
     return {name: getattr(norm, name) for name in names if getattr(norm, name, None) is not None}
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    first = next(iter([*model.parameters(), *model.buffers()]), None)
-    return first.device if first is not None else torch.device("cpu")

@@ -24,7 +24,16 @@ from torch import nn
 
 DeviceName = Literal["auto", "cpu", "cuda"]
 
-__all__ = ["DeviceName", "resolve_device", "amp_enabled", "autocast", "grad_scaler", "seed_everything", "eval_mode"]
+__all__ = [
+    "DeviceName",
+    "resolve_device",
+    "model_device",
+    "amp_enabled",
+    "autocast",
+    "grad_scaler",
+    "seed_everything",
+    "eval_mode",
+]
 
 
 def resolve_device(name: str | torch.device = "auto") -> torch.device:
@@ -47,6 +56,16 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
     if device.type not in ("cpu", "cuda"):
         raise ValueError(f"device={name!r} is not supported; valid values: auto, cpu, cuda, cuda:N")
     return device
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Where ``model`` lives: the device of its first parameter (or buffer); the CPU for a model holding neither.
+
+    >>> model_device(torch.nn.Linear(2, 2)), model_device(torch.nn.ReLU())
+    (device(type='cpu'), device(type='cpu'))
+    """
+    first = next(iter([*model.parameters(), *model.buffers()]), None)
+    return first.device if first is not None else torch.device("cpu")
 
 
 def amp_enabled(device: torch.device, requested: bool) -> bool:

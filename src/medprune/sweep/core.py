@@ -29,6 +29,7 @@ from medprune.options import NO_SAMPLING, Normalize, Recalibrate, Scope, Sign, T
 from medprune.progress import progress
 from medprune.pruning import achieved_rate, apply_masks, masks_from_scores, validate_scores
 from medprune.recalibration import recalibrated_batchnorm
+from medprune.runtime import model_device
 from medprune.sweep.cost import COST_COLUMNS, CostCounter
 from medprune.sweep.on_device import on_device
 from medprune.sweep.recovery_step import Recovery, recovered_model
@@ -187,10 +188,6 @@ class SweepInputs:
         return replace(self, splits=splits, recalibration=recalibration)
 
 
-def _device_of(model: nn.Module) -> torch.device:
-    return next((p.device for p in model.parameters()), torch.device("cpu"))
-
-
 def sweep_model(
     model: nn.Module,
     params: CurveParams,
@@ -220,7 +217,7 @@ def sweep_model(
         raise ValueError("recalibrate='bn' needs recalibration images (SweepInputs.recalibration)")
     if params.recovery.active and data.train is None:
         raise ValueError("finetune_epochs >= 1 needs the training split (SweepInputs.train)")
-    data = data.on(_device_of(model))  # once per host tensor: every later rate, setting and curve reuses it
+    data = data.on(model_device(model))  # once per host tensor: every later rate, setting and curve reuses it
     done = log.finished()
     groups = unit_groups(model)
     rows, pending = _split_done(params, curves, rates, list(data.splits), done)

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from medprune.config import ConfigError
 from medprune.recovery import FinetuneSettings, finetune
+from medprune.runtime import model_device
 from medprune.sweep.table import RECOVERY_DEFAULTS, Row, recovery_label
 from medprune.train import limit_dataset
 
@@ -180,7 +181,7 @@ def recovered_model(
         raise ValueError("recovered_model needs finetune_epochs >= 1")
     if train is None:
         raise ValueError("fine-tuning needs the training split (SweepInputs.train)")
-    device = next(model.parameters()).device
+    device = model_device(model)
     with torch.enable_grad():  # sweeps run under no_grad
         result = finetune(  # masks a copy of ``model`` itself
             model,
