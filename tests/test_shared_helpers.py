@@ -12,7 +12,7 @@ from torch import nn
 from medprune.config import ConfigError
 from medprune.options import NORMALIZATIONS, SAMPLINGS, SIGNS, check_option, check_options
 from medprune.provenance import file_sha256, model_checksum, offline_flag, online, package_versions, to_jsonable
-from medprune.runtime import eval_mode, seed_everything
+from medprune.runtime import eval_mode, model_device, seed_everything
 
 
 def test_to_jsonable_is_strict_json() -> None:
@@ -78,3 +78,10 @@ def test_check_option_names_allowed_values() -> None:
         check_options("samplings", ["nope"], SAMPLINGS)
     with pytest.raises(ConfigError, match="nothing"):
         check_options("samplings", [], SAMPLINGS, required=True)
+
+
+def test_model_device_reads_parameters_then_buffers_then_defaults_to_cpu() -> None:
+    norm = torch.nn.BatchNorm1d(3, affine=False)  # buffers only: must not fall through to a parameter lookup error
+    assert model_device(torch.nn.Linear(2, 2)) == torch.device("cpu")
+    assert model_device(norm) == norm.running_mean.device
+    assert model_device(torch.nn.ReLU()) == torch.device("cpu")
