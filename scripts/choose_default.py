@@ -22,13 +22,12 @@ import argparse
 import csv
 import itertools
 import logging
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
 from medprune.report.markdown import markdown_table
-from medprune.report.tables import lossless_rates
+from medprune.report.tables import lossless_rates, lossless_summary
 from medprune.study.results import read_rows
 from medprune.sweep.protocols import SETTING_FIELDS, protocol_name
 
@@ -40,15 +39,15 @@ ORDER = list(itertools.product(("global", "layer"), ("none", "mean", "rank"), ("
 
 
 def run_means(folder: Path) -> tuple[str, dict[tuple[str, tuple[str, ...]], dict[float, float]]]:
-    """Dataset name and, per (criterion, setting), the mean over runs of the validation lossless rate per tolerance."""
+    """Dataset name and, per (criterion, setting), the mean over runs of the validation lossless rate per tolerance:
+    the report's own ``lossless_summary`` (the numbers of the published ``lossless_summary.csv``)."""
     rows = read_rows(folder / "rows.jsonl")
-    lossless = lossless_rates(rows, TOLERANCES, contiguous=True, metric="balanced_accuracy")
-    grouped: dict[tuple[str, tuple[str, ...]], list[dict]] = defaultdict(list)
-    for row in lossless:
-        grouped[(str(row["method"]), tuple(str(row[f]) for f in SETTING_FIELDS))].append(row)
+    lines = lossless_summary(lossless_rates(rows, TOLERANCES, contiguous=True, metric="balanced_accuracy"), TOLERANCES)
     means = {
-        key: {t: float(np.mean([m[f"achieved@{t:g}"] for m in members])) for t in TOLERANCES}
-        for key, members in grouped.items()
+        (str(line["method"]), tuple(str(line[f]) for f in SETTING_FIELDS)): {
+            t: float(line[f"achieved@{t:g}"]) for t in TOLERANCES
+        }
+        for line in lines
     }
     return str(rows[0]["dataset"]), means
 
