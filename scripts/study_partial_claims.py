@@ -14,12 +14,10 @@ import json
 import logging
 from pathlib import Path
 
-from medprune.checkpoint import read_meta
 from medprune.config import build_config
-from medprune.models import create_model
-from medprune.runs.study import StudyConfig, plan
+from medprune.runs.study import StudyConfig, plan, rows_path, study_scale
 from medprune.study.claims import compute_claims
-from medprune.study.claims_report import Scale, claims_markdown
+from medprune.study.claims_report import claims_markdown
 from medprune.study.results import merge_rows, read_rows
 from medprune.sweep.table import write_csv
 
@@ -38,25 +36,11 @@ def main() -> None:
     finished = [s for s in todo.sweeps if f"sweep/{s.name}" in done]
     if not finished:
         raise SystemExit(f"{args.study}: no finished sweep yet")
-    rows = merge_rows(
-        [read_rows(args.study / "rows" / f"{s.variant}-{s.key}" / f"{s.point.name}.jsonl") for s in finished]
-    )
+    rows = merge_rows([read_rows(rows_path(args.study, s)) for s in finished])
     points = [s.point for s in finished]
     missing = [s.point.name for s in todo.sweeps if s not in finished]
-    models = {
-        p.architecture: sum(t.numel() for t in create_model(**dict(read_meta(p.checkpoint)["model"])).parameters())
-        for p in points
-    }
-    scale = Scale(
-        image_sizes=sorted({p.train.image_size for p in points}),
-        models=models,
-        datasets=sorted({p.dataset for p in points}),
-        checkpoints=len(points),
-        training_seeds=sorted({p.seed for p in points}),
-        selection_seeds=sorted({seed for s in finished for seed in s.config(None).seeds}),
-        device=config.device,
-        notes=[f"PARTIAL: {len(finished)} of {len(todo.sweeps)} sweeps finished; missing: {', '.join(missing)}"],
-    )
+    scale = study_scale(points, finished, config.device)
+    scale.notes.append(f"PARTIAL: {len(finished)} of {len(todo.sweeps)} sweeps finished; missing: {', '.join(missing)}")
     claims = compute_claims(rows, {p.architecture: p.family for p in todo.points}, todo.claims)
     args.out.mkdir(parents=True, exist_ok=True)
     write_csv(claims, args.out / "claims.csv")

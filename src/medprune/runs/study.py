@@ -64,7 +64,7 @@ from medprune.sweep.table import Row, read_csv, write_csv
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["StudyConfig", "StudyResult", "run_study", "shrink", "plan"]
+__all__ = ["StudyConfig", "StudyResult", "run_study", "shrink", "plan", "rows_path", "study_scale"]
 
 #: ReportConfig fields the study sets.
 _REPORT_OWNED = frozenset({"results", "out"})
@@ -222,7 +222,8 @@ def _round(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: metrics.get(k) for k in ("accuracy", "balanced_accuracy", "auroc")}
 
 
-def _rows_path(out: Path, sweep: SweepPoint) -> Path:
+def rows_path(out: Path, sweep: SweepPoint) -> Path:
+    """Where a finished sweep's rows for this study are (written when the sweep is done)."""
     return out / "rows" / f"{sweep.variant}-{sweep.key}" / f"{sweep.point.name}.jsonl"
 
 
@@ -233,18 +234,23 @@ def _sweep(sweep: SweepPoint, out: Path, config: StudyConfig, executor: Executor
     result = run_sweep(dataclasses.replace(sweep.config(config.data_root), **placement), executor=executor)
     point = sweep.point
     rows = tag_rows(result.rows, variant=sweep.variant, train_seed=point.seed, family=point.family, run=point.name)
-    write_rows(rows, _rows_path(out, sweep))
+    write_rows(rows, rows_path(out, sweep))
     return rows
 
 
-def _scale(points: list[TrainPoint], sweeps: list[SweepPoint], manifest: StudyManifest, device: str) -> Scale:
-    """Image sizes, parameter counts (cached in the manifest), datasets and seeds of the study."""
-    params: dict[str, int] = dict(manifest.data.get("params", {}))
+def study_scale(
+    points: list[TrainPoint], sweeps: list[SweepPoint], device: str, params: dict[str, int] | None = None
+) -> Scale:
+    """Image sizes, parameter counts, datasets and seeds of ``points`` swept by ``sweeps`` (the claims' scale line).
+
+    ``params`` (architecture -> parameter count) is a cache: missing architectures are counted from the checkpoints
+    and added to it.
+    """
+    params = {} if params is None else params
     for point in points:
         if point.architecture not in params:
             spec = dict(read_meta(point.checkpoint)["model"])
             params[point.architecture] = sum(p.numel() for p in create_model(**spec).parameters())
-    manifest.set("params", params)
     seeds = sorted({s for sweep in sweeps for s in sweep.config(None).seeds})
     return Scale(
         image_sizes=sorted({p.train.image_size for p in points}),
@@ -336,8 +342,8 @@ def _run(config: StudyConfig, todo: _Plan, out: Path, started: float, executor: 
             progress.finish(task, seconds)
             for sweep in (s for s in todo.sweeps if s.point is point):
                 task = f"sweep/{sweep.name}"
-                if manifest.is_done(task, sweep.key) and _rows_path(out, sweep).is_file():
-                    tables[sweep.name] = read_rows(_rows_path(out, sweep))
+                if manifest.is_done(task, sweep.key) and rows_path(out, sweep).is_file():
+                    tables[sweep.name] = read_rows(rows_path(out, sweep))
                     result.skipped.append(sweep.name)
                     continue
                 progress.start(task)
@@ -358,7 +364,9 @@ def _run(config: StudyConfig, todo: _Plan, out: Path, started: float, executor: 
     raise_failures(failures, "study training")
     rows = merge_rows([tables[s.name] for s in todo.sweeps if s.name in tables])
     write_results(rows, out)
-    scale = _scale(todo.points, todo.sweeps, manifest, config.device)
+    params: dict[str, int] = dict(manifest.data.get("params", {}))
+    scale = study_scale(todo.points, todo.sweeps, config.device, params)
+    manifest.set("params", params)  # parameter counts cached for the next run
     result.scale = scale
     result.report, result.claims = _conclude(out, todo, rows, manifest, scale)
     result.claims_csv, result.claims_md = out / "claims.csv", out / "claims.md"
