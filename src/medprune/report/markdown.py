@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from medprune.report.html import fmt
 from medprune.report.page import ReportTables, table1_cell
 from medprune.stats import METHOD_NOTE
-from medprune.sweep.table import Row, format_rate, recovery_label
+from medprune.sweep.protocols import setting_text
+from medprune.sweep.table import Row, format_rate
 
 __all__ = ["markdown_table", "results_markdown"]
 
@@ -30,7 +31,7 @@ def markdown_table(rows: Sequence[Row], columns: Sequence[str], headers: Sequenc
 
 
 def _setting(row: Row) -> str:
-    text = "/".join(str(row.get(f, "")) for f in ("scope", "normalize", "sign", "recalibrate")) + recovery_label(row)
+    text = setting_text(row)
     name = row.get("protocol") or ""
     return f"{name} ({text})" if name else text
 

@@ -18,8 +18,8 @@ from medprune.report.efficiency import efficiency
 from medprune.report.heatmaps import heatmaps_under_masks, pick_images, relevance, similarity_curve
 from medprune.report.tables import LINE_FIELDS, best_line
 from medprune.sweep.artifacts import SweepModel
-from medprune.sweep.protocols import SETTING_FIELDS
-from medprune.sweep.table import Row, format_rate, recovery_label
+from medprune.sweep.protocols import setting_text
+from medprune.sweep.table import Row, format_rate
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def efficiency_rows(
                             "checkpoint": key,
                             "method": curve["method"],
                             "sampling": curve["sampling"],
-                            "setting": "/".join(str(curve.get(f)) for f in SETTING_FIELDS) + recovery_label(curve),
+                            "setting": setting_text(curve),
                             "seed": curve.get("seed"),
                             "criterion": f"{criterion} ≤ {tol:g} (val)",
                             "rate": rate,
@@ -130,9 +130,8 @@ def heatmap_section(
         rates = sorted({float(r["rate"]) for r in lossless_rate_rows(curves_here)} | set(similarity_rates))
         for curve in curves_here:
             label = f"{curve['method']} {curve['sampling']}"
-            if len({(*(c.get(f) for f in SETTING_FIELDS), recovery_label(c)) for c in curves_here}) > 1:
-                setting = "/".join(str(curve.get(f)) for f in SETTING_FIELDS) + recovery_label(curve)
-                label = f"{curve['method']}@{setting} {curve['sampling']}"
+            if len({setting_text(c) for c in curves_here}) > 1:
+                label = f"{curve['method']}@{setting_text(curve)} {curve['sampling']}"
             at = {r: item.masks(curve, r) for r in rates if r > 0}
             similarity.extend(
                 {**s, "checkpoint": key} for s in similarity_curve(item.model, xs, ys, at, label, reference)

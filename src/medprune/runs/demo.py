@@ -36,7 +36,7 @@ from medprune.runs.report import ReportConfig, run_report
 from medprune.runs.sweep import SweepConfig, run_sweep
 from medprune.runs.train import TrainConfig, run_train
 from medprune.sweep.artifacts import load_swept_models
-from medprune.sweep.protocols import SETTING_FIELDS
+from medprune.sweep.protocols import SETTING_FIELDS, setting_text
 from medprune.sweep.table import Row
 
 logger = logging.getLogger(__name__)
@@ -312,7 +312,7 @@ def _demo(config: DemoConfig, started: float) -> DemoResult:
         "stage 3/5 lossless rate (validation): best line %s/%s %s, seed %s prunes %.2f within %g of %s",
         best["method"],
         best["sampling"],
-        "/".join(str(best[f]) for f in SETTING_FIELDS),
+        setting_text(best),
         best["seed"],
         best[f"lossless@{config.deploy_tolerance:g}"],
         config.deploy_tolerance,

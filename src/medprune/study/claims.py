@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from medprune.stats import bootstrap_ci, paired_difference
-from medprune.sweep.protocols import SETTING_FIELDS, protocol_name
+from medprune.sweep.protocols import protocol_name, setting_text
 from medprune.sweep.table import BASELINE, Row, format_rate, recovery_label
 
 __all__ = ["PAPER_RANGES", "ClaimSettings", "compute_claims", "Verdict"]
@@ -69,7 +69,8 @@ class ClaimSettings:
 
 def _setting(row: Row) -> str:
     """The row's variant and protocol (or explicit setting) plus its fine-tuning, e.g. ``main:paper+ft2+kd``."""
-    name = (protocol_name(row) or "/".join(str(row.get(f, "")) for f in SETTING_FIELDS)) + recovery_label(row)
+    protocol = protocol_name(row)
+    name = protocol + recovery_label(row) if protocol else setting_text(row)
     variant = row.get("variant")
     return f"{variant}:{name}" if variant not in (None, "") else name
 

@@ -35,8 +35,9 @@ from medprune.options import (
     Sign,
     check_option,
 )
+from medprune.sweep.table import recovery_label
 
-__all__ = ["PROTOCOLS", "SETTING_FIELDS", "Setting", "protocol_name", "settings_from"]
+__all__ = ["PROTOCOLS", "SETTING_FIELDS", "Setting", "protocol_name", "setting_text", "settings_from"]
 
 #: The row fields a setting fixes.
 SETTING_FIELDS: tuple[str, ...] = ("scope", "normalize", "sign", "recalibrate")
@@ -73,6 +74,15 @@ PROTOCOLS: dict[str, Setting] = {
     "paper": Setting("global", "none", "signed", "none"),
     "default": Setting("global", "mean", "abs", "bn"),
 }
+
+
+def setting_text(row: Mapping[str, Any]) -> str:
+    """A row's setting as ``scope/normalize/sign/recalibrate`` plus its fine-tuning, e.g. ``global/mean/abs/bn+ft2+kd``.
+
+    >>> setting_text({"scope": "global", "normalize": "none", "sign": "signed", "recalibrate": "bn"})
+    'global/none/signed/bn'
+    """
+    return "/".join(str(row.get(f, "")) for f in SETTING_FIELDS) + recovery_label(row)
 
 
 def protocol_name(row: Mapping[str, Any]) -> str:
