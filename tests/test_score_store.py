@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+import medprune.selection as selection_module
 from medprune.data.base import ArrayStore, ImageDataset
 from medprune.models import create_model
 from medprune.provenance import model_checksum
@@ -116,3 +117,20 @@ def test_score_store_reuses_files_and_records_what_it_reused(tmp_path, train_spl
     assert any(not torch.equal(first[k], other_seed[k]) for k in first)
     with pytest.raises(ValueError, match="another model"):
         ScoreStore(model, train_split, tmp_path, n_per_class=2, seed=1, checksum="0" * 64).scores("random", "none")
+
+
+def test_methods_scored_on_the_same_selection_select_once(tmp_path, train_split, model, monkeypatch):
+    calls = []
+    original = selection_module.select_samples
+
+    def counted(*args, **kwargs):
+        calls.append(args[2:4])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(selection_module, "select_samples", counted)
+    store = ScoreStore(model, train_split, tmp_path, n_per_class=2, seed=1)
+    records = [store.record(method, "confidence") for method in ("lrp", "taylor", "ig")]
+    assert calls == [("confidence", 2)]  # one forward pass over the training split, not one per method
+    assert len({json.dumps(r.provenance["selection"]) for r in records}) == 1
+    store.record("lrp", "confidence", seed=2)
+    assert calls == [("confidence", 2), ("confidence", 2)]  # a new selection seed selects again

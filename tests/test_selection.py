@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import numpy as np
@@ -9,7 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from medprune.selection import select_samples
+import medprune.selection as selection_module
+from medprune.selection import Selection, cached_selection, select_samples, selection_file
 
 
 class ConstantImages(torch.utils.data.Dataset):
@@ -111,3 +113,39 @@ def test_real_training_split(data_root):
         assert len(set(sel.indices)) == 8
         assert list(splits.train.labels[sel.indices]) == sel.labels == [0] * 4 + [1] * 4
         assert sel.candidates_per_class == {0: 64, 1: 64}
+
+
+def test_cached_selection_is_computed_once_and_read_back_unchanged(tmp_path, monkeypatch):
+    data, identity, tmp_path = ConstantImages(VALUES, LABELS), {"model": "m1", "data": "d1"}, tmp_path / "new"
+    first = cached_selection(_model(), data, "clustering", 2, 3, cache_dir=tmp_path, identity=identity)
+    assert first == select_samples(_model(), data, "clustering", n_per_class=2, seed=3)
+    path = selection_file(tmp_path, "clustering", 2, 3, None, identity)
+    assert path.is_file() and [p.name for p in tmp_path.iterdir()] == [path.name]
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a saved selection must be read back, not recomputed")
+
+    monkeypatch.setattr(selection_module, "select_samples", refuse)
+    again = cached_selection(_model(), data, "clustering", 2, 3, cache_dir=tmp_path, identity=identity)
+    assert again == first and again.per_class_counts == {0: 2, 1: 2, 2: 2}
+    # another seed, model or candidate cap is another file (and here would need computing)
+    for changed in ({"seed": 4}, {"identity": {"model": "m2", "data": "d1"}}, {"candidate_limit": 3}):
+        args = {"seed": 3, "identity": identity, "candidate_limit": None, **changed}
+        with pytest.raises(AssertionError, match="read back"):
+            cached_selection(_model(), data, "clustering", 2, cache_dir=tmp_path, **args)
+
+
+def test_an_unreadable_selection_file_is_recomputed_and_replaced(tmp_path, caplog):
+    data, identity = ConstantImages(VALUES, LABELS), {"model": "m", "data": "d"}
+    path = selection_file(tmp_path, "confidence", 2, 0, None, identity)
+    path.write_text('{"format": "medprune-selection/1", "selection": {"indices": [')  # a write cut short
+    with caplog.at_level(logging.WARNING, logger="medprune.selection"):
+        sel = cached_selection(_model(), data, "confidence", 2, 0, cache_dir=tmp_path, identity=identity)
+    assert sel.indices == [6, 5, 7, 9, 11, 12] and "unreadable" in caplog.text
+    assert Selection.from_dict(json.loads(path.read_text())["selection"]) == sel
+
+
+def test_without_a_cache_dir_nothing_is_written(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    sel = cached_selection(_model(), ConstantImages(VALUES, LABELS), "random", 2, 0, cache_dir=None, identity={})
+    assert sel.per_class_counts == {0: 2, 1: 2, 2: 2} and not list(tmp_path.iterdir())

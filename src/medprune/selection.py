@@ -13,16 +13,24 @@ A class with fewer than ``n_per_class`` samples contributes all it has, and the 
 say so. ``confidence`` and ``clustering`` need a forward pass over the class's samples; ``candidate_limit`` caps it to a
 seeded random subset of at most that many samples per class (reported in the notes).
 
+Selections are deterministic, so :func:`cached_selection` keeps each one in a small JSON file keyed by the strategy,
+``n_per_class``, seed, candidate cap and the model's and data's identity: a sweep asks for the same selection for
+every method and ranking setting of a selection seed (4 scored methods x 2 protocols in the study), and the
+confidence / clustering ones cost a forward pass over the whole training split (plus k-means) each time.
+
 >>> # sel = select_samples(model, splits.train, "clustering", n_per_class=10, seed=0)
 >>> # images, labels = stack_samples(splits.train, sel.indices)
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,12 +40,14 @@ from sklearn.cluster import KMeans
 from torch import Tensor, nn
 
 from medprune.options import SAMPLINGS, Sampling, check_option
+from medprune.rundir.files import write_json_atomic
 from medprune.runtime import eval_mode, resolve_device
 from medprune.units import Probe, capture_activations, classifier_name
 
 logger = logging.getLogger(__name__)
 
 KMEANS_N_INIT = 10
+SELECTION_FORMAT = "medprune-selection/1"
 
 
 @dataclass(frozen=True)
@@ -72,6 +82,14 @@ class Selection:
         d["per_class_counts"] = {str(k): v for k, v in self.per_class_counts.items()}
         d["candidates_per_class"] = {str(k): v for k, v in self.candidates_per_class.items()}
         return d
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Selection:
+        """The inverse of :meth:`to_dict`."""
+        fields = dict(data)
+        for name in ("per_class_counts", "candidates_per_class"):
+            fields[name] = {int(k): int(v) for k, v in (fields.get(name) or {}).items()}
+        return cls(**fields)
 
 
 def _eval_view(dataset: Any) -> Any:
@@ -212,3 +230,59 @@ def select_samples(
         candidate_limit=candidate_limit,
         candidates_per_class=scanned,
     )
+
+
+def selection_file(
+    cache_dir: str | Path,
+    strategy: str,
+    n_per_class: int,
+    seed: int,
+    candidate_limit: int | None,
+    identity: Mapping[str, str],
+) -> Path:
+    """``<cache_dir>/selection_<strategy>_<16-hex key>.json``: the key hashes the request and ``identity`` (what makes
+    the result depend on the model and data, e.g. ``{"model": checksum, "data": fingerprint}``)."""
+    request = {"strategy": strategy, "n_per_class": n_per_class, "seed": seed, "candidate_limit": candidate_limit}
+    blob = json.dumps({"request": request, "identity": dict(identity)}, sort_keys=True)
+    return Path(cache_dir) / f"selection_{strategy}_{hashlib.sha256(blob.encode()).hexdigest()[:16]}.json"
+
+
+def cached_selection(
+    model: nn.Module,
+    dataset: Any,
+    strategy: Sampling,
+    n_per_class: int = 10,
+    seed: int = 0,
+    *,
+    cache_dir: str | Path | None,
+    identity: Mapping[str, str],
+    device: torch.device | str | None = None,
+    candidate_limit: int | None = None,
+) -> Selection:
+    """:func:`select_samples`, read from its file in ``cache_dir`` when an earlier call saved it, else computed and
+    saved there (atomically; an unreadable file is recomputed and replaced). ``cache_dir=None``: no file.
+
+    Args:
+        model, dataset, strategy, n_per_class, seed, device, candidate_limit: as for :func:`select_samples`.
+        cache_dir: folder of the selection files (the score files' folder).
+        identity: names the model and the data (:func:`selection_file`); the caller vouches for it.
+    """
+    path = (
+        None if cache_dir is None else selection_file(cache_dir, strategy, n_per_class, seed, candidate_limit, identity)
+    )
+    if path is not None and path.is_file():
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+            if saved.get("format") == SELECTION_FORMAT:
+                logger.debug("reusing the %s selection of seed %d from %s", strategy, seed, path)
+                return Selection.from_dict(saved["selection"])
+        except (ValueError, KeyError, TypeError) as error:
+            logger.warning("%s is unreadable (%s): selecting again", path, error)
+    selection = select_samples(
+        model, dataset, strategy, n_per_class, seed, device=device, candidate_limit=candidate_limit
+    )
+    if path is not None:
+        record = {"format": SELECTION_FORMAT, "identity": dict(identity), "selection": selection.to_dict()}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, record)
+    return selection

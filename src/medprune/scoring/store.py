@@ -38,7 +38,7 @@ from medprune.provenance import file_sha256, model_checksum, package_versions, t
 from medprune.rundir import verify_cached
 from medprune.runtime import resolve_device
 from medprune.scoring.registry import available_scorers, score, scorer_entry
-from medprune.selection import load_images, select_samples
+from medprune.selection import cached_selection, load_images
 from medprune.units import unit_groups
 
 logger = logging.getLogger(__name__)
@@ -177,7 +177,7 @@ def compute_scores(
         batch_size: samples per scorer call (results do not depend on it).
 
     Returns:
-        A :class:`ScoreRecord` (``path`` set when saved or reused).
+        A :class:`ScoreRecord` (``path`` set when saved or reused); the selection is saved beside it and reused.
     """
     request.validate()
     model_device = next(model.parameters()).device
@@ -197,12 +197,12 @@ def compute_scores(
     if request.data_free:
         inputs, labels = torch.zeros(1, 1, 1, 1), torch.zeros(1, dtype=torch.long)
     else:
-        selection = select_samples(
+        selection = cached_selection(
             model,
             dataset,
-            request.sampling,
-            request.n_per_class,
-            request.seed,  # type: ignore[arg-type]
+            *(request.sampling, request.n_per_class, request.seed),  # type: ignore[arg-type]
+            cache_dir=cache_dir,
+            identity={"model": checksum, "data": fingerprint},
             device=model_device,
             candidate_limit=request.candidate_limit,
         )
