@@ -7,7 +7,8 @@ masking, and of one call of each scorer on the selected samples. The whole grid 
 
     train   = epochs x (n_train x step/img + n_val x eval/img + BN-recalibration images x eval/img)
     sweep   = seeds x settings x curves x (rates - 1) x (mask + eval val+test [+ recalibration for bn settings])
-            + seeds x signs x scored curves x score time
+            + seeds x signs x scored curves x (score time + model checksum)
+            + seeds x selection time of each data-driven sampling (saved and reused by every method and setting)
 
 per checkpoint (x training seeds). Start-up, data loading and the report are left out (seconds each).
 
@@ -29,6 +30,7 @@ import torch
 from medprune.config import build_config
 from medprune.data import stack_samples
 from medprune.metrics import predict
+from medprune.provenance import model_checksum
 from medprune.pruning import apply_masks, masks_from_scores
 from medprune.recalibration import recalibrated_batchnorm
 from medprune.runs.study import StudyConfig, plan
@@ -37,6 +39,7 @@ from medprune.runs.train import build_model, load_training_data
 from medprune.runtime import autocast, grad_scaler
 from medprune.scoring import scorer_entry
 from medprune.scoring.registry import score
+from medprune.selection import select_samples
 from medprune.study.progress import format_duration
 from medprune.sweep.on_device import on_device
 from medprune.units import unit_groups
@@ -107,6 +110,10 @@ def measure(point, sweep, device: torch.device, steps: int) -> dict[str, float]:
         groups = unit_groups(model)
         scores = {g.name: torch.rand(g.num_units) for g in groups}
         costs["mask"] = timed(lambda: apply_masks(model, masks_from_scores(scores, 0.5)).remove(), 2, device)
+    costs["checksum"] = timed(lambda: model_checksum(model), 1)
+    for sampling in dict.fromkeys(s for m, s in curve_list(sweep) if not scorer_entry(m).data_free):
+        select = lambda s=sampling: select_samples(model, splits.train, s, sweep.n_per_class, 0, device=device)  # noqa: E731
+        costs[f"select_{sampling}"] = timed(select, 1, device)
     classes = len(splits.class_names)
     picked = stack_samples(splits.train, range(sweep.n_per_class * classes))
     inputs, targets = picked[0].to(device), torch.as_tensor(picked[1]).to(device)
@@ -130,7 +137,8 @@ def estimate(point, sweep, costs: dict[str, float]) -> tuple[float, float]:
         per_rate = costs["mask"] + costs["eval_val_test"] + (costs["recalibrate"] if setting.recalibrate == "bn" else 0)
         per_seed += len(curves) * rates * per_rate
     signs = len({s.sign for s in settings})
-    per_seed += signs * sum(costs[f"score_{m}"] for m, s in curves if not scorer_entry(m).data_free)
+    per_seed += signs * sum(costs[f"score_{m}"] + costs["checksum"] for m, s in curves if not scorer_entry(m).data_free)
+    per_seed += sum(v for k, v in costs.items() if k.startswith("select_"))
     return t.epochs * epoch, len(sweep.seeds) * per_seed + 2 * costs["eval_val_test"]
 
 
@@ -152,8 +160,11 @@ def main() -> None:
     sweep = todo.sweeps[0].config(config.data_root)
     n_train_seeds = len(config.seeds)
     measured: dict[tuple[str, str], tuple[float, float]] = {}
-    print("| model | dataset | train img/s | eval val+test s | recal s | score s (per method) | train s | sweep s |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(
+        "| model | dataset | train img/s | eval val+test s | recal s | score s (per method) | select s "
+        "(per sampling) | train s | sweep s |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     for point in todo.points:
         key = (point.architecture, point.dataset)
         if key in measured:
@@ -162,9 +173,10 @@ def main() -> None:
         costs = measure(point, sweep, device, args.steps)
         measured[key] = estimate(point, sweep, costs)
         scores = ", ".join(f"{k[6:]} {v:.2f}" for k, v in costs.items() if k.startswith("score_"))
+        selects = ", ".join(f"{k[7:]} {v:.2f}" for k, v in costs.items() if k.startswith("select_"))
         print(
             f"| {key[0]} | {key[1]} | {1 / costs['train_img']:.0f} | {costs['eval_val_test']:.2f} | "
-            f"{costs['recalibrate']:.2f} | {scores} | {measured[key][0]:.0f} | {measured[key][1]:.0f} |",
+            f"{costs['recalibrate']:.2f} | {scores} | {selects} | {measured[key][0]:.0f} | {measured[key][1]:.0f} |",
             flush=True,
         )
     train_total = n_train_seeds * sum(t for t, _ in measured.values())
