@@ -36,7 +36,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from medprune.card import CompressionRecord, SearchRow, write_card
+from medprune.card import CompressionRecord, write_card
 from medprune.checkpoint import read_meta
 from medprune.checkpoint_data import load_with_splits
 from medprune.config import config_to_dict
@@ -51,6 +51,7 @@ from medprune.runs.compress_evidence import (
     METRICS,
     Metric,
     StageTimer,
+    choice_record,
     latency_rows,
     layer_changes,
     max_output_difference,
@@ -310,7 +311,7 @@ def run_compress(config: CompressConfig) -> CompressResult:
                 "validation images": len(bench.val[1]),
                 "test images": len(test[1]),
             },
-            choice=_choice(config, sampling, chosen, bench.baseline, final_val, epochs, resolution),
+            choice=choice_record(config, sampling, chosen, bench.baseline, final_val, epochs, resolution),
             search=rows,
             totals=size_totals(masks, model_cost(original), model_cost(small)),
             layers=layers,
@@ -369,39 +370,6 @@ def _workbench(config: CompressConfig, model: nn.Module, splits: Any, out: Path)
         baseline=evaluate_split(model, val, names),
         macs=MacsMeter(model) if config.macs_floor else None,
     )
-
-
-def _choice(
-    config: CompressConfig,
-    sampling: str,
-    chosen: SearchRow,
-    baseline: dict,
-    final_val: dict,
-    epochs: int,
-    resolution: str | None,
-) -> dict[str, Any]:
-    base, final = metric_value(baseline, config.metric), metric_value(final_val, config.metric)
-    return {
-        "method": config.method,
-        "sampling": sampling,
-        "scope": config.scope,
-        "normalize": config.normalize,
-        "metric": config.metric,
-        "tolerance": config.tolerance,
-        "validation resolution": resolution,
-        "validation baseline": base,
-        "chosen rate": chosen.rate,
-        "MACs floor": chosen.macs_floor,
-        "unit rate": chosen.unit_rate,
-        "units removed (fraction)": chosen.achieved_rate,
-        "MACs removed (fraction, search masks)": chosen.macs_removed,
-        "search recovery": config.search_recovery,
-        "fine-tune epochs": epochs,
-        "distillation": config.distill,
-        "rounds": config.rounds,
-        "final validation value": final,
-        "final validation drop": None if final is None or base is None else base - final,
-    }
 
 
 def _fmt(value: float | None) -> str:

@@ -21,7 +21,7 @@ import torch
 from scipy.stats import binomtest
 from torch import Tensor, nn
 
-from medprune.card import ClassRates, Latency, LayerChange, SplitMetrics
+from medprune.card import ClassRates, Latency, LayerChange, SearchRow, SplitMetrics
 from medprune.metrics import metrics_from_predictions, predict
 from medprune.pruning.physical import example_inputs_for
 from medprune.report.efficiency import cpu_latency_ms
@@ -31,6 +31,7 @@ from medprune.units import unit_groups
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "choice_record",
     "reproduce_command",
     "METRICS",
     "Metric",
@@ -255,6 +256,40 @@ class StageTimer:
         now = time.perf_counter()
         self.laps[stage] = round(now - self._last, 2)
         self._last = now
+
+
+def choice_record(
+    config: Any,
+    sampling: str,
+    chosen: SearchRow,
+    baseline: Mapping[str, Any],
+    final_val: Mapping[str, Any],
+    epochs: int,
+    resolution: str | None,
+) -> dict[str, Any]:
+    """The card's "Choice" section: how the rate was chosen (``config``: a CompressConfig)."""
+    base, final = metric_value(baseline, config.metric), metric_value(final_val, config.metric)
+    return {
+        "method": config.method,
+        "sampling": sampling,
+        "scope": config.scope,
+        "normalize": config.normalize,
+        "metric": config.metric,
+        "tolerance": config.tolerance,
+        "validation resolution": resolution,
+        "validation baseline": base,
+        "chosen rate": chosen.rate,
+        "MACs floor": chosen.macs_floor,
+        "unit rate": chosen.unit_rate,
+        "units removed (fraction)": chosen.achieved_rate,
+        "MACs removed (fraction, search masks)": chosen.macs_removed,
+        "search recovery": config.search_recovery,
+        "fine-tune epochs": epochs,
+        "distillation": config.distill,
+        "rounds": config.rounds,
+        "final validation value": final,
+        "final validation drop": None if final is None or base is None else base - final,
+    }
 
 
 def reproduce_command(config: Any, defaults: Any) -> str:
