@@ -20,6 +20,7 @@ from medprune.provenance import to_jsonable
 __all__ = [
     "CI_METHOD",
     "LayerChange",
+    "MACS_FLOOR_STATES",
     "SearchRow",
     "ClassRates",
     "SplitMetrics",
@@ -48,9 +49,24 @@ class LayerChange:
     macs_after: int
 
 
+#: What the MACs floor did for a search row (:attr:`SearchRow.macs_floor`).
+MACS_FLOOR_STATES: tuple[str, ...] = ("off", "met", "raised", "unreachable")
+
+
 @dataclass
 class SearchRow:
-    """One candidate rate of the search on the validation split."""
+    """One candidate rate of the search on the validation split.
+
+    Attributes:
+        rate: the candidate rate. achieved_rate: the fraction of units its masks remove.
+        value, drop, within_tolerance, metrics: the validation evidence (``drop`` = baseline - value).
+        unit_rate: the unit rate the masks were cut at (``rate`` unless the MACs floor raised it; rows written
+            before the floor existed read as ``rate``).
+        macs_removed: the fraction of the MACs the masks remove (``None``: not counted, e.g. attention heads).
+        macs_floor: ``off`` (not applied), ``met`` (the masks at ``rate`` already remove ``rate`` of the MACs),
+            ``raised`` (``unit_rate`` was raised until they did) or ``unreachable`` (no unit rate below 1 does: the
+            largest allowed one is used).
+    """
 
     rate: float
     achieved_rate: float
@@ -58,6 +74,15 @@ class SearchRow:
     drop: float | None
     within_tolerance: bool
     metrics: dict[str, float | None] = field(default_factory=dict)
+    unit_rate: float | None = None
+    macs_removed: float | None = None
+    macs_floor: str = "off"
+
+    def __post_init__(self) -> None:
+        if self.unit_rate is None:
+            self.unit_rate = self.rate
+        if self.macs_floor not in MACS_FLOOR_STATES:
+            raise ValueError(f"macs_floor={self.macs_floor!r} is not allowed; valid values: {MACS_FLOOR_STATES}")
 
 
 @dataclass
@@ -205,10 +230,27 @@ def render_markdown(record: CompressionRecord) -> str:
     lines += ["## Choice (made on the validation split)", "", *_pairs(record.choice)]
     keys = sorted({k for row in record.search for k in row.metrics})
     lines += ["Validation evidence (every candidate rate tried):", ""]
+    if any(r.macs_floor != "off" for r in record.search):
+        lines += [
+            "A candidate rate r removes at least r of the units and r of the MACs: the unit rate is raised until the "
+            "masks remove r of the MACs (MACs floor `raised`; `unreachable`: no unit rate below 1 does).",
+            "",
+        ]
+    header = ["rate", "unit rate", "units removed", "MACs removed", "MACs floor", "value", "drop", "within tolerance"]
     lines += _table(
-        ["rate", "achieved rate", "value", "drop", "within tolerance", *keys],
+        [*header, *keys],
         [
-            [r.rate, r.achieved_rate, r.value, r.drop, r.within_tolerance, *[r.metrics.get(k) for k in keys]]
+            [
+                r.rate,
+                r.unit_rate,
+                r.achieved_rate,
+                r.macs_removed,
+                r.macs_floor,
+                r.value,
+                r.drop,
+                r.within_tolerance,
+                *[r.metrics.get(k) for k in keys],
+            ]
             for r in record.search
         ],
     )

@@ -18,6 +18,7 @@ FLAGS = {
     "--tolerance": "tolerance",
     "--rates": "rates",
     "--rate": "rate",
+    "--macs-floor": "macs_floor",
     "--scope": "scope",
     "--normalize": "normalize",
     "--search-recovery": "search_recovery",

@@ -4,7 +4,9 @@ physically smaller, exported to ONNX and documented by a model card.
 Stages (one log line each), reading top to bottom:
 
 1. **score** the units with ``method``/``sampling`` (score files reused from ``<out>/scores``);
-2. **search** the candidate ``rates`` in increasing order on the **validation** split: each candidate is masked,
+2. **search** the candidate ``rates`` in increasing order on the **validation** split (a warning first when one
+   validation error moves ``metric`` by more than ``tolerance``): each candidate is masked (with ``macs_floor``, at
+   a unit rate raised until the masks remove at least the rate's fraction of the MACs),
    recovered as ``search_recovery`` says (BatchNorm recalibration on clean training images, or that plus
    fine-tuning) and kept when ``baseline - value <= tolerance`` on ``metric``; every candidate is tried (or the
    search stops after ``patience`` consecutive failures) and the largest rate kept is chosen. Rows go to
@@ -34,7 +36,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from medprune.card import CompressionRecord, SearchRow, write_card
+from medprune.card import CompressionRecord, write_card
 from medprune.checkpoint import read_meta
 from medprune.checkpoint_data import load_with_splits
 from medprune.config import config_to_dict
@@ -42,13 +44,14 @@ from medprune.data import stack_samples
 from medprune.options import NO_SAMPLING, Normalize, Scope, Sign, TargetMode
 from medprune.provenance import file_sha256, model_checksum
 from medprune.pruning import coupled_groups, export_onnx, model_cost, remove_units, run_onnx
-from medprune.pruning.masks import check_rate
+from medprune.pruning.masks import achieved_rate, check_rate
 from medprune.recovery import FinetuneSettings
 from medprune.rundir import RunDir
 from medprune.runs.compress_evidence import (
     METRICS,
     Metric,
     StageTimer,
+    choice_record,
     latency_rows,
     layer_changes,
     max_output_difference,
@@ -56,7 +59,9 @@ from medprune.runs.compress_evidence import (
     reproduce_command,
     size_totals,
     split_metrics,
+    validation_resolution,
 )
+from medprune.runs.compress_floor import MacsMeter
 from medprune.runs.compress_steps import Workbench, choose, evaluate_split, final_model, save_compressed, search
 from medprune.scoring import scorer_entry
 from medprune.scoring.store import ScoreStore
@@ -84,8 +89,13 @@ class CompressConfig:
             ``worst_class_recall`` (the lowest per-class sensitivity: "clinically lossless").
         tolerance: largest allowed drop of ``metric`` on validation (0.01 = 1 point).
         rates: candidate rates, tried in increasing order. rate: a fixed rate (no search; still checked on
-            validation). patience: consecutive failing candidates that end the search (``None``: try every candidate,
-            the default: on a few hundred validation images one borderline failure is noise, not a trend).
+            validation).
+        macs_floor: a candidate rate r removes at least r of the units and at least r of the MACs: when the masks at
+            unit rate r remove less than r of the MACs (a global ranking prunes the cheap late layers of a VGG
+            first), the same ranking is cut deeper, at the smallest unit rate that removes r of the MACs (the search
+            rows and the card show the unit rate used and the MACs removed). Off: a rate is a fraction of units only.
+        patience: consecutive failing candidates that end the search (``None``: try every candidate, the default: on
+            a few hundred validation images one borderline failure is noise, not a trend).
         recalibration_samples: clean training images for BatchNorm recalibration (0: no recalibration).
         search_recovery: what each search candidate gets: ``finetune`` (default: recalibration plus the same
             fine-tuning as the chosen rate gets, so validation judges the model that ships) or ``recalibrate``
@@ -118,6 +128,7 @@ class CompressConfig:
     tolerance: float = 0.01
     rates: list[float] = field(default_factory=lambda: [0.3, 0.5, 0.6, 0.7, 0.8, 0.9])
     rate: float | None = None
+    macs_floor: bool = True
     patience: int | None = None
     recalibration_samples: int = 512
     search_recovery: SearchRecovery = "finetune"
@@ -213,7 +224,8 @@ def run_compress(config: CompressConfig) -> CompressResult:
     out = Path(config.out)
     cosmetic = ("device", "latency_threads", "latency_repeats", "overwrite", "out")
     timer = StageTimer()
-    with RunDir(out, "compress", config_to_dict(config), cosmetic=cosmetic, overwrite=config.overwrite):
+    added = {"macs_floor": False}  # options added after run folders were made, as those folders ran
+    with RunDir(out, "compress", config_to_dict(config), cosmetic=cosmetic, overwrite=config.overwrite, defaults=added):
         trained = read_meta(config.checkpoint).get("train_config") or {}
         model, meta, splits = load_with_splits(
             config.checkpoint,
@@ -234,6 +246,7 @@ def run_compress(config: CompressConfig) -> CompressResult:
         timer.lap("score")
         bench = _workbench(config, model, splits, out)
         logger.info("validation baseline: %s %s", config.metric, _fmt(metric_value(bench.baseline, config.metric)))
+        resolution = validation_resolution(bench.val[1], names, config.metric, config.tolerance)
         epochs = config.epochs_for(len(bench.train))
         logger.info("recovery: %d fine-tuning epoch(s) on %d training images", epochs, len(bench.train))
         search_epochs = epochs if config.search_recovery == "finetune" else 0
@@ -247,7 +260,7 @@ def run_compress(config: CompressConfig) -> CompressResult:
             epochs=search_epochs,
             path=out / SEARCH_FILE,
         )
-        chosen = choose(rows, config.metric, config.tolerance, metric_value(bench.baseline, config.metric))
+        chosen = choose(rows, config.metric, config.tolerance, metric_value(bench.baseline, config.metric), resolution)
         timer.lap("search")
 
         def rescore(current: nn.Module, index: int) -> dict[str, Tensor]:
@@ -257,7 +270,7 @@ def run_compress(config: CompressConfig) -> CompressResult:
         final, masks = final_model(
             bench,
             scores,
-            chosen.rate,
+            chosen.unit_rate,
             epochs=epochs,
             rounds=config.rounds,
             tag=f"search-{chosen.rate:.4f}" if search_epochs == epochs else f"final-{chosen.rate:.4f}",
@@ -273,7 +286,8 @@ def run_compress(config: CompressConfig) -> CompressResult:
             "physical vs masked max |difference|": max_output_difference(small, final, probe)
         }
         compression = {"method": config.method, "sampling": sampling, "rate": chosen.rate}
-        files = save_compressed(small, meta, {**compression, "achieved_rate": chosen.achieved_rate}, out)
+        achieved = {"unit_rate": chosen.unit_rate, "achieved_rate": achieved_rate(masks)}
+        files = save_compressed(small, meta, {**compression, **achieved}, out)
         timer.lap("remove")
         export_onnx(small, out / "model.onnx", probe[:1])
         with torch.no_grad():
@@ -297,7 +311,7 @@ def run_compress(config: CompressConfig) -> CompressResult:
                 "validation images": len(bench.val[1]),
                 "test images": len(test[1]),
             },
-            choice=_choice(config, sampling, chosen, bench.baseline, final_val, epochs),
+            choice=choice_record(config, sampling, chosen, bench.baseline, final_val, epochs, resolution),
             search=rows,
             totals=size_totals(masks, model_cost(original), model_cost(small)),
             layers=layers,
@@ -354,30 +368,8 @@ def _workbench(config: CompressConfig, model: nn.Module, splits: Any, out: Path)
         device=config.device,
         out=out,
         baseline=evaluate_split(model, val, names),
+        macs=MacsMeter(model) if config.macs_floor else None,
     )
-
-
-def _choice(
-    config: CompressConfig, sampling: str, chosen: SearchRow, baseline: dict, final_val: dict, epochs: int
-) -> dict[str, Any]:
-    base, final = metric_value(baseline, config.metric), metric_value(final_val, config.metric)
-    return {
-        "method": config.method,
-        "sampling": sampling,
-        "scope": config.scope,
-        "normalize": config.normalize,
-        "metric": config.metric,
-        "tolerance": config.tolerance,
-        "validation baseline": base,
-        "chosen rate": chosen.rate,
-        "units removed (fraction)": chosen.achieved_rate,
-        "search recovery": config.search_recovery,
-        "fine-tune epochs": epochs,
-        "distillation": config.distill,
-        "rounds": config.rounds,
-        "final validation value": final,
-        "final validation drop": None if final is None or base is None else base - final,
-    }
 
 
 def _fmt(value: float | None) -> str:

@@ -21,7 +21,7 @@ import torch
 from scipy.stats import binomtest
 from torch import Tensor, nn
 
-from medprune.card import ClassRates, Latency, LayerChange, SplitMetrics
+from medprune.card import ClassRates, Latency, LayerChange, SearchRow, SplitMetrics
 from medprune.metrics import metrics_from_predictions, predict
 from medprune.pruning.physical import example_inputs_for
 from medprune.report.efficiency import cpu_latency_ms
@@ -31,10 +31,14 @@ from medprune.units import unit_groups
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "choice_record",
     "reproduce_command",
     "METRICS",
     "Metric",
     "metric_value",
+    "metric_steps",
+    "resolution_text",
+    "validation_resolution",
     "wilson_interval",
     "class_rates",
     "split_metrics",
@@ -57,6 +61,58 @@ def metric_value(metrics: Mapping[str, Any], metric: str) -> float | None:
     key = "worst_class_sensitivity" if metric == "worst_class_recall" else metric
     value = metrics.get(key)
     return None if value is None else float(value)
+
+
+def metric_steps(labels: Sequence[int] | np.ndarray | Tensor, names: Sequence[str], metric: str) -> dict[str, float]:
+    """How far one more error in each class moves ``metric`` on a split with these ``labels`` (a fraction).
+
+    ``balanced_accuracy``: ``1 / (C * n_c)``; ``accuracy``: ``1 / n``; ``worst_class_recall``: ``1 / n_c`` (when
+    ``c`` is the worst class). Classes without images are left out; ``auroc`` has no per-error step (empty dict).
+
+    >>> steps = metric_steps([0] * 57 + [1] * 21, ["benign", "malignant"], "balanced_accuracy")
+    >>> {name: round(step, 4) for name, step in steps.items()}
+    {'benign': 0.0088, 'malignant': 0.0238}
+    """
+    counts = np.bincount(np.asarray(labels, dtype=np.int64).ravel(), minlength=len(names))
+    n, classes = int(counts.sum()), len(names)
+    step = {
+        "balanced_accuracy": lambda n_c: 1 / (classes * n_c),
+        "accuracy": lambda n_c: 1 / n,
+        "worst_class_recall": lambda n_c: 1 / n_c,
+    }.get(metric)
+    if step is None:
+        return {}
+    return {str(name): step(int(counts[c])) for c, name in enumerate(names) if counts[c] > 0}
+
+
+def resolution_text(steps: Mapping[str, float], tolerance: float, metric: str) -> tuple[str | None, bool]:
+    """One line stating ``steps`` in points, and whether the tolerance is below one error of some class.
+
+    Returns:
+        (the line, or ``None`` without steps; ``True`` when one error of the coarsest class exceeds ``tolerance``).
+
+    >>> resolution_text({"benign": 0.0088, "malignant": 0.0238}, 0.01, "balanced_accuracy")[1]
+    True
+    """
+    if not steps:
+        return None, False
+    parts = ", ".join(f"'{name}' {100 * step:.2f}" for name, step in sorted(steps.items(), key=lambda kv: -kv[1]))
+    text = f"one more error moves validation {metric} by (points per class) {parts}"
+    coarse = [name for name, step in steps.items() if step > tolerance + 1e-12]
+    if coarse:
+        which = "every class" if len(coarse) == len(steps) else ", ".join(f"class '{name}'" for name in coarse)
+        text += f"; the tolerance ({100 * tolerance:.2f} points) is below one error of {which}"
+    return text, bool(coarse)
+
+
+def validation_resolution(
+    labels: Tensor | np.ndarray, names: Sequence[str], metric: str, tolerance: float
+) -> str | None:
+    """:func:`resolution_text` of a validation split, logged as a warning when one error exceeds ``tolerance``."""
+    text, coarse = resolution_text(metric_steps(labels, names, metric), tolerance, metric)
+    if coarse:
+        logger.warning("validation resolution (%d images): %s", len(labels), text)
+    return text
 
 
 def wilson_interval(successes: int, trials: int, confidence: float = 0.95) -> tuple[float | None, float | None]:
@@ -200,6 +256,40 @@ class StageTimer:
         now = time.perf_counter()
         self.laps[stage] = round(now - self._last, 2)
         self._last = now
+
+
+def choice_record(
+    config: Any,
+    sampling: str,
+    chosen: SearchRow,
+    baseline: Mapping[str, Any],
+    final_val: Mapping[str, Any],
+    epochs: int,
+    resolution: str | None,
+) -> dict[str, Any]:
+    """The card's "Choice" section: how the rate was chosen (``config``: a CompressConfig)."""
+    base, final = metric_value(baseline, config.metric), metric_value(final_val, config.metric)
+    return {
+        "method": config.method,
+        "sampling": sampling,
+        "scope": config.scope,
+        "normalize": config.normalize,
+        "metric": config.metric,
+        "tolerance": config.tolerance,
+        "validation resolution": resolution,
+        "validation baseline": base,
+        "chosen rate": chosen.rate,
+        "MACs floor": chosen.macs_floor,
+        "unit rate": chosen.unit_rate,
+        "units removed (fraction)": chosen.achieved_rate,
+        "MACs removed (fraction, search masks)": chosen.macs_removed,
+        "search recovery": config.search_recovery,
+        "fine-tune epochs": epochs,
+        "distillation": config.distill,
+        "rounds": config.rounds,
+        "final validation value": final,
+        "final validation drop": None if final is None or base is None else base - final,
+    }
 
 
 def reproduce_command(config: Any, defaults: Any) -> str:

@@ -3,6 +3,9 @@ and the final (one-shot or iterative) model. Everything reads one :class:`Workbe
 
 The search tries candidate rates in increasing order; each row is appended to ``search.jsonl`` as soon as it is
 measured, and rows already there are reused, so a killed search restarts at the first rate it had not finished.
+
+With the MACs floor (``Workbench.macs``, :mod:`medprune.runs.compress_floor`) a candidate rate ``r`` removes at
+least ``r`` of the units and ``r`` of the MACs: its masks are cut deeper in the same ranking when needed.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from medprune.card import SearchRow
@@ -27,10 +31,21 @@ from medprune.pruning.masks import achieved_rate, masks_from_scores
 from medprune.recalibration import recalibrate_batchnorm
 from medprune.recovery import FinetuneSettings, finetune
 from medprune.runs.compress_evidence import METRICS, metric_value
+from medprune.runs.compress_floor import Candidate, MacsMeter, floor_candidate
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Workbench", "evaluate_split", "masks_at", "recover", "search", "final_model", "choose", "save_compressed"]
+__all__ = [
+    "Workbench",
+    "evaluate_split",
+    "masks_at",
+    "candidate_masks",
+    "recover",
+    "search",
+    "final_model",
+    "choose",
+    "save_compressed",
+]
 
 
 @dataclass
@@ -47,6 +62,7 @@ class Workbench:
         settings: fine-tuning settings (``epochs`` is set per call). distill: distil from ``model``.
         device: where to fine-tune. out: the run folder (fine-tune checkpoints under ``out/finetune``).
         baseline: validation metrics of the unpruned model.
+        macs: counts the MACs masks remove from ``model``; with it, the MACs floor is on (``None``: off).
     """
 
     model: nn.Module
@@ -63,6 +79,7 @@ class Workbench:
     device: str
     out: Path
     baseline: dict[str, Any]
+    macs: MacsMeter | None = None
 
     def ranking(self) -> dict[str, Any]:
         """The ranking as keywords of :func:`~medprune.pruning.masks.masks_from_scores` (and of iterative pruning)."""
@@ -79,6 +96,16 @@ def evaluate_split(model: nn.Module, data: tuple[Tensor, Tensor], names: Sequenc
 def masks_at(bench: Workbench, scores: dict[str, Tensor], rate: float) -> dict[str, Tensor]:
     """Keep-masks at ``rate`` under the bench's ranking, identical inside every coupled set."""
     return masks_from_scores(scores, rate, **bench.ranking())
+
+
+def candidate_masks(bench: Workbench, scores: dict[str, Tensor], rate: float) -> Candidate:
+    """The masks of candidate ``rate``: at unit rate ``rate``, cut deeper when the MACs floor asks for it
+    (:func:`medprune.runs.compress_floor.floor_candidate`; off without ``bench.macs``)."""
+    sizes = [int(torch.as_tensor(values).numel()) for values in scores.values()]
+    cap = sum(sizes) - 1  # rates stay below 1
+    if bench.scope == "global":  # beyond this count the global cut stops at min_keep (with a warning)
+        cap = min(cap, sum(max(n - max(bench.min_keep, 1), 0) for n in sizes))
+    return floor_candidate(lambda r: masks_at(bench, scores, r), rate, total=sum(sizes), cap=cap, meter=bench.macs)
 
 
 def recover(bench: Workbench, source: nn.Module, masks: dict[str, Tensor], epochs: int, tag: str) -> nn.Module:
@@ -145,30 +172,46 @@ def search(
             row = done[rate]
             logger.info("search rate %.3f: reused from %s", rate, path.name)
         else:
-            masks = masks_at(bench, scores, rate)
-            model = recover(bench, bench.model, masks, epochs, f"search-{rate:.4f}")
+            candidate = candidate_masks(bench, scores, rate)
+            model = recover(bench, bench.model, candidate.masks, epochs, f"search-{rate:.4f}")
             metrics = evaluate_split(model, bench.val, bench.class_names)
             value = metric_value(metrics, metric)
             drop = None if value is None or base is None else base - value
             row = SearchRow(
                 rate=rate,
-                achieved_rate=achieved_rate(masks),
+                achieved_rate=achieved_rate(candidate.masks),
                 value=value,
                 drop=drop,
                 within_tolerance=drop is not None and drop <= tolerance + 1e-12,
                 metrics={m: metric_value(metrics, m) for m in METRICS},
+                unit_rate=candidate.unit_rate,
+                macs_removed=candidate.macs_removed,
+                macs_floor=candidate.macs_floor,
             )
             with path.open("a") as handle:
                 handle.write(json.dumps(to_jsonable(row.__dict__), allow_nan=False) + "\n")
             logger.info(
-                "search rate %.3f (removes %.3f of the units): validation %s %s, drop %s -> %s",
+                "search rate %.3f (unit rate %.3f, MACs floor %s: removes %.3f of the units, %s of the MACs): "
+                "validation %s %s, drop %s -> %s",
                 rate,
+                candidate.unit_rate,
+                candidate.macs_floor,
                 row.achieved_rate,
+                "n/a" if row.macs_removed is None else f"{row.macs_removed:.3f}",
                 metric,
                 "n/a" if value is None else f"{value:.4f}",
                 "n/a" if drop is None else f"{drop:.4f}",
                 "kept" if row.within_tolerance else "too much",
             )
+            if candidate.macs_floor == "unreachable":
+                logger.warning(
+                    "search rate %.3f: no unit rate below 1 removes %.3f of the MACs; the largest allowed (%.3f) "
+                    "removes %s",
+                    rate,
+                    rate,
+                    candidate.unit_rate,
+                    "n/a" if row.macs_removed is None else f"{row.macs_removed:.3f}",
+                )
         rows.append(row)
         failures = 0 if row.within_tolerance else failures + 1
         if failures >= patience:
@@ -186,10 +229,11 @@ def final_model(
     tag: str,
     rescore: Callable[[nn.Module, int], dict[str, Tensor]],
 ) -> tuple[nn.Module, dict[str, Tensor]]:
-    """The recovered masked model at ``rate`` and its masks.
+    """The recovered masked model at unit rate ``rate`` and its masks.
 
     Args:
-        bench, scores, rate: as for :func:`search`.
+        bench, scores: as for :func:`search`. rate: the unit rate (the chosen row's ``unit_rate``: the MACs floor
+            is already in it; iterative rounds re-score, so their MACs removed may differ from the row's).
         epochs: fine-tuning epochs after pruning (per round when ``rounds`` > 1).
         rounds: 1 = one-shot; more = iterative pruning (:func:`medprune.pruning.iterative.iterative_prune`).
         tag: the fine-tune checkpoint folder of the one-shot model (the search's, to reuse its fine-tuning).
@@ -212,15 +256,21 @@ def final_model(
     return result.model, result.masks
 
 
-def choose(rows: Sequence[SearchRow], metric: str, tolerance: float, baseline: float | None) -> SearchRow:
-    """The row of the largest rate within tolerance; a ValueError naming the rates tried when there is none."""
+def choose(
+    rows: Sequence[SearchRow], metric: str, tolerance: float, baseline: float | None, resolution: str | None = None
+) -> SearchRow:
+    """The row of the largest rate within tolerance; a ValueError naming the rates tried when there is none.
+
+    ``resolution`` (:func:`medprune.runs.compress_evidence.resolution_text`) is added to that error: how far one
+    validation error moves ``metric``, which says whether the tolerance can be met at all.
+    """
     kept = [row for row in rows if row.within_tolerance]
     if not kept:
         base = "n/a" if baseline is None else f"{baseline:.4f}"
         raise ValueError(
             f"no candidate rate of {[row.rate for row in rows]} keeps validation {metric} within {tolerance} of "
             f"{base}; try smaller rates, search_recovery=finetune with finetune_epochs, or a larger tolerance "
-            "(rows in search.jsonl)"
+            f"(rows in search.jsonl){'' if resolution is None else f'; validation resolution: {resolution}'}"
         )
     return max(kept, key=lambda row: row.rate)
 

@@ -1,0 +1,150 @@
+"""The MACs floor of ``medprune compress``: a candidate rate ``r`` removes at least ``r`` of the units *and* ``r`` of
+the MACs.
+
+Why: a global ranking without normalisation prunes the wide, late layers of a VGG first, whose feature maps are
+small, so the masks at unit rate ``r`` can remove far less than ``r`` of the MACs (50% of the units, 30% of the MACs
+on one BreastMNIST checkpoint, bench/compress_results.md). :func:`floor_candidate` cuts the same ranking deeper, at
+the smallest unit count ``k`` whose masks remove ``r`` of the MACs. The masks are nested in ``k``, so the MACs they
+remove never fall as ``k`` grows and the smallest ``k`` is found exactly by a search over whole unit counts.
+
+The MACs are those of the card (:func:`medprune.pruning.model_cost`: torch-pruning's count, which includes the
+BatchNorm, activation and pooling operations besides the convolutions and linear layers), so a floor of ``r`` is a
+floor on the card's "MACs removed". Counting them needs the physically smaller model (one surgery, tens of
+milliseconds on a 28-pixel VGG); the count from the masks alone (:class:`medprune.sweep.cost.CostCounter`,
+convolutions and linear layers only, microseconds) gives the first guess, so a candidate costs a few surgeries.
+
+>>> # candidate = floor_candidate(lambda r: masks_from_scores(scores, r), 0.5, total=N, cap=N - 1, meter=MacsMeter(m))
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import Tensor, nn
+
+from medprune.pruning.masks import achieved_rate
+from medprune.pruning.physical import model_cost, remove_units
+from medprune.sweep.cost import CostCounter
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Candidate", "MacsMeter", "floor_candidate"]
+
+_EPS = 1e-12
+
+
+class MacsMeter:
+    """The fraction of a model's MACs that masks remove, as the model card counts them.
+
+    Args:
+        model: the unpruned model (copied to the CPU; not changed).
+
+    Attributes:
+        supported: ``False`` for models whose units are attention heads (nothing is counted).
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = copy.deepcopy(model).cpu().eval()
+        self.counter = CostCounter(self.model)
+        self.supported = self.counter.supported
+        self.before = model_cost(self.model)["macs"] if self.supported else 0
+
+    def removed(self, masks: dict[str, Tensor]) -> float:
+        """The fraction of the MACs removed: ``1 - MACs(smaller model) / MACs(model)`` (one surgery)."""
+        return 1 - model_cost(remove_units(self.model, masks))["macs"] / self.before
+
+    def estimate(self, masks: dict[str, Tensor]) -> float:
+        """The fraction of the convolution and linear MACs removed, counted from the masks (no surgery)."""
+        return float(self.counter.removed(masks)["macs_removed_fraction"])
+
+
+@dataclass
+class Candidate:
+    """The masks of one candidate rate.
+
+    Attributes:
+        rate: the candidate rate. unit_rate: the unit rate the masks were cut at. masks: the keep-masks.
+        macs_removed: the fraction of the MACs they remove (``None``: not counted).
+        macs_floor: ``off``, ``met``, ``raised`` or ``unreachable`` (:class:`medprune.card.SearchRow`).
+    """
+
+    rate: float
+    unit_rate: float
+    masks: dict[str, Tensor]
+    macs_removed: float | None
+    macs_floor: str
+
+
+def floor_candidate(
+    cut: Callable[[float], dict[str, Tensor]], rate: float, *, total: int, cap: int, meter: MacsMeter | None
+) -> Candidate:
+    """The masks of candidate ``rate`` under the MACs floor.
+
+    Args:
+        cut: the ranking, ``cut(unit_rate) -> masks`` (deterministic, nested in the rate).
+        rate: the candidate rate. total: the number of units. cap: the largest unit count the ranking may remove
+            (below ``total``: a rate below 1, and what ``min_keep`` allows).
+        meter: counts the MACs removed (``None`` or unsupported: no floor, ``macs_floor="off"``).
+
+    Returns:
+        ``met`` (the masks at ``rate`` already remove ``rate`` of the MACs), ``raised`` (unit rate ``k / total``
+        for the smallest ``k`` whose masks do) or ``unreachable`` (not even ``cap`` does: ``cap`` is used).
+    """
+    masks = cut(rate)
+    if meter is None or not meter.supported:
+        return Candidate(rate, rate, masks, None, "off")
+    macs = meter.removed(masks)
+    if macs >= rate - _EPS:
+        return Candidate(rate, rate, masks, macs, "met")
+    tried: dict[int, tuple[dict[str, Tensor], float]] = {}
+
+    def reaches(count: int) -> bool:
+        if count not in tried:
+            trial = cut(count / total)
+            tried[count] = (trial, meter.removed(trial))
+        return tried[count][1] >= rate - _EPS
+
+    low = round(achieved_rate(masks) * total)  # known to fall short
+    count = _smallest(reaches, low, cap + 1, _guess(cut, meter, rate, low, cap, total))
+    if count > cap:
+        reaches(cap)  # measured (cached when the search tried it)
+        return Candidate(rate, cap / total, *tried[cap], "unreachable")
+    return Candidate(rate, count / total, *tried[count], "raised")
+
+
+def _guess(
+    cut: Callable[[float], dict[str, Tensor]], meter: MacsMeter, rate: float, low: int, cap: int, total: int
+) -> int:
+    """The smallest unit count whose masks remove ``rate`` of the convolution and linear MACs (no surgery)."""
+    return _smallest(lambda count: meter.estimate(cut(count / total)) >= rate - _EPS, low, cap + 1, (low + cap) // 2)
+
+
+def _smallest(test: Callable[[int], bool], low: int, high: int, guess: int) -> int:
+    """The smallest ``k`` in ``(low, high]`` with ``test(k)``, for a monotone ``test`` false at ``low``.
+
+    ``test(high)`` is taken as true without being called (``high`` is returned when no smaller ``k`` passes). The
+    search gallops away from ``guess`` (doubling steps) before it bisects, so a good guess costs a few calls.
+    """
+    guess = min(max(guess, low + 1), high - 1)
+    if low + 1 < high:
+        step = 1
+        if test(guess):
+            high = guess
+            while high - step > low and test(high - step):
+                high, step = high - step, 2 * step
+            low = max(low, high - step)
+        else:
+            low = guess
+            while low + step < high and not test(low + step):
+                low, step = low + step, 2 * step
+            high = min(high, low + step)
+    while high - low > 1:
+        middle = (low + high) // 2
+        if test(middle):
+            high = middle
+        else:
+            low = middle
+    return high
