@@ -12,7 +12,8 @@ from medprune.checkpoint import load_checkpoint, save_checkpoint
 from medprune.cli.main import main
 from medprune.data import load_dataset
 from medprune.models import create_model
-from medprune.scoring.store import ScoreRequest, compute_scores
+from medprune.scoring.request import ScoreRequest
+from medprune.scoring.store import compute_scores
 
 
 @pytest.fixture()

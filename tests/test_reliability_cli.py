@@ -26,7 +26,8 @@ from medprune.cli.main import main
 from medprune.data import load_dataset
 from medprune.models import create_model
 from medprune.rundir import HOLDER_FILE
-from medprune.scoring.store import ScoreRequest, compute_scores
+from medprune.scoring.request import ScoreRequest
+from medprune.scoring.store import compute_scores
 
 TRAIN = ["--model", "resnet_small", "--epochs", "1", "--max-train-samples", "48", "--set", "max_eval_samples=24"]
 TRAIN += ["--no-progress", "--device", "cpu", "--set", "bn_recalibration=false"]

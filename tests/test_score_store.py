@@ -14,7 +14,8 @@ from medprune.data.base import ArrayStore, ImageDataset
 from medprune.models import create_model
 from medprune.provenance import model_checksum
 from medprune.scoring.registry import score
-from medprune.scoring.store import ScoreRequest, ScoreStore, compute_scores, load_scores
+from medprune.scoring.request import ScoreRequest
+from medprune.scoring.store import ScoreStore, compute_scores, load_scores
 from medprune.selection import load_images
 from medprune.units import unit_groups
 
@@ -134,3 +135,15 @@ def test_methods_scored_on_the_same_selection_select_once(tmp_path, train_split,
     assert len({json.dumps(r.provenance["selection"]) for r in records}) == 1
     store.record("lrp", "confidence", seed=2)
     assert calls == [("confidence", 2), ("confidence", 2)]  # a new selection seed selects again
+
+
+def test_a_verified_checksum_is_not_hashed_again(tmp_path, train_split, model, monkeypatch):
+    checksum = model_checksum(model)
+    hashed = []
+    monkeypatch.setattr("medprune.scoring.store.model_checksum", lambda m: hashed.append(m) or checksum)
+    store = ScoreStore(model, train_split, tmp_path, n_per_class=2, checksum=checksum, checksum_verified=True)
+    record = store.record("lrp", "random")
+    assert hashed == [] and record.provenance["model_checksum"] == checksum
+    # unverified (the default): every request hashes the model, so a wrong checksum is caught
+    ScoreStore(model, train_split, tmp_path, n_per_class=2, checksum=checksum).record("taylor", "random")
+    assert len(hashed) == 1

@@ -23,7 +23,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,90 +33,18 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from medprune.options import NO_SAMPLING, SAMPLINGS, SIGNS, TARGET_MODES
+from medprune.options import NO_SAMPLING
 from medprune.provenance import file_sha256, model_checksum, package_versions, to_jsonable
 from medprune.rundir import verify_cached
 from medprune.runtime import resolve_device
-from medprune.scoring.registry import available_scorers, score, scorer_entry
+from medprune.scoring.registry import score
+from medprune.scoring.request import ScoreRequest
 from medprune.selection import cached_selection, load_images
 from medprune.units import unit_groups
 
 logger = logging.getLogger(__name__)
 
 FORMAT = "medprune-scores/1"
-
-
-@dataclass(frozen=True)
-class ScoreRequest:
-    """What to score.
-
-    Attributes:
-        method: a registered scorer (:func:`~medprune.scoring.available_scorers`).
-        sampling: ``random``, ``confidence`` or ``clustering`` (:mod:`medprune.selection`).
-        n_per_class: samples per class.
-        seed: seeds sample selection and data-free random scores.
-        sign: ``signed`` (paper) or ``abs`` aggregation over samples.
-        target: start relevance at the ``true`` or ``predicted`` class.
-        options: method options (see ``scorer_entry(method).options``); defaults are filled in.
-        candidate_limit: at most this many samples per class scanned by confidence/clustering selection.
-    """
-
-    method: str
-    sampling: str = "random"
-    n_per_class: int = 10
-    seed: int = 0
-    sign: str = "signed"
-    target: str = "true"
-    options: dict[str, Any] = field(default_factory=dict)
-    candidate_limit: int | None = None
-
-    def validate(self) -> None:
-        """Raise ``ValueError`` naming the bad field and the valid values."""
-        known = available_scorers()
-        if self.method not in known:
-            raise ValueError(f"unknown scoring method {self.method!r}; valid methods: {', '.join(known)}")
-        if self.sampling not in SAMPLINGS:
-            raise ValueError(f"unknown sampling {self.sampling!r}; valid samplings: {', '.join(SAMPLINGS)}")
-        if self.sign not in SIGNS:
-            raise ValueError(f"sign must be one of {', '.join(SIGNS)}, got {self.sign!r}")
-        if self.target not in TARGET_MODES:
-            raise ValueError(f"target must be one of {', '.join(TARGET_MODES)}, got {self.target!r}")
-        if not isinstance(self.n_per_class, int) or self.n_per_class < 1:
-            raise ValueError(f"n_per_class must be a positive int, got {self.n_per_class!r}")
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative int, got {self.seed!r}")
-        valid = scorer_entry(self.method).options
-        unknown = sorted(set(self.options) - set(valid))
-        if unknown:
-            raise ValueError(
-                f"unknown option(s) {unknown} for method {self.method!r}; "
-                f"valid options: {', '.join(sorted(valid)) or 'none'}"
-            )
-
-    @property
-    def data_free(self) -> bool:
-        return scorer_entry(self.method).data_free
-
-    def resolved_options(self) -> dict[str, Any]:
-        """The method's default options overridden by :attr:`options`."""
-        return {**scorer_entry(self.method).options, **self.options}
-
-    def key_fields(self) -> dict[str, Any]:
-        """The JSON fields that decide the result (data-free methods: no sampling, n_per_class, target)."""
-        fields = {
-            "method": self.method,
-            "seed": self.seed,
-            "sign": self.sign,
-            "options": to_jsonable(self.resolved_options(), digest_tensors=True),
-        }
-        if not self.data_free:
-            fields.update(
-                sampling=self.sampling,
-                n_per_class=self.n_per_class,
-                target=self.target,
-                candidate_limit=self.candidate_limit,
-            )
-        return fields
 
 
 @dataclass
@@ -164,6 +92,7 @@ def compute_scores(
     cache_dir: str | Path | None = None,
     device: str | torch.device | None = None,
     batch_size: int = 16,
+    checksum: str | None = None,
 ) -> ScoreRecord:
     """Select samples from ``dataset`` (the training split), score every unit and save the result.
 
@@ -175,6 +104,7 @@ def compute_scores(
             ``None``: compute and return without saving.
         device: where to run (default: where the model's parameters are; must match them).
         batch_size: samples per scorer call (results do not depend on it).
+        checksum: ``model_checksum(model)`` when the caller computed it from these weights (not hashed again).
 
     Returns:
         A :class:`ScoreRecord` (``path`` set when saved or reused); the selection is saved beside it and reused.
@@ -185,7 +115,7 @@ def compute_scores(
         wanted = resolve_device(device)
         if wanted.type != model_device.type:
             raise ValueError(f"device={device!r} but the model is on {model_device}; move the model first")
-    checksum, fingerprint = model_checksum(model), dataset_fingerprint(dataset)
+    checksum, fingerprint = checksum or model_checksum(model), dataset_fingerprint(dataset)
     path = score_file(request, checksum, fingerprint, cache_dir) if cache_dir is not None else None
     if path is not None and verify_cached(path, _sidecar(path)):
         logger.info("reusing %s for %s/%s", path, request.method, request.sampling)
@@ -321,6 +251,8 @@ class ScoreStore:
         method_options: ``{method: {option: value}}``.
         device, batch_size: as for :func:`compute_scores`.
         checksum: the model's checksum when the caller has it (else computed here); every record must match it.
+        checksum_verified: the caller computed ``checksum`` from these very weights (the sweep's driver does), so
+            requests use it instead of hashing the model again (about 1 s per request for vgg19).
 
     Attributes:
         files: ``{"method/sampling": path}`` of every score file used so far.
@@ -342,6 +274,7 @@ class ScoreStore:
         device: str | torch.device | None = None,
         batch_size: int = 16,
         checksum: str | None = None,
+        checksum_verified: bool = False,
     ) -> None:
         self.model = model
         self.dataset = dataset
@@ -351,6 +284,7 @@ class ScoreStore:
         self.method_options = {k: dict(v or {}) for k, v in (method_options or {}).items()}
         self.device, self.batch_size = device, batch_size
         self.checksum = checksum or model_checksum(model)
+        self.checksum_verified = checksum_verified and checksum is not None
         self.files: dict[str, str] = {}
         self.reused: set[str] = set()
 
@@ -380,6 +314,7 @@ class ScoreStore:
             cache_dir=self.cache_dir,
             device=self.device,
             batch_size=self.batch_size,
+            checksum=self.checksum if self.checksum_verified else None,
         )
         recorded = (record.provenance or {}).get("model_checksum")
         if recorded is not None and recorded != self.checksum:
