@@ -7,7 +7,7 @@ masking, and of one call of each scorer on the selected samples. The whole grid 
 
     train   = epochs x (n_train x step/img + n_val x eval/img + BN-recalibration images x eval/img)
     sweep   = seeds x settings x curves x (rates - 1) x (mask + eval val+test [+ recalibration for bn settings])
-            + seeds x signs x scored curves x (score time + model checksum)
+            + seeds x signs x scored curves x score time + one model checksum (the driver's)
             + seeds x selection time of each data-driven sampling (saved and reused by every method and setting)
 
 per checkpoint (x training seeds). Start-up, data loading and the report are left out (seconds each).
@@ -137,9 +137,9 @@ def estimate(point, sweep, costs: dict[str, float]) -> tuple[float, float]:
         per_rate = costs["mask"] + costs["eval_val_test"] + (costs["recalibrate"] if setting.recalibrate == "bn" else 0)
         per_seed += len(curves) * rates * per_rate
     signs = len({s.sign for s in settings})
-    per_seed += signs * sum(costs[f"score_{m}"] + costs["checksum"] for m, s in curves if not scorer_entry(m).data_free)
+    per_seed += signs * sum(costs[f"score_{m}"] for m, s in curves if not scorer_entry(m).data_free)
     per_seed += sum(v for k, v in costs.items() if k.startswith("select_"))
-    return t.epochs * epoch, len(sweep.seeds) * per_seed + 2 * costs["eval_val_test"]
+    return t.epochs * epoch, len(sweep.seeds) * per_seed + 2 * costs["eval_val_test"] + costs["checksum"]
 
 
 def main() -> None:
