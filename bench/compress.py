@@ -28,6 +28,7 @@ import torch
 from medprune.models import create_model
 from medprune.pruning import coupled_groups, masks_from_scores, model_cost, remove_units
 from medprune.runs.compress import CompressConfig, run_compress
+from medprune.runs.compress_floor import MacsMeter, floor_candidate
 from medprune.scoring.registry import score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -71,13 +72,23 @@ def accuracy(checkpoint: str, out: str, data_root: str | None, overrides: dict) 
     return row
 
 
-def speed(name: str, rate: float, normalize: str, batch: int, repeats: int) -> dict:
-    """CPU speed-up of compress's physical removal at ``rate`` against the MACs reduction."""
+def speed(name: str, rate: float, normalize: str, batch: int, repeats: int, macs_floor: bool = True) -> dict:
+    """CPU speed-up of compress's physical removal at ``rate`` against the MACs reduction (``macs_floor``: the cut
+    is deepened until it also removes ``rate`` of the MACs, as compress's default does)."""
     torch.manual_seed(0)
     model = create_model(name, num_classes=2, image_size=224).eval()
     x = torch.randn(batch, 3, 224, 224)
     scores = score(model, x[:1], torch.zeros(1, dtype=torch.long), method="magnitude")
-    masks = masks_from_scores(scores, rate, normalize=normalize, couplings=coupled_groups(model))
+    couplings = coupled_groups(model)
+    sizes = [len(values) for values in scores.values()]
+    candidate = floor_candidate(
+        lambda r: masks_from_scores(scores, r, normalize=normalize, couplings=couplings),
+        rate,
+        total=sum(sizes),
+        cap=sum(n - 1 for n in sizes),
+        meter=MacsMeter(model) if macs_floor else None,
+    )
+    masks = candidate.masks
     small = remove_units(model, masks).eval()
     before, after = model_cost(model), model_cost(small)
     base_wall, small_wall, base_cpu, small_cpu = paired_latency(model, small, x, repeats)
@@ -85,6 +96,8 @@ def speed(name: str, rate: float, normalize: str, batch: int, repeats: int) -> d
     return {
         "model": name,
         "rate": rate,
+        "unit_rate": candidate.unit_rate,
+        "macs_floor": candidate.macs_floor,
         "normalize": normalize,
         "macs_reduction": reduction,
         "wall_speedup": base_wall / small_wall,
@@ -110,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     fast.add_argument("--normalize", default="none")  # compress's ranking
     fast.add_argument("--batch", type=int, default=4)
     fast.add_argument("--repeats", type=int, default=5)
+    fast.add_argument("--macs-floor", action=argparse.BooleanOptionalAction, default=True, help="as compress")
     for p in (acc, fast):
         p.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
@@ -119,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
         rows = [accuracy(args.checkpoint, args.out, args.data_root, overrides)]
     else:
-        rows = [speed(m, args.rate, args.normalize, args.batch, args.repeats) for m in args.models]
+        rows = [speed(m, args.rate, args.normalize, args.batch, args.repeats, args.macs_floor) for m in args.models]
     for row in rows:
         print(json.dumps(row))
     return 0
