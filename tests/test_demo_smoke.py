@@ -13,10 +13,11 @@ import torch
 from medprune.checkpoint import load_checkpoint
 from medprune.data import load_dataset, stack_samples
 from medprune.metrics import evaluate
+from medprune.runs.compress_steps import NoCandidateError
 from medprune.runs.demo import DemoConfig, run_demo
 
 
-def test_demo_quick_end_to_end(tmp_path, data_root):
+def test_demo_quick_end_to_end(tmp_path, data_root, monkeypatch):
     threads = torch.get_num_threads()
     try:
         result = run_demo(DemoConfig(data_root=str(data_root), out=str(tmp_path / "demo"), quick=True, threads=1))
@@ -39,6 +40,17 @@ def test_demo_quick_end_to_end(tmp_path, data_root):
         assert meta["pruning"]["rate"] == deployed.choice["rate"] and deployed.choice["chosen_on"] == "val"
         assert deployed.params[1] <= deployed.params[0]
 
+        # the deliverable: compress's smaller model, as its card and the summary say
+        shipped = result.compressed
+        assert strict["compressed"] == shipped and shipped["chosen_on"] == "val" and shipped["rate"] == 0.3
+        small, small_meta = load_checkpoint(shipped["model"])
+        card = json.loads((out / "compress" / "card.json").read_text())
+        assert shipped["units_removed"] == card["totals"]["units removed (fraction)"] >= 0.3
+        assert shipped["params"][1] == sum(p.numel() for p in small.parameters()) < shipped["params"][0]
+        balanced = evaluate(small, stack_samples(test, range(len(test))))["balanced_accuracy"]
+        assert balanced == pytest.approx(shipped["test_balanced_accuracy"][1], abs=1e-12)
+        assert Path(shipped["onnx"]).is_file() and Path(shipped["card"]).read_text().startswith("#")
+
         # same command again: training, scores and sweep rows are reused, not recomputed
         stamps = {
             p: p.stat().st_mtime_ns
@@ -46,10 +58,22 @@ def test_demo_quick_end_to_end(tmp_path, data_root):
                 out / "train" / "model.safetensors",
                 *(out / "sweep" / "scores").iterdir(),
                 out / "sweep" / "rows.jsonl",
+                out / "compress" / "search.jsonl",
             ]
         }
         again = run_demo(DemoConfig(data_root=str(data_root), out=str(out), quick=True, threads=1))
         assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
         assert asdict(again.deployed) == json.loads((out / "pruned" / "done.json").read_text())
+
+        # compress finding no rate within tolerance is reported, not a crash of the whole demo
+        def refuse(config):
+            raise NoCandidateError("no candidate rate of [0.3] keeps validation balanced_accuracy within 0.5")
+
+        monkeypatch.setattr("medprune.runs.demo.run_compress", refuse)
+        refused = run_demo(DemoConfig(data_root=str(data_root), out=str(out), quick=True, threads=1))
+        assert refused.compressed == {
+            "refused": "no candidate rate of [0.3] keeps validation balanced_accuracy within 0.5"
+        }
+        assert json.loads((out / "summary.json").read_text())["compressed"] == refused.compressed
     finally:
         torch.set_num_threads(threads)

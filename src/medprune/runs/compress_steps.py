@@ -44,6 +44,7 @@ __all__ = [
     "search",
     "final_model",
     "choose",
+    "NoCandidateError",
     "save_compressed",
 ]
 
@@ -256,10 +257,14 @@ def final_model(
     return result.model, result.masks
 
 
+class NoCandidateError(ValueError):
+    """No candidate rate kept the validation metric within tolerance (compress refuses to ship a model)."""
+
+
 def choose(
     rows: Sequence[SearchRow], metric: str, tolerance: float, baseline: float | None, resolution: str | None = None
 ) -> SearchRow:
-    """The row of the largest rate within tolerance; a ValueError naming the rates tried when there is none.
+    """The row of the largest rate within tolerance; a :class:`NoCandidateError` naming the rates tried if none.
 
     ``resolution`` (:func:`medprune.runs.compress_evidence.resolution_text`) is added to that error: how far one
     validation error moves ``metric``, which says whether the tolerance can be met at all.
@@ -267,7 +272,7 @@ def choose(
     kept = [row for row in rows if row.within_tolerance]
     if not kept:
         base = "n/a" if baseline is None else f"{baseline:.4f}"
-        raise ValueError(
+        raise NoCandidateError(
             f"no candidate rate of {[row.rate for row in rows]} keeps validation {metric} within {tolerance} of "
             f"{base}; try smaller rates, search_recovery=finetune with finetune_epochs, or a larger tolerance "
             f"(rows in search.jsonl){'' if resolution is None else f'; validation resolution: {resolution}'}"

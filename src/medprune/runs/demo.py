@@ -1,4 +1,5 @@
-"""The whole pipeline as one function, :func:`run_demo`: train -> score + sweep -> lossless rate -> prune -> report.
+"""The whole pipeline as one function, :func:`run_demo`: train -> score + sweep -> lossless rate -> prune -> report
+-> compress (the deliverable: ``medprune compress`` with its defaults on the trained checkpoint).
 
 Every choice (the best line, its lossless rate, the deployed run) reads validation rows only; the summary reports
 the deployed model's test numbers, labelled as test.
@@ -12,7 +13,6 @@ run resumes.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
@@ -24,24 +24,22 @@ from typing import Any, Literal
 import torch
 
 from medprune.config import build_config, config_to_dict, save_config
-from medprune.data import stack_samples
 from medprune.options import LosslessMetric
 from medprune.provenance import to_jsonable
-from medprune.pruning import apply_masks
-from medprune.recalibration import recalibrated_batchnorm
 from medprune.report.tables import best_line, lossless_rates
 from medprune.rundir import RunDir
-from medprune.runs.prune import save_pruned
+from medprune.runs.compress import CompressConfig, run_compress
+from medprune.runs.compress_steps import NoCandidateError
+from medprune.runs.deploy import Deployment, deploy_choice
 from medprune.runs.report import ReportConfig, run_report
 from medprune.runs.sweep import SweepConfig, run_sweep
 from medprune.runs.train import TrainConfig, run_train
-from medprune.sweep.artifacts import load_swept_models
-from medprune.sweep.protocols import SETTING_FIELDS, setting_text
+from medprune.sweep.protocols import setting_text
 from medprune.sweep.table import Row
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DemoConfig", "DemoResult", "Deployment", "run_demo", "shrink"]
+__all__ = ["DemoConfig", "DemoResult", "compress_summary", "run_demo", "shrink"]
 
 #: DemoConfig fields that may differ between runs into one folder.
 COSMETIC: tuple[str, ...] = ("out", "data_root", "threads")
@@ -53,7 +51,7 @@ class DemoConfig:
 
     Attributes:
         data_root: folder holding ``pneumoniamnist/pneumoniamnist.npz`` (or ``$MEDPRUNE_DATA``).
-        out: output folder (train/, sweep/, pruned/, report/, summary.json).
+        out: output folder (train/, sweep/, pruned/, report/, compress/, summary.json).
         dataset, model, image_size, epochs, batch_size, max_train_samples, seed: the training run.
         train_options: any other :class:`medprune.runs.train.TrainConfig` field.
         methods, samplings, controls, rates, n_per_class, couplings: the sweep.
@@ -67,6 +65,8 @@ class DemoConfig:
             (method, sampling, setting) with the largest mean validation lossless rate over its seeds, then its run
             with the median validation lossless rate (``worst_recall``: on the worst per-class recall drop).
         efficiency, heatmaps: report sections. report_options: other :class:`medprune.runs.report.ReportConfig` fields.
+        compress: end with ``medprune compress`` on the trained checkpoint (``compress/``: the smaller model, ONNX and
+            model card). compress_options: :class:`medprune.runs.compress.CompressConfig` fields (default: its own).
         threads: torch CPU threads (``None``: torch's default; 1 is fastest on a machine shared with other jobs).
         quick: a tiny run for tests: 1 epoch on 300 images, rates 0 and 0.3, LRP (random sampling) + controls.
     """
@@ -97,30 +97,10 @@ class DemoConfig:
     efficiency: bool = True
     heatmaps: bool = True
     report_options: dict[str, Any] = field(default_factory=dict)
+    compress: bool = True
+    compress_options: dict[str, Any] = field(default_factory=dict)
     threads: int | None = None
     quick: bool = False
-
-
-@dataclass
-class Deployment:
-    """The physically pruned model the demo deployed (also ``pruned/done.json``).
-
-    Attributes:
-        choice: the deployed run (method, sampling, setting, selection seed, checkpoint key), its rate and achieved
-            rate, the criterion, tolerance and metric, all chosen on validation, and ``val`` / ``test``: the metric
-            there on each split (test reported, never used to choose).
-        checkpoint: the pruned checkpoint. masked_accuracy, physical_accuracy, reloaded_accuracy: its test accuracy
-            masked (with recalibrated BatchNorm statistics for a ``bn`` setting), physically pruned and read back.
-        params, macs: ``[before, after]`` physical removal.
-    """
-
-    choice: dict[str, Any]
-    checkpoint: str
-    masked_accuracy: float
-    physical_accuracy: float
-    reloaded_accuracy: float
-    params: list[int]
-    macs: list[int]
 
 
 @dataclass
@@ -130,7 +110,8 @@ class DemoResult:
     Attributes:
         report: the HTML report. results: the sweep's results.csv. deployed: the pruned model.
         table1: Table 1 rows (test). lossless: lossless rates per line (chosen on val, confirmed on test).
-        rows: sweep rows. wall_time_s: whole run.
+        rows: sweep rows. wall_time_s: whole run. compressed: what compress shipped (:func:`compress_summary`;
+            ``{"refused": why}`` when no candidate rate stayed within tolerance, ``None`` when not asked for).
     """
 
     report: Path
@@ -140,6 +121,7 @@ class DemoResult:
     lossless: list[Row]
     rows: int
     wall_time_s: float
+    compressed: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON content of ``summary.json``."""
@@ -151,6 +133,7 @@ class DemoResult:
             "lossless": self.lossless,
             "rows": self.rows,
             "wall_time_s": self.wall_time_s,
+            "compressed": self.compressed,
         }
 
 
@@ -174,6 +157,15 @@ def shrink(config: DemoConfig) -> DemoConfig:
             "similarity_images": 2,
             "similarity_rates": [0.3],
             **config.report_options,
+        },
+        compress_options={
+            "rates": [0.3],
+            "tolerance": 0.5,
+            "finetune_steps": 4,
+            "max_train_samples": 200,
+            "recalibration_samples": 64,
+            "latency_repeats": 2,
+            **config.compress_options,
         },
     )
 
@@ -200,12 +192,12 @@ def _train(config: DemoConfig, out: Path) -> Path:
     checkpoint = out / "model.safetensors"
     done = out / "done.json"
     if checkpoint.is_file() and done.is_file() and json.loads(done.read_text()) == config_to_dict(train):
-        logger.info("stage 1/5 train: reusing %s", checkpoint)
+        logger.info("stage 1/6 train: reusing %s", checkpoint)
         return checkpoint
     result = run_train(train)
     done.write_text(json.dumps(config_to_dict(train)))
     logger.info(
-        "stage 1/5 train: test accuracy %.4f after %d epochs (%.0f s)",
+        "stage 1/6 train: test accuracy %.4f after %d epochs (%.0f s)",
         result.test_metrics["accuracy"],
         config.epochs,
         result.wall_time_s,
@@ -231,56 +223,35 @@ def _sweep(config: DemoConfig, checkpoint: Path, sweep_dir: Path) -> list[Row]:
             couplings=config.couplings,
         )
     )
-    logger.info("stage 2/5 score + sweep: %d rows in %s", len(result.rows), result.results_csv)
+    logger.info("stage 2/6 score + sweep: %d rows in %s", len(result.rows), result.results_csv)
     return result.rows
 
 
-def _deploy(config: DemoConfig, best: dict[str, Any], sweep_dir: Path, out: Path) -> Deployment:
-    """Stage 4: physically prune the chosen run at its validation lossless rate (reused when the choice is the same).
+def _compress(config: DemoConfig, checkpoint: Path, out: Path) -> dict[str, Any]:
+    """Stage 6: compress the trained checkpoint (the rate chosen on validation; resumed from ``out``)."""
+    overrides = {"checkpoint": str(checkpoint), "out": str(out), "data_root": config.data_root}
+    try:
+        result = run_compress(build_config(CompressConfig, overrides={**overrides, **config.compress_options}))
+    except NoCandidateError as error:
+        logger.warning("stage 6/6 compress: nothing shipped: %s", error)
+        return {"refused": str(error)}
+    return compress_summary(result.rate, result.record, result.files)
 
-    For a ``recalibrate: bn`` setting the BatchNorm statistics are re-estimated on the same training images as in the
-    sweep before the model is saved, so the deployed model is the swept one.
-    """
-    label = f"{config.deploy_tolerance:g}"
-    column = "lossless" if config.deploy_criterion == "accuracy" else "clinical"
-    rate = float(best[f"{column}@{label}"])
-    choice = {
-        **{f: best[f] for f in ("method", "sampling", "checkpoint", "seed", *SETTING_FIELDS)},
+
+def compress_summary(rate: float, record: Any, files: dict[str, str]) -> dict[str, Any]:
+    """The demo summary's view of a compress run: rate, sizes, test balanced accuracy and the files."""
+    totals, before, after = record.totals, record.test_original, record.test_compressed
+    return {
         "rate": rate,
-        "achieved_rate": best[f"achieved@{label}"] if column == "lossless" else None,
-        "criterion": config.deploy_criterion,
-        "metric": best["metric"],
-        "tolerance": config.deploy_tolerance,
+        "units_removed": totals["units removed (fraction)"],
+        "macs_removed": totals["MACs removed (fraction)"],
+        "params": [totals["params before"], totals["params after"]],
+        "test_balanced_accuracy": [before.balanced_accuracy, after.balanced_accuracy],
         "chosen_on": "val",
-        "val": best[f"val@{label}"] if column == "lossless" else None,
-        "test": best[f"test@{label}"] if column == "lossless" else None,
+        "model": files.get("weights"),
+        "onnx": files.get("onnx"),
+        "card": files.get("card_md"),
     }
-    done = out / "done.json"
-    if done.is_file() and json.loads(done.read_text()).get("choice") == to_jsonable(choice):
-        logger.info("stage 4/5 prune: reusing %s", out)
-        return Deployment(**json.loads(done.read_text()))
-    item = load_swept_models(sweep_dir, config.data_root)[best["checkpoint"]]
-    masks = item.masks(best, rate, physical=True)
-    test = stack_samples(item.splits.test, range(len(item.splits.test)))
-    meta = {**item.meta, "pruning": {**choice, "couplings": config.couplings}}
-    with contextlib.ExitStack() as stack:
-        if best["recalibrate"] == "bn" and rate > 0:
-            stack.enter_context(apply_masks(item.model, masks))
-            stack.enter_context(recalibrated_batchnorm(item.model, item.recalibration(int(best["seed"]))))
-        result = save_pruned(item.model, masks, out, test, list(item.splits.class_names), meta, "physical")
-    if result.physical is None or result.reloaded_accuracy is None or not result.cost_before or not result.cost_after:
-        raise RuntimeError(f"no physically pruned model was written to {out}")
-    deployment = Deployment(
-        choice=choice,
-        checkpoint=str(result.checkpoint),
-        masked_accuracy=result.masked["accuracy"],
-        physical_accuracy=result.physical["accuracy"],
-        reloaded_accuracy=result.reloaded_accuracy,
-        params=[result.cost_before["params"], result.cost_after["params"]],
-        macs=[result.cost_before["macs"], result.cost_after["macs"]],
-    )
-    done.write_text(json.dumps(to_jsonable(asdict(deployment)), indent=2, allow_nan=False) + "\n")
-    return deployment
 
 
 def run_demo(config: DemoConfig, *, overwrite: bool = False) -> DemoResult:
@@ -309,7 +280,7 @@ def _demo(config: DemoConfig, started: float) -> DemoResult:
     lossless = lossless_rates(rows, tolerances, metric=config.lossless_metric)  # chosen on val rows only
     best = best_line(lossless, config.deploy_tolerance, config.deploy_criterion)
     logger.info(
-        "stage 3/5 lossless rate (validation): best line %s/%s %s, seed %s prunes %.2f within %g of %s",
+        "stage 3/6 lossless rate (validation): best line %s/%s %s, seed %s prunes %.2f within %g of %s",
         best["method"],
         best["sampling"],
         setting_text(best),
@@ -319,9 +290,17 @@ def _demo(config: DemoConfig, started: float) -> DemoResult:
         config.lossless_metric,
     )
 
-    deployed = _deploy(config, best, sweep_dir, out / "pruned")
+    deployed = deploy_choice(
+        best,
+        sweep_dir,
+        out / "pruned",
+        tolerance=config.deploy_tolerance,
+        criterion=config.deploy_criterion,
+        couplings=config.couplings,
+        data_root=config.data_root,
+    )
     logger.info(
-        "stage 4/5 prune: %s params %d -> %d, accuracy masked %.4f physical %.4f",
+        "stage 4/6 prune: %s params %d -> %d, accuracy masked %.4f physical %.4f",
         deployed.checkpoint,
         *deployed.params,
         deployed.masked_accuracy,
@@ -340,7 +319,19 @@ def _demo(config: DemoConfig, started: float) -> DemoResult:
             **config.report_options,
         )
     )
-    logger.info("stage 5/5 report: %s", report.html)
+    logger.info("stage 5/6 report: %s", report.html)
+
+    compressed = _compress(config, checkpoint, out / "compress") if config.compress else None
+    if compressed and "refused" not in compressed:
+        logger.info(
+            "stage 6/6 compress: rate %.2f removes %.3f of the units and %.3f of the MACs; test balanced accuracy "
+            "%.4f -> %.4f; card %s",
+            compressed["rate"],
+            compressed["units_removed"],
+            compressed["macs_removed"],
+            *compressed["test_balanced_accuracy"],
+            compressed["card"],
+        )
 
     result = DemoResult(
         report.html,
@@ -350,6 +341,7 @@ def _demo(config: DemoConfig, started: float) -> DemoResult:
         report.summary,
         len(rows),
         round(time.perf_counter() - started, 1),
+        compressed,
     )
     (out / "summary.json").write_text(json.dumps(to_jsonable(result.to_dict()), indent=2, allow_nan=False) + "\n")
     return result
