@@ -3,7 +3,7 @@
 The study writes its claims only when every sweep is done; this computes the same claims (same code, same settings)
 over the finished sweeps' rows and says in the scale line which checkpoints are in and which are missing.
 
-    python scripts/study_partial_claims.py configs/study-cpu.yaml runs/study-cpu docs/results/study-cpu-partial \
+    python scripts/study_partial_claims.py configs/study-cpu.yaml runs/study-cpu runs/study-cpu-partial \
         --data-root "$MEDPRUNE_DATA"
 """
 
