@@ -26,9 +26,9 @@ from pathlib import Path
 import torch
 
 from medprune.models import create_model
-from medprune.pruning import coupled_groups, masks_from_scores, model_cost, remove_units
+from medprune.pruning import coupled_groups, model_cost, remove_units
 from medprune.runs.compress import CompressConfig, run_compress
-from medprune.runs.compress_floor import MacsMeter, floor_candidate
+from medprune.runs.compress_floor import MacsMeter, ranked_candidate
 from medprune.scoring.registry import score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -79,15 +79,8 @@ def speed(name: str, rate: float, normalize: str, batch: int, repeats: int, macs
     model = create_model(name, num_classes=2, image_size=224).eval()
     x = torch.randn(batch, 3, 224, 224)
     scores = score(model, x[:1], torch.zeros(1, dtype=torch.long), method="magnitude")
-    couplings = coupled_groups(model)
-    sizes = [len(values) for values in scores.values()]
-    candidate = floor_candidate(
-        lambda r: masks_from_scores(scores, r, normalize=normalize, couplings=couplings),
-        rate,
-        total=sum(sizes),
-        cap=sum(n - 1 for n in sizes),
-        meter=MacsMeter(model) if macs_floor else None,
-    )
+    meter = MacsMeter(model) if macs_floor else None
+    candidate = ranked_candidate(scores, rate, meter=meter, normalize=normalize, couplings=coupled_groups(model))
     masks = candidate.masks
     small = remove_units(model, masks).eval()
     before, after = model_cost(model), model_cost(small)

@@ -20,18 +20,20 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor, nn
 
-from medprune.pruning.masks import achieved_rate
+from medprune.options import Normalize, Scope
+from medprune.pruning.masks import achieved_rate, masks_from_scores
 from medprune.pruning.physical import model_cost, remove_units
 from medprune.sweep.cost import CostCounter
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Candidate", "MacsMeter", "floor_candidate"]
+__all__ = ["Candidate", "MacsMeter", "floor_candidate", "ranked_candidate"]
 
 _EPS = 1e-12
 
@@ -113,6 +115,29 @@ def floor_candidate(
         reaches(cap)  # measured (cached when the search tried it)
         return Candidate(rate, cap / total, *tried[cap], "unreachable")
     return Candidate(rate, count / total, *tried[count], "raised")
+
+
+def ranked_candidate(
+    scores: Mapping[str, Tensor],
+    rate: float,
+    *,
+    meter: MacsMeter | None,
+    scope: Scope = "global",
+    normalize: Normalize = "none",
+    min_keep: int = 1,
+    couplings: Sequence[Sequence[str]] | None = None,
+) -> Candidate:
+    """:func:`floor_candidate` of the ranking :func:`~medprune.pruning.masks.masks_from_scores` makes of ``scores``
+    (the ranking keywords as there); the cap keeps rates below 1 and, for a global cut, at what ``min_keep`` allows.
+    """
+    sizes = [int(torch.as_tensor(values).numel()) for values in scores.values()]
+    cap = sum(sizes) - 1  # rates stay below 1
+    if scope == "global":  # beyond this count the global cut stops at min_keep (with a warning)
+        cap = min(cap, sum(max(n - max(min_keep, 1), 0) for n in sizes))
+    ranking = {"scope": scope, "normalize": normalize, "min_keep": min_keep, "couplings": couplings}
+    return floor_candidate(
+        lambda r: masks_from_scores(scores, r, **ranking), rate, total=sum(sizes), cap=cap, meter=meter
+    )
 
 
 def _guess(

@@ -17,7 +17,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from medprune.card import SearchRow
@@ -31,7 +30,7 @@ from medprune.pruning.masks import achieved_rate, masks_from_scores
 from medprune.recalibration import recalibrate_batchnorm
 from medprune.recovery import FinetuneSettings, finetune
 from medprune.runs.compress_evidence import METRICS, metric_value
-from medprune.runs.compress_floor import Candidate, MacsMeter, floor_candidate
+from medprune.runs.compress_floor import Candidate, MacsMeter, ranked_candidate
 
 logger = logging.getLogger(__name__)
 
@@ -101,12 +100,8 @@ def masks_at(bench: Workbench, scores: dict[str, Tensor], rate: float) -> dict[s
 
 def candidate_masks(bench: Workbench, scores: dict[str, Tensor], rate: float) -> Candidate:
     """The masks of candidate ``rate``: at unit rate ``rate``, cut deeper when the MACs floor asks for it
-    (:func:`medprune.runs.compress_floor.floor_candidate`; off without ``bench.macs``)."""
-    sizes = [int(torch.as_tensor(values).numel()) for values in scores.values()]
-    cap = sum(sizes) - 1  # rates stay below 1
-    if bench.scope == "global":  # beyond this count the global cut stops at min_keep (with a warning)
-        cap = min(cap, sum(max(n - max(bench.min_keep, 1), 0) for n in sizes))
-    return floor_candidate(lambda r: masks_at(bench, scores, r), rate, total=sum(sizes), cap=cap, meter=bench.macs)
+    (:func:`medprune.runs.compress_floor.ranked_candidate`; off without ``bench.macs``)."""
+    return ranked_candidate(scores, rate, meter=bench.macs, **bench.ranking())
 
 
 def recover(bench: Workbench, source: nn.Module, masks: dict[str, Tensor], epochs: int, tag: str) -> nn.Module:
@@ -191,6 +186,7 @@ def search(
             )
             with path.open("a") as handle:
                 handle.write(json.dumps(to_jsonable(row.__dict__), allow_nan=False) + "\n")
+            macs = "n/a" if row.macs_removed is None else f"{row.macs_removed:.3f}"
             logger.info(
                 "search rate %.3f (unit rate %.3f, MACs floor %s: removes %.3f of the units, %s of the MACs): "
                 "validation %s %s, drop %s -> %s",
@@ -198,7 +194,7 @@ def search(
                 candidate.unit_rate,
                 candidate.macs_floor,
                 row.achieved_rate,
-                "n/a" if row.macs_removed is None else f"{row.macs_removed:.3f}",
+                macs,
                 metric,
                 "n/a" if value is None else f"{value:.4f}",
                 "n/a" if drop is None else f"{drop:.4f}",
@@ -211,7 +207,7 @@ def search(
                     rate,
                     rate,
                     candidate.unit_rate,
-                    "n/a" if row.macs_removed is None else f"{row.macs_removed:.3f}",
+                    macs,
                 )
         rows.append(row)
         failures = 0 if row.within_tolerance else failures + 1
