@@ -130,7 +130,9 @@ def compute_scores(
         selection = cached_selection(
             model,
             dataset,
-            *(request.sampling, request.n_per_class, request.seed),  # type: ignore[arg-type]
+            request.sampling,  # type: ignore[arg-type]
+            request.n_per_class,
+            request.seed,
             cache_dir=cache_dir,
             identity={"model": checksum, "data": fingerprint},
             device=model_device,
