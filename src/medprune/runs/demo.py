@@ -235,7 +235,17 @@ def _compress(config: DemoConfig, checkpoint: Path, out: Path) -> dict[str, Any]
     except NoCandidateError as error:
         logger.warning("stage 6/6 compress: nothing shipped: %s", error)
         return {"refused": str(error)}
-    return compress_summary(result.rate, result.record, result.files)
+    shipped = compress_summary(result.rate, result.record, result.files)
+    logger.info(
+        "stage 6/6 compress: rate %.2f removes %.3f of the units and %.3f of the MACs; test balanced accuracy "
+        "%.4f -> %.4f; card %s",
+        shipped["rate"],
+        shipped["units_removed"],
+        shipped["macs_removed"],
+        *shipped["test_balanced_accuracy"],
+        shipped["card"],
+    )
+    return shipped
 
 
 def compress_summary(rate: float, record: Any, files: dict[str, str]) -> dict[str, Any]:
@@ -322,16 +332,6 @@ def _demo(config: DemoConfig, started: float) -> DemoResult:
     logger.info("stage 5/6 report: %s", report.html)
 
     compressed = _compress(config, checkpoint, out / "compress") if config.compress else None
-    if compressed and "refused" not in compressed:
-        logger.info(
-            "stage 6/6 compress: rate %.2f removes %.3f of the units and %.3f of the MACs; test balanced accuracy "
-            "%.4f -> %.4f; card %s",
-            compressed["rate"],
-            compressed["units_removed"],
-            compressed["macs_removed"],
-            *compressed["test_balanced_accuracy"],
-            compressed["card"],
-        )
 
     result = DemoResult(
         report.html,
