@@ -25,10 +25,10 @@ from pathlib import Path
 
 import torch
 
+from medprune.compression.floor import MacsMeter, ranked_candidate
 from medprune.models import create_model
 from medprune.pruning import coupled_groups, model_cost, remove_units
 from medprune.runs.compress import CompressConfig, run_compress
-from medprune.runs.compress_floor import MacsMeter, ranked_candidate
 from medprune.scoring.registry import score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from medprune.checkpoint import load_checkpoint
-from medprune.checkpoint_data import splits_for_checkpoint
+from medprune.checkpoint.with_data import splits_for_checkpoint
 from medprune.data import stack_samples
 from medprune.metrics import predict
 from medprune.stats import correctness, paired_metric_difference

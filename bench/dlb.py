@@ -28,8 +28,8 @@ import torch
 from safetensors.torch import save_file
 
 from medprune.models import create_model
+from medprune.models.units import unit_groups
 from medprune.scoring.dlb import dlb_relevance
-from medprune.units import unit_groups
 
 REPO = Path(__file__).resolve().parents[1]
 ORACLE_PYTHON = REPO / ".oracle-venv" / "bin" / "python"

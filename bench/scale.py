@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from medprune.checkpoint import save_checkpoint
-from medprune.checkpoint_data import load_with_splits
+from medprune.checkpoint.with_data import load_with_splits
 from medprune.data import stack_samples
 from medprune.executors import Executor, LocalExecutor, RayExecutor, Task
 from medprune.models import create_model

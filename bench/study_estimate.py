@@ -30,19 +30,19 @@ import torch
 from medprune.config import build_config
 from medprune.data import stack_samples
 from medprune.metrics import predict
+from medprune.models.units import unit_groups
 from medprune.provenance import model_checksum
 from medprune.pruning import apply_masks, masks_from_scores
-from medprune.recalibration import recalibrated_batchnorm
+from medprune.recovery.recalibration import recalibrated_batchnorm
 from medprune.runs.study import StudyConfig, plan
 from medprune.runs.sweep import curve_list, sweep_settings
 from medprune.runs.train import build_model, load_training_data
 from medprune.runtime import autocast, grad_scaler
 from medprune.scoring import scorer_entry
 from medprune.scoring.registry import score
-from medprune.selection import select_samples
+from medprune.scoring.selection import select_samples
 from medprune.study.progress import format_duration
 from medprune.sweep.on_device import on_device
-from medprune.units import unit_groups
 
 
 def timed(fn: Callable[[], object], repeat: int = 3, device: torch.device | None = None) -> float:

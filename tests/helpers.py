@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from medprune.models import create_model
-from medprune.units import unit_groups
+from medprune.models.units import unit_groups
 
 
 def has_hooks(model: nn.Module) -> bool:

@@ -10,7 +10,7 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from medprune.card import (
+from medprune.compression.card import (
     ClassRates,
     CompressionRecord,
     Latency,

@@ -9,8 +9,8 @@ import pickle
 import pytest
 import torch
 
-from medprune import checkpoint
 from medprune.checkpoint import FORMAT, load_checkpoint, read_meta, save_checkpoint
+from medprune.checkpoint import io as checkpoint
 from medprune.models import create_model
 from medprune.provenance import model_checksum
 

@@ -18,7 +18,7 @@ from scipy.stats import binomtest
 
 import medprune.runs.compress as compress_module
 from medprune.checkpoint import load_checkpoint, save_checkpoint
-from medprune.checkpoint_data import splits_for_checkpoint
+from medprune.checkpoint.with_data import splits_for_checkpoint
 from medprune.cli.main import main
 from medprune.data import stack_samples
 from medprune.metrics import metrics_from_predictions, predict

@@ -12,22 +12,22 @@ from pathlib import Path
 import pytest
 import torch
 
+import medprune.compression.search as steps_module
 import medprune.runs.compress as compress_module
-import medprune.runs.compress_steps as steps_module
-from medprune.card import SearchRow
 from medprune.checkpoint import save_checkpoint
+from medprune.compression.card import SearchRow
+from medprune.compression.evidence import resolution_text
+from medprune.compression.floor import MacsMeter
+from medprune.compression.search import Workbench, candidate_masks, masks_at, search
 from medprune.metrics import metrics_from_predictions, predict
 from medprune.models import create_model
+from medprune.models.units import unit_groups
 from medprune.pruning import coupled_groups, mask_model, model_cost, remove_units
 from medprune.pruning.masks import achieved_rate
 from medprune.rundir import RunDir
 from medprune.rundir.errors import ConfigMismatchError
 from medprune.runs.compress import CompressConfig, compress
-from medprune.runs.compress_evidence import resolution_text
-from medprune.runs.compress_floor import MacsMeter
-from medprune.runs.compress_steps import Workbench, candidate_masks, masks_at, search
 from medprune.sweep.cost import CostCounter
-from medprune.units import unit_groups
 
 RATES = [0.1, 0.3, 0.5, 0.7]
 
@@ -214,7 +214,7 @@ def test_resolution_warning_for_a_tiny_validation_split_only(
         raise _StopError
 
     monkeypatch.setattr(compress_module, "search", stop)
-    with caplog.at_level("WARNING", logger="medprune.runs.compress_evidence"), pytest.raises(_StopError):
+    with caplog.at_level("WARNING", logger="medprune.compression.evidence"), pytest.raises(_StopError):
         compress(checkpoint, str(tmp_path / "out"), data_root=str(data_root), method="magnitude")
     warnings = [r.getMessage() for r in caplog.records if "validation resolution" in r.getMessage()]
     counts = torch.bincount(torch.as_tensor(seen["labels"]), minlength=2)

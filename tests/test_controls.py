@@ -8,8 +8,8 @@ from helpers import has_hooks
 from torch import nn
 
 from medprune.models import create_model
+from medprune.models.units import unit_groups
 from medprune.scoring.registry import score
-from medprune.units import unit_groups
 
 
 def _tiny_cnn(inplace_relu: bool = False) -> nn.Module:

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from medprune.checkpoint import load_checkpoint
+from medprune.compression.search import NoCandidateError
 from medprune.data import load_dataset, stack_samples
 from medprune.metrics import evaluate
-from medprune.runs.compress_steps import NoCandidateError
 from medprune.runs.demo import DemoConfig, run_demo
 
 

@@ -11,10 +11,10 @@ from helpers import has_hooks
 from torch import nn
 
 from medprune.models import create_model
+from medprune.models.units import unit_groups
 from medprune.scoring.dlb import dlb_relevance
 from medprune.scoring.dlb.rules import align_rule, attention_rule, conv2d_rule, linear_rule
 from medprune.scoring.registry import score
-from medprune.units import unit_groups
 
 #: float64 tolerance for "conserved": relative error of totals (only float rounding remains)
 CONSERVE_RTOL = 1e-9

@@ -18,9 +18,9 @@ from safetensors.torch import load_file, save_file
 from scipy.stats import spearmanr
 
 from medprune.models import create_model
+from medprune.models.units import unit_groups
 from medprune.scoring.dlb import dlb_relevance
 from medprune.scoring.dlb.rules import align_rule, attention_rule, conv2d_rule, linear_rule
-from medprune.units import unit_groups
 
 REPO = Path(__file__).resolve().parents[1]
 ORACLE_PYTHON = REPO / ".oracle-venv" / "bin" / "python"

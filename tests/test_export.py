@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from medprune.models import create_model
+from medprune.models.units import unit_groups
 from medprune.pruning import export as export_module
 from medprune.pruning.export import export_onnx, run_onnx
 from medprune.pruning.masks import masks_from_scores
 from medprune.pruning.physical import coupled_groups, remove_units
-from medprune.units import unit_groups
 
 pytest.importorskip("onnxruntime")
 

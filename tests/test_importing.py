@@ -14,11 +14,11 @@ from torch import nn
 from medprune.checkpoint import load_checkpoint
 from medprune.cli.main import main
 from medprune.data import load_dataset
-from medprune.importing import WeightsError, import_model, read_state_dict
 from medprune.models import create_model
+from medprune.models.importing import WeightsError, import_model, read_state_dict
+from medprune.models.support import UnsupportedModelError, check_scorable
 from medprune.pruning import coupled_groups, mask_model, masks_from_scores, remove_units
 from medprune.scoring import score
-from medprune.support import UnsupportedModelError, check_scorable
 
 SIZE = 32
 

@@ -8,9 +8,9 @@ from captum.attr import LayerConductance
 from helpers import has_hooks
 
 from medprune.models import create_model
+from medprune.models.units import get_module, unit_groups, units_per_sample
 from medprune.scoring.integrated_gradients import conductance, resolve_baseline
 from medprune.scoring.registry import score
-from medprune.units import get_module, unit_groups, units_per_sample
 
 STEPS = 4
 SIZE = 16  # px: float64 on a shared 2-core CPU; parity does not depend on the size

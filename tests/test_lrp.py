@@ -10,10 +10,10 @@ from helpers import has_hooks
 from torch import nn
 
 from medprune.models import create_model
+from medprune.models.units import UnitGroup, unit_groups
 from medprune.scoring.lrp import input_relevance, lrp_scores, relevance_maps
 from medprune.scoring.lrp.rules import CNN_COMPOSITES, build_cnn_composite
 from medprune.scoring.registry import score, scorer_entry
-from medprune.units import UnitGroup, unit_groups
 
 CNNS = ("vgg_small", "resnet_small")
 

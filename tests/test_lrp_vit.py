@@ -9,10 +9,10 @@ from helpers import has_hooks
 from torch import Tensor, nn
 
 from medprune.models import create_model
+from medprune.models.units import UnitGroup, unit_groups
 from medprune.scoring.lrp import input_relevance, lrp_scores, relevance_maps
 from medprune.scoring.lrp.vit import pool_tokens, vit_lrp_forward
 from medprune.scoring.registry import score
-from medprune.units import UnitGroup, unit_groups
 
 EPS = 1e-12
 

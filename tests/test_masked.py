@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from medprune.models import create_model
+from medprune.models.units import capture_activations, unit_groups
 from medprune.pruning.masked import _following_by_order, apply_masks, following_batchnorms, mask_model
 from medprune.pruning.masks import masks_from_scores
-from medprune.units import capture_activations, unit_groups
 
 MODELS = ["vgg_small", "resnet_small", "vit_small"]
 

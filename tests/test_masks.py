@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from medprune.models import create_model
+from medprune.models.units import unit_groups
 from medprune.pruning.masks import masks_from_scores, normalize_scores, pruned_count, validate_scores
-from medprune.units import unit_groups
 
 RATES = st.floats(min_value=0.0, max_value=0.99, allow_nan=False)
 

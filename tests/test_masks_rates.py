@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from medprune.models import create_model
+from medprune.models.units import unit_groups
 from medprune.pruning.masks import (
     NORMALIZATIONS,
     SCALE_INVARIANT,
@@ -17,7 +18,6 @@ from medprune.pruning.masks import (
     normalize_scores,
 )
 from medprune.pruning.physical import coupled_groups
-from medprune.units import unit_groups
 
 RATES = st.floats(min_value=0.0, max_value=0.99, allow_nan=False)
 

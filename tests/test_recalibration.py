@@ -7,9 +7,9 @@ import torch
 from torch import nn
 
 from medprune.models import create_model
+from medprune.models.units import unit_groups
 from medprune.pruning import apply_masks, following_batchnorms, masks_from_scores
-from medprune.recalibration import batchnorm_layers, recalibrate_batchnorm, recalibrated_batchnorm
-from medprune.units import unit_groups
+from medprune.recovery.recalibration import batchnorm_layers, recalibrate_batchnorm, recalibrated_batchnorm
 
 
 def _tiny() -> nn.Sequential:

@@ -15,11 +15,11 @@ from hypothesis import strategies as st
 from torch.utils.data import TensorDataset
 
 from medprune.models import create_model
+from medprune.models.units import capture_activations, unit_groups
 from medprune.pruning.iterative import iterative_prune, nested_masks, round_rates
 from medprune.pruning.masks import achieved_rate, masks_from_scores
 from medprune.pruning.physical import coupled_groups, remove_units
-from medprune.recovery import FinetuneSettings, MaskHold, distillation_loss, finetune, hold_masks
-from medprune.units import capture_activations, unit_groups
+from medprune.recovery.finetune import FinetuneSettings, MaskHold, distillation_loss, finetune, hold_masks
 
 MODELS = ["vgg_small", "resnet_small", "vit_small"]
 SIZE = 16
@@ -149,7 +149,7 @@ def _interrupted_run(model_state: dict, masks: dict, checkpoint_dir: str) -> Non
     """Child process: fine-tune 3 epochs but die (hard) right after epoch 2's checkpoint is written."""
     import os
 
-    import medprune.recovery as recovery
+    import medprune.recovery.finetune as recovery
 
     model = _model("vgg_small")
     model.load_state_dict(model_state)

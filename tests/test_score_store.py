@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-import medprune.selection as selection_module
+import medprune.scoring.selection as selection_module
 from medprune.data.base import ArrayStore, ImageDataset
 from medprune.models import create_model
+from medprune.models.units import unit_groups
 from medprune.provenance import model_checksum
 from medprune.scoring.registry import score
 from medprune.scoring.request import ScoreRequest
+from medprune.scoring.selection import load_images
 from medprune.scoring.store import ScoreStore, compute_scores, load_scores
-from medprune.selection import load_images
-from medprune.units import unit_groups
 
 
 @pytest.fixture()

@@ -13,8 +13,8 @@ import torch
 from helpers import has_hooks
 
 from medprune.models import create_model
+from medprune.models.units import unit_groups
 from medprune.scoring.registry import available_scorers, score, scorer_entry
-from medprune.units import unit_groups
 
 MODELS = ["vgg_small", "resnet_small", "vit_small"]
 FAST_OPTIONS = {"ig": {"steps": 3, "chunk_size": 8}}  # keep the suite quick; every other method runs its defaults

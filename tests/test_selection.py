@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-import medprune.selection as selection_module
-from medprune.selection import Selection, cached_selection, select_samples, selection_file
+import medprune.scoring.selection as selection_module
+from medprune.scoring.selection import Selection, cached_selection, select_samples, selection_file
 
 
 class ConstantImages(torch.utils.data.Dataset):
@@ -139,7 +139,7 @@ def test_an_unreadable_selection_file_is_recomputed_and_replaced(tmp_path, caplo
     data, identity = ConstantImages(VALUES, LABELS), {"model": "m", "data": "d"}
     path = selection_file(tmp_path, "confidence", 2, 0, None, identity)
     path.write_text('{"format": "medprune-selection/1", "selection": {"indices": [')  # a write cut short
-    with caplog.at_level(logging.WARNING, logger="medprune.selection"):
+    with caplog.at_level(logging.WARNING, logger="medprune.scoring.selection"):
         sel = cached_selection(_model(), data, "confidence", 2, 0, cache_dir=tmp_path, identity=identity)
     assert sel.indices == [6, 5, 7, 9, 11, 12] and "unreadable" in caplog.text
     assert Selection.from_dict(json.loads(path.read_text())["selection"]) == sel

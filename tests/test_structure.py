@@ -11,10 +11,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from medprune.models import create_model
+from medprune.models.units import unit_groups
 from medprune.pruning.masks import masks_from_scores
 from medprune.pruning.physical import apply_structure, coupled_groups, remove_units
 from medprune.pruning.structure import pruned_structure, structure_masks
-from medprune.units import unit_groups
 
 
 @functools.cache

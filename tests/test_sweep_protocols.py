@@ -6,12 +6,12 @@ import pytest
 import torch
 from helpers import random_scores, tiny_sweep_model
 
+from medprune.models.units import unit_groups
 from medprune.pruning import coupled_groups, masks_from_scores, model_cost, remove_units
 from medprune.sweep.core import CurveParams, SweepInputs, sweep_model
 from medprune.sweep.cost import CostCounter
 from medprune.sweep.protocols import PROTOCOLS, Setting, protocol_name, settings_from
 from medprune.sweep.table import RowLog, decode_classes, row_key
-from medprune.units import unit_groups
 
 
 def _tiny():

@@ -13,6 +13,7 @@ from medprune.checkpoint import save_checkpoint
 from medprune.cli.main import main
 from medprune.config import ConfigError
 from medprune.models import create_model
+from medprune.models.units import unit_groups
 from medprune.pruning import masks_from_scores
 from medprune.pruning.masked import following_batchnorms, mask_model, zeroing_plan
 from medprune.report.markdown import results_markdown
@@ -23,7 +24,6 @@ from medprune.runs.sweep import COSMETIC, LATER_DEFAULTS, SweepConfig, validate_
 from medprune.sweep.core import CurveParams, SweepInputs, sweep_model
 from medprune.sweep.recovery_step import Recovery, recovered_model
 from medprune.sweep.table import RowLog, row_id, row_key
-from medprune.units import unit_groups
 
 CURVE = [("lrp", "random")]
 UNSTABLE = ("seconds", "finished_at")

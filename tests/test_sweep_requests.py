@@ -7,10 +7,10 @@ import torch
 
 from medprune.checkpoint import save_checkpoint
 from medprune.models import create_model
+from medprune.models.units import unit_groups
 from medprune.runs.sweep import SweepConfig, curve_list, run_sweep, validate_config
 from medprune.sweep.core import CurveParams, SweepInputs, sweep_model
 from medprune.sweep.table import RowLog
-from medprune.units import unit_groups
 
 
 @pytest.fixture()

@@ -19,7 +19,7 @@ import sys, time, torch
 from medprune.models import create_model
 from medprune.sweep.core import CurveParams, SweepInputs, sweep_model
 from medprune.sweep.table import RowLog
-from medprune.units import unit_groups
+from medprune.models.units import unit_groups
 
 class SlowLog(RowLog):
     def append(self, row):

@@ -18,7 +18,7 @@ from medprune.models import create_model
 from medprune.provenance import model_checksum
 from medprune.runs.train import TrainConfig, resolve_pretrained
 from medprune.runtime import seed_everything
-from medprune.train import class_weights, limit_dataset, recalibrate_batchnorm, train
+from medprune.training.loop import class_weights, limit_dataset, recalibrate_batchnorm, train
 
 
 class FakeImages(Dataset):

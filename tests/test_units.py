@@ -7,7 +7,7 @@ import torch
 from helpers import has_hooks
 
 from medprune.models import available_models, create_model, model_family
-from medprune.units import capture_activations, unit_groups, units_per_sample
+from medprune.models.units import capture_activations, unit_groups, units_per_sample
 
 SMALL = ["vgg_small", "resnet_small", "resnet18", "vit_small"]
 

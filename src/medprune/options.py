@@ -59,7 +59,7 @@ Normalize = Literal["none", "total", "max", "l2", "mean", "rank"]
 NORMALIZATIONS: tuple[str, ...] = ("none", "total", "max", "l2", "mean", "rank")
 
 #: What happens after masking and before evaluation: nothing (the paper) or BatchNorm statistics re-estimated on
-#: training images (:mod:`medprune.recalibration`).
+#: training images (:mod:`medprune.recovery.recalibration`).
 Recalibrate = Literal["none", "bn"]
 RECALIBRATIONS: tuple[str, ...] = ("none", "bn")
 

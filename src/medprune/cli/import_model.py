@@ -2,8 +2,8 @@
 
 Options come from (later wins): :class:`~medprune.runs.import_model.ImportConfig` defaults, ``--config file.yaml``,
 the flags below, then ``--set key=value``. The weights are read without running pickle code (see
-:mod:`medprune.importing`); bad input (a refused or unreadable file, weights that do not fit the architecture, wrong
-class names) exits with code 2 and one line naming the file, key or value.
+:mod:`medprune.models.importing`); bad input (a refused or unreadable file, weights that do not fit the
+architecture, wrong class names) exits with code 2 and one line naming the file, key or value.
 """
 
 from __future__ import annotations

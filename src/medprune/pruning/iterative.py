@@ -3,7 +3,7 @@
 Each round re-scores the current (masked, recovered) model, then removes the lowest-scored *surviving* units until
 the round's rate is reached: the ranking is made among survivors only (:func:`nested_masks`), so a unit removed in one
 round stays removed and the scores of removed units (often exactly 0) never compete. The caller supplies the scorer
-and the recovery (BatchNorm recalibration, :func:`medprune.recovery.finetune`, or nothing), as plain callables.
+and the recovery (BatchNorm recalibration, :func:`medprune.recovery.finetune.finetune`, or nothing), as plain callables.
 
 >>> import torch
 >>> previous = {"a": torch.tensor([True, False, True, True])}
@@ -21,10 +21,10 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from medprune.models.units import unit_groups
 from medprune.options import Normalize, Scope
 from medprune.pruning.masked import mask_model
 from medprune.pruning.masks import achieved_rate, check_rate, masks_from_scores
-from medprune.units import unit_groups
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ of torchvision VGG: conv, bn in ``features``; and ResNet: ``convN``/``bnN``, ``d
 
 >>> from medprune.models import create_model
 >>> from medprune.pruning.masks import masks_from_scores
->>> from medprune.units import unit_groups
+>>> from medprune.models.units import unit_groups
 >>> model = create_model("vgg_small", num_classes=2, image_size=32)
 >>> masks = masks_from_scores({g.name: torch.rand(g.num_units) for g in unit_groups(model)}, 0.5)
 >>> with apply_masks(model, masks):
@@ -34,8 +34,8 @@ import torch
 import torch.fx
 from torch import Tensor, nn
 
+from medprune.models.units import UnitGroup, get_module, unit_groups
 from medprune.pruning.masks import validate_scores
-from medprune.units import UnitGroup, get_module, unit_groups
 
 logger = logging.getLogger(__name__)
 

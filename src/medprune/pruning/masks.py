@@ -55,8 +55,8 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor
 
+from medprune.models.units import UnitGroup
 from medprune.options import NORMALIZATIONS, SCOPES, Normalize, Scope
-from medprune.units import UnitGroup
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def validate_scores(scores: Mapping[str, Tensor], groups: Sequence[UnitGroup], w
 
     Args:
         scores: ``{group.name: Tensor(num_units)}``.
-        groups: the model's unit groups (:func:`medprune.units.unit_groups`).
+        groups: the model's unit groups (:func:`medprune.models.units.unit_groups`).
         what: name used in error messages (``"scores"`` or ``"masks"``).
 
     Raises:
@@ -97,7 +97,7 @@ def check_sizes(scores: Mapping[str, Tensor], expected: Mapping[str, int], what:
             parts.append(f"wrong lengths {_short(wrong)}")
         raise ValueError(
             f"{what} do not match the model's unit groups ({'; '.join(parts)}): {what} made for another "
-            "model? Build them from medprune.units.unit_groups(model)."
+            "model? Build them from medprune.models.units.unit_groups(model)."
         )
 
 

@@ -30,12 +30,12 @@ import torch
 import torch_pruning as tp
 from torch import Tensor, nn
 
+from medprune.models.units import UnitGroup, get_module, unit_groups
 from medprune.pruning.masked import check_plain_attention
 from medprune.pruning.masks import validate_scores
 from medprune.pruning.structure import pruned_structure, structure_masks
 from medprune.pruning.support import check_removable
 from medprune.runtime import eval_mode
-from medprune.units import UnitGroup, get_module, unit_groups
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def coupled_groups(
 
     Args:
         model: the model (not changed).
-        groups: its unit groups (default: :func:`medprune.units.unit_groups`).
+        groups: its unit groups (default: :func:`medprune.models.units.unit_groups`).
         example_inputs: an input batch for tracing (default: zeros from ``model.medprune_spec``).
 
     Returns:

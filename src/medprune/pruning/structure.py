@@ -7,7 +7,7 @@ shapes (the same surgery as :func:`medprune.pruning.physical.remove_units`, so m
 ``load_state_dict(strict=True)``.
 
 >>> from medprune.models import create_model
->>> from medprune.units import unit_groups
+>>> from medprune.models.units import unit_groups
 >>> model = create_model("vit_small", num_classes=2, image_size=32)
 >>> masks = {g.name: torch.arange(g.num_units) % 2 == 0 for g in unit_groups(model)}
 >>> structure = pruned_structure(model, masks)
@@ -23,8 +23,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from medprune.models.units import unit_groups
 from medprune.pruning.masks import validate_scores
-from medprune.units import unit_groups
 
 FORMAT = "medprune.pruned-structure"
 VERSION = 1

@@ -33,9 +33,9 @@ import torch
 import torch_pruning as tp
 from torch import Tensor, nn
 
+from medprune.models.support import UnsupportedModelError, check_units
+from medprune.models.units import get_module, unit_groups
 from medprune.pruning.masked import check_plain_attention, following_batchnorms
-from medprune.support import UnsupportedModelError, check_units
-from medprune.units import get_module, unit_groups
 
 __all__ = ["CHANNEL_NORMS", "check_removable", "removal_blocker"]
 

@@ -3,7 +3,7 @@
 ============  ====================================  ===================================================
 module        runner                                result
 ============  ====================================  ===================================================
-``train``     ``run_train(TrainConfig)``            :class:`~medprune.train_config.TrainResult`
+``train``     ``run_train(TrainConfig)``            :class:`~medprune.training.config.TrainResult`
 ``evaluate``  ``run_evaluate(EvaluateConfig)``      :class:`~medprune.runs.evaluate.EvaluateResult`
 ``score``     ``run_score(ScoreConfig)``            :class:`~medprune.runs.score.ScoreResult`
 ``prune``     ``run_prune(PruneConfig)``            :class:`~medprune.runs.prune.PruneResult`
@@ -12,7 +12,8 @@ module        runner                                result
 ``demo``      ``run_demo(DemoConfig)``              :class:`~medprune.runs.demo.DemoResult`
 ============  ====================================  ===================================================
 
-Also ``import_model``: ``run_import(ImportConfig)`` -> :class:`~medprune.importing.ImportResult` (``medprune import``).
+Also ``import_model``: ``run_import(ImportConfig)`` -> :class:`~medprune.models.importing.ImportResult`
+(``medprune import``).
 
 Runners compose the library (data, models, train, scoring, pruning, sweep, report) and write files with their
 resolved config beside them; ``medprune.cli`` only turns command lines into these configs.

@@ -23,13 +23,13 @@ from typing import Any, Literal
 
 import torch
 
+from medprune.compression.search import NoCandidateError
 from medprune.config import build_config, config_to_dict, save_config
 from medprune.options import LosslessMetric
 from medprune.provenance import to_jsonable
 from medprune.report.tables import best_line, lossless_rates
 from medprune.rundir import RunDir
 from medprune.runs.compress import CompressConfig, run_compress
-from medprune.runs.compress_steps import NoCandidateError
 from medprune.runs.deploy import Deployment, deploy_choice
 from medprune.runs.report import ReportConfig, run_report
 from medprune.runs.sweep import SweepConfig, run_sweep

@@ -20,7 +20,7 @@ from typing import Any, Literal
 from medprune.data import stack_samples
 from medprune.provenance import to_jsonable
 from medprune.pruning import apply_masks
-from medprune.recalibration import recalibrated_batchnorm
+from medprune.recovery.recalibration import recalibrated_batchnorm
 from medprune.runs.prune import save_pruned
 from medprune.sweep.artifacts import load_swept_models
 from medprune.sweep.protocols import SETTING_FIELDS

@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from medprune.checkpoint import checkpoint_paths
-from medprune.checkpoint_data import load_with_splits, recorded_dataset_name
+from medprune.checkpoint.with_data import load_with_splits, recorded_dataset_name
 from medprune.config import ConfigError, config_to_dict, save_config
 from medprune.data.validate import validate_splits
 from medprune.metrics import evaluate, summary_line
 from medprune.provenance import model_checksum, to_jsonable
 from medprune.rundir import check_writable
 from medprune.runtime import resolve_device
-from medprune.train import limit_dataset
+from medprune.training.loop import limit_dataset
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """``run_import(config)``: a trained torchvision / timm classifier's weights -> a medprune checkpoint.
 
 The options of ``medprune import`` as a config (so the command takes ``--config FILE``, flags and ``--set`` like every
-other one); the work is :func:`medprune.importing.import_model`.
+other one); the work is :func:`medprune.models.importing.import_model`.
 
 >>> # result = run_import(ImportConfig(arch="resnet18", weights="resnet18.pt", num_classes=2))
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from medprune.config import ConfigError
-from medprune.importing import WEIGHT_SUFFIXES, ImportResult, import_model
+from medprune.models.importing import WEIGHT_SUFFIXES, ImportResult, import_model
 
 __all__ = ["ImportConfig", "run_import"]
 
@@ -57,7 +57,7 @@ class ImportConfig:
 
 
 def run_import(config: ImportConfig) -> ImportResult:
-    """Import ``config.weights`` as a checkpoint in ``config.out`` (see :func:`medprune.importing.import_model`)."""
+    """Import ``config.weights`` as a checkpoint in ``config.out`` (:func:`medprune.models.importing.import_model`)."""
     return import_model(
         config.arch,
         config.weights,

@@ -21,7 +21,7 @@ from typing import Any, Literal
 from torch import Tensor, nn
 
 from medprune.checkpoint import load_checkpoint, read_meta, save_checkpoint
-from medprune.checkpoint_data import load_with_splits
+from medprune.checkpoint.with_data import load_with_splits
 from medprune.config import ConfigError, save_config
 from medprune.data import stack_samples
 from medprune.data.validate import validate_splits

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from medprune.checkpoint import read_meta
-from medprune.checkpoint_data import CheckpointData, load_with_splits
+from medprune.checkpoint.with_data import CheckpointData, load_with_splits
 from medprune.config import save_config
 from medprune.data.validate import validate_splits
 from medprune.executors import (

@@ -88,7 +88,7 @@ class StudyConfig(ExecutorSettings):
         out: output folder (see the module docstring for its layout).
         data_root: folder holding the datasets (default: ``$MEDPRUNE_DATA``).
         architectures, datasets, seeds: the grid (seeds are training seeds; one checkpoint per combination).
-        train: :class:`~medprune.train_config.TrainConfig` fields for every checkpoint.
+        train: :class:`~medprune.training.config.TrainConfig` fields for every checkpoint.
         recipes: per ``<dataset>``, ``<architecture>`` or ``<architecture>/<dataset>``: TrainConfig fields on top of
             ``train`` (the most specific wins).
         sweep: :class:`~medprune.runs.sweep.SweepConfig` fields for every sweep (methods, samplings, controls,

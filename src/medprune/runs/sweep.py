@@ -4,7 +4,7 @@ Grid per checkpoint: selection ``seeds`` x settings (named ``protocols`` and/or 
 normalize, sign and recalibrate; see :mod:`medprune.sweep.protocols`) x recoveries (``finetune_epochs`` x ``distill``,
 :mod:`medprune.sweep.recovery_step`) x (method, sampling) curves x rates, every pruned model evaluated on the
 validation and the test split (one row each). Everything is validated before any work (rates, methods, samplings,
-settings, recoveries, checkpoints, datasets; the options and their checks are :mod:`medprune.runs.sweep_config`);
+settings, recoveries, checkpoints, datasets; the options and their checks are :mod:`medprune.sweep.config`);
 the rows go to
 ``<out>/rows.jsonl`` (durable, resumable) and ``<out>/results.csv`` (the tidy table, rewritten after each model);
 ``<out>/manifest.json`` records, per checkpoint, where the model, data and score files are (the report reads it).
@@ -31,15 +31,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from medprune.checkpoint_data import CheckpointData, load_with_splits
+from medprune.checkpoint.with_data import CheckpointData, load_with_splits
 from medprune.config import save_config
 from medprune.data import DatasetSplits, stack_samples
 from medprune.data.validate import validate_splits
 from medprune.executors import Executor, Outcome, executor_for, raise_failures, task_resources
+from medprune.models.units import unit_groups
 from medprune.provenance import model_checksum
 from medprune.pruning import coupled_groups
 from medprune.rundir import RunDir
-from medprune.runs.sweep_config import (
+from medprune.scoring.store import ScoreStore
+from medprune.sweep.config import (
     COSMETIC,
     DEFAULT_CONTROLS,
     LATER_DEFAULTS,
@@ -49,14 +51,12 @@ from medprune.runs.sweep_config import (
     sweep_settings,
     validate_config,
 )
-from medprune.scoring.store import ScoreStore
 from medprune.sweep.core import CurveParams, SweepInputs, sweep_model
 from medprune.sweep.cost import CostCounter
 from medprune.sweep.protocols import Setting
 from medprune.sweep.recovery_step import Recovery
 from medprune.sweep.table import Row, RowLog, write_csv
 from medprune.sweep.tasks import SharedInputs, StoreSpec, in_order, plan_jobs, run_jobs
-from medprune.units import unit_groups
 
 __all__ = [
     "COSMETIC",

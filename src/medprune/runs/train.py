@@ -1,6 +1,7 @@
-"""``run_train(config)``: the whole training pipeline, seed → data → model → :func:`medprune.train.train` → files.
+"""``run_train(config)``: the whole training pipeline, seed → data → model →
+:func:`medprune.training.loop.train` → files.
 
-:class:`TrainConfig` and :class:`TrainResult` are defined beside the loop (:mod:`medprune.train_config`), which
+:class:`TrainConfig` and :class:`TrainResult` are defined beside the loop (:mod:`medprune.training.config`), which
 records the config in every checkpoint; they are re-exported here so a run needs one import.
 
 >>> config = TrainConfig(model="resnet_small", epochs=1, max_train_samples=64)  # doctest: +SKIP
@@ -20,8 +21,8 @@ from medprune.data.validate import validate_splits
 from medprune.models import create_model, model_spec
 from medprune.rundir import RunDir
 from medprune.runtime import seed_everything
-from medprune.train import train
-from medprune.train_config import TrainConfig, TrainResult
+from medprune.training.config import TrainConfig, TrainResult
+from medprune.training.loop import train
 
 logger = logging.getLogger(__name__)
 

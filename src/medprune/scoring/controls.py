@@ -28,8 +28,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from medprune.models.units import UnitGroup, capture_activations, get_module, units_per_sample
 from medprune.scoring.registry import register_scorer
-from medprune.units import UnitGroup, capture_activations, get_module, units_per_sample
 
 
 @register_scorer("random", data_free=True, description="uniform random scores (seeded): the floor to beat")

@@ -15,7 +15,7 @@ of each step only, as captum's ``LayerConductance`` does; with a zero baseline R
 ``left`` loses about 1/n of the total (docs/method.md §3).
 
 >>> from medprune.models import create_model
->>> from medprune.units import unit_groups
+>>> from medprune.models.units import unit_groups
 >>> model = create_model("vgg_small", num_classes=2, image_size=32)
 >>> r = conductance(model, torch.randn(2, 3, 32, 32), torch.tensor([0, 1]), unit_groups(model), steps=4)
 >>> r["features.0"].shape
@@ -31,8 +31,8 @@ import torch
 from torch import Tensor, nn
 
 from medprune.data.augmentation import IMAGENET_MEAN, IMAGENET_STD
+from medprune.models.units import UnitGroup, capture_activations, units_per_sample
 from medprune.scoring.registry import register_scorer
-from medprune.units import UnitGroup, capture_activations, units_per_sample
 
 BASELINES: tuple[str, ...] = ("zeros", "black")
 RULES: tuple[str, ...] = ("trapezoid", "left")

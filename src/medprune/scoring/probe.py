@@ -20,8 +20,8 @@ from typing import Any
 import torch
 
 from medprune.models import available_models, create_model, model_spec
+from medprune.models.units import unit_groups
 from medprune.scoring.registry import score
-from medprune.units import unit_groups
 
 logger = logging.getLogger(__name__)
 

@@ -22,11 +22,11 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
+from medprune.models.support import check_scorable
+from medprune.models.units import UnitGroup, unit_groups
 from medprune.options import SAMPLINGS, SIGNS, TARGET_MODES, Sign, TargetMode, check_option
 from medprune.progress import progress
 from medprune.runtime import eval_mode
-from medprune.support import check_scorable
-from medprune.units import UnitGroup, unit_groups
 
 logger = logging.getLogger(__name__)
 
@@ -168,7 +168,7 @@ def score(
         inputs: (N, C, H, W) normalised images on the model's device.
         targets: (N,) class indices (true labels).
         method: one of :func:`available_scorers`.
-        groups: unit groups to score (default: :func:`medprune.units.unit_groups`).
+        groups: unit groups to score (default: :func:`medprune.models.units.unit_groups`).
         sign: ``signed`` sums relevance over samples as is (paper); ``abs`` sums its absolute value.
         target: start relevance at the ``true`` class (default) or the ``predicted`` one.
         batch_size: samples per scorer call; results do not depend on it.

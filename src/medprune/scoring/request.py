@@ -20,7 +20,7 @@ class ScoreRequest:
 
     Attributes:
         method: a registered scorer (:func:`~medprune.scoring.available_scorers`).
-        sampling: ``random``, ``confidence`` or ``clustering`` (:mod:`medprune.selection`).
+        sampling: ``random``, ``confidence`` or ``clustering`` (:mod:`medprune.scoring.selection`).
         n_per_class: samples per class.
         seed: seeds sample selection and data-free random scores.
         sign: ``signed`` (paper) or ``abs`` aggregation over samples.

@@ -33,14 +33,14 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from medprune.models.units import unit_groups
 from medprune.options import NO_SAMPLING
 from medprune.provenance import file_sha256, model_checksum, package_versions, to_jsonable
 from medprune.rundir import verify_cached
 from medprune.runtime import resolve_device
 from medprune.scoring.registry import score
 from medprune.scoring.request import ScoreRequest
-from medprune.selection import cached_selection, load_images
-from medprune.units import unit_groups
+from medprune.scoring.selection import cached_selection, load_images
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 A checkpoint's training config is resolved from layers (later wins): ``train`` (every run) <- ``recipes[dataset]``
 <- ``recipes[architecture]`` <- ``recipes["architecture/dataset"]`` <- the grid point itself (model, dataset, seed).
-Its key is a hash of the resolved :class:`~medprune.train_config.TrainConfig` without the fields that do not change
+Its key is a hash of the resolved :class:`~medprune.training.config.TrainConfig` without the fields that do not change
 the weights (output folder, data folder, progress bars, loader workers), so a changed recipe gives a new folder (and
 a new training) while an unchanged one finds its finished checkpoint again. The device and evaluation batch size are
 left out too (a checkpoint trained on a GPU is reused on the CPU). A sweep's folder is keyed the same way by its
@@ -28,7 +28,7 @@ from medprune.executors import EXECUTOR_FIELDS
 from medprune.models import model_spec
 from medprune.runs.sweep import SweepConfig
 from medprune.sweep.protocols import PROTOCOLS
-from medprune.train_config import TrainConfig
+from medprune.training.config import TrainConfig
 
 __all__ = [
     "UNKEYED_TRAIN_FIELDS",

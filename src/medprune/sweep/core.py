@@ -25,16 +25,16 @@ import torch
 from torch import Tensor, nn
 
 from medprune.metrics import metrics_from_predictions, predict
+from medprune.models.units import unit_groups
 from medprune.options import NO_SAMPLING, Normalize, Recalibrate, Scope, Sign, TargetMode
 from medprune.progress import progress
 from medprune.pruning import achieved_rate, apply_masks, masks_from_scores, validate_scores
-from medprune.recalibration import recalibrated_batchnorm
+from medprune.recovery.recalibration import recalibrated_batchnorm
 from medprune.runtime import model_device
 from medprune.sweep.cost import COST_COLUMNS, CostCounter
 from medprune.sweep.on_device import on_device
 from medprune.sweep.recovery_step import Recovery, recovered_model
 from medprune.sweep.table import BASELINE, Row, RowLog, encode_classes, format_rate, row_id, row_key
-from medprune.units import unit_groups
 
 logger = logging.getLogger(__name__)
 

@@ -21,9 +21,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from medprune.models.units import get_module, unit_groups
 from medprune.pruning.physical import coupled_groups, dependency_graph, example_inputs_for
 from medprune.runtime import eval_mode
-from medprune.units import get_module, unit_groups
 
 logger = logging.getLogger(__name__)
 

@@ -3,8 +3,8 @@
 A :class:`Recovery` is part of a curve's key. With ``finetune_epochs == 0`` (the default, and the paper) nothing
 happens after masking but the setting's ``recalibrate``. With ``finetune_epochs > 0`` every pruned rate gets its own
 model (:func:`recovered_model`): a copy of the unpruned model with the pruned units zeroed, its BatchNorm statistics
-re-estimated when the setting recalibrates, then fine-tuned by :func:`medprune.recovery.finetune` with the pruned
-units held at exactly zero (optionally distilled from the unpruned model), and recalibrated once more on the same
+re-estimated when the setting recalibrates, then fine-tuned by :func:`medprune.recovery.finetune.finetune` with the
+pruned units held at exactly zero (optionally distilled from the unpruned model), and recalibrated once more on the same
 clean images when the setting recalibrates. The unpruned model is never changed; rate-0 rows stay the unpruned model.
 
 Fine-tuning is a function of the selection seed: the training subset (``samples``, stratified) and every epoch's
@@ -27,10 +27,10 @@ import torch
 from torch import Tensor, nn
 
 from medprune.config import ConfigError
-from medprune.recovery import FinetuneSettings, finetune
+from medprune.recovery.finetune import FinetuneSettings, finetune
 from medprune.runtime import model_device
 from medprune.sweep.table import RECOVERY_DEFAULTS, Row, recovery_label
-from medprune.train import limit_dataset
+from medprune.training.loop import limit_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +44,8 @@ class Recovery:
     Attributes:
         finetune_epochs: epochs of fine-tuning after masking (0: none, the paper).
         distill: distil from the unpruned model (needs ``finetune_epochs >= 1``).
-        lr, batch_size: the optimiser (the training recipe's Adam, :class:`~medprune.recovery.FinetuneSettings`).
+        lr, batch_size: the optimiser (the training recipe's Adam,
+            :class:`~medprune.recovery.finetune.FinetuneSettings`).
         samples: fine-tune on a stratified subset of this many training images drawn with the selection seed
             (``None``: all of them).
         distill_temperature, distill_weight: the distillation term ``w * T^2 * KL`` beside ``(1 - w) * CE``.
@@ -110,7 +111,7 @@ class Recovery:
         return recovery_label(self.columns())
 
     def settings(self, seed: int) -> FinetuneSettings:
-        """The :class:`~medprune.recovery.FinetuneSettings` of this recovery (recalibration is done by the sweep)."""
+        """This recovery's :class:`~medprune.recovery.finetune.FinetuneSettings` (the sweep recalibrates)."""
         return FinetuneSettings(
             epochs=self.finetune_epochs,
             lr=float(self.lr),

@@ -3,8 +3,8 @@
 Re-implements the default mode of the ``dl-backtrace==0.1.24`` package (docs/method.md §3; docs/dlb.md) for the
 models medprune builds: one forward pass records every layer's input (hooks, removed in ``finally``), then the layers
 are walked backwards applying the rules of :mod:`medprune.scoring.dlb.rules`, batched over samples, on the model's
-device. Relevance is read at every requested :class:`~medprune.units.UnitGroup` and reduced with
-:func:`~medprune.units.units_per_sample`. The walk stops below the lowest requested group.
+device. Relevance is read at every requested :class:`~medprune.models.units.UnitGroup` and reduced with
+:func:`~medprune.models.units.units_per_sample`. The walk stops below the lowest requested group.
 
 Supported: torchvision VGG and ResNet (BasicBlock / Bottleneck) and timm VisionTransformer
 (:mod:`medprune.scoring.dlb.vit`).
@@ -26,12 +26,12 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from medprune.models.units import UnitGroup, is_vit, unit_groups
 from medprune.runtime import eval_mode
 from medprune.scoring.dlb.cnn import cnn_backward
 from medprune.scoring.dlb.vit import vit_backward
 from medprune.scoring.dlb.walk import Collector
 from medprune.scoring.registry import register_scorer
-from medprune.units import UnitGroup, is_vit, unit_groups
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def dlb_relevance(
         model: a torchvision VGG/ResNet or timm ViT; run in eval mode (its mode is restored afterwards).
         inputs: (B, C, H, W) on the model's device.
         targets: (B,) classes to explain (``start="target"``); ignored for ``start="argmax"``.
-        groups: unit groups to read (default: :func:`medprune.units.unit_groups`).
+        groups: unit groups to read (default: :func:`medprune.models.units.unit_groups`).
         start: ``"target"`` starts at ``targets``; ``"argmax"`` at the predicted class, as the package always does.
         total: relevance placed on the start logit of every sample (package: 100).
 

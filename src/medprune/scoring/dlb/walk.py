@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from medprune.units import Probe, UnitGroup, capture_activations, units_per_sample
+from medprune.models.units import Probe, UnitGroup, capture_activations, units_per_sample
 
 
 class Recording(Mapping[str, tuple[Tensor, Any]]):

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from medprune.models.units import UnitGroup, capture_activations
 from medprune.scoring.lrp.rules import build_cnn_composite
 from medprune.scoring.lrp.targets import check_targets
-from medprune.units import UnitGroup, capture_activations
 
 
 def cnn_relevance(

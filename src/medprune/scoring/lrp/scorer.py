@@ -14,8 +14,8 @@ Relevance starts at the logit of each sample's target class and is propagated ba
   (:mod:`medprune.scoring.lrp.vit`); the model is not modified at all.
 
 A unit's relevance is its activation map's relevance summed over positions / tokens
-(:func:`medprune.units.units_per_sample`). Biases (and, for ViTs, the class token and position embedding) absorb a
-share of the relevance, so totals equal the logit only for bias-free models (tests check both cases).
+(:func:`medprune.models.units.units_per_sample`). Biases (and, for ViTs, the class token and position embedding)
+absorb a share of the relevance, so totals equal the logit only for bias-free models (tests check both cases).
 
 >>> from medprune.models import create_model
 >>> from medprune.scoring.registry import score
@@ -33,12 +33,12 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from medprune.models import model_family
+from medprune.models.units import UnitGroup, units_per_sample
 from medprune.runtime import eval_mode
 from medprune.scoring.lrp.cnn import cnn_relevance
 from medprune.scoring.lrp.rules import CnnComposite, VitComposite, resolve_composite
 from medprune.scoring.lrp.vit import vit_relevance
 from medprune.scoring.registry import register_scorer
-from medprune.units import UnitGroup, units_per_sample
 
 logger = logging.getLogger(__name__)
 

@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from medprune.models.units import UnitGroup
 from medprune.scoring.lrp.targets import check_targets
-from medprune.units import UnitGroup
 
 
 class _EpsilonGrad(torch.autograd.Function):

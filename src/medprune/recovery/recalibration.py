@@ -16,7 +16,7 @@ original buffers and momenta bit for bit, so a sweep can recalibrate at each rat
 >>> import torch
 >>> from medprune.models import create_model
 >>> from medprune.pruning import apply_masks, masks_from_scores
->>> from medprune.units import unit_groups
+>>> from medprune.models.units import unit_groups
 >>> model = create_model("resnet_small", num_classes=2, image_size=32)
 >>> masks = masks_from_scores({g.name: torch.rand(g.num_units) for g in unit_groups(model)}, 0.5)
 >>> images = torch.randn(64, 3, 32, 32)

@@ -1,4 +1,4 @@
-"""Small layer-building helpers shared by the model builders (:mod:`medprune.models`, :mod:`medprune.external_models`).
+"""Small layer-building helpers shared by the model builders (:mod:`medprune.models`, :mod:`medprune.models.external`).
 
 >>> from torch import nn
 >>> with_in_channels(nn.Conv2d(3, 8, 3, padding=1), 1).in_channels

@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from medprune.checkpoint import load_checkpoint
+from medprune.checkpoint.io import load_checkpoint
 from medprune.config import ConfigError
 from medprune.data import DatasetSplits, load_dataset
 

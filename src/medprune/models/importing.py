@@ -39,11 +39,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from medprune.checkpoint import load_checkpoint, model_checksum, save_checkpoint
+from medprune.checkpoint import load_checkpoint, save_checkpoint
 from medprune.data import GREY_MEAN, GREY_STD, IMAGENET_MEAN, IMAGENET_STD
-from medprune.external_models import EXTERNAL_SOURCES
 from medprune.models import create_model
-from medprune.units import classifier_name
+from medprune.models.external import EXTERNAL_SOURCES
+from medprune.models.units import classifier_name
+from medprune.provenance import model_checksum
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from typing import Literal, NamedTuple
 
 from torch import Tensor, nn
 
-from medprune.support import check_units, is_vit
+from medprune.models.support import check_units, is_vit
 
 UnitKind = Literal["conv", "linear", "mlp", "head"]
 UNIT_KINDS: tuple[UnitKind, ...] = ("conv", "linear", "mlp", "head")

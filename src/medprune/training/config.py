@@ -1,4 +1,4 @@
-"""Settings and result of a training run (:mod:`medprune.train`).
+"""Settings and result of a training run (:mod:`medprune.training.loop`).
 
 >>> TrainConfig(epochs=3).lr
 0.001

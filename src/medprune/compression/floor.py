@@ -70,7 +70,7 @@ class Candidate:
     Attributes:
         rate: the candidate rate. unit_rate: the unit rate the masks were cut at. masks: the keep-masks.
         macs_removed: the fraction of the MACs they remove (``None``: not counted).
-        macs_floor: ``off``, ``met``, ``raised`` or ``unreachable`` (:class:`medprune.card.SearchRow`).
+        macs_floor: ``off``, ``met``, ``raised`` or ``unreachable`` (:class:`medprune.compression.card.SearchRow`).
     """
 
     rate: float

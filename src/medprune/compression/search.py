@@ -4,7 +4,7 @@ and the final (one-shot or iterative) model. Everything reads one :class:`Workbe
 The search tries candidate rates in increasing order; each row is appended to ``search.jsonl`` as soon as it is
 measured, and rows already there are reused, so a killed search restarts at the first rate it had not finished.
 
-With the MACs floor (``Workbench.macs``, :mod:`medprune.runs.compress_floor`) a candidate rate ``r`` removes at
+With the MACs floor (``Workbench.macs``, :mod:`medprune.compression.floor`) a candidate rate ``r`` removes at
 least ``r`` of the units and ``r`` of the MACs: its masks are cut deeper in the same ranking when needed.
 """
 
@@ -19,18 +19,18 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from medprune.card import SearchRow
 from medprune.checkpoint import save_checkpoint
+from medprune.compression.card import SearchRow
+from medprune.compression.evidence import METRICS, metric_value
+from medprune.compression.floor import Candidate, MacsMeter, ranked_candidate
 from medprune.metrics import metrics_from_predictions, predict
 from medprune.progress import progress
 from medprune.provenance import to_jsonable
 from medprune.pruning.iterative import iterative_prune
 from medprune.pruning.masked import mask_model
 from medprune.pruning.masks import achieved_rate, masks_from_scores
-from medprune.recalibration import recalibrate_batchnorm
-from medprune.recovery import FinetuneSettings, finetune
-from medprune.runs.compress_evidence import METRICS, metric_value
-from medprune.runs.compress_floor import Candidate, MacsMeter, ranked_candidate
+from medprune.recovery.finetune import FinetuneSettings, finetune
+from medprune.recovery.recalibration import recalibrate_batchnorm
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def masks_at(bench: Workbench, scores: dict[str, Tensor], rate: float) -> dict[s
 
 def candidate_masks(bench: Workbench, scores: dict[str, Tensor], rate: float) -> Candidate:
     """The masks of candidate ``rate``: at unit rate ``rate``, cut deeper when the MACs floor asks for it
-    (:func:`medprune.runs.compress_floor.ranked_candidate`; off without ``bench.macs``)."""
+    (:func:`medprune.compression.floor.ranked_candidate`; off without ``bench.macs``)."""
     return ranked_candidate(scores, rate, meter=bench.macs, **bench.ranking())
 
 
@@ -262,7 +262,7 @@ def choose(
 ) -> SearchRow:
     """The row of the largest rate within tolerance; a :class:`NoCandidateError` naming the rates tried if none.
 
-    ``resolution`` (:func:`medprune.runs.compress_evidence.resolution_text`) is added to that error: how far one
+    ``resolution`` (:func:`medprune.compression.evidence.resolution_text`) is added to that error: how far one
     validation error moves ``metric``, which says whether the tolerance can be met at all.
     """
     kept = [row for row in rows if row.within_tolerance]

@@ -39,10 +39,10 @@ from scipy.optimize import linear_sum_assignment
 from sklearn.cluster import KMeans
 from torch import Tensor, nn
 
+from medprune.models.units import Probe, capture_activations, classifier_name
 from medprune.options import SAMPLINGS, Sampling, check_option
 from medprune.rundir.files import write_json_atomic
 from medprune.runtime import eval_mode, resolve_device
-from medprune.units import Probe, capture_activations, classifier_name
 
 logger = logging.getLogger(__name__)
 

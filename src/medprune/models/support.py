@@ -63,7 +63,7 @@ def is_vit(model: nn.Module) -> bool:
 
 
 def check_units(model: nn.Module) -> None:
-    """Refuse models whose units :func:`medprune.units.unit_groups` cannot find reliably.
+    """Refuse models whose units :func:`medprune.models.units.unit_groups` cannot find reliably.
 
     Raises:
         UnsupportedModelError: an ``nn.MultiheadAttention`` (path named), or a ViT block that is not a plain timm

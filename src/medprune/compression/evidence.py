@@ -1,5 +1,6 @@
 """Measurements behind the model card of ``medprune compress``: per-class rates with Wilson intervals, per-layer
-costs, CPU latency and the metric a compression tolerance is read on. Each returns what :mod:`medprune.card` formats.
+costs, CPU latency and the metric a compression tolerance is read on. Each returns what
+:mod:`medprune.compression.card` formats.
 
 >>> rates = class_rates([0, 0, 1, 1], [0, 1, 1, 1], ["normal", "pneumonia"])
 >>> rates[1].sensitivity, rates[1].specificity
@@ -21,12 +22,12 @@ import torch
 from scipy.stats import binomtest
 from torch import Tensor, nn
 
-from medprune.card import ClassRates, Latency, LayerChange, SearchRow, SplitMetrics
+from medprune.compression.card import ClassRates, Latency, LayerChange, SearchRow, SplitMetrics
 from medprune.metrics import metrics_from_predictions, predict
+from medprune.models.units import unit_groups
 from medprune.pruning.physical import example_inputs_for
 from medprune.report.efficiency import cpu_latency_ms
 from medprune.runtime import eval_mode
-from medprune.units import unit_groups
 
 logger = logging.getLogger(__name__)
 

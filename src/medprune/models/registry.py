@@ -23,8 +23,8 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock, ResNet
 from torchvision.models.vgg import make_layers
 
-from medprune.external_models import external_builder
-from medprune.layers import with_in_channels
+from medprune.models.external import external_builder
+from medprune.models.layers import with_in_channels
 from medprune.provenance import connection_error, offline_flag
 
 logger = logging.getLogger(__name__)
@@ -335,7 +335,7 @@ def _vit_small(num_classes: int, in_channels: int, image_size: int, pretrained: 
 
 def resolve_external(name: str) -> ModelSpec | None:
     """A :class:`ModelSpec` for ``torchvision:<name>`` or ``timm:<name>`` (random weights; see
-    :func:`medprune.external_models.external_builder`); ``None`` for names without such a prefix.
+    :func:`medprune.models.external.external_builder`); ``None`` for names without such a prefix.
 
     Raises:
         ValueError: a known prefix with a name the library does not have (close matches are suggested).

@@ -31,7 +31,7 @@ from medprune.metrics import evaluate, iterate_batches, summary_line
 from medprune.progress import Progress
 from medprune.provenance import to_jsonable
 from medprune.runtime import autocast, eval_mode, grad_scaler, resolve_device
-from medprune.train_config import SelectOn, TrainConfig, TrainResult
+from medprune.training.config import SelectOn, TrainConfig, TrainResult
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ StepLR x0.1 every 10 epochs. Distillation adds Hinton's soft-target loss, class-
 ``(seed, epoch)`` and saves model and optimiser (safetensors, no pickle): a resumed run equals an uninterrupted one.
 
 >>> from medprune.models import create_model
->>> from medprune.units import unit_groups
+>>> from medprune.models.units import unit_groups
 >>> model = create_model("vgg_small", num_classes=2, image_size=32)
 >>> masks = {g.name: torch.arange(g.num_units) % 2 == 0 for g in unit_groups(model)}
 >>> data = torch.utils.data.TensorDataset(torch.randn(8, 3, 32, 32), torch.tensor([0, 1] * 4))
@@ -42,13 +42,13 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from medprune.models.units import unit_groups
 from medprune.provenance import fingerprint, model_checksum, tensor_sha256
 from medprune.pruning.masked import following_batchnorms, mask_model, zeroing_plan
 from medprune.pruning.masks import validate_scores
-from medprune.recalibration import recalibrate_batchnorm
+from medprune.recovery.recalibration import recalibrate_batchnorm
 from medprune.runtime import autocast, grad_scaler, resolve_device
-from medprune.train import class_weights
-from medprune.units import unit_groups
+from medprune.training.loop import class_weights
 
 logger = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ def distillation_loss(
 
 @dataclass(frozen=True)
 class FinetuneSettings:
-    """Fine-tuning settings (defaults: the training recipe of :mod:`medprune.train`, docs/method.md §1).
+    """Fine-tuning settings (defaults: the training recipe of :mod:`medprune.training.loop`, docs/method.md §1).
 
     Attributes:
         epochs: passes over the training data (0: the masked copy is returned untrained).

@@ -2,7 +2,7 @@
 
 :func:`medprune.models.create_model` resolves such names through :func:`external_builder`, so checkpoints of imported
 models (``medprune import``) rebuild like any other. Weights are always random here (trained ones come from the
-checkpoint or from :func:`medprune.importing.import_model`).
+checkpoint or from :func:`medprune.models.importing.import_model`).
 
 >>> builder = external_builder("torchvision:resnet18")
 >>> builder(2, 1, 32, False).conv1.in_channels
@@ -19,7 +19,7 @@ import timm
 import torchvision
 from torch import nn
 
-from medprune.layers import with_in_channels
+from medprune.models.layers import with_in_channels
 
 __all__ = ["EXTERNAL_SOURCES", "external_builder"]
 
