@@ -27,20 +27,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from torch import nn
 
-from medprune.checkpoint.with_data import CheckpointData, load_with_splits
 from medprune.config import save_config
-from medprune.data import DatasetSplits, stack_samples
-from medprune.data.validate import validate_splits
+from medprune.data import stack_samples
 from medprune.executors import Executor, Outcome, executor_for, raise_failures, task_resources
 from medprune.models.units import unit_groups
 from medprune.provenance import model_checksum
 from medprune.pruning import coupled_groups
 from medprune.rundir import RunDir
-from medprune.scoring.store import ScoreStore
 from medprune.sweep.config import (
     COSMETIC,
     DEFAULT_CONTROLS,
@@ -53,6 +48,7 @@ from medprune.sweep.config import (
 )
 from medprune.sweep.core import CurveParams, SweepInputs, sweep_model
 from medprune.sweep.cost import CostCounter
+from medprune.sweep.inputs import load_for_sweep, recalibration_images, score_store
 from medprune.sweep.protocols import Setting
 from medprune.sweep.recovery_step import Recovery
 from medprune.sweep.table import Row, RowLog, write_csv
@@ -66,58 +62,13 @@ __all__ = [
     "SweepResult",
     "curve_list",
     "curve_params",
-    "load_for_sweep",
-    "recalibration_images",
     "recoveries",
     "run_sweep",
-    "score_store",
     "sweep_settings",
     "validate_config",
 ]
 
 logger = logging.getLogger(__name__)
-
-
-def load_for_sweep(path: str, config: SweepConfig) -> CheckpointData:
-    """The checkpoint's model and meta, and its dataset split the way it was trained (checked by fingerprint); the
-    training split and every evaluated split must hold samples and readable images. Fine-tuning reads the training
-    images without augmentation, as ``medprune compress`` does by default, so recovered curves match what it ships."""
-    loaded = load_with_splits(
-        path,
-        augment=False,
-        device=config.device,
-        dataset=config.dataset,
-        data_root=config.data_root,
-        label=f"checkpoint {path}",
-        override_is_same_data=True,
-    )
-    validate_splits(loaded.splits, ["train", *config.splits])
-    return loaded
-
-
-def score_store(
-    model: nn.Module,
-    splits: DatasetSplits,
-    config: SweepConfig,
-    cache: Path,
-    checksum: str | None = None,
-    sign: str | None = None,
-) -> ScoreStore:
-    """The :class:`ScoreStore` of one swept model: its training split and the sweep's request fields (``sign``
-    overrides the config's, for settings that aggregate otherwise). Seeds are passed per call."""
-    return ScoreStore(
-        model,
-        splits.train,
-        cache,
-        n_per_class=config.n_per_class,
-        seed=config.seeds[0],
-        sign=sign or config.sign,
-        target=config.target,
-        method_options=config.method_options,
-        device=config.device,
-        batch_size=config.score_batch_size,
-        checksum=checksum,
-    )
 
 
 @dataclass
@@ -132,16 +83,6 @@ class SweepResult:
     rows: list[Row]
     results_csv: Path
     manifest: Path
-
-
-def recalibration_images(splits: DatasetSplits, samples: int, seed: int) -> torch.Tensor:
-    """``samples`` training images (evaluation transform) drawn without replacement with ``seed``."""
-    train = splits.train
-    count = min(samples, len(train))
-    if count < samples:
-        logger.warning("recalibrate_samples=%d but the training split has %d images; using all", samples, len(train))
-    indices = np.sort(np.random.default_rng(seed).choice(len(train), size=count, replace=False))
-    return stack_samples(train, indices)[0]
 
 
 def curve_params(

@@ -26,7 +26,7 @@ from typing import Any
 from medprune.config import ConfigError, build_config, config_to_dict
 from medprune.executors import EXECUTOR_FIELDS
 from medprune.models import model_spec
-from medprune.runs.sweep import SweepConfig
+from medprune.sweep.config import SweepConfig
 from medprune.sweep.protocols import PROTOCOLS
 from medprune.training.config import TrainConfig
 

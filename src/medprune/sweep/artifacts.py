@@ -18,8 +18,9 @@ from medprune.config import build_config
 from medprune.provenance import model_checksum
 from medprune.pruning import masks_from_scores
 from medprune.pruning.physical import coupled_groups
-from medprune.runs.sweep import SweepConfig, load_for_sweep, recalibration_images, score_store
 from medprune.scoring.store import ScoreStore
+from medprune.sweep.config import SweepConfig
+from medprune.sweep.inputs import load_for_sweep, recalibration_images, score_store
 
 logger = logging.getLogger(__name__)
 
