@@ -86,8 +86,16 @@ def _medprune(*args: str) -> None:
     subprocess.run([str(cli), "--quiet", *args], check=True)
 
 
+#: Folder -> placeholder, so text that names a path (the card's reproduce command) is the same in every folder.
+PLACEHOLDERS: dict[str, str] = {str(INPUT_CHECKPOINT.parent): "<input>"}
+
+
 def _scrub(value: object) -> object:
-    """Drop unstable keys recursively and round floats to 10 significant digits (JSON float text is stable)."""
+    """Drop unstable keys recursively, replace folders by placeholders and round floats to 10 significant digits."""
+    if isinstance(value, str):
+        for folder, placeholder in PLACEHOLDERS.items():
+            value = value.replace(folder, placeholder)
+        return value
     if isinstance(value, dict):
         return {k: _scrub(v) for k, v in value.items() if k not in UNSTABLE_KEYS}
     if isinstance(value, list):
@@ -133,6 +141,7 @@ def _score_checksums(folder: Path) -> str:
 def run(work: Path, data_root: str) -> dict[str, str]:
     """Run every stage in ``work`` and return ``{output name: normalised text}``."""
     outputs: dict[str, str] = {}
+    PLACEHOLDERS[str(work)] = "<work>"
     common = ["--set", "dataset=pneumoniamnist", "--set", "model=resnet_small", "--set", "epochs=1"]
     common += ["--set", "max_train_samples=256", "--set", "max_eval_samples=128", "--set", "device=cpu"]
     common += ["--set", "amp=false", "--set", "progress=false", "--set", "seed=0"]
