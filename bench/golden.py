@@ -141,7 +141,7 @@ def _score_checksums(folder: Path) -> str:
 def run(work: Path, data_root: str) -> dict[str, str]:
     """Run every stage in ``work`` and return ``{output name: normalised text}``."""
     outputs: dict[str, str] = {}
-    PLACEHOLDERS[str(work)] = "<work>"
+    PLACEHOLDERS.update({str(work): "<work>", data_root: "<data>"})
     common = ["--set", "dataset=pneumoniamnist", "--set", "model=resnet_small", "--set", "epochs=1"]
     common += ["--set", "max_train_samples=256", "--set", "max_eval_samples=128", "--set", "device=cpu"]
     common += ["--set", "amp=false", "--set", "progress=false", "--set", "seed=0"]
