@@ -1,0 +1,245 @@
+"""Does compress keep its promise on data no choice has read? The calibration of its decision rule.
+
+For every held-out checkpoint (training seeds no choice of compress's defaults has seen) compress runs twice, once
+with the certified rule (the default: paired lower confidence bound on validation, class guard, monotone search) and
+once with the point rule (``decision_rule=point``: the validation point estimate within the tolerance, today's rule
+before the change). Each run's **test** split is read once, by compress itself, for the model it shipped; this script
+only collects the cards. The promise is kept when the shipped model's test drop of the tolerance metric is within the
+tolerance. Reported per dataset and rule: checkpoints, shipped, refused, promise kept (count, fraction with a Wilson
+interval over checkpoints: the independent runs), and the MACs removed.
+
+Datasets: PneumoniaMNIST (``configs/pneumoniamnist.yaml``), BreastMNIST (``configs/breastmnist.yaml``) and
+``chestbreast``, an imbalanced four-class set built here from the real files (PneumoniaMNIST normal / pneumonia and
+BreastMNIST benign / malignant, subsampled so the classes are 600 / 1,800 / 300 / 120 training images and the
+validation split is small, 40 / 120 / 20 / 8; test: every official test image of the four classes).
+
+    python bench/compress_calibration.py prepare  --out runs/calibration
+    python bench/compress_calibration.py train    --out runs/calibration --seeds 4,5,6,7,8 [--device cuda] [--jobs 8]
+    python bench/compress_calibration.py compress --out runs/calibration [--device cuda] [--jobs 8]
+    python bench/compress_calibration.py summary  --out runs/calibration --csv docs/results/compress_calibration.csv
+
+Every step resumes: finished trainings and compress runs (a ``card.json``, or a refusal recorded in ``refusal.txt``)
+are skipped. Runs are independent processes; ``--jobs`` runs several at once (a GPU machine), one thread each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from scipy import stats
+
+REPO = Path(__file__).resolve().parents[1]
+RULES = ("certified", "point")
+DATASETS = {
+    "pneumoniamnist": REPO / "configs" / "pneumoniamnist.yaml",
+    "breastmnist": REPO / "configs" / "breastmnist.yaml",
+    "chestbreast": None,  # built by `prepare`, trained with the PneumoniaMNIST recipe
+}
+#: chestbreast: (source file, source label, class name, train images, validation images)
+CHESTBREAST = (
+    ("pneumoniamnist", 0, "chest-normal", 600, 40),
+    ("pneumoniamnist", 1, "chest-pneumonia", 1800, 120),
+    ("breastmnist", 1, "breast-benign", 300, 20),
+    ("breastmnist", 0, "breast-malignant", 120, 8),
+)
+TOLERANCE = 0.01
+METRIC = "balanced_accuracy"
+
+
+def _data_root() -> Path:
+    return Path(os.environ.get("MEDPRUNE_DATA") or REPO.parent / "shared" / "data")
+
+
+def prepare(out: Path, seed: int = 0) -> Path:
+    """Write the chestbreast fixture as ``<out>/data/chestbreast/{train,val,test}/<class>/*.png``."""
+    root = out / "data" / "chestbreast"
+    if (root / "test").is_dir():
+        return root
+    rng = np.random.default_rng(seed)
+    for source, label, name, n_train, n_val in CHESTBREAST:
+        arrays = np.load(_data_root() / source / f"{source}.npz")
+        for split, count in (("train", n_train), ("val", n_val), ("test", None)):
+            images = arrays[f"{split}_images"][arrays[f"{split}_labels"].ravel() == label]
+            if count is not None:
+                images = images[np.sort(rng.choice(len(images), size=min(count, len(images)), replace=False))]
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for index, image in enumerate(images):
+                Image.fromarray(image).save(folder / f"{index:05d}.png")
+    return root
+
+
+def _run(command: Sequence[str], log: Path) -> int:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MEDPRUNE_QUIET": "1"}
+    with log.open("w") as handle:
+        return subprocess.run(list(command), stdout=handle, stderr=subprocess.STDOUT, env=env, check=False).returncode
+
+
+def _medprune() -> str:
+    return str(Path(sys.executable).with_name("medprune"))
+
+
+def _checkpoint(out: Path, dataset: str, seed: int) -> Path:
+    return out / "train" / f"{dataset}-s{seed}" / "model.safetensors"
+
+
+def train(out: Path, seeds: Sequence[int], device: str, jobs: int) -> None:
+    """Train every (dataset, seed) checkpoint that is not there yet."""
+    fixture = prepare(out)
+    commands = []
+    for dataset, config in DATASETS.items():
+        for seed in seeds:
+            checkpoint = _checkpoint(out, dataset, seed)
+            if checkpoint.is_file():
+                continue
+            recipe = config or DATASETS["pneumoniamnist"]
+            command = [_medprune(), "train", "--config", str(recipe), "--out-dir", str(checkpoint.parent)]
+            command += ["--set", f"seed={seed}", "--set", f"device={device}", "--set", "progress=false"]
+            if dataset == "chestbreast":
+                command += ["--set", "dataset=folder", "--set", f"data_root={fixture}"]
+            else:
+                command += ["--set", f"data_root={_data_root()}"]
+            commands.append((command, checkpoint.parent.with_suffix(".log")))
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        codes = list(pool.map(lambda c: _run(*c), commands))
+    failed = [str(log) for (_, log), code in zip(commands, codes, strict=True) if code != 0]
+    if failed:
+        raise SystemExit(f"training failed, see {failed}")
+
+
+def compress(out: Path, device: str, jobs: int) -> None:
+    """Compress every trained checkpoint under both rules (skipping finished runs)."""
+    commands = []
+    for checkpoint in sorted((out / "train").glob("*/model.safetensors")):
+        for rule in RULES:
+            folder = out / "compress" / f"{checkpoint.parent.name}-{rule}"
+            if (folder / "card.json").is_file() or (folder / "refusal.txt").is_file():
+                continue
+            command = [_medprune(), "compress", str(checkpoint), "--out", str(folder), "--overwrite"]
+            command += ["--set", f"device={device}", "--set", f"decision_rule={rule}"]
+            if "chestbreast" in checkpoint.parent.name:
+                command += ["--set", f"data_root={out / 'data' / 'chestbreast'}"]
+            commands.append((command, folder))
+
+    def one(command: list[str], folder: Path) -> None:
+        log = folder.with_suffix(".log")
+        code = _run(command, log)
+        if code == 2 and not (folder / "card.json").is_file():  # refused: the last line says why
+            lines = [line for line in log.read_text().splitlines() if line.strip()]
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "refusal.txt").write_text((lines[-1] if lines else "refused") + "\n")
+        elif code != 0:
+            print(f"compress failed ({code}): {log}", file=sys.stderr)
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        list(pool.map(lambda c: one(*c), commands))
+
+
+def _wilson(kept: int, shipped: int) -> tuple[float | None, float | None]:
+    if shipped == 0:
+        return None, None
+    interval = stats.binomtest(kept, shipped).proportion_ci(confidence_level=0.95, method="wilson")
+    return float(interval.low), float(interval.high)
+
+
+def rows(out: Path) -> list[dict[str, object]]:
+    """One row per (checkpoint, rule): what shipped, its test drop and whether the promise held."""
+    found = []
+    for folder in sorted((out / "compress").iterdir()):
+        if not folder.is_dir():
+            continue
+        name, rule = folder.name.rsplit("-", 1)
+        dataset, seed = name.rsplit("-s", 1)
+        row: dict[str, object] = {"dataset": dataset, "seed": int(seed), "rule": rule}
+        if (folder / "card.json").is_file():
+            card = json.loads((folder / "card.json").read_text())
+            before, after = card["test_original"][METRIC], card["test_compressed"][METRIC]
+            drop = round(before - after, 6)
+            row.update(
+                shipped=True,
+                rate=card["choice"]["chosen rate"],
+                macs_removed=card["totals"]["MACs removed (fraction)"],
+                test_before=before,
+                test_after=after,
+                test_drop=drop,
+                kept=drop <= TOLERANCE + 1e-9,
+                class_lost=any(
+                    (card["test_original"]["per_class"][c]["sensitivity"] or 0) > 0
+                    and (card["test_compressed"]["per_class"][c]["sensitivity"] or 0) == 0
+                    for c in card["test_original"]["per_class"]
+                ),
+            )
+        elif (folder / "refusal.txt").is_file():
+            row.update(shipped=False, refusal=(folder / "refusal.txt").read_text().strip())
+        else:
+            continue
+        found.append(row)
+    return found
+
+
+def summary(out: Path, csv_path: Path | None) -> str:
+    """The calibration table (markdown), and the per-run rows as CSV when ``csv_path`` is given."""
+    table = rows(out)
+    if csv_path is not None:
+        columns = ["dataset", "seed", "rule", "shipped", "rate", "macs_removed", "test_before", "test_after"]
+        columns += ["test_drop", "kept", "class_lost", "refusal"]
+        csv_path.parent.mkdir(parents=True, exist_ok=True)
+        with csv_path.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows({c: r.get(c, "") for c in columns} for r in table)
+    lines = [
+        "| dataset | rule | checkpoints | shipped | refused | promise kept on test | 95% CI | classes lost | "
+        "mean MACs removed (shipped) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for dataset in sorted({str(r["dataset"]) for r in table}):
+        for rule in RULES:
+            runs = [r for r in table if r["dataset"] == dataset and r["rule"] == rule]
+            shipped = [r for r in runs if r.get("shipped")]
+            kept = sum(bool(r["kept"]) for r in shipped)
+            low, high = _wilson(kept, len(shipped))
+            macs = np.mean([float(r["macs_removed"]) for r in shipped]) if shipped else float("nan")
+            interval = f"[{low:.2f}, {high:.2f}]" if low is not None else "-"
+            lines.append(
+                f"| {dataset} | {rule} | {len(runs)} | {len(shipped)} | {len(runs) - len(shipped)} | "
+                f"{kept}/{len(shipped)} | {interval} | {sum(bool(r.get('class_lost')) for r in shipped)} | "
+                f"{macs:.1%} |"
+            )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("step", choices=("prepare", "train", "compress", "summary", "all"))
+    parser.add_argument("--out", type=Path, default=REPO / "runs" / "calibration")
+    parser.add_argument("--seeds", default="4,5,6,7,8", help="training seeds (held out: no default was chosen on them)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--csv", type=Path)
+    args = parser.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    if args.step in ("prepare", "all"):
+        print(f"fixture: {prepare(args.out)}")
+    if args.step in ("train", "all"):
+        train(args.out, seeds, args.device, args.jobs)
+    if args.step in ("compress", "all"):
+        compress(args.out, args.device, args.jobs)
+    if args.step in ("summary", "all"):
+        print(summary(args.out, args.csv))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
