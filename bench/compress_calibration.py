@@ -86,8 +86,10 @@ def _run(command: Sequence[str], log: Path) -> int:
         return subprocess.run(list(command), stdout=handle, stderr=subprocess.STDOUT, env=env, check=False).returncode
 
 
-def _medprune() -> str:
-    return str(Path(sys.executable).with_name("medprune"))
+def _medprune() -> list[str]:
+    """The CLI as a module of this interpreter (works where the ``medprune`` script is not installed, e.g. with
+    ``PYTHONPATH=src`` on a GPU machine)."""
+    return [sys.executable, "-m", "medprune.cli.main"]
 
 
 def _checkpoint(out: Path, dataset: str, seed: int) -> Path:
@@ -104,7 +106,7 @@ def train(out: Path, seeds: Sequence[int], device: str, jobs: int) -> None:
             if checkpoint.is_file():
                 continue
             recipe = config or DATASETS["pneumoniamnist"]
-            command = [_medprune(), "train", "--config", str(recipe), "--out-dir", str(checkpoint.parent)]
+            command = [*_medprune(), "train", "--config", str(recipe), "--out-dir", str(checkpoint.parent)]
             command += ["--set", f"seed={seed}", "--set", f"device={device}", "--set", "progress=false"]
             if dataset == "chestbreast":
                 command += ["--set", "dataset=folder", "--set", f"data_root={fixture}"]
@@ -126,7 +128,7 @@ def compress(out: Path, device: str, jobs: int) -> None:
             folder = out / "compress" / f"{checkpoint.parent.name}-{rule}"
             if (folder / "card.json").is_file() or (folder / "refusal.txt").is_file():
                 continue
-            command = [_medprune(), "compress", str(checkpoint), "--out", str(folder), "--overwrite"]
+            command = [*_medprune(), "compress", str(checkpoint), "--out", str(folder), "--overwrite"]
             command += ["--set", f"device={device}", "--set", f"decision_rule={rule}"]
             if "chestbreast" in checkpoint.parent.name:
                 command += ["--set", f"data_root={out / 'data' / 'chestbreast'}"]
