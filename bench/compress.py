@@ -25,9 +25,11 @@ from pathlib import Path
 
 import torch
 
-from medprune.compression.floor import MacsMeter, ranked_candidate
+from medprune.compression.floor import ranked_candidate
+from medprune.config import build_config
 from medprune.models import create_model
 from medprune.pruning import coupled_groups, model_cost, remove_units
+from medprune.pruning.cost import MacsMeter
 from medprune.runs.compress import CompressConfig, run_compress
 from medprune.scoring.registry import score
 
@@ -42,7 +44,10 @@ def accuracy(checkpoint: str, out: str, data_root: str | None, overrides: dict) 
     numbers of its card and the wall time."""
     started = time.perf_counter()
     options = dict(overrides)
-    result = run_compress(CompressConfig(checkpoint=checkpoint, out=out, data_root=data_root, **options))
+    config = build_config(
+        CompressConfig, overrides={"checkpoint": checkpoint, "out": out, "data_root": data_root, **options}
+    )
+    result = run_compress(config)
     record = result.record
     row = {
         "checkpoint": checkpoint,

@@ -35,6 +35,7 @@ from medprune.data import stack_samples
 from medprune.executors import Executor, LocalExecutor, RayExecutor, Task
 from medprune.models import create_model
 from medprune.runs.sweep import SweepConfig, run_sweep
+from medprune.scoring.request import ScoreRecipe
 
 logger = logging.getLogger("bench.scale")
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -126,7 +127,7 @@ def main() -> None:
                 methods=["lrp"],
                 samplings=["random"],
                 rates=args.rates,
-                n_per_class=4,
+                scoring=ScoreRecipe(n_per_class=4),
                 seeds=args.seeds,
             )
             started = time.perf_counter()

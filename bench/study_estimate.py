@@ -112,10 +112,10 @@ def measure(point, sweep, device: torch.device, steps: int) -> dict[str, float]:
         costs["mask"] = timed(lambda: apply_masks(model, masks_from_scores(scores, 0.5)).remove(), 2, device)
     costs["checksum"] = timed(lambda: model_checksum(model), 1)
     for sampling in dict.fromkeys(s for m, s in curve_list(sweep) if not scorer_entry(m).data_free):
-        select = lambda s=sampling: select_samples(model, splits.train, s, sweep.n_per_class, 0, device=device)  # noqa: E731
+        select = lambda s=sampling: select_samples(model, splits.train, s, sweep.scoring.n_per_class, 0, device=device)  # noqa: E731
         costs[f"select_{sampling}"] = timed(select, 1, device)
     classes = len(splits.class_names)
-    picked = stack_samples(splits.train, range(sweep.n_per_class * classes))
+    picked = stack_samples(splits.train, range(sweep.scoring.n_per_class * classes))
     inputs, targets = picked[0].to(device), torch.as_tensor(picked[1]).to(device)
     for method in dict.fromkeys(m for m, _ in curve_list(sweep)):
         run = lambda m=method: score(model, inputs, targets, m, groups=groups, batch_size=sweep.score_batch_size)  # noqa: E731

@@ -12,8 +12,9 @@ import typing
 import pytest
 
 from medprune import progress
-from medprune.cli.config_args import field_default, field_docs, field_help, format_default, valid_values
+from medprune.cli.config_args import field_default, field_help, format_default, help_text, option_keys, valid_values
 from medprune.cli.main import COMMANDS, build_parser, main
+from medprune.config import option
 from medprune.runs.score import ScoreConfig
 
 
@@ -74,10 +75,10 @@ def _lits(annotation: typing.Any) -> list[typing.Any]:
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_every_config_field_is_documented(command: str) -> None:
-    """Each field has an ``Attributes:`` entry (or metadata help), so -h and --set keys never go blank."""
+    """Each option (parts' leaves included) has ``help`` metadata, so -h and --set keys never go blank."""
     cls = _commands()[command].get_default("_config_class")
-    missing = [f.name for f in dataclasses.fields(cls) if not field_docs(cls).get(f.name)]
-    assert not missing, f"{cls.__name__} fields without a docstring entry: {missing}"
+    missing = [key for key in option_keys(cls) if help_text(cls, key) == key.replace("_", " ")]
+    assert not missing, f"{cls.__name__} options without help metadata: {missing}"
 
 
 def test_score_help_explains_instead_of_pointing_at_the_dataclass() -> None:
@@ -90,27 +91,27 @@ def test_score_help_explains_instead_of_pointing_at_the_dataclass() -> None:
     assert "method_options:" in text  # keys without a flag are listed for --config / --set
 
 
-def test_doc_parsing_splits_several_entries_on_one_line() -> None:
-    @dataclasses.dataclass
-    class Demo:
-        """Demo.
+@dataclasses.dataclass(frozen=True)
+class Part:
+    scope: typing.Literal["global", "layer"] = option("global", help="the ranking scope")
 
-        Attributes:
-            a: first thing. b, c: shared text
-                continued here.
-            mode: how. Not a field: text.
-        """
 
-        a: int = 1
-        b: list[str] = dataclasses.field(default_factory=lambda: ["x", "y"])
-        c: str | None = None
-        mode: typing.Literal["fast", "slow"] = "fast"
+@dataclasses.dataclass
+class Demo:
+    b: list[str] = option(default_factory=lambda: ["x", "y"], help="shared text. With a colon: here.")
+    c: str | None = option(None, help="where it is", shown_default="the checkpoint's")
+    mode: typing.Literal["fast", "slow"] = option("fast", help="how")
+    ranking: Part = option(default_factory=lambda: Part("layer"), help="the ranking")
 
-    docs = field_docs(Demo)
-    assert docs == {"a": "first thing.", "b": "shared text continued here.", "c": "shared text continued here.",
-                    "mode": "how. Not a field: text."}  # fmt: skip
-    assert field_help(Demo, "b") == "shared text continued here (default: x,y)"
-    assert field_help(Demo, "mode") == "how. Not a field: text; valid values: fast, slow (default: fast)"
+
+def test_help_valid_values_and_default_come_from_the_field() -> None:
+    assert field_help(Demo, "b") == "shared text. With a colon: here (default: x,y)"
+    assert field_help(Demo, "c") == "where it is (default: the checkpoint's)"
+    assert field_help(Demo, "mode") == "how; valid values: fast, slow (default: fast)"
+    # a part's leaf, by its flat or dotted key, with the command's own default for the part
+    assert field_help(Demo, "scope") == field_help(Demo, "ranking.scope")
+    assert field_help(Demo, "scope") == "the ranking scope; valid values: global, layer (default: layer)"
+    assert option_keys(Demo) == ["b", "c", "mode", "scope"]
     assert valid_values(ScoreConfig, "samplings") == ["random", "confidence", "clustering"]
 
 

@@ -88,7 +88,7 @@ def test_sweep_then_report_cli_from_yaml(tmp_path, checkpoint, data_root, capsys
     ]
     assert main(argv) == 0
     saved = yaml.safe_load((out / "config.yaml").read_text())
-    assert saved["normalize"] == "max" and saved["controls"] == ["magnitude"] and saved["methods"] == []
+    assert saved["ranking"]["normalize"] == "max" and saved["controls"] == ["magnitude"] and saved["methods"] == []
     # header + (baseline + magnitude x 2 rates x 3 selection seeds) x (val, test)
     assert len((out / "results.csv").read_text().strip().splitlines()) == 1 + 2 * (1 + 2 * 3)
     report = tmp_path / "report"

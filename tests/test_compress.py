@@ -20,6 +20,7 @@ import medprune.runs.compress as compress_module
 from medprune.checkpoint import load_checkpoint, save_checkpoint
 from medprune.checkpoint.with_data import splits_for_checkpoint
 from medprune.cli.main import main
+from medprune.config import build_config
 from medprune.data import stack_samples
 from medprune.metrics import metrics_from_predictions, predict
 from medprune.models import create_model
@@ -144,7 +145,7 @@ def test_resume_after_sigkill_gives_the_same_model(tmp_path: Path, checkpoint: s
         (["--metric", "f1"], "metric='f1' is not allowed; valid values: balanced_accuracy"),
         (["--tolerance", "2"], "tolerance must be in [0, 1)"),
         (["--set", "finetune_epochs=0"], "search_recovery=finetune needs finetune_epochs >= 1"),
-        (["--set", "finetune_steps=0"], "finetune_steps must be >= 1"),
+        (["--set", "finetune_steps=0"], "finetune_steps=0 is not allowed; valid values: ints >= 1"),
     ],
 )
 def test_bad_options_exit_2_before_work(tmp_path: Path, checkpoint: str, argv: list[str], message: str, capsys) -> None:  # noqa: ANN001
@@ -172,15 +173,17 @@ def test_cli_writes_the_deliverable(tmp_path: Path, checkpoint: str, data_root: 
 
 def test_default_recipe_is_label_free_distillation_with_a_step_budget() -> None:
     config = CompressConfig(checkpoint="x")
-    assert (config.distill, config.distill_weight, config.search_recovery, config.augment) == (
+    recipe = config.finetune
+    assert (recipe.distill, recipe.distill_weight, config.search_recovery, recipe.augment) == (
         True,
         1.0,
         "finetune",
         False,
     )
-    assert config.epochs_for(4708) == 3 and config.epochs_for(546) == 17  # ceil(300 / ceil(n / 32))
-    assert CompressConfig(checkpoint="x", finetune_steps=32).epochs_for(1024) == 1
-    assert CompressConfig(checkpoint="x", finetune_epochs=5).epochs_for(10) == 5  # explicit epochs win
+    assert recipe.epochs_for(4708) == 3 and recipe.epochs_for(546) == 17  # ceil(300 / ceil(n / 32))
+    # today's flat keys still set the recipe's fields
+    assert build_config(CompressConfig, overrides={"finetune_steps": 32}).finetune.epochs_for(1024) == 1
+    assert build_config(CompressConfig, overrides={"finetune_epochs": 5}).finetune.epochs_for(10) == 5  # explicit wins
 
 
 def test_compress_is_the_package_entry_point_and_import_medprune_stays_light() -> None:

@@ -17,17 +17,18 @@ import medprune.runs.compress as compress_module
 from medprune.checkpoint import save_checkpoint
 from medprune.compression.card import SearchRow
 from medprune.compression.evidence import resolution_text
-from medprune.compression.floor import MacsMeter
 from medprune.compression.search import Workbench, candidate_masks, masks_at, search
 from medprune.metrics import metrics_from_predictions, predict
 from medprune.models import create_model
 from medprune.models.units import unit_groups
 from medprune.pruning import coupled_groups, mask_model, model_cost, remove_units
+from medprune.pruning.cost import CostCounter, MacsMeter
 from medprune.pruning.masks import achieved_rate
+from medprune.pruning.ranking import Ranking
+from medprune.recovery.recipe import FinetuneRecipe
 from medprune.rundir import RunDir
 from medprune.rundir.errors import ConfigMismatchError
 from medprune.runs.compress import CompressConfig, compress
-from medprune.sweep.cost import CostCounter
 
 RATES = [0.1, 0.3, 0.5, 0.7]
 
@@ -60,11 +61,9 @@ def _bench(model: torch.nn.Module, tmp_path: Path, macs_floor: bool = True, min_
         class_names=names,
         recalibration=None,
         couplings=coupled_groups(model),
-        scope="global",
-        normalize="none",
-        min_keep=min_keep,
-        settings=CompressConfig().settings(),
-        distill=False,
+        ranking=Ranking(min_keep=min_keep),
+        recipe=FinetuneRecipe(distill=False),
+        seed=0,
         device="cpu",
         out=tmp_path,
         baseline=metrics_from_predictions(probs, truth, names),

@@ -7,9 +7,9 @@ import torch
 
 from medprune.models import create_model
 from medprune.models.units import unit_groups
+from medprune.pruning.cost import efficiency
 from medprune.pruning.masks import masks_from_scores
 from medprune.pruning.physical import coupled_groups
-from medprune.report.efficiency import efficiency
 
 
 def _masks(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -53,7 +53,7 @@ def test_matches_sklearn(seed, n, k, ties):
         assert entry["specificity"] == pytest.approx(specificity)
         assert entry["precision"] == pytest.approx(precisions[c])
         assert entry["auroc"] == pytest.approx(roc_auc_score(labels == c, probs[:, c]))
-    assert m["worst_class_sensitivity"] == pytest.approx(recalls.min())
+    assert m["worst_class_recall"] == pytest.approx(recalls.min())
     assert m["notes"] == []
 
 

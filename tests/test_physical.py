@@ -10,9 +10,10 @@ import torch
 
 from medprune.models import create_model
 from medprune.models.units import unit_groups
+from medprune.pruning.cost import model_cost
 from medprune.pruning.masked import mask_model
 from medprune.pruning.masks import masks_from_scores
-from medprune.pruning.physical import coupled_groups, model_cost, remove_units
+from medprune.pruning.physical import coupled_groups, remove_units
 
 MODELS = ["vgg_small", "resnet_small", "vit_small"]
 

@@ -24,12 +24,13 @@ import yaml
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'medprune[ray]'")
 
 from medprune.checkpoint import save_checkpoint  # noqa: E402
-from medprune.config import build_config  # noqa: E402
+from medprune.config import build_config, config_to_dict  # noqa: E402
 from medprune.executors import LocalExecutor, RayExecutor, Resources, Task, TaskFailedError, raise_failures  # noqa: E402
 from medprune.models import create_model  # noqa: E402
 from medprune.runs.score import ScoreConfig, run_score  # noqa: E402
 from medprune.runs.study import StudyConfig, run_study  # noqa: E402
 from medprune.runs.sweep import SweepConfig, run_sweep  # noqa: E402
+from medprune.scoring.request import ScoreRecipe  # noqa: E402
 from medprune.scoring.store import load_scores  # noqa: E402
 from medprune.sweep.table import RowLog, row_key  # noqa: E402
 
@@ -130,7 +131,7 @@ def sweep_config(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> I
         methods=["lrp"],
         samplings=["random"],
         rates=[0.0, 0.3],
-        n_per_class=2,
+        scoring=ScoreRecipe(n_per_class=2),
         seeds=[0, 1],
     )
     torch.set_num_threads(threads)
@@ -228,7 +229,7 @@ def test_a_killed_driver_resumes_with_the_same_command(
 ) -> None:
     out = tmp_path / "ray"
     config_file = tmp_path / "sweep.yaml"
-    config_file.write_text(yaml.safe_dump({**vars(sweep_config), "out": str(out)}))
+    config_file.write_text(yaml.safe_dump({**config_to_dict(sweep_config), "out": str(out)}))
     address = ray.get_runtime_context().gcs_address
     log = out / "rows.jsonl"
     first = _driver(config_file, address)
@@ -258,7 +259,7 @@ def test_score_on_ray_writes_the_local_score_files(
             data_root=sweep_config.data_root,
             methods=["lrp", "random"],
             samplings=["random", "confidence"],
-            n_per_class=2,
+            scoring=ScoreRecipe(n_per_class=2),
             device="cpu",
             executor=name,
         )

@@ -14,12 +14,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.utils.data import TensorDataset
 
+from medprune.config import ConfigError
 from medprune.models import create_model
 from medprune.models.units import capture_activations, unit_groups
 from medprune.pruning.iterative import iterative_prune, nested_masks, round_rates
+from medprune.pruning.masked import mask_model
 from medprune.pruning.masks import achieved_rate, masks_from_scores
 from medprune.pruning.physical import coupled_groups, remove_units
-from medprune.recovery.finetune import FinetuneSettings, MaskHold, distillation_loss, finetune, hold_masks
+from medprune.recovery.finetune import MaskHold, _settings_text, distillation_loss, finetune, hold_masks, recover
+from medprune.recovery.recalibration import recalibrate_batchnorm
+from medprune.recovery.recipe import FinetuneRecipe
 
 MODELS = ["vgg_small", "resnet_small", "vit_small"]
 SIZE = 16
@@ -83,11 +87,9 @@ def test_pruned_weights_and_gradients_stay_exactly_zero(
         model,
         masks,
         _data(),
-        epochs=2,
-        batch_size=8,
+        FinetuneRecipe(epochs=2, batch_size=8, distill_weight=0.7),
         weight_decay=0.1,  # decay and momentum would move zeros without the hold
         teacher=model if distill else None,
-        distill_weight=0.7,
     )
     assert grads_seen and max(grads_seen) == 0.0
     assert max(moved) == 0.0  # the step itself kept them at zero; reapply is a second guard
@@ -114,7 +116,7 @@ def test_pruned_weights_and_gradients_stay_exactly_zero(
 def test_finetuned_model_removes_physically_with_equal_outputs() -> None:
     model = _model("resnet_small")
     masks = _masks(model, 0.5)
-    result = finetune(model, masks, _data(), epochs=1, batch_size=8)
+    result = finetune(model, masks, _data(), FinetuneRecipe(epochs=1, batch_size=8))
     small = remove_units(result.model, masks)
     x = torch.randn(5, 3, SIZE, SIZE)
     with torch.no_grad():
@@ -138,11 +140,17 @@ def test_distillation_loss_matches_definition() -> None:
     torch.testing.assert_close(distillation_loss(student, teacher, t, torch.full((6,), 2.0)), expected)
 
 
-def test_settings_reject_bad_values() -> None:
-    with pytest.raises(ValueError, match="distill_weight"):
-        FinetuneSettings(distill_weight=1.5)
-    with pytest.raises(ValueError, match="class_weights"):
-        FinetuneSettings(class_weights="balanced")  # type: ignore[arg-type]
+def test_recipe_rejects_bad_values_naming_them() -> None:
+    with pytest.raises(ConfigError, match=r"distill_weight=1.5 is not allowed; valid values: numbers in \[0, 1\]"):
+        FinetuneRecipe(distill_weight=1.5)
+    with pytest.raises(ConfigError, match=r"batch_size=1 is not allowed; valid values: ints >= 2"):
+        FinetuneRecipe(batch_size=1)
+    with pytest.raises(ConfigError, match=r"epochs=-1 is not allowed"):
+        FinetuneRecipe(epochs=-1)
+    with pytest.raises(ConfigError, match=r"lr=True is not allowed"):
+        FinetuneRecipe(lr=True)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"augment='yes' is not allowed"):
+        FinetuneRecipe(augment="yes")  # type: ignore[arg-type]
 
 
 def _interrupted_run(model_state: dict, masks: dict, checkpoint_dir: str) -> None:
@@ -161,13 +169,13 @@ def _interrupted_run(model_state: dict, masks: dict, checkpoint_dir: str) -> Non
             os._exit(9)  # no cleanup, like SIGKILL
 
     recovery._save_checkpoint = save_then_die
-    recovery.finetune(model, masks, _data(), epochs=3, batch_size=8, checkpoint_dir=checkpoint_dir)
+    recovery.finetune(model, masks, _data(), FinetuneRecipe(epochs=3, batch_size=8), checkpoint_dir=checkpoint_dir)
 
 
 def test_resume_after_kill_gives_the_same_weights(tmp_path: Path) -> None:
     model = _model("vgg_small")
     masks = _masks(model, 0.4)
-    straight = finetune(model, masks, _data(), epochs=3, batch_size=8, weight_decay=0.01)
+    straight = finetune(model, masks, _data(), FinetuneRecipe(epochs=3, batch_size=8), weight_decay=0.01)
     context = multiprocessing.get_context("spawn")
     # the child uses the default weight decay: a different run id must not be resumed, so check it is ignored first
     child = context.Process(target=_interrupted_run, args=(model.state_dict(), masks, str(tmp_path)))
@@ -175,17 +183,19 @@ def test_resume_after_kill_gives_the_same_weights(tmp_path: Path) -> None:
     child.join(300)
     assert child.exitcode == 9
     assert (tmp_path / "finetune.safetensors").is_file()
-    ignored = finetune(model, masks, _data(), epochs=3, batch_size=8, weight_decay=0.01, checkpoint_dir=tmp_path)
+    ignored = finetune(
+        model, masks, _data(), FinetuneRecipe(epochs=3, batch_size=8), weight_decay=0.01, checkpoint_dir=tmp_path
+    )
     assert ignored.resumed_epochs == 0
     for p, q in zip(straight.model.state_dict().values(), ignored.model.state_dict().values()):
         assert torch.equal(p, q)
     # same settings as the killed child: resumes after epoch 2, trains epoch 3 only, ends bit-identical
-    reference = finetune(model, masks, _data(), epochs=3, batch_size=8)
+    reference = finetune(model, masks, _data(), FinetuneRecipe(epochs=3, batch_size=8))
     child = context.Process(target=_interrupted_run, args=(model.state_dict(), masks, str(tmp_path / "b")))
     child.start()
     child.join(300)
     assert child.exitcode == 9
-    resumed = finetune(model, masks, _data(), epochs=3, batch_size=8, checkpoint_dir=tmp_path / "b")
+    resumed = finetune(model, masks, _data(), FinetuneRecipe(epochs=3, batch_size=8), checkpoint_dir=tmp_path / "b")
     assert resumed.resumed_epochs == 2
     assert [row["epoch"] for row in resumed.history] == [1, 2, 3]
     for (key, p), q in zip(reference.model.state_dict().items(), resumed.model.state_dict().values()):
@@ -235,7 +245,7 @@ def test_iterative_prune_reaches_the_target_with_nested_masks() -> None:
 
     def recover(masked: torch.nn.Module, masks: dict[str, torch.Tensor]) -> torch.nn.Module:
         calls.append(1)
-        return finetune(masked, masks, _data(), epochs=1, batch_size=8).model
+        return finetune(masked, masks, _data(), FinetuneRecipe(epochs=1, batch_size=8)).model
 
     result = iterative_prune(model, score, 0.6, 3, recover)
     assert [r.target_rate for r in result.rounds] == pytest.approx([0.2, 0.4, 0.6])
@@ -256,3 +266,31 @@ def test_round_rates_schedules() -> None:
     assert geometric == pytest.approx([0.5, 0.75])
     with pytest.raises(ValueError, match="rounds"):
         round_rates(0.5, 0)
+
+
+def test_fine_tuning_checkpoints_keep_the_run_id_of_before_the_recipe() -> None:
+    """Compress run folders made with the old ``FinetuneSettings`` still resume: the run id hashes the same text."""
+    assert _settings_text(FinetuneRecipe(), 3, 0, 0.0) == (
+        "FinetuneSettings(epochs=3, lr=0.001, weight_decay=0.0, lr_step=10, lr_gamma=0.1, batch_size=32, "
+        "class_weights='inverse', distill_temperature=4.0, distill_weight=1.0, recalibrate_samples=None, seed=0, "
+        "amp=True)"
+    )
+
+
+def test_recover_without_epochs_masks_and_recalibrates_and_with_epochs_fine_tunes() -> None:
+    model = _model("resnet_small")
+    masks = _masks(model, 0.5)
+    images = torch.randn(16, 3, SIZE, SIZE)
+    plain = recover(model, masks, FinetuneRecipe(epochs=0), recalibration=images)
+    reference = mask_model(model, masks)
+    recalibrate_batchnorm(reference, images)
+    for (key, p), q in zip(reference.state_dict().items(), plain.state_dict().values()):
+        assert torch.equal(p, q), key
+    with pytest.raises(ValueError, match="training split"):
+        recover(model, masks, FinetuneRecipe(epochs=1))
+    recipe = FinetuneRecipe(epochs=1, batch_size=8, distill=True, distill_weight=0.5)
+    tuned = recover(model, masks, recipe, _data(), seed=3, recalibration=images)
+    direct = finetune(model, masks, _data(), recipe, seed=3, teacher=model, recalibration_data=images).model
+    assert not tuned.training
+    for (key, p), q in zip(direct.state_dict().items(), tuned.state_dict().values()):
+        assert torch.equal(p, q), key

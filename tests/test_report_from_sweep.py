@@ -11,6 +11,7 @@ from medprune.checkpoint import save_checkpoint
 from medprune.models import create_model
 from medprune.runs.report import ReportConfig, run_report
 from medprune.runs.sweep import SweepConfig, run_sweep
+from medprune.scoring.request import ScoreRecipe
 from medprune.sweep.table import RowLog
 
 
@@ -30,7 +31,7 @@ def sweep_dir(tmp_path_factory, data_root):
         methods=["lrp"],
         samplings=["random"],
         rates=[0.0, 0.3],
-        n_per_class=2,
+        scoring=ScoreRecipe(n_per_class=2),
         seeds=[0],
     )
     rows = run_sweep(config).rows

@@ -15,9 +15,12 @@ from medprune.models import create_model
 from medprune.models.units import unit_groups
 from medprune.provenance import model_checksum
 from medprune.scoring.registry import score
-from medprune.scoring.request import ScoreRequest
+from medprune.scoring.request import ScoreRecipe, ScoreRequest
 from medprune.scoring.selection import load_images
 from medprune.scoring.store import ScoreStore, compute_scores, load_scores
+
+#: Two samples per class: small and fast.
+TWO = ScoreRecipe(n_per_class=2)
 
 
 @pytest.fixture()
@@ -34,7 +37,7 @@ def model() -> torch.nn.Module:
 
 
 def test_scores_are_saved_with_provenance_and_reused(tmp_path, train_split, model, caplog):
-    request = ScoreRequest("ig", "confidence", n_per_class=2, seed=1, options={"steps": 3})
+    request = ScoreRequest("ig", "confidence", seed=1, recipe=TWO, options={"steps": 3})
     record = compute_scores(model, train_split, request, cache_dir=tmp_path)
     assert record.path is not None and record.path.is_file() and record.path.with_suffix(".json").is_file()
     groups = {g.name: g.num_units for g in unit_groups(model)}
@@ -53,7 +56,10 @@ def test_scores_are_saved_with_provenance_and_reused(tmp_path, train_split, mode
         torch.testing.assert_close(record.scores[name], values)
     with caplog.at_level(logging.INFO):
         again = compute_scores(
-            model, train_split, ScoreRequest("ig", "confidence", 2, 1, options={"steps": 3}), cache_dir=tmp_path
+            model,
+            train_split,
+            ScoreRequest("ig", "confidence", 1, TWO, options={"steps": 3}),
+            cache_dir=tmp_path,
         )
     assert "reusing" in caplog.text
     assert again.path == record.path and again.reused and not record.reused
@@ -62,10 +68,17 @@ def test_scores_are_saved_with_provenance_and_reused(tmp_path, train_split, mode
 
 
 def test_a_different_request_or_model_gets_a_different_file(tmp_path, train_split, model):
-    base = compute_scores(model, train_split, ScoreRequest("activation", "random", 2, 0), cache_dir=tmp_path).path
-    other_seed = compute_scores(model, train_split, ScoreRequest("activation", "random", 2, 5), cache_dir=tmp_path).path
+    base = compute_scores(model, train_split, ScoreRequest("activation", "random", 0, TWO), cache_dir=tmp_path).path
+    other_seed = compute_scores(
+        model, train_split, ScoreRequest("activation", "random", 5, TWO), cache_dir=tmp_path
+    ).path
     other_model = create_model("vgg_small", num_classes=3, image_size=16)
-    other = compute_scores(other_model, train_split, ScoreRequest("activation", "random", 2, 0), cache_dir=tmp_path)
+    other = compute_scores(
+        other_model,
+        train_split,
+        ScoreRequest("activation", "random", 0, TWO),
+        cache_dir=tmp_path,
+    )
     assert len({base, other_seed, other.path}) == 3
 
 
@@ -100,7 +113,7 @@ def test_bad_requests_name_the_valid_values(train_split, model):
 
 def test_without_cache_dir_nothing_is_written(tmp_path, train_split, model, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    record = compute_scores(model, train_split, ScoreRequest("taylor", "random", 1))
+    record = compute_scores(model, train_split, ScoreRequest("taylor", "random", recipe=ScoreRecipe(n_per_class=1)))
     assert record.path is None and not list(tmp_path.iterdir())
     assert record.provenance["selection"]["per_class_counts"] == {"0": 1, "1": 1, "2": 1}
 

@@ -218,6 +218,6 @@ def test_redefining_a_named_protocol_changes_the_sweep_key(monkeypatch, tmp_path
         StudyConfig, overrides={**TINY, "out": str(tmp_path), "sweep": {**TINY["sweep"], "protocols": ["default"]}}
     )
     before = {s.key for s in plan(config).sweeps}
-    monkeypatch.setitem(grid.PROTOCOLS, "default", Setting("layer", "rank", "abs", "bn"))
+    monkeypatch.setitem(grid.PROTOCOLS, "default", Setting.of("layer", "rank", "abs", "bn"))
     after = {s.key for s in plan(config).sweeps}
     assert before.isdisjoint(after)  # finished sweeps of the old default are not reused as the new one

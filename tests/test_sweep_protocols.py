@@ -8,8 +8,9 @@ from helpers import random_scores, tiny_sweep_model
 
 from medprune.models.units import unit_groups
 from medprune.pruning import coupled_groups, masks_from_scores, model_cost, remove_units
+from medprune.pruning.cost import CostCounter
+from medprune.pruning.ranking import Ranking
 from medprune.sweep.core import CurveParams, SweepInputs, sweep_model
-from medprune.sweep.cost import CostCounter
 from medprune.sweep.protocols import PROTOCOLS, Setting, protocol_name, settings_from
 from medprune.sweep.table import RowLog, decode_classes, row_key
 
@@ -40,7 +41,9 @@ def test_rows_per_split_with_achieved_rate_cost_and_predictions(tmp_path):
     state = {k: v.clone() for k, v in model.state_dict().items()}
     rows = []
     for recalibrate in ("none", "bn"):
-        params = CurveParams("resnet_small", "d", "c", recalibrate=recalibrate, recalibrate_samples=32, couplings=True)
+        params = CurveParams(
+            "resnet_small", "d", "c", ranking=Ranking(couplings=True), recalibrate=recalibrate, recalibrate_samples=32
+        )
         rows += sweep_model(
             model,
             params,
@@ -86,7 +89,7 @@ def test_bn_without_images_is_refused(tmp_path):
 
 def test_settings_protocols_and_search():
     explicit = {"scope": "layer", "normalize": "none", "sign": "signed", "recalibrate": "none"}
-    assert settings_from([], {}, explicit) == [Setting("layer")]
+    assert settings_from([], {}, explicit) == [Setting.of("layer")]
     both = settings_from(["paper", "default"], {}, explicit)
     assert both == [PROTOCOLS["paper"], PROTOCOLS["default"]]
     grid = settings_from(["paper"], {"normalize": ["none", "mean"], "recalibrate": ["none", "bn"]}, explicit)

@@ -11,11 +11,12 @@ from helpers import random_scores, tiny_sweep_model
 
 from medprune.checkpoint import save_checkpoint
 from medprune.cli.main import main
-from medprune.config import ConfigError
+from medprune.config import ConfigError, build_config, config_to_dict, flat_record
 from medprune.models import create_model
 from medprune.models.units import unit_groups
 from medprune.pruning import masks_from_scores
 from medprune.pruning.masked import following_batchnorms, mask_model, zeroing_plan
+from medprune.recovery.recipe import FinetuneRecipe
 from medprune.report.markdown import results_markdown
 from medprune.report.page import ReportTables
 from medprune.report.tables import table1
@@ -49,9 +50,10 @@ def _sweep(tmp_path, name, params, model, x, y, scores_for=None):
     return {(r["method"], r["rate"], r["split"]): r for r in rows}, log
 
 
+RECIPE = FinetuneRecipe(epochs=0, distill=False, batch_size=8, lr=1e-2)
 BN = CurveParams("resnet_small", "d", "c", recalibrate="bn", recalibrate_samples=32)
-FT = dataclasses.replace(BN, recovery=Recovery(finetune_epochs=2, batch_size=8, lr=1e-2))
-KD = dataclasses.replace(BN, recovery=Recovery(finetune_epochs=2, distill=True, batch_size=8, lr=1e-2))
+FT = dataclasses.replace(BN, recovery=Recovery.of(finetune_epochs=2, recipe=RECIPE))
+KD = dataclasses.replace(BN, recovery=Recovery.of(finetune_epochs=2, distill=True, recipe=RECIPE))
 
 
 def test_finetuned_rows_differ_from_recalibrated_ones_and_the_model_is_unchanged(tmp_path):
@@ -75,7 +77,7 @@ def test_pruned_units_stay_exactly_zero_through_finetuning_and_distillation():
     model, x, y = _tiny()
     masks = masks_from_scores(_scores(model)("lrp", "random"), 0.5)
     train = torch.utils.data.TensorDataset(x[:32], y[:32])
-    recovery = Recovery(finetune_epochs=2, distill=True, batch_size=8, lr=1e-2)
+    recovery = Recovery.of(finetune_epochs=2, distill=True, recipe=RECIPE)
     with torch.no_grad():
         tuned = recovered_model(model, masks, recovery, train, seed=0, recalibration=x[:32])
     plan = zeroing_plan(tuned, unit_groups(tuned), masks, following_batchnorms(tuned))
@@ -122,8 +124,9 @@ def test_old_rows_keep_their_ids_and_are_resumed_not_recomputed(tmp_path):
 
 def test_a_folder_recorded_before_the_recovery_keys_resumes(tmp_path):
     folder = tmp_path / "sweep"
-    current = json.loads(json.dumps(dataclasses.asdict(SweepConfig(checkpoints=["m"], out=str(folder)))))
+    current = flat_record(SweepConfig, config_to_dict(SweepConfig(checkpoints=["m"], out=str(folder))))
     legacy = {k: v for k, v in current.items() if k not in LATER_DEFAULTS}
+    assert "scope" in legacy and "ranking" not in legacy  # as folders recorded it before the config had parts
     with RunDir(folder, "sweep", legacy, cosmetic=COSMETIC):
         (folder / "rows.jsonl").write_text("")
     config = SweepConfig(checkpoints=["m"], out=str(folder))
@@ -132,6 +135,9 @@ def test_a_folder_recorded_before_the_recovery_keys_resumes(tmp_path):
     tuned = SweepConfig(checkpoints=["m"], out=str(folder), finetune_epochs=[2])
     with pytest.raises(ConfigMismatchError, match=r"finetune_epochs: \[0\] -> \[2\]"):
         RunDir(folder, "sweep", tuned, cosmetic=COSMETIC, defaults=LATER_DEFAULTS).__enter__()
+    other_lr = build_config(SweepConfig, overrides={"checkpoints": ["m"], "out": str(folder), "finetune_lr": 0.01})
+    with pytest.raises(ConfigMismatchError, match=r"finetune_lr: 0.001 -> 0.01"):  # named by the flat key
+        RunDir(folder, "sweep", other_lr, cosmetic=COSMETIC, defaults=LATER_DEFAULTS).__enter__()
 
 
 @pytest.mark.parametrize(
@@ -151,7 +157,9 @@ def test_a_folder_recorded_before_the_recovery_keys_resumes(tmp_path):
 )
 def test_bad_recovery_options_are_refused(change, message):
     with pytest.raises(ConfigError, match=message):
-        validate_config(SweepConfig(checkpoints=["never-read.safetensors"], **change))
+        given = {"checkpoints": ["never-read.safetensors"], **change}
+        fields = {f.name for f in dataclasses.fields(SweepConfig)}  # the recipe's keys are a part's: built by key
+        validate_config(SweepConfig(**given) if set(given) <= fields else build_config(SweepConfig, overrides=given))
 
 
 def test_bad_recovery_option_on_the_command_line_is_one_line_exit_2(tmp_path, capsys):
@@ -170,7 +178,7 @@ def _rows(accuracy_by_recovery):
         base = {"checkpoint": "k", "dataset": "d", "method": "baseline", "sampling": "none", "rate": 0.0}
         rows.append({**base, "split": split, "accuracy": 0.9, "finetune_epochs": 0, "distill": False})
         for (epochs, distill), accuracy in accuracy_by_recovery.items():
-            recovery = Recovery(epochs, distill)
+            recovery = Recovery.of(epochs, distill)
             for seed in (0, 1):
                 row = CurveParams("m", "d", "k", seed=seed, recovery=recovery).row("lrp", "random", 0.5, split)
                 rows.append({**row, "accuracy": accuracy, "achieved_rate": 0.5})

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from medprune.checkpoint import save_checkpoint
+from medprune.config import build_config
 from medprune.models import create_model
 from medprune.models.units import unit_groups
 from medprune.runs.sweep import SweepConfig, curve_list, run_sweep, validate_config
@@ -41,9 +42,10 @@ def checkpoint(tmp_path):
     ],
 )
 def test_bad_requests_are_refused_before_any_work(tmp_path, checkpoint, change, message):
-    config = SweepConfig(**{"checkpoints": [checkpoint], "out": str(tmp_path / "sweep"), **change})
     with pytest.raises(ValueError, match=message):
-        run_sweep(config)
+        run_sweep(
+            build_config(SweepConfig, overrides={"checkpoints": [checkpoint], "out": str(tmp_path / "sweep"), **change})
+        )
     assert not (tmp_path / "sweep").exists()
 
 

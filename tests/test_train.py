@@ -13,12 +13,14 @@ from torch.utils.data import Dataset
 
 from medprune.checkpoint import load_checkpoint
 from medprune.config import ConfigError, build_config
+from medprune.data.splitting import limit_dataset
 from medprune.metrics import evaluate
 from medprune.models import create_model
 from medprune.provenance import model_checksum
+from medprune.recovery.recalibration import recalibrate_batchnorm
 from medprune.runs.train import TrainConfig, resolve_pretrained
 from medprune.runtime import seed_everything
-from medprune.training.loop import class_weights, limit_dataset, recalibrate_batchnorm, train
+from medprune.training.loop import class_weights, train
 
 
 class FakeImages(Dataset):
@@ -149,7 +151,7 @@ def test_cuda_mixed_precision_trains(splits):
     assert result.test_metrics["auroc"] > 0.7
 
 
-def test_recalibrate_batchnorm_gives_exact_statistics_and_restores_state():
+def test_training_recalibration_gives_exact_statistics_and_restores_state():
     model = _model().train()
     x = torch.randn(40, 1, 12, 12)
     momentum = model.bn1.momentum

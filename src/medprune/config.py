@@ -1,14 +1,19 @@
-"""Typed run configurations: dataclasses filled from YAML plus ``key=value`` overrides, validated at the boundary.
+"""Typed run configurations: dataclasses composed of small parts, filled from YAML plus ``key=value`` overrides.
 
-Every CLI command owns one dataclass. :func:`build_config` merges (defaults ← YAML file ← overrides), refuses unknown
-keys and values outside a ``Literal`` with the list of valid ones, and :func:`save_config` writes the resolved config
-beside the results.
+Every CLI command owns one dataclass; each field is declared once, with its help text beside it, by :func:`option`.
+A field whose type is itself a dataclass is a *part* (a ranking, a score recipe, a fine-tuning recipe) that several
+command configs contain. :func:`build_config` merges (defaults ← YAML file ← overrides) and accepts three spellings
+of a part's option: nested (``ranking: {scope: layer}``), dotted (``ranking.scope=layer``) and flat (``scope=layer``,
+today's keys: a flat key that is no top-level field names the one part leaf of that name, or an alias declared on the
+part's field). It refuses unknown keys and values outside a ``Literal`` with the list of valid ones;
+:func:`save_config` writes the resolved config (nested) beside the results, and :func:`leaf_values` reads a nested or
+an old flat record into one comparable form.
 
 >>> from dataclasses import dataclass
 >>> @dataclass
 ... class Demo:
-...     epochs: int = 1
-...     scope: Literal["global", "layer"] = "global"
+...     epochs: int = option(1, help="training epochs")
+...     scope: Literal["global", "layer"] = option("global", help="ranking scope")
 >>> build_config(Demo, overrides={"epochs": "3"})
 Demo(epochs=3, scope='global')
 """
@@ -17,8 +22,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import types
 import typing
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
@@ -26,9 +33,115 @@ import yaml
 
 T = TypeVar("T")
 
+__all__ = [
+    "ConfigError",
+    "build_config",
+    "config_to_dict",
+    "flat_keys",
+    "flat_names",
+    "flat_record",
+    "leaf_defaults",
+    "leaf_paths",
+    "leaf_values",
+    "option",
+    "parse_overrides",
+    "part_type",
+    "save_config",
+]
+
 
 class ConfigError(ValueError):
     """A configuration value or key is not allowed; the message names it and the allowed values."""
+
+
+def option(
+    default: Any = dataclasses.MISSING,
+    *,
+    help: str,  # noqa: A002 - the word every CLI library uses
+    choices: Iterable[Any] | None = None,
+    aliases: Iterable[str] | Mapping[str, str] = (),
+    default_factory: Callable[[], Any] | Any = dataclasses.MISSING,
+    shown_default: str | None = None,
+    required: bool = False,
+    fixed: Iterable[str] = (),
+) -> Any:
+    """A dataclass field that carries its own help text (``medprune CMD -h`` reads it).
+
+    Args:
+        default: the default value (or give ``default_factory``).
+        help: what the option is, one phrase; valid values and the default are appended by the CLI.
+        choices: the valid values when the type does not say them (a ``Literal`` does).
+        aliases: other keys accepted for it: on a plain field, old names (``("out_dir",)``); on a part field, old flat
+            keys of its leaves (``{"finetune_lr": "lr"}``).
+        default_factory: builds the default (lists, dicts, parts with per-command defaults).
+        shown_default: what a default of ``None`` stands for, shown in the help instead of ``none``.
+        required: the option has no usable default (the help says ``required``).
+        fixed: on a part field, the part's leaves this command decides itself (no keys: refused when given, left out
+            of the saved config), e.g. the sweep's recipe epochs, which its ``finetune_epochs`` grid axis sets.
+    """
+    metadata: dict[str, Any] = {"help": help}
+    if choices is not None:
+        metadata["choices"] = tuple(choices)
+    if aliases:
+        metadata["aliases"] = dict(aliases) if isinstance(aliases, Mapping) else tuple(aliases)
+    if shown_default is not None:
+        metadata["shown_default"] = shown_default
+    if required:
+        metadata["required"] = True
+    if fixed:
+        metadata["fixed"] = tuple(fixed)
+    return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata)
+
+
+def part_type(annotation: Any) -> type | None:
+    """The dataclass a field of type ``annotation`` holds (a part), or ``None`` for a plain value."""
+    return annotation if isinstance(annotation, type) and dataclasses.is_dataclass(annotation) else None
+
+
+def _parts(cls: type) -> dict[str, type]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: t for f in dataclasses.fields(cls) if (t := part_type(hints[f.name])) is not None}
+
+
+def leaf_paths(cls: type, prefix: str = "") -> list[str]:
+    """Dotted paths of every option: plain (non-part) fields, parts' leaves recursively (``ranking.scope``) except
+    the leaves a part field fixes (:func:`option`'s ``fixed``)."""
+    parts = _parts(cls)
+    paths: list[str] = []
+    for f in dataclasses.fields(cls):
+        if f.name in parts:
+            fixed = {f"{prefix}{f.name}.{leaf}" for leaf in f.metadata.get("fixed", ())}
+            paths.extend(p for p in leaf_paths(parts[f.name], f"{prefix}{f.name}.") if p not in fixed)
+        else:
+            paths.append(f"{prefix}{f.name}")
+    return paths
+
+
+def flat_keys(cls: type) -> dict[str, str]:
+    """``{flat key: dotted path}``: every key a config file or ``--set`` may use without naming the part.
+
+    Top-level fields (and their aliases) are themselves; a part leaf's own name maps to it when no top-level field
+    and no other part leaf has that name; a part field's ``aliases`` map old flat keys to its leaves.
+    """
+    parts = _parts(cls)
+    keys: dict[str, str] = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in parts:
+            keys[f.name] = f.name
+            keys.update({alias: f.name for alias in f.metadata.get("aliases", ())})
+    candidates: dict[str, list[str]] = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in parts:
+            continue
+        fixed = {f"{f.name}.{leaf}" for leaf in f.metadata.get("fixed", ())}
+        for path in (p for p in leaf_paths(parts[f.name], f"{f.name}.") if p not in fixed):
+            candidates.setdefault(path.rsplit(".", 1)[1], []).append(path)
+        for alias, leaf in dict(f.metadata.get("aliases", {})).items():
+            keys.setdefault(alias, f"{f.name}.{leaf}")
+    for name, paths in candidates.items():
+        if len(paths) == 1:
+            keys.setdefault(name, paths[0])
+    return keys
 
 
 def _coerce(name: str, value: Any, annotation: Any) -> Any:
@@ -92,13 +205,122 @@ def _load_yaml(path: Path) -> Any:
         raise ConfigError(f"config file {where}: invalid YAML ({problem})") from None
 
 
+def _dotted(cls: type, values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Any mix of nested, dotted and flat keys -> ``{dotted path: value}`` (later keys win); unknown keys raise."""
+    keys, parts = flat_keys(cls), _parts(cls)
+    leaves = set(leaf_paths(cls))
+    result: dict[str, Any] = {}
+    for key, value in values.items():
+        key = str(key)
+        if key in parts:
+            if isinstance(value, parts[key]):
+                result[key] = value
+            elif isinstance(value, Mapping):
+                fixed = sorted(set(value) & set(_fields_fixed(cls, key)))
+                if fixed:
+                    raise ConfigError(
+                        f"{prefix}{key}.{fixed[0]} is not an option of {cls.__name__}: it is set by the command itself"
+                    )
+                inner = _dotted(parts[key], value, f"{prefix}{key}.")
+                result.update({f"{key}.{k}": v for k, v in inner.items()})
+            else:
+                raise ConfigError(f"{prefix}{key} must be a mapping of {parts[key].__name__} options, got {value!r}")
+            continue
+        head, _, rest = key.partition(".")
+        if rest and head in parts and f"{prefix}{key}" not in _fixed(cls, prefix):
+            inner = _dotted(parts[head], {rest: value}, f"{prefix}{head}.")
+            result.update({f"{head}.{k}": v for k, v in inner.items()})
+        elif key in keys:
+            result[keys[key]] = value
+        else:
+            valid = sorted(set(keys) | {p for p in leaves if "." in p})
+            raise ConfigError(
+                f"unknown option(s) [{prefix + key!r}] for {cls.__name__}; valid options: {', '.join(valid)}"
+            )
+    return result
+
+
+def _fields_fixed(cls: type, name: str) -> tuple[str, ...]:
+    """The leaves part field ``name`` of ``cls`` fixes."""
+    return next((tuple(f.metadata.get("fixed", ())) for f in dataclasses.fields(cls) if f.name == name), ())
+
+
+def _fixed(cls: type, prefix: str = "") -> set[str]:
+    """Dotted paths (with ``prefix``) of every leaf a part field of ``cls`` fixes."""
+    return {f"{prefix}{f.name}.{leaf}" for f in dataclasses.fields(cls) for leaf in f.metadata.get("fixed", ())}
+
+
+def _build(
+    cls: type[T],
+    values: Mapping[str, Any],
+    base: T | None = None,
+    prefix: str = "",
+    keys: Mapping[str, str] | None = None,
+) -> T:
+    """``cls`` from ``{dotted path: value}``: parts start from ``base``'s (or the field's default) part. Errors name an
+    option by the key it was given as (``keys``: ``{dotted path: key given}``), else by its dotted path."""
+    keys = keys or {}
+    hints = typing.get_type_hints(cls)
+    parts = _parts(cls)
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.name in parts:
+            inner = {k.split(".", 1)[1]: v for k, v in values.items() if k.split(".", 1)[0] == f.name and "." in k}
+            if f.name in values:  # the part given whole
+                default = values[f.name]
+            elif base is not None:
+                default = getattr(base, f.name)
+            else:
+                default = _field_default(f)
+                default = None if default is dataclasses.MISSING else default
+            if inner or default is None:
+                kwargs[f.name] = _build(parts[f.name], inner, default, f"{prefix}{f.name}.", keys)
+            else:
+                kwargs[f.name] = default
+        elif f.name in values:
+            path = f"{prefix}{f.name}"
+            kwargs[f.name] = _coerce(keys.get(path, path), values[f.name], hints[f.name])
+    try:
+        return dataclasses.replace(base, **kwargs) if base is not None else cls(**kwargs)  # type: ignore[type-var]
+    except ConfigError as error:
+        if not prefix:
+            raise
+        text = str(error)
+        name = re.match(r"\w+", text)
+        path = f"{prefix}{name.group(0)}" if name else prefix.rstrip(".")
+        if name and path in keys:
+            text = keys[path] + text[name.end() :]
+        elif name and hasattr(cls, name.group(0)):
+            text = prefix + text
+        raise ConfigError(text) from None
+
+
+def _given_keys(cls: type, values: Mapping[str, Any]) -> dict[str, str]:
+    """``{dotted path: key}`` of the flat and dotted keys in ``values`` (nested ones are named by their path)."""
+    names: dict[str, str] = {}
+    for key, value in values.items():
+        if isinstance(value, Mapping) and key in _parts(cls):
+            continue
+        try:
+            paths = list(_dotted(cls, {key: value}))
+        except ConfigError:
+            continue
+        if len(paths) == 1:
+            names[paths[0]] = str(key)
+    return names
+
+
 def build_config(cls: type[T], yaml_path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> T:
     """Build a config dataclass from defaults, an optional YAML file and overrides (later wins).
+
+    Keys may be nested (``ranking: {scope: layer}``), dotted (``ranking.scope``) or flat (``scope``; see
+    :func:`flat_keys`).
 
     Raises:
         ConfigError: unknown key (with the valid keys), wrong type or a value outside a ``Literal``.
     """
     values: dict[str, Any] = {}
+    keys: dict[str, str] = {}
     if yaml_path is not None:
         path = Path(yaml_path)
         if not path.is_file():
@@ -106,15 +328,72 @@ def build_config(cls: type[T], yaml_path: str | Path | None = None, overrides: d
         loaded = _load_yaml(path) or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping of options, got {type(loaded).__name__}")
-        values.update(loaded)
-    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    hints = typing.get_type_hints(cls)
-    fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(values) - fields, key=str)
-    if unknown:
-        raise ConfigError(f"unknown option(s) {unknown} for {cls.__name__}; valid options: {', '.join(sorted(fields))}")
-    coerced = {k: _coerce(k, v, hints[k]) for k, v in values.items()}
-    return cls(**coerced)
+        values.update(_dotted(cls, loaded))
+        keys.update(_given_keys(cls, loaded))
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    values.update(_dotted(cls, given))
+    keys.update(_given_keys(cls, given))
+    return _build(cls, values, keys=keys)
+
+
+def leaf_values(cls: type, data: Mapping[str, Any]) -> dict[str, Any]:
+    """A recorded config (nested as :func:`save_config` writes it, or an old flat one) as ``{dotted path: value}``.
+
+    Keys this class does not know are kept under their own name, so a comparison still sees them: a record
+    ``{"scope": "layer"}`` and one ``{"ranking": {"scope": "layer"}}`` both read ``{"ranking.scope": "layer"}``.
+    """
+    result: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, Mapping) and _fields_fixed(cls, str(key)):  # a record's fixed leaves: not options
+            value = {k: v for k, v in value.items() if k not in _fields_fixed(cls, str(key))}
+        try:
+            result.update(_dotted(cls, {key: value}))
+        except ConfigError:
+            result[str(key)] = value
+    return result
+
+
+def flat_names(cls: type) -> dict[str, str]:
+    """``{dotted path: flat key}`` of every part leaf: the name it had before parts existed, a part field's alias for
+    it (``finetune.lr`` -> ``finetune_lr``), else its own name when unique (``ranking.scope`` -> ``scope``); a leaf
+    with neither keeps its dotted path (and is left out)."""
+    names: dict[str, str] = {}
+    for key, path in flat_keys(cls).items():
+        if "." in path and (path not in names or key != path.rsplit(".", 1)[1]):
+            names[path] = key  # aliases win over the leaf's own name
+    return names
+
+
+def flat_record(cls: type, data: Mapping[str, Any]) -> dict[str, Any]:
+    """A config dict (nested or flat) with every leaf under its flat key (:func:`flat_names`), else its dotted path.
+
+    Hashes and records made from flat configs (study sweep keys) stay the same when read through this.
+    """
+    names = flat_names(cls)
+    return {names.get(path, path): value for path, value in leaf_values(cls, data).items()}
+
+
+def leaf_defaults(cls: type) -> dict[str, Any]:
+    """``{dotted path: default}`` of every leaf that has a default, JSON-typed as :func:`config_to_dict` writes it."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    defaults: dict[str, Any] = {}
+    for path in leaf_paths(cls):
+        head, *rest = path.split(".")
+        value = _field_default(fields[head])
+        if value is dataclasses.MISSING:
+            continue
+        for name in rest:
+            value = getattr(value, name)
+        defaults[path] = json.loads(json.dumps(value, default=str))
+    return defaults
+
+
+def _field_default(field: dataclasses.Field) -> Any:  # type: ignore[type-arg]
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return dataclasses.MISSING
 
 
 def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
@@ -129,8 +408,13 @@ def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
-    """A JSON-serialisable dict of a config dataclass."""
-    return json.loads(json.dumps(dataclasses.asdict(config), default=str))
+    """A JSON-serialisable dict of a config dataclass (parts nested; the leaves a part field fixes left out)."""
+    data = json.loads(json.dumps(dataclasses.asdict(config), default=str))
+    for path in _fixed(type(config)):
+        head, leaf = path.split(".", 1)
+        if isinstance(data.get(head), dict):
+            data[head].pop(leaf, None)
+    return data
 
 
 def save_config(config: Any, out_dir: str | Path, name: str = "config.yaml") -> Path:

@@ -28,7 +28,7 @@ from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from medprune.config import ConfigError
+from medprune.config import ConfigError, option
 
 logger = logging.getLogger(__name__)
 
@@ -73,11 +73,17 @@ class ExecutorSettings:
     """The :data:`EXECUTOR_FIELDS` of a runner's config, inherited by ``ScoreConfig``, ``SweepConfig`` and
     ``StudyConfig`` (each documents them in its own docstring, where ``-h`` reads them)."""
 
-    executor: ExecutorName = "local"
-    ray_address: str | None = None
-    task_cpus: float = 1.0
-    task_gpus: float = 0.0
-    task_retries: int = DEFAULT_RETRIES
+    executor: ExecutorName = option(
+        "local",
+        help=(
+            "local (in this process) or ray (one Ray task per piece of work: a score pair, a "
+            "sweep curve, a study training)"
+        ),
+    )
+    ray_address: str | None = option(None, help="the Ray cluster (RayExecutor)")
+    task_cpus: float = option(1.0, help="CPU cores one task holds")
+    task_gpus: float = option(0.0, help="GPUs one task holds (a fraction shares a GPU)")
+    task_retries: int = option(DEFAULT_RETRIES, help="resubmissions of a task whose worker died")
 
 
 #: Their command-line flags.

@@ -123,6 +123,7 @@ def metrics_from_predictions(
     - ``macro_f1``: mean F1 over the classes present in ``labels`` or predictions (F1 = 0 where undefined).
     - ``auroc``: binary tasks: AUROC of the positive class (index 1). More classes: macro mean of one-vs-rest
       AUROCs over the classes present in ``labels``.
+    - ``worst_class_recall``: the lowest sensitivity (recall) over the classes present in ``labels``.
     - ``confusion_matrix[i][j]``: samples of true class ``i`` predicted as ``j``.
 
     Args:
@@ -205,7 +206,7 @@ def metrics_from_predictions(
         "balanced_accuracy": float(np.mean(recalls)),
         "macro_f1": float(np.mean(f1s)),
         "auroc": overall_auroc,
-        "worst_class_sensitivity": float(min(recalls)),
+        "worst_class_recall": float(min(recalls)),
         "per_class": per_class,
         "confusion_matrix": confusion.tolist(),
         "class_names": names,

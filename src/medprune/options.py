@@ -63,9 +63,12 @@ NORMALIZATIONS: tuple[str, ...] = ("none", "total", "max", "l2", "mean", "rank")
 Recalibrate = Literal["none", "bn"]
 RECALIBRATIONS: tuple[str, ...] = ("none", "bn")
 
-#: Metrics a lossless rate can be judged on (``worst_class_recall``: the lowest per-class recall).
-LosslessMetric = Literal["accuracy", "balanced_accuracy", "auroc", "worst_class_recall"]
-LOSSLESS_METRICS: tuple[str, ...] = ("accuracy", "balanced_accuracy", "auroc", "worst_class_recall")
+#: The one list of metrics a lossless rate (report, demo) or a compression tolerance (compress) is read on, higher
+#: is better; ``worst_class_recall`` is the lowest per-class recall, the key of
+#: :func:`medprune.metrics.metrics_from_predictions` and of the card (the sweep's results column keeps its committed
+#: name ``worst_recall``).
+LosslessMetric = Literal["balanced_accuracy", "accuracy", "auroc", "worst_class_recall"]
+LOSSLESS_METRICS: tuple[str, ...] = ("balanced_accuracy", "accuracy", "auroc", "worst_class_recall")
 
 #: Dataset splits a sweep evaluates on: choices read ``val``, reported numbers come from ``test``.
 Split = Literal["val", "test"]

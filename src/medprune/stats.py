@@ -1,4 +1,5 @@
-"""Uncertainty for results tables: bootstrap confidence intervals and paired comparisons (scipy.stats.bootstrap).
+"""Uncertainty for results tables: bootstrap confidence intervals and paired comparisons (scipy.stats.bootstrap), and
+Wilson intervals of proportions (:func:`wilson_interval`, the model card's per-class rates).
 
 Three questions, one function each:
 
@@ -45,6 +46,7 @@ __all__ = [
     "paired_difference",
     "paired_metric_difference",
     "correctness",
+    "wilson_interval",
 ]
 
 Metric = Literal["accuracy", "balanced_accuracy"]
@@ -385,3 +387,16 @@ def _describe(method: str, n_resamples: int, seed: int) -> str:
 
 def _join(*parts: str) -> str:
     return "; ".join(p for p in parts if p)
+
+
+def wilson_interval(successes: int, trials: int, confidence: float = 0.95) -> tuple[float | None, float | None]:
+    """Wilson score interval of a proportion (``scipy.stats.binomtest(...).proportion_ci(method="wilson")``);
+    ``(None, None)`` without trials.
+
+    >>> [round(x, 4) for x in wilson_interval(8, 10)]
+    [0.4902, 0.9433]
+    """
+    if trials <= 0:
+        return (None, None)
+    ci = stats.binomtest(int(successes), int(trials)).proportion_ci(confidence_level=confidence, method="wilson")
+    return (float(ci.low), float(ci.high))

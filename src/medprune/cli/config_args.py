@@ -3,25 +3,24 @@
 Later wins: dataclass defaults ← YAML ← flags ← ``--set``; unknown keys and disallowed values are refused by
 :func:`medprune.config.build_config` with the valid ones listed.
 
-Help comes from one source: each option's text is the config field's entry under ``Attributes:`` in the dataclass
-docstring (or ``field(metadata={"help": ...})``), followed by its valid values (a ``Literal`` type, a
-``metadata["choices"]`` or the registry of that kind of name) and its default. Every field without a flag is listed
-the same way after the options, as a key for ``--config`` / ``--set``.
+Help comes from the field itself: its ``help`` metadata (:func:`medprune.config.option`), followed by its valid values
+(a ``Literal`` type, a ``metadata["choices"]`` or the registry of that kind of name) and its default (the command's
+own: a part's default comes from the command config's part). A flag or key names a field of the config or a leaf of
+one of its parts (``scope``, or ``ranking.scope``; :func:`medprune.config.flat_keys`). Every key without a flag is
+listed the same way after the options, as a key for ``--config`` / ``--set``.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import inspect
-import re
 import textwrap
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
-from medprune.config import build_config, parse_overrides
+from medprune.config import build_config, flat_keys, flat_names, leaf_paths, parse_overrides, part_type
 from medprune.data import available_datasets
 from medprune.models import available_models
 from medprune.options import SAMPLINGS
@@ -45,63 +44,27 @@ NAMED_VALUES: dict[str, Callable[[], Sequence[str]]] = {
     "device": lambda: ("auto", "cpu", "cuda", "cuda:N"),
 }
 
-_NAMES = r"[a-z_][a-z0-9_]*(?:,\s*[a-z_][a-z0-9_]*)*"
-_ENTRY = re.compile(rf"^({_NAMES}):\s+(.*)$")
-_INLINE = re.compile(rf"(?:(?<=^)|(?<=\.\s))({_NAMES}):\s")
-_DOC_DEFAULT = re.compile(r"\s*\((?:default:?|None\s*[:=])\s+([^()]*)\)")
-_ROLE = re.compile(r":[a-z]+:`~?([^`]+)`")
+
+def _resolve(cls: type, name: str) -> tuple[type, dataclasses.Field, Any]:  # type: ignore[type-arg]
+    """The class holding the field a key names (``scope``, ``ranking.scope``), that field and its default for ``cls``
+    (a part's leaf defaults to the value in ``cls``'s own default part)."""
+    path = flat_keys(cls).get(name, name).split(".")
+    owner, default = cls, None
+    for i, step in enumerate(path):
+        fields = {f.name: f for f in dataclasses.fields(owner)}
+        if step not in fields:
+            raise KeyError(f"{cls.__name__} has no option {name!r}")
+        field = fields[step]
+        value = field_default(field) if i == 0 else getattr(default, step)
+        if i == len(path) - 1:
+            return owner, field, value
+        owner, default = typing.get_type_hints(owner)[step], value
+    raise KeyError(name)
 
 
-def _plain(text: str) -> str:
-    """Docstring markup -> terminal text (``x`` -> x, :class:`~a.B` -> B)."""
-    text = _ROLE.sub(lambda m: m.group(1).rsplit(".", 1)[-1] if "~" in m.group(0) else m.group(1), text)
-    return " ".join(text.replace("``", "").split())
-
-
-def field_docs(cls: type) -> dict[str, str]:
-    """``{field: help}`` from the ``Attributes:`` section of ``cls``'s docstring and ``metadata["help"]``.
-
-    An entry may name several fields (``epochs, lr: ...``) and one line may hold several entries (``a: x. b: y``).
-    """
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    entries: list[tuple[str, str]] = []
-    lines = (inspect.getdoc(cls) or "").splitlines()
-    inside = False
-    for line in lines:
-        if line.strip() == "Attributes:":
-            inside = True
-            continue
-        if not inside:
-            continue
-        if line.strip() and not line.startswith(" "):
-            break
-        match = _ENTRY.match(line.strip()) if line.startswith("    ") and not line.startswith("     ") else None
-        if match and all(n.strip() in fields for n in match.group(1).split(",")):
-            entries.append((match.group(1), match.group(2)))
-        elif entries and line.strip():
-            entries[-1] = (entries[-1][0], f"{entries[-1][1]} {line.strip()}")
-    docs: dict[str, str] = {}
-    for names, text in entries:
-        for name, part in _split_inline(names, text, fields):
-            for field_name in (n.strip() for n in name.split(",")):
-                docs[field_name] = _plain(part)
-    for name, field in fields.items():
-        if field.metadata.get("help"):
-            docs[name] = _plain(str(field.metadata["help"]))
-    return docs
-
-
-def _split_inline(names: str, text: str, fields: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """``"x. b: y"`` after ``a`` -> ``[(a, "x."), (b, "y")]`` when every name before a colon is a field."""
-    parts: list[tuple[str, str]] = []
-    start, current = 0, names
-    for match in _INLINE.finditer(text):
-        if match.start() == 0 or not all(n.strip() in fields for n in match.group(1).split(",")):
-            continue
-        parts.append((current, text[start : match.start()].strip()))
-        start, current = match.end(), match.group(1)
-    parts.append((current, text[start:].strip()))
-    return parts
+def help_text(cls: type, name: str) -> str:
+    """The help text of the option ``name`` of ``cls`` (its field's ``help`` metadata; the name when it has none)."""
+    return str(_resolve(cls, name)[1].metadata.get("help") or name.replace("_", " "))
 
 
 def _literals(annotation: Any) -> list[Any]:
@@ -115,11 +78,12 @@ def _literals(annotation: Any) -> list[Any]:
 
 
 def valid_values(cls: type, name: str) -> list[str]:
-    """The valid values of field ``name`` of ``cls`` (empty when any value of its type is allowed)."""
-    field = next(f for f in dataclasses.fields(cls) if f.name == name)
+    """The valid values of option ``name`` of ``cls`` (empty when any value of its type is allowed)."""
+    owner, field, _ = _resolve(cls, name)
+    name = field.name
     if field.metadata.get("choices"):
         return [str(v) for v in field.metadata["choices"]]
-    annotation = typing.get_type_hints(cls)[name]
+    annotation = typing.get_type_hints(owner)[name]
     literals = _literals(annotation)
     if literals:
         return [str(v) for v in literals]
@@ -157,13 +121,12 @@ def format_default(value: Any) -> str:
 
 
 def field_help(cls: type, name: str) -> str:
-    """``<what it is>; valid values: ... (default: ...)`` for field ``name`` of ``cls``."""
-    field = next(f for f in dataclasses.fields(cls) if f.name == name)
-    text = (field_docs(cls).get(name) or name.replace("_", " ")).rstrip(".")
-    default = "required" if field.metadata.get("required") else format_default(field_default(field))
-    described = _DOC_DEFAULT.search(text)
-    if described and default == "none":  # "(default: the checkpoint's)" says what none means: use it
-        text, default = (text[: described.start()] + text[described.end() :]).strip(), described.group(1)
+    """``<what it is>; valid values: ... (default: ...)`` for option ``name`` of ``cls``."""
+    _, field, value = _resolve(cls, name)
+    text = help_text(cls, name).rstrip(".")
+    default = "required" if field.metadata.get("required") else format_default(value)
+    if default == "none" and field.metadata.get("shown_default"):  # what none stands for, e.g. "the checkpoint's"
+        default = str(field.metadata["shown_default"])
     values = valid_values(cls, name)
     if values:
         text = f"{text}; valid values: {', '.join(values)}"
@@ -213,19 +176,21 @@ def add_config_arguments(
     and (for commands that write a run folder, ``run_folder``) ``--overwrite``; every help text comes from ``cls``
     (see the module docstring). A ``bool`` field's flag is a pair ``--flag/--no-flag``."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
     parser.set_defaults(_config_class=cls)
     parser.add_argument(
         "--config", metavar="FILE", help=f"YAML file of {cls.__name__} options, keys as listed here (default: none)"
     )
     for flag, name in flags.items():
-        help_text = field_help(cls, name).replace("%", "%%")
-        if _is_bool(hints[name]):
-            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
-        elif _is_list(hints[name]):
-            parser.add_argument(flag, dest=name, nargs="+", metavar=name.upper(), help=help_text)
+        text = field_help(cls, name).replace("%", "%%")
+        owner, field, _ = _resolve(cls, name)
+        annotation = typing.get_type_hints(owner)[field.name]
+        metavar = name.rsplit(".", 1)[-1].upper()
+        if _is_bool(annotation):
+            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=text)
+        elif _is_list(annotation):
+            parser.add_argument(flag, dest=name, nargs="+", metavar=metavar, help=text)
         else:
-            parser.add_argument(flag, dest=name, metavar=name.upper(), help=help_text)
+            parser.add_argument(flag, dest=name, metavar=metavar, help=text)
     parser.add_argument(
         "--set",
         action="append",
@@ -245,9 +210,32 @@ def add_config_arguments(
     _add_key_listing(parser, cls, set(flags.values()))
 
 
+def option_keys(cls: type) -> list[str]:
+    """Every option key of ``cls`` in declaration order: a part's leaves by their flat key where they have one
+    (``scope``, ``finetune_lr``: :func:`medprune.config.flat_names`), else dotted (``finetune.distill``)."""
+    names = flat_names(cls)
+    return [names.get(path, path) for path in leaf_paths(cls)]
+
+
+def _parts_text(cls: type) -> list[str]:
+    """One line per part of ``cls``: its field, its keys and its help (what the part means for this command)."""
+    hints = typing.get_type_hints(cls)
+    names = flat_names(cls)
+    lines = []
+    for f in dataclasses.fields(cls):
+        part = part_type(hints[f.name])
+        if part is None:
+            continue
+        fixed = {f"{f.name}.{leaf}" for leaf in f.metadata.get("fixed", ())}  # set by the command itself
+        keys = ", ".join(names.get(path, path) for path in leaf_paths(part, f"{f.name}.") if path not in fixed)
+        lines.append(f"{f.name} ({keys}): {str(f.metadata.get('help') or f.name).rstrip('.')}")
+    return lines
+
+
 def _add_key_listing(parser: argparse.ArgumentParser, cls: type, flagged: set[str]) -> None:
-    """List the fields without a flag (``--config`` / ``--set`` keys) after the options, one per line."""
-    others = [f.name for f in dataclasses.fields(cls) if f.name not in flagged]
+    """List the keys without a flag (``--config`` / ``--set`` keys) after the options, one per line."""
+    flagged_paths = {flat_keys(cls).get(name, name) for name in flagged}
+    others = [key for key in option_keys(cls) if flat_keys(cls).get(key, key) not in flagged_paths]
     if not others:
         return
     lines = [f"other {cls.__name__} keys (--config FILE or --set KEY=VALUE; every flag above is a key too):"]
@@ -255,6 +243,11 @@ def _add_key_listing(parser: argparse.ArgumentParser, cls: type, flagged: set[st
         lines.extend(
             textwrap.wrap(f"{name}: {field_help(cls, name)}", 116, initial_indent="  ", subsequent_indent="      ")
         )
+    parts = _parts_text(cls)
+    if parts:
+        lines.append("parts (a key may also be written PART.KEY, or nested under PART: in a --config file):")
+        for text in parts:
+            lines.extend(textwrap.wrap(text, 116, initial_indent="  ", subsequent_indent="      "))
     parser.epilog = "\n".join(lines)
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
 

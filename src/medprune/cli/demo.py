@@ -10,7 +10,13 @@ from medprune.runs.demo import DemoConfig, run_demo
 
 HELP = "run the whole pipeline on PneumoniaMNIST: train, score, sweep, prune at the lossless rate, report, compress"
 
-FLAGS = {"--data-root": "data_root", "--out": "out", "--epochs": "epochs", "--quick": "quick"}
+FLAGS = {
+    "--data-root": "data_root",
+    "--out": "out",
+    "--epochs": "epochs",
+    "--quick": "quick",
+    "--overwrite": "overwrite",
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    result = run_demo(config_from_args(args, DemoConfig, FLAGS), overwrite=args.overwrite)
+    result = run_demo(config_from_args(args, DemoConfig, FLAGS))
     choice = result.deployed.choice
     print(
         f"demo done in {result.wall_time_s:.0f} s; deployed {choice['method']}/{choice['sampling']} at rate "

@@ -24,11 +24,12 @@ FLAGS = {
     "--class-names": "class_names",
     "--dataset": "dataset",
     "--out": "out",
+    "--overwrite": "overwrite",
 }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_config_arguments(parser, ImportConfig, FLAGS, run_folder=False)
+    add_config_arguments(parser, ImportConfig, FLAGS)
 
 
 def run(args: argparse.Namespace) -> int:

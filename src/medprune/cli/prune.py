@@ -23,6 +23,7 @@ FLAGS = {
     "--score-cache": "score_cache",
     "--scores": "scores",
     "--device": "device",
+    "--overwrite": "overwrite",
 }
 
 
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     if args.checkpoint_path and args.checkpoint and args.checkpoint_path != args.checkpoint:
         raise ConfigError(f"checkpoint given twice: {args.checkpoint_path} and --checkpoint {args.checkpoint}")
     extra = {"checkpoint": args.checkpoint_path} if args.checkpoint_path else {}
-    result = run_prune(config_from_args(args, PruneConfig, FLAGS, **extra), overwrite=args.overwrite)
+    result = run_prune(config_from_args(args, PruneConfig, FLAGS, **extra))
     line = f"masked accuracy {result.masked['accuracy']:.4f}"
     if result.physical is not None and result.cost_before and result.cost_after:
         before, after = result.cost_before["params"], result.cost_after["params"]

@@ -16,6 +16,7 @@ FLAGS = {
     "--data-root": "data_root",
     "--efficiency": "efficiency",
     "--heatmaps": "heatmaps",
+    "--overwrite": "overwrite",
 }
 
 
@@ -25,5 +26,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args, ReportConfig, FLAGS)
-    print(f"report: {run_report(config, overwrite=args.overwrite).html}")
+    print(f"report: {run_report(config).html}")
     return 0

@@ -35,6 +35,7 @@ _FLAGS = {
     "--candidate-limit": "candidate_limit",
     "--batch-size": "batch_size",
     "--device": "device",
+    "--overwrite": "overwrite",
     **EXECUTOR_FLAGS,
 }
 
@@ -76,7 +77,7 @@ def config_from_args(args: argparse.Namespace) -> ScoreConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    pairs = run_score(config_from_args(args), overwrite=args.overwrite).pairs
+    pairs = run_score(config_from_args(args)).pairs
     width = max(len(f"{p.method}/{p.sampling}") for p in pairs)
     for p in pairs:
         state = "reused" if p.reused else f"computed in {p.wall_time_s:.2f} s"

@@ -10,12 +10,18 @@ from medprune.runs.study import StudyConfig, run_study
 
 HELP = "train every checkpoint of a grid, sweep each, one report + the paper's claims tested (resumable)"
 
-FLAGS = {"--out": "out", "--data-root": "data_root", "--device": "device", "--quick": "quick", **EXECUTOR_FLAGS}
+FLAGS = {
+    "--out": "out",
+    "--data-root": "data_root",
+    "--device": "device",
+    "--quick": "quick",
+    "--overwrite": "overwrite",
+    **EXECUTOR_FLAGS,
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    # no --overwrite: the study keys every folder by its config, so changed options never meet an old folder
-    add_config_arguments(parser, StudyConfig, FLAGS, run_folder=False)
+    add_config_arguments(parser, StudyConfig, FLAGS)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -21,6 +21,7 @@ FLAGS = {
     "--scope": "scope",
     "--normalize": "normalize",
     "--device": "device",
+    "--overwrite": "overwrite",
     **EXECUTOR_FLAGS,
 }
 
@@ -30,6 +31,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    result = run_sweep(config_from_args(args, SweepConfig, FLAGS), overwrite=args.overwrite)
+    result = run_sweep(config_from_args(args, SweepConfig, FLAGS))
     print(f"{len(result.rows)} rows -> {result.results_csv}")
     return 0

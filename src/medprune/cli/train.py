@@ -2,7 +2,7 @@
 
 Options come from (later wins): :class:`~medprune.runs.train.TrainConfig` defaults, ``--config file.yaml``, the
 flags below, then ``--set key=value`` (any TrainConfig field). The resolved config is written to
-``<out-dir>/config.yaml``.
+``<out>/config.yaml``.
 """
 
 from __future__ import annotations
@@ -29,9 +29,11 @@ _FLAGS = {
     "--max-train-samples": "max_train_samples",
     "--seed": "seed",
     "--device": "device",
-    "--out-dir": "out_dir",
+    "--out": "out",
+    "--out-dir": "out",  # the flag's name before ``out_dir`` became ``out``; kept for existing scripts
     "--pretrained": "pretrained",
     "--progress": "progress",
+    "--overwrite": "overwrite",
 }
 
 
@@ -46,7 +48,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    result = run_train(config, overwrite=args.overwrite)
+    result = run_train(config)
     test = result.test_metrics
     auroc = "-" if test["auroc"] is None else f"{test['auroc']:.4f}"
     print(

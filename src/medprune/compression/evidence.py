@@ -14,33 +14,30 @@ import logging
 import shlex
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import fields
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
-from scipy.stats import binomtest
 from torch import Tensor, nn
 
 from medprune.compression.card import ClassRates, Latency, LayerChange, SearchRow, SplitMetrics
+from medprune.config import config_to_dict, flat_record
 from medprune.metrics import metrics_from_predictions, predict
 from medprune.models.units import unit_groups
+from medprune.options import LOSSLESS_METRICS
+from medprune.pruning.cost import cpu_latency_ms, layer_costs
 from medprune.pruning.physical import example_inputs_for
-from medprune.report.efficiency import cpu_latency_ms
-from medprune.runtime import eval_mode
+from medprune.stats import wilson_interval
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "choice_record",
     "reproduce_command",
-    "METRICS",
-    "Metric",
     "metric_value",
     "metric_steps",
     "resolution_text",
     "validation_resolution",
-    "wilson_interval",
     "class_rates",
     "split_metrics",
     "layer_changes",
@@ -50,17 +47,12 @@ __all__ = [
     "StageTimer",
 ]
 
-Metric = Literal["balanced_accuracy", "accuracy", "auroc", "worst_class_recall"]
-#: Metrics a compression tolerance can be read on (``worst_class_recall``: the lowest per-class sensitivity).
-METRICS: tuple[str, ...] = ("balanced_accuracy", "accuracy", "auroc", "worst_class_recall")
-
 
 def metric_value(metrics: Mapping[str, Any], metric: str) -> float | None:
     """``metric`` of a :func:`medprune.metrics.metrics_from_predictions` dict (``worst_class_recall`` included)."""
-    if metric not in METRICS:
-        raise ValueError(f"metric={metric!r} is not allowed; valid values: {', '.join(METRICS)}")
-    key = "worst_class_sensitivity" if metric == "worst_class_recall" else metric
-    value = metrics.get(key)
+    if metric not in LOSSLESS_METRICS:
+        raise ValueError(f"metric={metric!r} is not allowed; valid values: {', '.join(LOSSLESS_METRICS)}")
+    value = metrics.get(metric)
     return None if value is None else float(value)
 
 
@@ -116,18 +108,6 @@ def validation_resolution(
     return text
 
 
-def wilson_interval(successes: int, trials: int, confidence: float = 0.95) -> tuple[float | None, float | None]:
-    """Wilson score interval of a proportion (``scipy.stats.binomtest(...).proportion_ci(method="wilson")``).
-
-    >>> [round(x, 4) for x in wilson_interval(8, 10)]
-    [0.4902, 0.9433]
-    """
-    if trials <= 0:
-        return (None, None)
-    ci = binomtest(int(successes), int(trials)).proportion_ci(confidence_level=confidence, method="wilson")
-    return (float(ci.low), float(ci.high))
-
-
 def class_rates(
     labels: Sequence[int] | np.ndarray, predictions: Sequence[int] | np.ndarray, names: Sequence[str]
 ) -> list[ClassRates]:
@@ -163,27 +143,16 @@ def split_metrics(
         accuracy=metrics["accuracy"],
         balanced_accuracy=metrics["balanced_accuracy"],
         auroc=metrics["auroc"],
-        worst_class_recall=metrics["worst_class_sensitivity"],
+        worst_class_recall=metrics["worst_class_recall"],
         per_class=class_rates(truth, probs.argmax(1), names),
     )
     return card, metrics
 
 
-def _layer_costs(model: nn.Module, inputs: Tensor) -> tuple[dict[str, int], dict[str, int]]:
-    import torch_pruning as tp
-
-    with eval_mode(model), torch.no_grad():
-        _, _, macs, params = tp.utils.count_ops_and_params(model, inputs, layer_wise=True)
-    names = {id(module): name for name, module in model.named_modules()}
-    by_name_macs = {names[id(m)]: int(v) for m, v in macs.items() if id(m) in names}
-    by_name_params = {names[id(m)]: int(v) for m, v in params.items() if id(m) in names}
-    return by_name_macs, by_name_params
-
-
 def layer_changes(original: nn.Module, compressed: nn.Module, masks: Mapping[str, Tensor]) -> list[LayerChange]:
     """Units, parameters and MACs (one image) of every leaf layer with parameters, before and after."""
-    macs_a, params_a = _layer_costs(original, example_inputs_for(original, 1))
-    macs_b, params_b = _layer_costs(compressed, example_inputs_for(compressed, 1))
+    macs_a, params_a = layer_costs(original, example_inputs_for(original, 1))
+    macs_b, params_b = layer_costs(compressed, example_inputs_for(compressed, 1))
     groups = {g.module: g for g in unit_groups(original)}
     rows = []
     for name, module in original.named_modules():
@@ -273,8 +242,8 @@ def choice_record(
     return {
         "method": config.method,
         "sampling": sampling,
-        "scope": config.scope,
-        "normalize": config.normalize,
+        "scope": config.ranking.scope,
+        "normalize": config.ranking.normalize,
         "metric": config.metric,
         "tolerance": config.tolerance,
         "validation resolution": resolution,
@@ -286,7 +255,7 @@ def choice_record(
         "MACs removed (fraction, search masks)": chosen.macs_removed,
         "search recovery": config.search_recovery,
         "fine-tune epochs": epochs,
-        "distillation": config.distill,
+        "distillation": config.finetune.distill,
         "rounds": config.rounds,
         "final validation value": final,
         "final validation drop": None if final is None or base is None else base - final,
@@ -296,8 +265,9 @@ def choice_record(
 def reproduce_command(config: Any, defaults: Any) -> str:
     """The ``medprune compress`` command line that reproduces ``config`` (fields equal to ``defaults`` left out)."""
     parts = ["medprune", "compress", config.checkpoint, "--out", config.out]
-    for f in fields(config):
-        value = getattr(config, f.name)
-        if f.name not in ("checkpoint", "out") and value != getattr(defaults, f.name):
-            parts += ["--set", f"{f.name}={json.dumps(value) if isinstance(value, list) else value}"]
+    given = flat_record(type(config), config_to_dict(config))
+    default = flat_record(type(defaults), config_to_dict(defaults))
+    for key, value in given.items():
+        if key not in ("checkpoint", "out") and value != default.get(key):
+            parts += ["--set", f"{key}={json.dumps(value) if isinstance(value, list) else value}"]
     return shlex.join(parts)

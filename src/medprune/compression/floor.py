@@ -7,10 +7,10 @@ on one BreastMNIST checkpoint, bench/compress_results.md). :func:`floor_candidat
 the smallest unit count ``k`` whose masks remove ``r`` of the MACs. The masks are nested in ``k``, so the MACs they
 remove never fall as ``k`` grows and the smallest ``k`` is found exactly by a search over whole unit counts.
 
-The MACs are those of the card (:func:`medprune.pruning.model_cost`: torch-pruning's count, which includes the
+The MACs are those of the card (:func:`medprune.pruning.cost.model_cost`: torch-pruning's count, which includes the
 BatchNorm, activation and pooling operations besides the convolutions and linear layers), so a floor of ``r`` is a
 floor on the card's "MACs removed". Counting them needs the physically smaller model (one surgery, tens of
-milliseconds on a 28-pixel VGG); the count from the masks alone (:class:`medprune.sweep.cost.CostCounter`,
+milliseconds on a 28-pixel VGG); the count from the masks alone (:class:`medprune.pruning.cost.CostCounter`,
 convolutions and linear layers only, microseconds) gives the first guess, so a candidate costs a few surgeries.
 
 >>> # candidate = floor_candidate(lambda r: masks_from_scores(scores, r), 0.5, total=N, cap=N - 1, meter=MacsMeter(m))
@@ -18,49 +18,22 @@ convolutions and linear layers only, microseconds) gives the first guess, so a c
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from medprune.options import Normalize, Scope
+from medprune.pruning.cost import MacsMeter
 from medprune.pruning.masks import achieved_rate, masks_from_scores
-from medprune.pruning.physical import model_cost, remove_units
-from medprune.sweep.cost import CostCounter
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Candidate", "MacsMeter", "floor_candidate", "ranked_candidate"]
+__all__ = ["Candidate", "floor_candidate", "ranked_candidate"]
 
 _EPS = 1e-12
-
-
-class MacsMeter:
-    """The fraction of a model's MACs that masks remove, as the model card counts them.
-
-    Args:
-        model: the unpruned model (copied to the CPU; not changed).
-
-    Attributes:
-        supported: ``False`` for models whose units are attention heads (nothing is counted).
-    """
-
-    def __init__(self, model: nn.Module) -> None:
-        self.model = copy.deepcopy(model).cpu().eval()
-        self.counter = CostCounter(self.model)
-        self.supported = self.counter.supported
-        self.before = model_cost(self.model)["macs"] if self.supported else 0
-
-    def removed(self, masks: dict[str, Tensor]) -> float:
-        """The fraction of the MACs removed: ``1 - MACs(smaller model) / MACs(model)`` (one surgery)."""
-        return 1 - model_cost(remove_units(self.model, masks))["macs"] / self.before
-
-    def estimate(self, masks: dict[str, Tensor]) -> float:
-        """The fraction of the convolution and linear MACs removed, counted from the masks (no surgery)."""
-        return float(self.counter.removed(masks)["macs_removed_fraction"])
 
 
 @dataclass

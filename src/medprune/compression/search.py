@@ -21,16 +21,18 @@ from torch import Tensor, nn
 
 from medprune.checkpoint import save_checkpoint
 from medprune.compression.card import SearchRow
-from medprune.compression.evidence import METRICS, metric_value
-from medprune.compression.floor import Candidate, MacsMeter, ranked_candidate
+from medprune.compression.evidence import metric_value
+from medprune.compression.floor import Candidate, ranked_candidate
 from medprune.metrics import metrics_from_predictions, predict
+from medprune.options import LOSSLESS_METRICS
 from medprune.progress import progress
 from medprune.provenance import to_jsonable
+from medprune.pruning.cost import MacsMeter
 from medprune.pruning.iterative import iterative_prune
-from medprune.pruning.masked import mask_model
 from medprune.pruning.masks import achieved_rate, masks_from_scores
-from medprune.recovery.finetune import FinetuneSettings, finetune
-from medprune.recovery.recalibration import recalibrate_batchnorm
+from medprune.pruning.ranking import Ranking
+from medprune.recovery.finetune import recover as recover_masked
+from medprune.recovery.recipe import FinetuneRecipe
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +60,9 @@ class Workbench:
         val: the pre-stacked validation split. class_names: its classes.
         recalibration: clean training images for BatchNorm recalibration (``None``: none).
         couplings: coupled unit groups (always respected: the model is removed physically).
-        scope, normalize, min_keep: the ranking.
-        settings: fine-tuning settings (``epochs`` is set per call). distill: distil from ``model``.
+        ranking: scope, normalize and min_keep (the groups coupled are ``couplings``).
+        recipe: the fine-tuning recipe (``epochs`` is set per call). seed: draws its training subset and seeds
+            its epochs.
         device: where to fine-tune. out: the run folder (fine-tune checkpoints under ``out/finetune``).
         baseline: validation metrics of the unpruned model.
         macs: counts the MACs masks remove from ``model``; with it, the MACs floor is on (``None``: off).
@@ -71,20 +74,17 @@ class Workbench:
     class_names: list[str]
     recalibration: Any
     couplings: list[list[str]]
-    scope: str
-    normalize: str
-    min_keep: int
-    settings: FinetuneSettings
-    distill: bool
+    ranking: Ranking
+    recipe: FinetuneRecipe
+    seed: int
     device: str
     out: Path
     baseline: dict[str, Any]
     macs: MacsMeter | None = None
 
-    def ranking(self) -> dict[str, Any]:
+    def mask_keywords(self) -> dict[str, Any]:
         """The ranking as keywords of :func:`~medprune.pruning.masks.masks_from_scores` (and of iterative pruning)."""
-        keywords = {"scope": self.scope, "normalize": self.normalize, "min_keep": self.min_keep}
-        return {**keywords, "couplings": self.couplings}
+        return {**self.ranking.keywords(), "couplings": self.couplings}
 
 
 def evaluate_split(model: nn.Module, data: tuple[Tensor, Tensor], names: Sequence[str]) -> dict[str, Any]:
@@ -95,36 +95,32 @@ def evaluate_split(model: nn.Module, data: tuple[Tensor, Tensor], names: Sequenc
 
 def masks_at(bench: Workbench, scores: dict[str, Tensor], rate: float) -> dict[str, Tensor]:
     """Keep-masks at ``rate`` under the bench's ranking, identical inside every coupled set."""
-    return masks_from_scores(scores, rate, **bench.ranking())
+    return masks_from_scores(scores, rate, **bench.mask_keywords())
 
 
 def candidate_masks(bench: Workbench, scores: dict[str, Tensor], rate: float) -> Candidate:
     """The masks of candidate ``rate``: at unit rate ``rate``, cut deeper when the MACs floor asks for it
     (:func:`medprune.compression.floor.ranked_candidate`; off without ``bench.macs``)."""
-    return ranked_candidate(scores, rate, meter=bench.macs, **bench.ranking())
+    return ranked_candidate(scores, rate, meter=bench.macs, **bench.mask_keywords())
 
 
 def recover(bench: Workbench, source: nn.Module, masks: dict[str, Tensor], epochs: int, tag: str) -> nn.Module:
-    """A masked copy of ``source``, BatchNorm-recalibrated, then fine-tuned ``epochs`` epochs (0: none).
+    """A masked copy of ``source``, fine-tuned ``epochs`` epochs (0: none), then BatchNorm-recalibrated
+    (:func:`medprune.recovery.finetune.recover` with the bench's recipe; distilled from ``bench.model``).
 
     Fine-tuning checkpoints go to ``bench.out / "finetune" / tag`` and are resumed from there.
     """
-    if epochs == 0:
-        masked = mask_model(source, masks)
-        if bench.recalibration is not None:
-            recalibrate_batchnorm(masked, bench.recalibration)
-        return masked.eval()
-    result = finetune(
+    return recover_masked(
         source,
         masks,
+        replace(bench.recipe, epochs=epochs),
         bench.train,
-        settings=replace(bench.settings, epochs=epochs),
-        teacher=bench.model if bench.distill else None,
-        recalibration_data=bench.recalibration,
+        seed=bench.seed,
+        teacher=bench.model,
+        recalibration=bench.recalibration,
         device=bench.device,
         checkpoint_dir=bench.out / "finetune" / tag,
     )
-    return result.model
 
 
 def _read_rows(path: Path) -> dict[float, SearchRow]:
@@ -179,7 +175,7 @@ def search(
                 value=value,
                 drop=drop,
                 within_tolerance=drop is not None and drop <= tolerance + 1e-12,
-                metrics={m: metric_value(metrics, m) for m in METRICS},
+                metrics={m: metric_value(metrics, m) for m in LOSSLESS_METRICS},
                 unit_rate=candidate.unit_rate,
                 macs_removed=candidate.macs_removed,
                 macs_floor=candidate.macs_floor,
@@ -249,7 +245,7 @@ def final_model(
         counter["recover"] += 1
         return recover(bench, masked, masks, epochs, f"round-{counter['recover']}-of-{rounds}")
 
-    result = iterative_prune(bench.model, score_fn, rate, rounds, recover_fn, **bench.ranking())
+    result = iterative_prune(bench.model, score_fn, rate, rounds, recover_fn, **bench.mask_keywords())
     return result.model, result.masks
 
 

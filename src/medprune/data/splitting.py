@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 
@@ -91,3 +92,19 @@ def group_split(
         )
     held = held_groups[group_idx]
     return everything[~held], everything[held]
+
+
+def limit_dataset(dataset: Any, max_samples: int | None, seed: int) -> Any:
+    """A stratified, seeded subset of at most ``max_samples`` items (every present class keeps >= 1); else as is.
+
+    ``dataset`` needs ``labels`` and ``subset(indices)`` (an :class:`~medprune.data.base.ImageDataset`)."""
+    if max_samples is None or max_samples >= len(dataset):
+        return dataset
+    labels = np.asarray(dataset.labels)
+    rng = np.random.default_rng(seed)
+    chosen: list[np.ndarray] = []
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        take = max(1, round(max_samples * len(members) / len(labels)))
+        chosen.append(rng.permutation(members)[:take])
+    return dataset.subset(np.sort(np.concatenate(chosen))[: max(max_samples, len(chosen))])

@@ -126,7 +126,13 @@ def create_model(
 
 
 def model_family(model: nn.Module) -> str:
-    """Family (``vgg``/``resnet``/``vit``) of a model built by :func:`create_model`, else inferred from its type."""
+    """Family of a model: as built by :func:`create_model`, else inferred: a torchvision ``vgg`` or ``resnet``, a
+    ``vit`` (any timm-style vision transformer: ``blocks`` and ``patch_embed``), or ``other``. The one answer to
+    "is this a ViT" (unit discovery, scorers, support checks).
+
+    >>> model_family(create_model("vit_small", num_classes=2, image_size=16)), model_family(nn.Linear(2, 2))
+    ('vit', 'other')
+    """
     spec = getattr(model, "medprune_spec", None)
     if spec is not None and spec.get("name") in _MODELS:
         return _MODELS[spec["name"]].family
@@ -134,9 +140,9 @@ def model_family(model: nn.Module) -> str:
         return "vgg"
     if isinstance(model, torchvision.models.ResNet):
         return "resnet"
-    if type(model).__name__ == "VisionTransformer":
+    if hasattr(model, "blocks") and hasattr(model, "patch_embed"):
         return "vit"
-    raise ValueError(f"cannot tell the family of {type(model).__name__}; build it with medprune.models.create_model")
+    return "other"
 
 
 # --------------------------------------------------------------------------------------------------- weights loading

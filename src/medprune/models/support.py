@@ -31,7 +31,6 @@ __all__ = [
     "UnsupportedModelError",
     "check_scorable",
     "check_units",
-    "is_vit",
     "scorer_blocker",
 ]
 
@@ -57,11 +56,6 @@ class UnsupportedModelError(ValueError):
     """A model (or one of its layers) that a stage does not support; the message names the layer type and path."""
 
 
-def is_vit(model: nn.Module) -> bool:
-    """Whether ``model`` is a timm VisionTransformer-like model (has ``blocks`` and ``patch_embed``)."""
-    return hasattr(model, "blocks") and hasattr(model, "patch_embed")
-
-
 def check_units(model: nn.Module) -> None:
     """Refuse models whose units :func:`medprune.models.units.unit_groups` cannot find reliably.
 
@@ -69,7 +63,7 @@ def check_units(model: nn.Module) -> None:
         UnsupportedModelError: an ``nn.MultiheadAttention`` (path named), or a ViT block that is not a plain timm
             block (path and type named).
     """
-    if is_vit(model):
+    if model_family(model) == "vit":
         for index, block in enumerate(model.blocks):
             attn, mlp = getattr(block, "attn", None), getattr(block, "mlp", None)
             plain = (
@@ -98,11 +92,7 @@ def scorer_blocker(model: nn.Module, method: str) -> str | None:
     families = FAMILY_SCORERS.get(method)
     if families is None:
         return None
-    try:
-        family = model_family(model)
-    except ValueError:
-        family = None
-    if family in families:
+    if model_family(model) in families:
         return None
     known = " / ".join(_FAMILY_WORDS[f] for f in families)
     for path, module in model.named_modules():

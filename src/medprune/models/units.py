@@ -19,7 +19,8 @@ from typing import Literal, NamedTuple
 
 from torch import Tensor, nn
 
-from medprune.models.support import check_units, is_vit
+from medprune.models.registry import model_family
+from medprune.models.support import check_units
 
 UnitKind = Literal["conv", "linear", "mlp", "head"]
 UNIT_KINDS: tuple[UnitKind, ...] = ("conv", "linear", "mlp", "head")
@@ -81,7 +82,7 @@ def unit_groups(model: nn.Module, kinds: Sequence[UnitKind] | None = None) -> li
             raise ValueError(f"unknown unit kinds {unknown}; valid kinds: {', '.join(UNIT_KINDS)}")
     check_units(model)  # refuses, by path, layers whose units cannot be found (nn.MultiheadAttention, ...)
     groups: list[UnitGroup] = []
-    if is_vit(model):
+    if model_family(model) == "vit":
         for index, block in enumerate(model.blocks):
             prefix = f"blocks.{index}"
             attn = block.attn

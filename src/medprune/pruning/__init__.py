@@ -6,6 +6,7 @@ Data flow: ``scores -> masks_from_scores -> apply_masks`` (the paper's zeroing) 
 
 from __future__ import annotations
 
+from medprune.pruning.cost import model_cost
 from medprune.pruning.export import export_onnx, run_onnx
 from medprune.pruning.masked import MaskHandle, apply_masks, following_batchnorms, mask_model
 from medprune.pruning.masks import (
@@ -18,7 +19,7 @@ from medprune.pruning.masks import (
     normalize_scores,
     validate_scores,
 )
-from medprune.pruning.physical import apply_structure, coupled_groups, example_inputs_for, model_cost, remove_units
+from medprune.pruning.physical import apply_structure, coupled_groups, example_inputs_for, remove_units
 from medprune.pruning.structure import pruned_structure, structure_masks
 
 __all__ = [

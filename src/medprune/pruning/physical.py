@@ -194,11 +194,3 @@ def _remove_heads(model: nn.Module, group: UnitGroup, heads: list[int], graph: A
     attn.attn_dim = attn.num_heads * attn.head_dim
     if attn.qkv.out_features != 3 * attn.attn_dim or attn.proj.in_features != attn.attn_dim:
         raise RuntimeError(f"head removal left {group.name} inconsistent: qkv {attn.qkv}, proj {attn.proj}")
-
-
-def model_cost(model: nn.Module, example_inputs: Tensor | None = None) -> dict[str, int]:
-    """``{"params": ..., "macs": ...}`` per example batch, from torch-pruning's ``count_ops_and_params``."""
-    inputs = example_inputs_for(model) if example_inputs is None else example_inputs
-    with eval_mode(model), torch.no_grad():
-        macs, params = tp.utils.count_ops_and_params(model, inputs)
-    return {"params": int(params), "macs": int(macs)}

@@ -1,5 +1,7 @@
 """Recovery after pruning: fine-tune a masked model with its pruned units held at exactly zero, optionally distilling
-from the unpruned model, resumable epoch by epoch.
+from the unpruned model, resumable epoch by epoch. :func:`recover` is the one entry point the sweep
+(:mod:`medprune.sweep.recovery_step`) and compress (:mod:`medprune.compression.search`) call: mask, fine-tune as a
+:class:`~medprune.recovery.recipe.FinetuneRecipe` says, recalibrate BatchNorm.
 
 The masked model is a copy with the zeros written into its weights (:func:`medprune.pruning.masked.mask_model`);
 :func:`hold_masks` keeps them there during training: a gradient hook zeroes the gradient of every pruned row (conv /
@@ -11,13 +13,15 @@ The optimiser is the training recipe's (docs/method.md §1): Adam, lr 1e-3, batc
 StepLR x0.1 every 10 epochs. Distillation adds Hinton's soft-target loss, class-weighted like the cross-entropy:
 ``(1 - w) * CE + w * T^2 * KL(teacher_T || student_T)``. Each epoch reseeds shuffling, augmentation and dropout from
 ``(seed, epoch)`` and saves model and optimiser (safetensors, no pickle): a resumed run equals an uninterrupted one.
+The epoch itself is training's (:func:`medprune.training.loop.train_epoch`) with the distillation term as its loss and
+the held zeros written again after each step.
 
 >>> from medprune.models import create_model
 >>> from medprune.models.units import unit_groups
 >>> model = create_model("vgg_small", num_classes=2, image_size=32)
 >>> masks = {g.name: torch.arange(g.num_units) % 2 == 0 for g in unit_groups(model)}
 >>> data = torch.utils.data.TensorDataset(torch.randn(8, 3, 32, 32), torch.tensor([0, 1] * 4))
->>> result = finetune(model, masks, data, epochs=1, batch_size=4)
+>>> result = finetune(model, masks, data, FinetuneRecipe(epochs=1, batch_size=4))
 >>> bool((result.model.features[0].weight[1] == 0).all())
 True
 """
@@ -29,10 +33,10 @@ import logging
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,20 +46,27 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from medprune.data.splitting import limit_dataset
 from medprune.models.units import unit_groups
 from medprune.provenance import fingerprint, model_checksum, tensor_sha256
 from medprune.pruning.masked import following_batchnorms, mask_model, zeroing_plan
 from medprune.pruning.masks import validate_scores
 from medprune.recovery.recalibration import recalibrate_batchnorm
-from medprune.runtime import autocast, grad_scaler, resolve_device
-from medprune.training.loop import class_weights
+from medprune.recovery.recipe import FinetuneRecipe
+from medprune.runtime import autocast, grad_scaler, model_device, resolve_device
+from medprune.training.loop import class_weights, train_epoch
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MaskHold", "hold_masks", "FinetuneSettings", "FinetuneResult", "finetune", "distillation_loss"]
+__all__ = ["MaskHold", "hold_masks", "FinetuneResult", "finetune", "recover", "distillation_loss"]
 
 CHECKPOINT_FORMAT = "medprune.finetune-checkpoint"
 CHECKPOINT_FILE = "finetune.safetensors"
+#: The training recipe's schedule (docs/method.md §1): StepLR x ``LR_GAMMA`` every ``LR_STEP`` epochs; float16
+#: autocast on CUDA.
+LR_STEP = 10
+LR_GAMMA = 0.1
+AMP = True
 
 
 class MaskHold:
@@ -136,52 +147,6 @@ def distillation_loss(
     return (per_sample * weights).sum() / weights.sum() * temperature**2
 
 
-@dataclass(frozen=True)
-class FinetuneSettings:
-    """Fine-tuning settings (defaults: the training recipe of :mod:`medprune.training.loop`, docs/method.md §1).
-
-    Attributes:
-        epochs: passes over the training data (0: the masked copy is returned untrained).
-        lr, weight_decay: Adam. lr_step, lr_gamma: StepLR (x ``lr_gamma`` every ``lr_step`` epochs).
-        batch_size: training batch size.
-        class_weights: ``inverse`` (N / (K n_k), from ``train_data.labels``) or ``none``.
-        distill_temperature: softmax temperature T of the distillation term.
-        distill_weight: weight w of the distillation term (used only with a teacher).
-        recalibrate_samples: after training, re-estimate BatchNorm statistics on up to this many images of
-            ``recalibration_data`` (``None``: all of it).
-        seed: seeds every epoch's shuffling, augmentation and dropout (with the epoch number).
-        amp: float16 autocast on CUDA.
-    """
-
-    epochs: int = 2
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    lr_step: int = 10
-    lr_gamma: float = 0.1
-    batch_size: int = 32
-    class_weights: Literal["inverse", "none"] = "inverse"
-    distill_temperature: float = 4.0
-    distill_weight: float = 0.5
-    recalibrate_samples: int | None = 2048
-    seed: int = 0
-    amp: bool = True
-
-    def __post_init__(self) -> None:
-        if self.epochs < 0 or self.batch_size < 1 or self.lr_step < 1:
-            raise ValueError(f"need epochs >= 0, batch_size >= 1, lr_step >= 1; got {self}")
-        if self.lr <= 0 or self.weight_decay < 0 or not 0 < self.lr_gamma <= 1:
-            raise ValueError(f"need lr > 0, weight_decay >= 0, 0 < lr_gamma <= 1; got {self}")
-        if self.class_weights not in ("inverse", "none"):
-            raise ValueError(f"class_weights={self.class_weights!r} is not allowed; valid values: inverse, none")
-        if self.distill_temperature <= 0 or not 0 <= self.distill_weight <= 1:
-            raise ValueError(
-                f"need distill_temperature > 0 and 0 <= distill_weight <= 1; got {self.distill_temperature}, "
-                f"{self.distill_weight}"
-            )
-        if self.recalibrate_samples is not None and self.recalibrate_samples < 2:
-            raise ValueError(f"recalibrate_samples must be >= 2 or None, got {self.recalibrate_samples}")
-
-
 @dataclass
 class FinetuneResult:
     """What :func:`finetune` produced.
@@ -205,42 +170,52 @@ def finetune(
     model: nn.Module,
     masks: Mapping[str, Tensor],
     train_data: Dataset,
+    recipe: FinetuneRecipe,
     *,
-    settings: FinetuneSettings | None = None,
+    seed: int = 0,
     teacher: nn.Module | None = None,
-    recalibration_data: Dataset | None = None,
+    recalibration_data: Any = None,
     device: str | torch.device = "cpu",
     checkpoint_dir: str | Path | None = None,
-    **overrides: Any,
+    weight_decay: float = 0.0,
 ) -> FinetuneResult:
     """Fine-tune a masked copy of ``model`` with the pruned units held at exactly zero.
+
+    Most callers want :func:`recover`, which also draws the training subset and picks the teacher.
 
     Args:
         model: the (unpruned or already masked) model; not changed.
         masks: ``{group.name: BoolTensor(num_units)}`` (True = keep).
         train_data: a Dataset of ``(image, label)`` (with the training transform); ``labels`` for class weights.
-        settings: :class:`FinetuneSettings`; keyword ``overrides`` (e.g. ``epochs=3``) replace single fields.
-        teacher: the unpruned model to distil from (``None``: plain cross-entropy); not changed.
+        recipe: epochs (``None``: :meth:`FinetuneRecipe.epochs_for` ``len(train_data)``), optimiser and the
+            distillation term; ``samples``, ``distill`` and ``augment`` are the caller's (:func:`recover`).
+        seed: seeds every epoch's shuffling, augmentation and dropout (with the epoch number).
+        teacher: the model to distil from (``None``: plain cross-entropy); not changed.
         recalibration_data: clean (evaluation-transform) images whose BatchNorm statistics are re-estimated after
             training (``None``: keep the running statistics of training).
         device: where to train.
         checkpoint_dir: when given, ``finetune.safetensors`` is written there after each epoch and a run with the
-            same model, masks and settings resumes from it.
+            same model, masks, recipe and seed resumes from it.
+        weight_decay: Adam's weight decay (0, as in the training recipe).
 
     Returns:
         A :class:`FinetuneResult`.
     """
     start = time.perf_counter()
-    settings = FinetuneSettings(**{**asdict(settings or FinetuneSettings()), **overrides})
+    epochs = recipe.epochs_for(len(train_data))  # type: ignore[arg-type]
     masks = {name: torch.as_tensor(mask).to(torch.bool).cpu() for name, mask in masks.items()}
     run_id = fingerprint(
-        [model_checksum(model), sorted((k, tensor_sha256(v.to(torch.uint8))) for k, v in masks.items()), settings]
+        [
+            model_checksum(model),
+            sorted((k, tensor_sha256(v.to(torch.uint8))) for k, v in masks.items()),
+            _settings_text(recipe, epochs, seed, weight_decay),
+        ]
     )
     target = resolve_device(device)
     student = mask_model(model, masks).to(target)
     history: list[dict[str, Any]] = []
-    optimizer = torch.optim.Adam(student.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=settings.lr_step, gamma=settings.lr_gamma)
+    optimizer = torch.optim.Adam(student.parameters(), lr=recipe.lr, weight_decay=weight_decay)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=LR_STEP, gamma=LR_GAMMA)
     path = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir is not None else None
     done = 0
     if path is not None and path.is_file():
@@ -250,22 +225,22 @@ def finetune(
         teacher = teacher.to(target).eval()
     labels = getattr(train_data, "labels", None)
     weights = None
-    if settings.class_weights == "inverse" and labels is not None:
+    if labels is not None:
         num_classes = int(student.medprune_spec["num_classes"]) if hasattr(student, "medprune_spec") else None
         weights = class_weights(np.asarray(labels), num_classes or int(np.max(labels)) + 1).to(target)
     criterion = nn.CrossEntropyLoss(weight=weights)
-    scaler = grad_scaler(target, settings.amp)
+    scaler = grad_scaler(target, AMP)
     with hold_masks(student, masks) as hold:
-        for epoch in range(done + 1, settings.epochs + 1):
+        for epoch in range(done + 1, epochs + 1):
             row = _train_epoch(
-                student, teacher, train_data, optimizer, criterion, scaler, hold, settings, epoch, target
+                student, teacher, train_data, optimizer, criterion, scaler, hold, recipe, seed, epoch, target
             )
             scheduler.step()
             history.append(row)
             logger.info(
                 "fine-tune epoch %d/%d lr %.0e loss %.4f (ce %.4f, kd %.4f) train acc %.4f | %.1fs",
                 epoch,
-                settings.epochs,
+                epochs,
                 row["lr"],
                 row["loss"],
                 row["ce"],
@@ -275,18 +250,85 @@ def finetune(
             )
             if path is not None:
                 _save_checkpoint(path, run_id, epoch, student, optimizer, scheduler, history)
-    if recalibration_data is not None and settings.epochs > 0:
-        recalibrate_batchnorm(student, _first(recalibration_data, settings.recalibrate_samples), device=target)
+    if recalibration_data is not None and epochs > 0:
+        recalibrate_batchnorm(student, recalibration_data, device=target)
     student = student.cpu().eval()
     return FinetuneResult(student, masks, history, resumed, time.perf_counter() - start)
 
 
-def _first(data: Dataset, count: int | None) -> Dataset:
-    if count is None or count >= len(data):  # type: ignore[arg-type]
-        return data
-    if hasattr(data, "subset"):
-        return data.subset(np.arange(count))
-    return torch.utils.data.Subset(data, range(count))
+def recover(
+    model: nn.Module,
+    masks: Mapping[str, Tensor],
+    recipe: FinetuneRecipe,
+    train: Dataset | None = None,
+    *,
+    seed: int = 0,
+    teacher: nn.Module | None = None,
+    recalibration: Any = None,
+    device: str | torch.device | None = None,
+    checkpoint_dir: str | Path | None = None,
+) -> nn.Module:
+    """A masked copy of ``model`` recovered as ``recipe`` says: the one recovery of the sweep and of compress.
+
+    The copy is fine-tuned ``recipe.epochs`` epochs (``None``: :meth:`FinetuneRecipe.epochs_for` the subset) on a
+    stratified subset of ``recipe.samples`` images of ``train`` drawn with ``seed``, with the pruned units held at
+    exactly zero and distilled from ``teacher`` when ``recipe.distill``; then its BatchNorm statistics are
+    re-estimated on ``recalibration`` (:func:`medprune.recovery.recalibration.recalibrate_batchnorm`). With 0
+    epochs it is only masked and recalibrated. Recalibrating before fine-tuning would change nothing:
+    training-mode BatchNorm normalises by batch statistics and the exact recalibration afterwards replaces the
+    running ones.
+
+    Args:
+        model: the model to mask (unpruned, or an earlier round's masked model); not changed.
+        masks: ``{group.name: BoolTensor(num_units)}`` (True = keep).
+        recipe: the fine-tuning recipe (its ``augment`` is applied by whoever loads ``train``).
+        train: the training split (training transform); needed when the recipe fine-tunes.
+        seed: draws the training subset and seeds every epoch's shuffling, augmentation and dropout.
+        teacher: the unpruned model distilled from when ``recipe.distill`` (default: ``model``); not changed.
+        recalibration: clean images (:func:`~medprune.recovery.recalibration.recalibration_subset`, or a Tensor)
+            BatchNorm statistics are re-estimated on (``None``: not recalibrated).
+        device: where to fine-tune and where the result is (default: ``model``'s device).
+        checkpoint_dir: fine-tuning checkpoints are written there after each epoch and resumed from.
+
+    Returns:
+        The recovered masked copy, in eval mode, on ``device``.
+
+    Raises:
+        ValueError: the recipe fine-tunes and ``train`` is ``None``.
+    """
+    target = resolve_device(device) if device is not None else model_device(model)
+    epochs = recipe.epochs
+    if epochs == 0:
+        masked = mask_model(model, masks)
+        if recalibration is not None:
+            recalibrate_batchnorm(masked, recalibration)
+        return masked.to(target).eval()
+    if train is None:
+        raise ValueError("fine-tuning needs the training split (train=...)")
+    subset = limit_dataset(train, recipe.samples, seed)
+    with torch.enable_grad():  # sweeps run under no_grad
+        result = finetune(
+            model,
+            masks,
+            subset,
+            recipe,
+            seed=seed,
+            teacher=(model if teacher is None else teacher) if recipe.distill else None,
+            recalibration_data=recalibration,
+            device=target,
+            checkpoint_dir=checkpoint_dir,
+        )
+    return result.model.to(target).eval()
+
+
+def _settings_text(recipe: FinetuneRecipe, epochs: int, seed: int, weight_decay: float) -> str:
+    """What a fine-tuning checkpoint's run id hashes, worded as before the recipe existed (old run folders resume)."""
+    return (
+        f"FinetuneSettings(epochs={epochs!r}, lr={recipe.lr!r}, weight_decay={weight_decay!r}, lr_step={LR_STEP!r}, "
+        f"lr_gamma={LR_GAMMA!r}, batch_size={recipe.batch_size!r}, class_weights='inverse', "
+        f"distill_temperature={recipe.distill_temperature!r}, distill_weight={recipe.distill_weight!r}, "
+        f"recalibrate_samples=None, seed={seed!r}, amp={AMP!r})"
+    )
 
 
 def _train_epoch(
@@ -297,55 +339,43 @@ def _train_epoch(
     criterion: nn.CrossEntropyLoss,
     scaler: torch.amp.GradScaler,
     hold: MaskHold,
-    settings: FinetuneSettings,
+    recipe: FinetuneRecipe,
+    seed: int,
     epoch: int,
     device: torch.device,
 ) -> dict[str, Any]:
-    epoch_seed = settings.seed * 100_003 + epoch
+    epoch_seed = seed * 100_003 + epoch
     torch.manual_seed(epoch_seed)  # augmentation and dropout: a function of (seed, epoch) only
     size = len(data)  # type: ignore[arg-type]
     loader = DataLoader(
         data,
-        batch_size=settings.batch_size,
+        batch_size=recipe.batch_size,
         shuffle=True,
         generator=torch.Generator().manual_seed(epoch_seed),
-        drop_last=size % settings.batch_size == 1,  # a batch of one breaks BatchNorm
+        drop_last=size % recipe.batch_size == 1,  # a batch of one breaks BatchNorm
     )
     started = time.perf_counter()
     lr = optimizer.param_groups[0]["lr"]
-    student.train()
-    sums = {"loss": 0.0, "ce": 0.0, "kd": 0.0}
-    correct = seen = 0
-    weight = settings.distill_weight if teacher is not None else 0.0
-    for inputs, labels in loader:
-        inputs, labels = inputs.to(device), labels.to(device)
-        optimizer.zero_grad(set_to_none=True)
-        with autocast(device, settings.amp):
-            logits = student(inputs).float()
+    weight = recipe.distill_weight if teacher is not None else 0.0
+
+    def terms(inputs: Tensor, logits: Tensor, labels: Tensor) -> dict[str, Tensor]:
         ce = criterion(logits, labels)
         kd = torch.zeros((), device=device)
         if teacher is not None:
-            with torch.no_grad(), autocast(device, settings.amp):
+            with torch.no_grad(), autocast(device, AMP):
                 teacher_logits = teacher(inputs).float()
             sample_weights = None if criterion.weight is None else criterion.weight[labels]
-            kd = distillation_loss(logits, teacher_logits, settings.distill_temperature, sample_weights)
-        loss = (1 - weight) * ce + weight * kd
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"fine-tuning loss became {loss.item()} at epoch {epoch}; lower lr")
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        hold.reapply()
-        for key, value in (("loss", loss), ("ce", ce), ("kd", kd)):
-            sums[key] += float(value.detach()) * len(labels)
-        correct += int((logits.argmax(1) == labels).sum())
-        seen += len(labels)
-    seen = max(seen, 1)
+            kd = distillation_loss(logits, teacher_logits, recipe.distill_temperature, sample_weights)
+        return {"loss": (1 - weight) * ce + weight * kd, "ce": ce, "kd": kd}
+
+    means = train_epoch(
+        student, loader, terms, optimizer, scaler, device, AMP, f"fine-tune epoch {epoch}", after_step=hold.reapply
+    )
     return {
         "epoch": epoch,
         "lr": lr,
-        **{key: round(value / seen, 6) for key, value in sums.items()},
-        "train_accuracy": round(correct / seen, 6),
+        **{key: round(means[key], 6) for key in ("loss", "ce", "kd")},
+        "train_accuracy": round(means["accuracy"], 6),
         "seconds": round(time.perf_counter() - started, 2),
     }
 

@@ -35,12 +35,19 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from medprune.data.splitting import limit_dataset
 from medprune.metrics import iterate_batches
 from medprune.runtime import model_device
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BatchNormHandle", "batchnorm_layers", "recalibrate_batchnorm", "recalibrated_batchnorm"]
+__all__ = [
+    "BatchNormHandle",
+    "batchnorm_layers",
+    "recalibrate_batchnorm",
+    "recalibrated_batchnorm",
+    "recalibration_subset",
+]
 
 _BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
@@ -48,6 +55,21 @@ _BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 def batchnorm_layers(model: nn.Module) -> list[nn.Module]:
     """The BatchNorm modules of ``model`` that keep running statistics (the ones recalibration changes)."""
     return [m for m in model.modules() if isinstance(m, _BATCHNORMS) and m.track_running_stats]
+
+
+def recalibration_subset(train: Any, samples: int | None, seed: int) -> Any:
+    """The images BatchNorm recalibration uses, the one picker of training, sweep and compress: a stratified subset of
+    ``samples`` training images drawn with ``seed`` (every present class keeps >= 1;
+    :func:`medprune.data.splitting.limit_dataset`), under the evaluation transform.
+
+    Args:
+        train: the training split (an :class:`~medprune.data.base.ImageDataset`; its transform is replaced by the
+            evaluation one when it has ``with_transform``).
+        samples: how many images (``None``, or at least the split's size: all of them).
+        seed: draws the subset.
+    """
+    clean = train.with_transform(train=False) if hasattr(train, "with_transform") else train
+    return limit_dataset(clean, samples, seed)
 
 
 class BatchNormHandle:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from medprune.data import stack_samples
 from medprune.progress import progress
+from medprune.pruning.cost import efficiency
 from medprune.report import figures
-from medprune.report.efficiency import efficiency
 from medprune.report.heatmaps import heatmaps_under_masks, pick_images, relevance, similarity_curve
 from medprune.report.tables import LINE_FIELDS, best_line
 from medprune.sweep.artifacts import SweepModel

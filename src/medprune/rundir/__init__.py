@@ -1,6 +1,7 @@
 """Output folders: one writer at a time, a record of the config that made them, nothing overwritten silently.
 
-Every command that writes a run folder enters :class:`RunDir` before any work:
+Every command that writes a run folder enters :class:`RunDir` before any work, with the ``out`` and ``overwrite`` of
+its config (:class:`OutputFolder`, the part every folder-writing config inherits):
 
 - **Writable.** :func:`check_writable` creates the folder and proves a file can be written in it, or fails naming it.
 - **Lock** (:mod:`~medprune.rundir.lock`). ``<folder>/.medprune.lock`` is taken with :mod:`filelock` (an OS lock the
@@ -52,6 +53,7 @@ from medprune.rundir.files import (
     verify_or_quarantine,
 )
 from medprune.rundir.lock import FolderLock, LockHolder
+from medprune.rundir.output import OutputFolder, output_folder
 from medprune.rundir.record import ALWAYS_COSMETIC, RunDir, config_diff, config_digest
 
 __all__ = [
@@ -65,12 +67,14 @@ __all__ = [
     "FolderLock",
     "FolderLockedError",
     "LockHolder",
+    "OutputFolder",
     "RunDir",
     "RunDirError",
     "check_writable",
     "config_diff",
     "config_digest",
     "move_aside",
+    "output_folder",
     "quarantine",
     "run_outputs",
     "structural_problem",

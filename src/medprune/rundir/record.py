@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from medprune.config import config_to_dict, flat_keys, flat_names, leaf_defaults, leaf_values
 from medprune.rundir.errors import ConfigMismatchError, RunDirError
 from medprune.rundir.files import RECORD_FILE, check_writable, move_aside, run_outputs, utc_now, write_json_atomic
 from medprune.rundir.lock import FolderLock, LockHolder
@@ -31,7 +32,7 @@ _ABSENT = "(absent)"
 def config_dict(config: Any) -> dict[str, Any]:
     """A dataclass or mapping as a JSON-typed dict (paths and other objects as text)."""
     if dataclasses.is_dataclass(config) and not isinstance(config, type):
-        config = dataclasses.asdict(config)
+        config = config_to_dict(config)
     if not isinstance(config, Mapping):
         raise TypeError(f"config must be a dataclass or a mapping, got {type(config).__name__}")
     return json.loads(json.dumps(dict(config), default=str, sort_keys=True))
@@ -64,12 +65,22 @@ def config_digest(config: Any, cosmetic: Iterable[str] = ()) -> str:
 
 
 def config_diff(
-    old: Any, new: Any, cosmetic: Iterable[str] = (), defaults: Mapping[str, Any] | None = None
+    old: Any,
+    new: Any,
+    cosmetic: Iterable[str] = (),
+    defaults: Mapping[str, Any] | None = None,
+    config_class: type | None = None,
 ) -> list[str]:
     """``["key: old -> new", ...]`` over the decisive keys; nested keys dotted (``method_options.ig.steps``).
 
     ``defaults``: top-level keys added to a config after folders were made, with the value that reproduces the older
     results; a config without such a key reads as having that value.
+
+    ``config_class``: the config dataclass both were made from (default: ``new``'s class when it is one). With it,
+    both are compared leaf by leaf whatever their form (the nested one written now, or a flat one written before the
+    config had parts: :func:`medprune.config.leaf_values`), ``cosmetic`` and ``defaults`` keys may be flat or dotted,
+    and a part's leaf a record lacks reads as the config's default for it (a flat record predates the part, whose
+    defaults are what those runs did).
 
     >>> config_diff({"rates": [0.1], "lr": 0.01}, {"rates": [0.1, 0.2], "lr": 0.01})
     ['rates: [0.1] -> [0.1, 0.2]']
@@ -77,15 +88,24 @@ def config_diff(
     []
     """
     cosmetic = tuple(cosmetic)
-    if defaults:
+    if config_class is None and dataclasses.is_dataclass(new) and not isinstance(new, type):
+        config_class = type(new)
+    if config_class is not None:
+        keys = flat_keys(config_class)
+        cosmetic = tuple(keys.get(c, c) for c in cosmetic)
+        added = {k: v for k, v in leaf_defaults(config_class).items() if "." in k}
+        added.update(leaf_values(config_class, defaults or {}))
+        old, new = ({**added, **leaf_values(config_class, config_dict(c))} for c in (old, new))
+    elif defaults:
         old, new = ({**defaults, **config_dict(c)} for c in (old, new))
     before, after = _decisive(old, cosmetic), _decisive(new, cosmetic)
+    names = flat_names(config_class) if config_class is not None else {}
     lines = []
     for key in sorted(set(before) | set(after)):
         a = json.dumps(before[key]) if key in before else _ABSENT
         b = json.dumps(after[key]) if key in after else _ABSENT
         if a != b:
-            lines.append(f"{key}: {a} -> {b}")
+            lines.append(f"{names.get(key, key)}: {a} -> {b}")  # by the key a user writes
     return lines
 
 
@@ -130,6 +150,7 @@ class RunDir:
         self.path = Path(path).expanduser()
         self.command = command
         self.config = config_dict(config)
+        self.config_class = type(config) if dataclasses.is_dataclass(config) and not isinstance(config, type) else None
         self.cosmetic = tuple(cosmetic)
         self.overwrite = bool(overwrite)
         self.legacy = legacy_config
@@ -244,7 +265,7 @@ class RunDir:
             )
         recorded = record.get("cosmetic", [])
         cosmetic = set(self.cosmetic) | {str(c) for c in recorded if isinstance(c, str)}
-        diff = config_diff(record["config"], self.config, cosmetic, self.defaults)
+        diff = config_diff(record["config"], self.config, cosmetic, self.defaults, self.config_class)
         if diff:
             raise ConfigMismatchError(
                 f"output folder {self.path} was made by another config ({'; '.join(diff)}); use the same settings to "

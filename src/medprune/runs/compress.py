@@ -50,26 +50,28 @@ from medprune.compression.evidence import (
     split_metrics,
     validation_resolution,
 )
-from medprune.compression.floor import MacsMeter
 from medprune.compression.search import Workbench, choose, evaluate_split, final_model, save_compressed, search
-from medprune.config import config_to_dict
+from medprune.config import build_config, config_to_dict
 from medprune.data import stack_samples
+from medprune.data.splitting import limit_dataset
 from medprune.options import NO_SAMPLING
 from medprune.provenance import file_sha256, model_checksum
 from medprune.pruning import coupled_groups, export_onnx, model_cost, remove_units, run_onnx
+from medprune.pruning.cost import MacsMeter
 from medprune.pruning.masks import achieved_rate
+from medprune.recovery.recalibration import recalibration_subset
 from medprune.rundir import RunDir
 from medprune.scoring import scorer_entry
 from medprune.scoring.store import ScoreStore
-from medprune.training.loop import limit_dataset
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CompressConfig", "CompressResult", "run_compress", "compress"]
+__all__ = ["CompressConfig", "CompressResult", "check_inputs", "run_compress", "compress"]
 
 
-def _check_request(config: CompressConfig) -> str:
-    """The sampling to score with (``none`` for a data-free method), checked before any work."""
+def check_inputs(config: CompressConfig) -> str:
+    """The checks of ``config`` that read files (its values are checked when it is built), before any work; return
+    the sampling to score with (``none`` for a data-free method)."""
     if not config.checkpoint:
         raise ValueError("checkpoint is required (a model.safetensors written by medprune train)")
     if not Path(config.checkpoint).with_suffix(".json").is_file() and not Path(config.checkpoint + ".json").is_file():
@@ -78,17 +80,21 @@ def _check_request(config: CompressConfig) -> str:
 
 
 def run_compress(config: CompressConfig) -> CompressResult:
-    """Score, search on validation, recover, remove, export, test and write the card (see the module docstring)."""
-    sampling = _check_request(config)
+    """Score, search on validation, recover, remove, export, test and write the card (see the module docstring).
+
+    :func:`check_inputs` runs first; ``config.out`` is then taken with :class:`~medprune.rundir.RunDir` (a killed run
+    resumes; another config's folder is refused unless ``config.overwrite``, which moves its content aside).
+    """
+    sampling = check_inputs(config)
     out = Path(config.out)
     cosmetic = ("device", "latency_threads", "latency_repeats", "overwrite", "out")
     timer = StageTimer()
     added = {"macs_floor": False}  # options added after run folders were made, as those folders ran
-    with RunDir(out, "compress", config_to_dict(config), cosmetic=cosmetic, overwrite=config.overwrite, defaults=added):
+    with RunDir(out, "compress", config, cosmetic=cosmetic, overwrite=config.overwrite, defaults=added):
         trained = read_meta(config.checkpoint).get("train_config") or {}
         model, meta, splits = load_with_splits(
             config.checkpoint,
-            augment=bool(trained.get("augment", False)) if config.augment is None else config.augment,
+            augment=bool(trained.get("augment", False)) if config.finetune.augment is None else config.finetune.augment,
             device=config.device,
             dataset=config.dataset,
             data_root=config.data_root,
@@ -97,7 +103,10 @@ def run_compress(config: CompressConfig) -> CompressResult:
         )
         names = list(splits.class_names)
         store_args: dict[str, Any] = dict(
-            n_per_class=config.n_per_class, seed=config.seed, sign=config.sign, target=config.target
+            n_per_class=config.scoring.n_per_class,
+            seed=config.seed,
+            sign=config.scoring.sign,
+            target=config.scoring.target,
         )
         store_args["device"] = config.device
         store = ScoreStore(model, splits.train, out / "scores", checksum=model_checksum(model), **store_args)
@@ -106,7 +115,7 @@ def run_compress(config: CompressConfig) -> CompressResult:
         bench = _workbench(config, model, splits, out)
         logger.info("validation baseline: %s %s", config.metric, _fmt(metric_value(bench.baseline, config.metric)))
         resolution = validation_resolution(bench.val[1], names, config.metric, config.tolerance)
-        epochs = config.epochs_for(len(bench.train))
+        epochs = config.finetune.epochs_for(len(bench.train))
         logger.info("recovery: %d fine-tuning epoch(s) on %d training images", epochs, len(bench.train))
         search_epochs = epochs if config.search_recovery == "finetune" else 0
         rows = search(
@@ -208,22 +217,19 @@ def run_compress(config: CompressConfig) -> CompressResult:
 def _workbench(config: CompressConfig, model: nn.Module, splits: Any, out: Path) -> Workbench:
     recalibration = None
     if config.recalibration_samples:
-        clean = splits.train.with_transform(train=False)
-        recalibration = limit_dataset(clean, config.recalibration_samples, config.seed)
+        recalibration = recalibration_subset(splits.train, config.recalibration_samples, config.seed)
     val = stack_samples(splits.val, range(len(splits.val)))
     names = list(splits.class_names)
     return Workbench(
         model=model,
-        train=limit_dataset(splits.train, config.max_train_samples, config.seed),
+        train=limit_dataset(splits.train, config.finetune.samples, config.seed),
         val=val,
         class_names=names,
         recalibration=recalibration,
         couplings=coupled_groups(model),
-        scope=config.scope,
-        normalize=config.normalize,
-        min_keep=config.min_keep,
-        settings=config.settings(),
-        distill=config.distill,
+        ranking=config.ranking,
+        recipe=config.finetune,
+        seed=config.seed,
         device=config.device,
         out=out,
         baseline=evaluate_split(model, val, names),
@@ -240,6 +246,7 @@ def compress(checkpoint: str, out: str = "runs/compress", **options: Any) -> Com
 
     Args:
         checkpoint: the trained model. out: output folder.
-        **options: any :class:`CompressConfig` field.
+        **options: any :class:`CompressConfig` option, by its key (``finetune_epochs=2``, ``scope="layer"``) or
+            as a part (``finetune=FinetuneRecipe(...)``).
     """
-    return run_compress(CompressConfig(checkpoint=checkpoint, out=out, **options))
+    return run_compress(build_config(CompressConfig, overrides={"checkpoint": checkpoint, "out": out, **options}))

@@ -17,90 +17,117 @@ import dataclasses
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
 from medprune.compression.search import NoCandidateError
-from medprune.config import build_config, config_to_dict, save_config
+from medprune.config import build_config, config_to_dict, option, save_config
 from medprune.options import LosslessMetric
 from medprune.provenance import to_jsonable
+from medprune.pruning.ranking import Ranking
 from medprune.report.tables import best_line, lossless_rates
-from medprune.rundir import RunDir
+from medprune.rundir import OutputFolder, RunDir, config_diff, output_folder
 from medprune.runs.compress import CompressConfig, run_compress
 from medprune.runs.deploy import Deployment, deploy_choice
 from medprune.runs.report import ReportConfig, run_report
 from medprune.runs.sweep import SweepConfig, run_sweep
+from medprune.runs.train import COSMETIC as TRAIN_COSMETIC
 from medprune.runs.train import TrainConfig, run_train
+from medprune.scoring.request import ScoreRecipe
 from medprune.sweep.protocols import setting_text
 from medprune.sweep.table import Row
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DemoConfig", "DemoResult", "compress_summary", "run_demo", "shrink"]
+__all__ = ["DemoConfig", "DemoResult", "DemoStages", "check_inputs", "compress_summary", "run_demo", "shrink"]
 
 #: DemoConfig fields that may differ between runs into one folder.
 COSMETIC: tuple[str, ...] = ("out", "data_root", "threads")
 
 
 @dataclass
-class DemoConfig:
-    """Options of ``medprune demo`` (``configs/demo.yaml``; ``quick: true`` shrinks everything for a smoke test).
+class DemoConfig(OutputFolder):
+    """Options of ``medprune demo`` (``configs/demo.yaml``; ``quick: true`` shrinks everything for a smoke test)."""
 
-    Attributes:
-        data_root: folder holding ``pneumoniamnist/pneumoniamnist.npz`` (or ``$MEDPRUNE_DATA``).
-        out: output folder (train/, sweep/, pruned/, report/, compress/, summary.json).
-        dataset, model, image_size, epochs, batch_size, max_train_samples, seed: the training run.
-        train_options: any other :class:`medprune.runs.train.TrainConfig` field.
-        methods, samplings, controls, rates, n_per_class, couplings: the sweep.
-        selection_seeds: selection seeds of the sweep (each method's curves once per seed).
-        protocols: named settings swept (``paper``, ``default``; :mod:`medprune.sweep.protocols`).
-        recalibrate_samples: training images for ``recalibrate: bn`` settings.
-        tolerances: tolerances of the lossless rates in the report.
-        lossless_metric: the metric of the lossless rates (``balanced_accuracy`` by default; the report's Table 1
-            "as the paper" stays on accuracy).
-        deploy_tolerance, deploy_criterion: the lossless rate the deployed (physically pruned) model uses: the line
-            (method, sampling, setting) with the largest mean validation lossless rate over its seeds, then its run
-            with the median validation lossless rate (``worst_recall``: on the worst per-class recall drop).
-        efficiency, heatmaps: report sections. report_options: other :class:`medprune.runs.report.ReportConfig` fields.
-        compress: end with ``medprune compress`` on the trained checkpoint (``compress/``: the smaller model, ONNX and
-            model card). compress_options: :class:`medprune.runs.compress.CompressConfig` fields (default: its own).
-        threads: torch CPU threads (``None``: torch's default; 1 is fastest on a machine shared with other jobs).
-        quick: a tiny run for tests: 1 epoch on 300 images, rates 0 and 0.3, LRP (random sampling) + controls.
-    """
-
-    data_root: str | None = None
-    out: str = "runs/demo"
-    dataset: str = "pneumoniamnist"
-    model: str = "resnet_small"
-    image_size: int = 28
-    epochs: int = 4
-    batch_size: int = 32
-    max_train_samples: int | None = None
-    seed: int = 0
-    train_options: dict[str, Any] = field(default_factory=dict)
-    methods: list[str] = field(default_factory=lambda: ["lrp", "dlb", "ig"])
-    samplings: list[str] = field(default_factory=lambda: ["random", "confidence", "clustering"])
-    controls: list[str] = field(default_factory=lambda: ["random", "magnitude"])
-    rates: list[float] = field(default_factory=lambda: [round(0.05 * i, 2) for i in range(20)])
-    n_per_class: int = 10
-    selection_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    protocols: list[str] = field(default_factory=lambda: ["paper", "default"])
-    recalibrate_samples: int = 512
-    couplings: bool = True
-    tolerances: list[float] = field(default_factory=lambda: [0.01, 0.05])
-    lossless_metric: LosslessMetric = "balanced_accuracy"
-    deploy_tolerance: float = 0.01
-    deploy_criterion: Literal["accuracy", "worst_recall"] = "accuracy"
-    efficiency: bool = True
-    heatmaps: bool = True
-    report_options: dict[str, Any] = field(default_factory=dict)
-    compress: bool = True
-    compress_options: dict[str, Any] = field(default_factory=dict)
-    threads: int | None = None
-    quick: bool = False
+    out: str = output_folder("runs/demo")
+    data_root: str | None = option(None, help="folder holding pneumoniamnist/pneumoniamnist.npz (or $MEDPRUNE_DATA)")
+    dataset: str = option("pneumoniamnist", help="the training run")
+    model: str = option("resnet_small", help="the training run")
+    image_size: int = option(28, help="the training run")
+    epochs: int = option(4, help="the training run")
+    batch_size: int = option(32, help="the training run")
+    max_train_samples: int | None = option(None, help="the training run")
+    seed: int = option(0, help="the training run")
+    train_options: dict[str, Any] = option(default_factory=dict, help="any other medprune.runs.train.TrainConfig field")
+    methods: list[str] = option(default_factory=lambda: ["lrp", "dlb", "ig"], help="the sweep")
+    samplings: list[str] = option(default_factory=lambda: ["random", "confidence", "clustering"], help="the sweep")
+    controls: list[str] = option(default_factory=lambda: ["random", "magnitude"], help="the sweep")
+    rates: list[float] = option(default_factory=lambda: [round(0.05 * i, 2) for i in range(20)], help="the sweep")
+    scoring: ScoreRecipe = option(
+        default_factory=ScoreRecipe, help="the sweep's score recipe: how per-sample relevance becomes unit scores"
+    )
+    selection_seeds: list[int] = option(
+        default_factory=lambda: [0, 1, 2], help="selection seeds of the sweep (each method's curves once per seed)"
+    )
+    protocols: list[str] = option(
+        default_factory=lambda: ["paper", "default"],
+        help="named settings swept (paper, default; medprune.sweep.protocols)",
+    )
+    recalibrate_samples: int = option(512, help="training images for recalibrate: bn settings")
+    ranking: Ranking = option(
+        default_factory=lambda: Ranking(couplings=True), help="the sweep's ranking: how scores are ranked into masks"
+    )
+    tolerances: list[float] = option(
+        default_factory=lambda: [0.01, 0.05], help="tolerances of the lossless rates in the report"
+    )
+    lossless_metric: LosslessMetric = option(
+        "balanced_accuracy",
+        help=(
+            "the metric of the lossless rates (balanced_accuracy by default; the report's "
+            'Table 1 "as the paper" stays on accuracy)'
+        ),
+    )
+    deploy_tolerance: float = option(
+        0.01,
+        help=(
+            "the lossless rate the deployed (physically pruned) model uses: the line (method,"
+            " sampling, setting) with the largest mean validation lossless rate over its "
+            "seeds, then its run with the median validation lossless rate (worst_recall: on "
+            "the worst per-class recall drop)"
+        ),
+    )
+    deploy_criterion: Literal["accuracy", "worst_recall"] = option(
+        "accuracy",
+        help=(
+            "the lossless rate the deployed (physically pruned) model uses: the line (method,"
+            " sampling, setting) with the largest mean validation lossless rate over its "
+            "seeds, then its run with the median validation lossless rate (worst_recall: on "
+            "the worst per-class recall drop)"
+        ),
+    )
+    efficiency: bool = option(True, help="report sections")
+    heatmaps: bool = option(True, help="report sections")
+    report_options: dict[str, Any] = option(default_factory=dict, help="other medprune.runs.report.ReportConfig fields")
+    compress: bool = option(
+        True,
+        help=(
+            "end with medprune compress on the trained checkpoint (compress/: the smaller model, ONNX and model card)"
+        ),
+    )
+    compress_options: dict[str, Any] = option(
+        default_factory=dict, help="medprune.runs.compress.CompressConfig fields (default: its own)"
+    )
+    threads: int | None = option(
+        None,
+        help="torch CPU threads",
+        shown_default="torch's default; 1 is fastest on a machine shared with other jobs",
+    )
+    quick: bool = option(
+        False, help="a tiny run for tests: 1 epoch on 300 images, rates 0 and 0.3, LRP (random sampling) + controls"
+    )
 
 
 @dataclass
@@ -147,7 +174,7 @@ def shrink(config: DemoConfig) -> DemoConfig:
         samplings=["random"],
         controls=["random", "magnitude"],
         rates=[0.0, 0.3],
-        n_per_class=3,
+        scoring=dataclasses.replace(config.scoring, n_per_class=3),
         selection_seeds=config.selection_seeds[:1],
         protocols=config.protocols[:1],
         recalibrate_samples=min(config.recalibrate_samples, 64),
@@ -170,8 +197,26 @@ def shrink(config: DemoConfig) -> DemoConfig:
     )
 
 
-def _train(config: DemoConfig, out: Path) -> Path:
-    """Stage 1: train (or reuse the checkpoint a run of the same training config left)."""
+@dataclass
+class DemoStages:
+    """The resolved config of every stage of a demo run, built (and so checked) before any work.
+
+    Attributes:
+        train: stage 1 (``<out>/train``). sweep: stage 2 (``<out>/sweep``; its checkpoint is written by stage 1, so
+        the checks that read it run when the stage starts). report: stage 5 (``<out>/report``). compress: stage 6
+        (``<out>/compress``; ``None`` when not asked for).
+    """
+
+    train: TrainConfig
+    sweep: SweepConfig
+    report: ReportConfig
+    compress: CompressConfig | None
+
+
+def check_inputs(config: DemoConfig) -> DemoStages:
+    """Build every stage's config from ``config`` (``train_options``, ``report_options``, ``compress_options``
+    included), so a bad option is refused before training starts."""
+    out = Path(config.out)
     train = build_config(
         TrainConfig,
         overrides={
@@ -185,13 +230,55 @@ def _train(config: DemoConfig, out: Path) -> Path:
             "seed": config.seed,
             "progress": False,
             "device": "cpu",
-            "out_dir": str(out),
+            "out": str(out / "train"),
             **config.train_options,
         },
     )
+    sweep = build_config(
+        SweepConfig,
+        overrides={
+            "checkpoints": [str(out / "train" / "model.safetensors")],
+            "out": str(out / "sweep"),
+            "data_root": config.data_root,
+            "methods": config.methods,
+            "samplings": config.samplings,
+            "controls": config.controls,
+            "rates": config.rates,
+            "scoring": config.scoring,
+            "seeds": config.selection_seeds,
+            "protocols": config.protocols,
+            "recalibrate_samples": config.recalibrate_samples,
+            "ranking": config.ranking,
+        },
+    )
+    report = build_config(
+        ReportConfig,
+        overrides={
+            "results": [sweep.out],
+            "out": str(out / "report"),
+            "tolerances": sorted({*config.tolerances, config.deploy_tolerance}),
+            "efficiency": config.efficiency,
+            "heatmaps": config.heatmaps,
+            "data_root": config.data_root,
+            "lossless_metric": config.lossless_metric,
+            **config.report_options,
+        },
+    )
+    compress = None
+    if config.compress:
+        overrides = {"checkpoint": sweep.checkpoints[0], "out": str(out / "compress"), "data_root": config.data_root}
+        compress = build_config(CompressConfig, overrides={**overrides, **config.compress_options})
+    return DemoStages(train, sweep, report, compress)
+
+
+def _train(train: TrainConfig) -> Path:
+    """Stage 1: train (or reuse the checkpoint a run of the same training config left)."""
+    out = Path(train.out)
     checkpoint = out / "model.safetensors"
     done = out / "done.json"
-    if checkpoint.is_file() and done.is_file() and json.loads(done.read_text()) == config_to_dict(train):
+    # a done.json of the same training config (where it is written and how it is shown aside: a record made before
+    # ``out_dir`` became ``out`` matches too) means the checkpoint is there to reuse
+    if checkpoint.is_file() and done.is_file() and not config_diff(json.loads(done.read_text()), train, TRAIN_COSMETIC):
         logger.info("stage 1/6 train: reusing %s", checkpoint)
         return checkpoint
     result = run_train(train)
@@ -199,39 +286,23 @@ def _train(config: DemoConfig, out: Path) -> Path:
     logger.info(
         "stage 1/6 train: test accuracy %.4f after %d epochs (%.0f s)",
         result.test_metrics["accuracy"],
-        config.epochs,
+        train.epochs,
         result.wall_time_s,
     )
     return checkpoint
 
 
-def _sweep(config: DemoConfig, checkpoint: Path, sweep_dir: Path) -> list[Row]:
+def _sweep(sweep: SweepConfig) -> list[Row]:
     """Stage 2: score and sweep (rows and score files already there are reused)."""
-    result = run_sweep(
-        SweepConfig(
-            checkpoints=[str(checkpoint)],
-            out=str(sweep_dir),
-            data_root=config.data_root,
-            methods=config.methods,
-            samplings=config.samplings,
-            controls=config.controls,
-            rates=config.rates,
-            n_per_class=config.n_per_class,
-            seeds=config.selection_seeds,
-            protocols=config.protocols,
-            recalibrate_samples=config.recalibrate_samples,
-            couplings=config.couplings,
-        )
-    )
+    result = run_sweep(sweep)
     logger.info("stage 2/6 score + sweep: %d rows in %s", len(result.rows), result.results_csv)
     return result.rows
 
 
-def _compress(config: DemoConfig, checkpoint: Path, out: Path) -> dict[str, Any]:
-    """Stage 6: compress the trained checkpoint (the rate chosen on validation; resumed from ``out``)."""
-    overrides = {"checkpoint": str(checkpoint), "out": str(out), "data_root": config.data_root}
+def _compress(compress: CompressConfig) -> dict[str, Any]:
+    """Stage 6: compress the trained checkpoint (the rate chosen on validation; resumed from its folder)."""
     try:
-        result = run_compress(build_config(CompressConfig, overrides={**overrides, **config.compress_options}))
+        result = run_compress(compress)
     except NoCandidateError as error:
         logger.warning("stage 6/6 compress: nothing shipped: %s", error)
         return {"refused": str(error)}
@@ -264,27 +335,29 @@ def compress_summary(rate: float, record: Any, files: dict[str, str]) -> dict[st
     }
 
 
-def run_demo(config: DemoConfig, *, overwrite: bool = False) -> DemoResult:
+def run_demo(config: DemoConfig) -> DemoResult:
     """Run the whole pipeline on one dataset; the summary is also written to ``<out>/summary.json``.
 
-    ``config.out`` is taken with :class:`~medprune.rundir.RunDir` (one writer; another config's folder is refused
-    unless ``overwrite``, which moves its content aside); each stage's folder is a run folder of its own.
+    :func:`check_inputs` builds every stage's config first; ``config.out`` is then taken with
+    :class:`~medprune.rundir.RunDir` (one writer; another config's folder is refused unless ``config.overwrite``,
+    which moves its content aside); each stage's folder is a run folder of its own.
     """
     started = time.perf_counter()
     config = shrink(config) if config.quick else config
-    with RunDir(config.out, "demo", config, cosmetic=COSMETIC, overwrite=overwrite):
-        return _demo(config, started)
+    stages = check_inputs(config)
+    with RunDir(config.out, "demo", config, cosmetic=COSMETIC, overwrite=config.overwrite):
+        return _demo(config, stages, started)
 
 
-def _demo(config: DemoConfig, started: float) -> DemoResult:
+def _demo(config: DemoConfig, stages: DemoStages, started: float) -> DemoResult:
     if config.threads:
         torch.set_num_threads(config.threads)
     out = Path(config.out)
     save_config(config, out)
 
-    checkpoint = _train(config, out / "train")
-    sweep_dir = out / "sweep"
-    rows = _sweep(config, checkpoint, sweep_dir)
+    _train(stages.train)
+    sweep_dir = Path(stages.sweep.out)
+    rows = _sweep(stages.sweep)
 
     tolerances = sorted({*config.tolerances, config.deploy_tolerance})
     lossless = lossless_rates(rows, tolerances, metric=config.lossless_metric)  # chosen on val rows only
@@ -306,7 +379,7 @@ def _demo(config: DemoConfig, started: float) -> DemoResult:
         out / "pruned",
         tolerance=config.deploy_tolerance,
         criterion=config.deploy_criterion,
-        couplings=config.couplings,
+        couplings=config.ranking.couplings,
         data_root=config.data_root,
     )
     logger.info(
@@ -317,21 +390,10 @@ def _demo(config: DemoConfig, started: float) -> DemoResult:
         deployed.physical_accuracy,
     )
 
-    report = run_report(
-        ReportConfig(
-            results=[str(sweep_dir)],
-            out=str(out / "report"),
-            tolerances=tolerances,
-            efficiency=config.efficiency,
-            heatmaps=config.heatmaps,
-            data_root=config.data_root,
-            lossless_metric=config.lossless_metric,
-            **config.report_options,
-        )
-    )
+    report = run_report(stages.report)
     logger.info("stage 5/6 report: %s", report.html)
 
-    compressed = _compress(config, checkpoint, out / "compress") if config.compress else None
+    compressed = _compress(stages.compress) if stages.compress is not None else None
 
     result = DemoResult(
         report.html,

@@ -16,13 +16,13 @@ from typing import Any, Literal
 
 from medprune.checkpoint import checkpoint_paths
 from medprune.checkpoint.with_data import load_with_splits, recorded_dataset_name
-from medprune.config import ConfigError, config_to_dict, save_config
+from medprune.config import ConfigError, config_to_dict, option, save_config
+from medprune.data.splitting import limit_dataset
 from medprune.data.validate import validate_splits
 from medprune.metrics import evaluate, summary_line
 from medprune.provenance import model_checksum, to_jsonable
 from medprune.rundir import check_writable
 from medprune.runtime import resolve_device
-from medprune.training.loop import limit_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -31,26 +31,18 @@ __all__ = ["EvaluateConfig", "EvaluateResult", "run_evaluate"]
 
 @dataclass
 class EvaluateConfig:
-    """Settings of ``medprune evaluate``.
+    """Settings of ``medprune evaluate``."""
 
-    Attributes:
-        checkpoint: ``<stem>``, ``<stem>.safetensors`` or ``<stem>.json`` written by training.
-        dataset: dataset name (default: the one in the checkpoint).
-        data_root: data folder (default: the training run's).
-        split: which split to evaluate.
-        batch_size: images per forward pass. device: ``auto``, ``cpu``, ``cuda``.
-        max_samples: stratified subset for quick checks (``None``: the whole split).
-        out: metrics JSON path (default ``<checkpoint folder>/eval_<dataset>_<split>.json``).
-    """
-
-    checkpoint: str = ""
-    dataset: str | None = None
-    data_root: str | None = None
-    split: Literal["test", "val", "train"] = "test"
-    batch_size: int = 256
-    device: str = "auto"
-    max_samples: int | None = None
-    out: str | None = None
+    checkpoint: str = option("", help="<stem>, <stem>.safetensors or <stem>.json written by training")
+    dataset: str | None = option(None, help="dataset name", shown_default="the one in the checkpoint")
+    data_root: str | None = option(None, help="data folder", shown_default="the training run's")
+    split: Literal["test", "val", "train"] = option("test", help="which split to evaluate")
+    batch_size: int = option(256, help="images per forward pass")
+    device: str = option("auto", help="auto, cpu, cuda")
+    max_samples: int | None = option(None, help="stratified subset for quick checks", shown_default="the whole split")
+    out: str | None = option(
+        None, help="metrics JSON path", shown_default="<checkpoint folder>/eval_<dataset>_<split>.json"
+    )
 
     def __post_init__(self) -> None:
         if not self.checkpoint:

@@ -8,41 +8,51 @@ other one); the work is :func:`medprune.models.importing.import_model`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 
-from medprune.config import ConfigError
-from medprune.models.importing import WEIGHT_SUFFIXES, ImportResult, import_model
+from medprune.config import ConfigError, option
+from medprune.models.importing import WEIGHT_SUFFIXES, ImportResult, WeightsError, import_model, read_class_names
+from medprune.rundir import OutputFolder, RunDir, output_folder
 
-__all__ = ["ImportConfig", "run_import"]
+__all__ = ["ImportConfig", "check_inputs", "run_import"]
 
 
 @dataclass
-class ImportConfig:
-    """Options of ``medprune import``.
+class ImportConfig(OutputFolder):
+    """Options of ``medprune import``."""
 
-    Attributes:
-        arch: architecture: a torchvision classification model (``resnet18``, ``torchvision:efficientnet_b0``, ...)
-            or ``timm:<name>`` (``timm:vit_tiny_patch16_224``, ...); docs/support.md lists what each stage supports.
-        weights: the weights file; torch files are read with ``weights_only=True`` (state dicts only: pickled
-            objects such as a whole ``nn.Module`` are refused).
-        num_classes: number of classes (outputs), >= 2.
-        image_size: input side in pixels the data is resized to.
-        in_channels: channels of your images: 1 (grey) or 3 (RGB); grey images with a 3-channel first conv are
-            repeated to 3 channels (``None``: the channels of the weights' first conv).
-        class_names: class names, comma-separated (``normal,pneumonia``) or ``@FILE`` with one name per line
-            (``None``: 0, 1, ...).
-        dataset: dataset name recorded in the checkpoint for evaluate/score/sweep (``None``: none recorded).
-        out: output folder of ``model.safetensors`` + ``model.json``.
-    """
-
-    arch: str = field(default="", metadata={"required": True})
-    weights: str = field(default="", metadata={"required": True, "choices": [f"*{s}" for s in WEIGHT_SUFFIXES]})
-    num_classes: int = field(default=0, metadata={"required": True})
-    image_size: int = 224
-    in_channels: int | None = field(default=None, metadata={"choices": (1, 3)})
-    class_names: str | None = None
-    dataset: str | None = None
-    out: str = "imported"
+    out: str = output_folder("imported")
+    arch: str = option(
+        "",
+        help="architecture: a torchvision classification model (resnet18, torchvision:efficientnet_b0, ...) or "
+        "timm:<name> (timm:vit_tiny_patch16_224, ...); docs/support.md lists what each stage supports",
+        required=True,
+    )
+    weights: str = option(
+        "",
+        help="the weights file; torch files are read with weights_only=True (state dicts only: pickled objects such as "
+        "a whole nn.Module are refused)",
+        choices=[f"*{s}" for s in WEIGHT_SUFFIXES],
+        required=True,
+    )
+    num_classes: int = option(0, help="number of classes (outputs), >= 2", required=True)
+    image_size: int = option(224, help="input side in pixels the data is resized to")
+    in_channels: int | None = option(
+        None,
+        help="channels of your images: 1 (grey) or 3 (RGB); grey images with a 3-channel first conv are repeated to 3 "
+        "channels",
+        choices=(1, 3),
+        shown_default="the channels of the weights' first conv",
+    )
+    class_names: str | None = option(
+        None,
+        help="class names, comma-separated (normal,pneumonia) or @FILE with one name per line",
+        shown_default="0, 1, ...",
+    )
+    dataset: str | None = option(
+        None, help="dataset name recorded in the checkpoint for evaluate/score/sweep", shown_default="none recorded"
+    )
 
     def __post_init__(self) -> None:
         missing = [name for name in ("arch", "weights", "num_classes") if not getattr(self, name)]
@@ -56,8 +66,38 @@ class ImportConfig:
             raise ConfigError(f"image_size must be >= 1, got {self.image_size!r}")
 
 
+def check_inputs(config: ImportConfig) -> None:
+    """The checks of ``config`` that read files (its values are checked when it is built), before the folder is
+    taken: the weights file's format and presence, the class names. The weights' content is checked when
+    :func:`~medprune.models.importing.import_model` reads them, before it writes anything.
+
+    Raises:
+        WeightsError: an unsupported weights format or bad class names. FileNotFoundError: a missing file.
+    """
+    weights = Path(config.weights)
+    suffix = weights.suffix.lower()
+    if suffix not in WEIGHT_SUFFIXES:
+        raise WeightsError(
+            f"{weights}: unsupported weights format {suffix or '(none)'!r}; use {', '.join(WEIGHT_SUFFIXES)}"
+        )
+    if not weights.is_file():
+        raise FileNotFoundError(f"weights file {weights} does not exist")
+    if config.class_names is not None:
+        read_class_names(config.class_names, config.num_classes)
+
+
 def run_import(config: ImportConfig) -> ImportResult:
-    """Import ``config.weights`` as a checkpoint in ``config.out`` (:func:`medprune.models.importing.import_model`)."""
+    """Import ``config.weights`` as a checkpoint in ``config.out`` (:func:`medprune.models.importing.import_model`).
+
+    :func:`check_inputs` runs first; ``config.out`` is then taken with :class:`~medprune.rundir.RunDir` (one writer;
+    a folder holding another run's files is refused unless ``config.overwrite``, which moves them aside).
+    """
+    check_inputs(config)
+    with RunDir(config.out, "import", config, cosmetic=("out",), overwrite=config.overwrite):
+        return _import(config)
+
+
+def _import(config: ImportConfig) -> ImportResult:
     return import_model(
         config.arch,
         config.weights,

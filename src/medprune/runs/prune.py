@@ -14,7 +14,7 @@ import dataclasses
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,22 +22,24 @@ from torch import Tensor, nn
 
 from medprune.checkpoint import load_checkpoint, read_meta, save_checkpoint
 from medprune.checkpoint.with_data import load_with_splits
-from medprune.config import ConfigError, save_config
+from medprune.config import ConfigError, option, save_config
 from medprune.data import stack_samples
 from medprune.data.validate import validate_splits
-from medprune.options import NO_SAMPLING, Normalize, Scope, Sign, TargetMode
+from medprune.options import NO_SAMPLING
 from medprune.provenance import model_checksum, to_jsonable
 from medprune.pruning import check_rate, coupled_groups, mask_model, masks_from_scores, model_cost, remove_units
-from medprune.rundir import RunDir
+from medprune.pruning.ranking import Ranking
+from medprune.rundir import OutputFolder, RunDir, output_folder
 from medprune.scoring import scorer_entry, validate_method_request
 from medprune.scoring.probe import check_option_values
+from medprune.scoring.request import ScoreRecipe
 from medprune.scoring.store import ScoreStore, load_scores
 from medprune.sweep.core import evaluate_rows
 from medprune.sweep.table import Row
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PruneConfig", "PruneResult", "run_prune", "save_pruned", "resolve_method"]
+__all__ = ["PruneConfig", "PruneResult", "check_inputs", "run_prune", "save_pruned", "resolve_method"]
 
 #: PruneConfig fields that may differ between runs into one folder.
 COSMETIC: tuple[str, ...] = ("out", "data_root", "device", "score_cache")
@@ -45,49 +47,55 @@ DEFAULT_METHOD, DEFAULT_SAMPLING = "lrp", "clustering"
 
 
 @dataclass
-class PruneConfig:
-    """Options of ``medprune prune``.
+class PruneConfig(OutputFolder):
+    """Options of ``medprune prune``."""
 
-    Attributes:
-        checkpoint: the trained model (``model.safetensors`` or its stem).
-        out: output folder.
-        method: scoring method (scores come from the score store, reused when cached in ``score_cache``); default
-            ``lrp``, or the ``scores`` file's method.
-        sampling: sample selection for data-dependent methods (``none`` for data-free ones); default
-            ``clustering``, or the ``scores`` file's sampling.
-        rate: fraction of units to prune, in [0, 1).
-        output: write the ``masked`` model (same shapes, zeroed units), the ``physical`` (smaller) one, or ``both``.
-        scope, normalize, min_keep, couplings: as for the sweep; couplings are needed for physical removal of ResNets.
-        n_per_class, seed, sign, target: the score request.
-        data_root, dataset: where the evaluation data is (default: as recorded in the checkpoint).
-        score_cache: folder of score files (default ``<out>/scores``).
-        scores: a score file (``medprune score`` output) to use instead of computing scores; its method and sampling
-            are used (a ``method``/``sampling`` given as well must match them); refused when it was computed for
-            another model (other unit groups or other weights).
-        device: ``cpu`` or ``cuda``.
-        method_options: ``{method: {option: value}}`` passed to the scorer (e.g. ``{ig: {steps: 10}}``).
-    """
-
-    checkpoint: str = ""
-    out: str = "runs/prune"
-    method: str | None = None
-    sampling: str | None = None
-    rate: float = 0.3
-    output: Literal["masked", "physical", "both"] = "both"
-    scope: Scope = "global"
-    normalize: Normalize = "none"
-    min_keep: int = 1
-    couplings: bool = True
-    n_per_class: int = 10
-    seed: int = 0
-    sign: Sign = "signed"
-    target: TargetMode = "true"
-    data_root: str | None = None
-    dataset: str | None = None
-    score_cache: str | None = None
-    scores: str | None = None
-    device: str = "cpu"
-    method_options: dict[str, Any] = field(default_factory=dict)
+    out: str = output_folder("runs/prune")
+    checkpoint: str = option("", help="the trained model (model.safetensors or its stem)")
+    method: str | None = option(
+        None,
+        help=(
+            "scoring method (scores come from the score store, reused when cached in "
+            "score_cache); default lrp, or the scores file's method"
+        ),
+    )
+    sampling: str | None = option(
+        None,
+        help=(
+            "sample selection for data-dependent methods (none for data-free ones); default "
+            "clustering, or the scores file's sampling"
+        ),
+    )
+    rate: float = option(0.3, help="fraction of units to prune, in [0, 1)")
+    output: Literal["masked", "physical", "both"] = option(
+        "both", help="write the masked model (same shapes, zeroed units), the physical (smaller) one, or both"
+    )
+    ranking: Ranking = option(
+        default_factory=lambda: Ranking(couplings=True),
+        help="how scores are ranked into masks; couplings are needed for physical removal of ResNets",
+    )
+    scoring: ScoreRecipe = option(default_factory=ScoreRecipe, help="how per-sample relevance becomes unit scores")
+    seed: int = option(0, help="seed of sample selection and random scores")
+    data_root: str | None = option(
+        None, help="where the evaluation data is", shown_default="as recorded in the checkpoint"
+    )
+    dataset: str | None = option(
+        None, help="where the evaluation data is", shown_default="as recorded in the checkpoint"
+    )
+    score_cache: str | None = option(None, help="folder of score files", shown_default="<out>/scores")
+    scores: str | None = option(
+        None,
+        help=(
+            "a score file (medprune score output) to use instead of computing scores; its "
+            "method and sampling are used (a method/sampling given as well must match them); "
+            "refused when it was computed for another model (other unit groups or other "
+            "weights)"
+        ),
+    )
+    device: str = option("cpu", help="cpu or cuda")
+    method_options: dict[str, Any] = option(
+        default_factory=dict, help="{method: {option: value}} passed to the scorer (e.g. {ig: {steps: 10}})"
+    )
 
 
 @dataclass
@@ -214,31 +222,36 @@ def resolve_method(config: PruneConfig) -> PruneConfig:
     return dataclasses.replace(config, method=method, sampling=sampling)
 
 
-def _check_request(config: PruneConfig) -> tuple[float, str]:
-    """The validated rate and the sampling (``none`` for a data-free method), before any work."""
+def check_inputs(config: PruneConfig) -> tuple[PruneConfig, float]:
+    """Every check of ``config`` before any work: the ``scores`` file's request (:func:`resolve_method`), the rate,
+    the method, its options against the checkpoint's model and the sampling.
+
+    Returns:
+        ``config`` with ``method`` and ``sampling`` resolved (``none`` for a data-free method), and the rate.
+    """
+    config = resolve_method(config)
     if not config.checkpoint:
         raise ValueError("checkpoint is required (a model.safetensors written by medprune train)")
     rate = check_rate(config.rate)
-    method, sampling = str(config.method), str(config.sampling)  # resolved by resolve_method
+    method, sampling = str(config.method), str(config.sampling)
     validate_method_request([method], [], {method: config.method_options})
     check_option_values({method: config.method_options}, read_meta(config.checkpoint))
     sampling = NO_SAMPLING if scorer_entry(method).data_free else sampling
     if sampling != NO_SAMPLING:
         validate_method_request([method], [sampling], {})
-    return rate, sampling
+    return dataclasses.replace(config, sampling=sampling), rate
 
 
-def run_prune(config: PruneConfig, *, overwrite: bool = False) -> PruneResult:
+def run_prune(config: PruneConfig) -> PruneResult:
     """Score (or reuse cached scores), build masks at ``config.rate`` and write the pruned checkpoint(s).
 
-    ``config.out`` is taken with :class:`~medprune.rundir.RunDir` (one writer; another config's folder is refused
-    unless ``overwrite``, which moves its content aside); ``config.yaml`` records the method and sampling used.
+    :func:`check_inputs` runs first; ``config.out`` is then taken with :class:`~medprune.rundir.RunDir` (one writer;
+    another config's folder is refused unless ``config.overwrite``, which moves its content aside); ``config.yaml``
+    records the method and sampling used.
     """
-    config = resolve_method(config)
-    rate, sampling = _check_request(config)
-    config = dataclasses.replace(config, sampling=sampling)
-    with RunDir(config.out, "prune", config, cosmetic=COSMETIC, overwrite=overwrite):
-        return _prune(config, rate, sampling)
+    config, rate = check_inputs(config)
+    with RunDir(config.out, "prune", config, cosmetic=COSMETIC, overwrite=config.overwrite):
+        return _prune(config, rate, str(config.sampling))
 
 
 def _prune(config: PruneConfig, rate: float, sampling: str) -> PruneResult:
@@ -263,18 +276,23 @@ def _prune(config: PruneConfig, rate: float, sampling: str) -> PruneResult:
             model,
             splits.train,
             cache,
-            n_per_class=config.n_per_class,
+            n_per_class=config.scoring.n_per_class,
             seed=config.seed,
-            sign=config.sign,
-            target=config.target,
+            sign=config.scoring.sign,
+            target=config.scoring.target,
             device=config.device,
             checksum=checksum,
             method_options={method: config.method_options} if config.method_options else None,
         )
         scores = store.scores(method, sampling)
-    couplings = coupled_groups(model) if config.couplings else None
+    couplings = coupled_groups(model) if config.ranking.couplings else None
     masks = masks_from_scores(
-        scores, rate, scope=config.scope, normalize=config.normalize, min_keep=config.min_keep, couplings=couplings
+        scores,
+        rate,
+        scope=config.ranking.scope,
+        normalize=config.ranking.normalize,
+        min_keep=config.ranking.min_keep,
+        couplings=couplings,
     )
     test = stack_samples(splits.test, range(len(splits.test)))
     pruning = {
@@ -282,8 +300,8 @@ def _prune(config: PruneConfig, rate: float, sampling: str) -> PruneResult:
         "method": method,
         "sampling": sampling,
         "rate": rate,
-        "scope": config.scope,
-        "normalize": config.normalize,
+        "scope": config.ranking.scope,
+        "normalize": config.ranking.normalize,
         "couplings": bool(couplings),
     }
     result = save_pruned(model, masks, out, test, list(splits.class_names), {**meta, "pruning": pruning}, config.output)

@@ -13,12 +13,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from medprune.config import save_config
+from medprune.config import option, save_config
 from medprune.options import LosslessMetric
 from medprune.report import figures
 from medprune.report.markdown import results_markdown
@@ -26,61 +26,61 @@ from medprune.report.page import ReportTables, render
 from medprune.report.paired import CONTROLS, paired_comparisons
 from medprune.report.sections import efficiency_rows, heatmap_section, ordered_columns
 from medprune.report.tables import PAPER_TABLE1, TABLE1_RATES, lossless_rates, lossless_summary, table1
-from medprune.rundir import RunDir
+from medprune.rundir import OutputFolder, RunDir, output_folder
 from medprune.stats import DEFAULT_RESAMPLES
 from medprune.sweep.artifacts import SweepModel, is_sweep_dir, load_swept_models
 from medprune.sweep.table import Row, read_results, write_csv
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ReportConfig", "ReportResult", "run_report"]
+__all__ = ["ReportConfig", "ReportResult", "check_inputs", "run_report"]
 
 #: ReportConfig fields that may differ between runs into one folder.
 COSMETIC: tuple[str, ...] = ("out", "data_root", "latency_batch")
 
 
 @dataclass
-class ReportConfig:
-    """Options of ``medprune report``.
+class ReportConfig(OutputFolder):
+    """Options of ``medprune report``."""
 
-    Attributes:
-        results: sweep folders and/or results CSV files (merged into one table).
-        out: output folder (report.html, PNGs, CSVs, config.yaml).
-        tolerances: accuracy-drop tolerances of the lossless rates (absolute: 0.01 = 1 percentage point).
-        table1_rates: the rates of Table 1.
-        contiguous: a lossless rate needs every smaller rate within tolerance too.
-        efficiency: measure params/MACs/latency of physically pruned models at the lossless rates.
-        heatmaps: LRP heatmaps before/after pruning and their similarity.
-        heatmap_per_class: test images per class in the heatmap figure.
-        similarity_images: test images per class averaged in the similarity curves.
-        similarity_rates: rates of the similarity curves (the lossless rates are added).
-        latency_batch: images per timed forward pass.
-        data_root: overrides the data folder recorded in the sweeps.
-        lossless_metric: the criterion of the lossless rates and the deployed choice (``accuracy``,
-            ``balanced_accuracy`` (product default), ``auroc``, ``worst_class_recall``); Table 1 "as the paper"
-            stays on accuracy.
-        paired_metrics: test metrics of the paired comparisons.
-        controls: methods treated as controls in the paired comparisons.
-        n_resamples: bootstrap resamples of every interval. bootstrap_seed: their seed (same seed, same CIs).
-    """
-
-    results: list[str] = field(default_factory=list)
-    out: str = "runs/report"
-    tolerances: list[float] = field(default_factory=lambda: [0.01, 0.05])
-    table1_rates: list[float] = field(default_factory=lambda: list(TABLE1_RATES))
-    contiguous: bool = True
-    efficiency: bool = True
-    heatmaps: bool = True
-    heatmap_per_class: int = 2
-    similarity_images: int = 4
-    latency_batch: int = 8
-    similarity_rates: list[float] = field(default_factory=lambda: [0.1, 0.3, 0.5, 0.7, 0.9])
-    data_root: str | None = None
-    lossless_metric: LosslessMetric = "balanced_accuracy"
-    paired_metrics: list[LosslessMetric] = field(default_factory=lambda: ["accuracy", "balanced_accuracy"])
-    controls: list[str] = field(default_factory=lambda: list(CONTROLS))
-    n_resamples: int = DEFAULT_RESAMPLES
-    bootstrap_seed: int = 0
+    out: str = output_folder("runs/report")
+    results: list[str] = option(
+        default_factory=list, help="sweep folders and/or results CSV files (merged into one table)"
+    )
+    tolerances: list[float] = option(
+        default_factory=lambda: [0.01, 0.05],
+        help="accuracy-drop tolerances of the lossless rates (absolute: 0.01 = 1 percentage point)",
+    )
+    table1_rates: list[float] = option(default_factory=lambda: list(TABLE1_RATES), help="the rates of Table 1")
+    contiguous: bool = option(True, help="a lossless rate needs every smaller rate within tolerance too")
+    efficiency: bool = option(
+        True, help="measure params/MACs/latency of physically pruned models at the lossless rates"
+    )
+    heatmaps: bool = option(True, help="LRP heatmaps before/after pruning and their similarity")
+    heatmap_per_class: int = option(2, help="test images per class in the heatmap figure")
+    similarity_images: int = option(4, help="test images per class averaged in the similarity curves")
+    latency_batch: int = option(8, help="images per timed forward pass")
+    similarity_rates: list[float] = option(
+        default_factory=lambda: [0.1, 0.3, 0.5, 0.7, 0.9],
+        help="rates of the similarity curves (the lossless rates are added)",
+    )
+    data_root: str | None = option(None, help="overrides the data folder recorded in the sweeps")
+    lossless_metric: LosslessMetric = option(
+        "balanced_accuracy",
+        help=(
+            "the criterion of the lossless rates and the deployed choice (accuracy, "
+            'balanced_accuracy (product default), auroc, worst_class_recall); Table 1 "as the'
+            ' paper" stays on accuracy'
+        ),
+    )
+    paired_metrics: list[LosslessMetric] = option(
+        default_factory=lambda: ["accuracy", "balanced_accuracy"], help="test metrics of the paired comparisons"
+    )
+    controls: list[str] = option(
+        default_factory=lambda: list(CONTROLS), help="methods treated as controls in the paired comparisons"
+    )
+    n_resamples: int = option(DEFAULT_RESAMPLES, help="bootstrap resamples of every interval")
+    bootstrap_seed: int = option(0, help="their seed (same seed, same CIs)")
 
 
 @dataclass
@@ -154,19 +154,27 @@ def _swept_models(config: ReportConfig) -> tuple[dict[str, SweepModel], list[str
     return swept, notes
 
 
-def run_report(
-    config: ReportConfig, *, overwrite: bool = False, sections: Sequence[tuple[str, str]] = ()
-) -> ReportResult:
-    """Write the report (HTML, PNG and CSV files) and return its paths and tables.
+def check_inputs(config: ReportConfig) -> list[Row]:
+    """Every check of ``config`` before the folder is touched; return the rows of its results tables.
 
-    ``config.out`` is taken with :class:`~medprune.rundir.RunDir` (one writer; another config's folder is refused
-    unless ``overwrite``, which moves its content aside); the same config rewrites the report from the results.
-    ``sections``: extra ``(heading, html)`` sections placed first on the page (``medprune study``: the claims).
+    Raises:
+        ValueError: no results given. FileNotFoundError / ValueError: a missing or empty table (naming it).
     """
     if not config.results:
         raise ValueError("no results given; pass sweep folders or results CSV files")
-    rows = read_results(config.results)  # missing or empty tables are refused before the folder is touched
-    with RunDir(config.out, "report", config, cosmetic=COSMETIC, overwrite=overwrite):
+    return read_results(config.results)
+
+
+def run_report(config: ReportConfig, *, sections: Sequence[tuple[str, str]] = ()) -> ReportResult:
+    """Write the report (HTML, PNG and CSV files) and return its paths and tables.
+
+    :func:`check_inputs` runs first (it reads the results tables); ``config.out`` is then taken with
+    :class:`~medprune.rundir.RunDir` (one writer; another config's folder is refused unless ``config.overwrite``,
+    which moves its content aside); the same config rewrites the report from the results. ``sections``: extra
+    ``(heading, html)`` sections placed first on the page (``medprune study``: the claims).
+    """
+    rows = check_inputs(config)
+    with RunDir(config.out, "report", config, cosmetic=COSMETIC, overwrite=config.overwrite):
         return _report(config, rows, sections)
 
 

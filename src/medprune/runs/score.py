@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from medprune.checkpoint import read_meta
 from medprune.checkpoint.with_data import CheckpointData, load_with_splits
-from medprune.config import save_config
+from medprune.config import option, save_config
 from medprune.data.validate import validate_splits
 from medprune.executors import (
     EXECUTOR_FIELDS,
@@ -35,61 +35,44 @@ from medprune.executors import (
     raise_failures,
     task_resources,
 )
-from medprune.options import SAMPLINGS, Sign, TargetMode
+from medprune.options import SAMPLINGS
 from medprune.progress import progress
 from medprune.provenance import model_checksum
-from medprune.rundir import RunDir
+from medprune.rundir import OutputFolder, RunDir, output_folder
 from medprune.runtime import resolve_device
 from medprune.scoring.probe import check_option_values
 from medprune.scoring.registry import available_scorers, scorer_entry, validate_method_request
+from medprune.scoring.request import ScoreRecipe
 from medprune.scoring.store import ScoreStore
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ScoreConfig", "ScoredPair", "ScoreResult", "run_score"]
+__all__ = ["ScoreConfig", "ScoredPair", "ScoreResult", "check_inputs", "run_score"]
 
 #: ScoreConfig fields that may differ between runs into one folder (score files record their own request).
 COSMETIC: tuple[str, ...] = ("out", "data_root", "methods", "samplings", "batch_size", "device", *EXECUTOR_FIELDS)
 
 
 @dataclass
-class ScoreConfig(ExecutorSettings):
-    """Options of ``medprune score``.
+class ScoreConfig(OutputFolder, ExecutorSettings):
+    """Options of ``medprune score``."""
 
-    Attributes:
-        checkpoint: ``<stem>.safetensors`` / ``<stem>.json`` written by ``medprune train``.
-        out: folder of score files (and of ``scores.json``, ``score_config.yaml``).
-        dataset: dataset name (default: the checkpoint's).
-        data_root: dataset folder (default: the checkpoint's, else ``$MEDPRUNE_DATA``).
-        methods: scoring methods (empty: every registered one).
-        samplings: sample-selection strategies.
-        n_per_class: samples per class.
-        seed: seed of sample selection and random scores.
-        sign: ``signed`` (paper) or ``abs`` aggregation over samples.
-        target: relevance starts at the ``true`` or ``predicted`` class.
-        candidate_limit: samples scanned per class by confidence/clustering selection (None: all).
-        batch_size: samples per scorer call.
-        device: ``auto``, ``cpu`` or ``cuda``.
-        method_options: ``{method: {option: value}}`` (CLI: ``--option ig.steps=10``).
-        executor: ``local`` (in this process) or ``ray`` (one Ray task per pair). ray_address: the cluster
-            (:class:`~medprune.executors.RayExecutor`). task_cpus, task_gpus: what one task holds. task_retries:
-            resubmissions of a task whose worker died.
-    """
-
-    checkpoint: str | None = None
-    out: str = "runs/scores"
-    dataset: str | None = None
-    data_root: str | None = None
-    methods: list[str] = field(default_factory=list)
-    samplings: list[str] = field(default_factory=lambda: list(SAMPLINGS))
-    n_per_class: int = 10
-    seed: int = 0
-    sign: Sign = "signed"
-    target: TargetMode = "true"
-    candidate_limit: int | None = None
-    batch_size: int = 16
-    device: str = "auto"
-    method_options: dict[str, Any] = field(default_factory=dict)
+    out: str = output_folder("runs/scores")
+    checkpoint: str | None = option(None, help="<stem>.safetensors / <stem>.json written by medprune train")
+    dataset: str | None = option(None, help="dataset name", shown_default="the checkpoint's")
+    data_root: str | None = option(None, help="dataset folder", shown_default="the checkpoint's, else $MEDPRUNE_DATA")
+    methods: list[str] = option(default_factory=list, help="scoring methods (empty: every registered one)")
+    samplings: list[str] = option(default_factory=lambda: list(SAMPLINGS), help="sample-selection strategies")
+    scoring: ScoreRecipe = option(default_factory=ScoreRecipe, help="how per-sample relevance becomes unit scores")
+    seed: int = option(0, help="seed of sample selection and random scores")
+    candidate_limit: int | None = option(
+        None, help="samples scanned per class by confidence/clustering selection", shown_default="all"
+    )
+    batch_size: int = option(16, help="samples per scorer call")
+    device: str = option("auto", help="auto, cpu or cuda")
+    method_options: dict[str, Any] = option(
+        default_factory=dict, help="{method: {option: value}} (CLI: --option ig.steps=10)"
+    )
 
 
 @dataclass
@@ -113,8 +96,9 @@ class ScoreResult:
     manifest: Path
 
 
-def validate(config: ScoreConfig) -> list[str]:
-    """Check names before any work; return the methods to run (all registered ones when none are given)."""
+def check_inputs(config: ScoreConfig) -> list[str]:
+    """Every check of ``config`` before any work (names, method options against the checkpoint's model, executor);
+    return the methods to run (all registered ones when none are given)."""
     methods = list(config.methods) or available_scorers()
     validate_method_request(
         methods, config.samplings, config.method_options, option_word="--option", require_sampling=True
@@ -137,15 +121,17 @@ def load_model_and_splits(config: ScoreConfig) -> CheckpointData:
     )
 
 
-def run_score(config: ScoreConfig, *, overwrite: bool = False) -> ScoreResult:
+def run_score(config: ScoreConfig) -> ScoreResult:
     """Compute (or reuse) every (method, sampling) score file; write ``scores.json``.
 
-    ``config.out`` is taken with :class:`~medprune.rundir.RunDir`: one writer at a time; a folder scored with other
-    request fields is refused unless ``overwrite`` (its content is then moved aside). Adding methods or samplings
-    to a folder is allowed: every score file records its own request.
+    :func:`check_inputs` runs first; ``config.out`` is then taken with :class:`~medprune.rundir.RunDir`: one writer
+    at a time; a folder scored with other request fields is refused unless ``config.overwrite`` (its content is then
+    moved aside). Adding methods or samplings to a folder is allowed: every score file records its own request.
     """
-    methods = validate(config)
-    with RunDir(config.out, "score", config, cosmetic=COSMETIC, overwrite=overwrite, legacy_config="score_config.yaml"):
+    methods = check_inputs(config)
+    with RunDir(
+        config.out, "score", config, cosmetic=COSMETIC, overwrite=config.overwrite, legacy_config="score_config.yaml"
+    ):
         with executor_for(config) as executor:
             return _score_pairs(config, methods, executor)
 
@@ -175,10 +161,10 @@ def _score_pairs(config: ScoreConfig, methods: list[str], executor: Executor) ->
     out = Path(config.out)
     save_config(config, out, "score_config.yaml")
     options = {
-        "n_per_class": config.n_per_class,
+        "n_per_class": config.scoring.n_per_class,
         "seed": config.seed,
-        "sign": config.sign,
-        "target": config.target,
+        "sign": config.scoring.sign,
+        "target": config.scoring.target,
         "candidate_limit": config.candidate_limit,
         "method_options": config.method_options,
         "batch_size": config.batch_size,

@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 from medprune.checkpoint import read_meta
-from medprune.config import ConfigError, build_config, config_to_dict, save_config
+from medprune.config import ConfigError, build_config, config_to_dict, option, save_config
 from medprune.executors import (
     EXECUTOR_FIELDS,
     Executor,
@@ -49,7 +49,7 @@ from medprune.executors import (
     task_resources,
 )
 from medprune.models import create_model
-from medprune.rundir import FolderLock
+from medprune.rundir import OutputFolder, RunDir, output_folder
 from medprune.rundir.files import write_json_atomic
 from medprune.runs.report import ReportConfig, run_report
 from medprune.runs.sweep import run_sweep
@@ -64,10 +64,10 @@ from medprune.sweep.table import Row, read_csv, write_csv
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["StudyConfig", "StudyResult", "run_study", "shrink", "plan", "rows_path", "study_scale"]
+__all__ = ["StudyConfig", "StudyResult", "check_inputs", "run_study", "shrink", "plan", "rows_path", "study_scale"]
 
 #: ReportConfig fields the study sets.
-_REPORT_OWNED = frozenset({"results", "out"})
+_REPORT_OWNED = frozenset({"results", "out", "overwrite"})
 _TRAIN_MARKER = "study_train.json"
 #: Bumped when report.html's layout changes, so a finished study rebuilds its report (2: claims inside the page).
 _REPORT_LAYOUT = 2
@@ -81,44 +81,56 @@ QUICK_TRAIN: dict[str, Any] = {
 
 
 @dataclass
-class StudyConfig(ExecutorSettings):
-    """Options of ``medprune study`` (``configs/study-cpu.yaml``, ``configs/study-paper.yaml``).
+class StudyConfig(OutputFolder, ExecutorSettings):
+    """Options of ``medprune study`` (``configs/study-cpu.yaml``, ``configs/study-paper.yaml``)."""
 
-    Attributes:
-        out: output folder (see the module docstring for its layout).
-        data_root: folder holding the datasets (default: ``$MEDPRUNE_DATA``).
-        architectures, datasets, seeds: the grid (seeds are training seeds; one checkpoint per combination).
-        train: :class:`~medprune.training.config.TrainConfig` fields for every checkpoint.
-        recipes: per ``<dataset>``, ``<architecture>`` or ``<architecture>/<dataset>``: TrainConfig fields on top of
-            ``train`` (the most specific wins).
-        sweep: :class:`~medprune.runs.sweep.SweepConfig` fields for every sweep (methods, samplings, controls,
-            seeds = selection seeds, protocols, rates, ...).
-        variants: ``{name: SweepConfig fields}``: each checkpoint is swept once per variant (default: one, ``main``).
-        report: :class:`~medprune.runs.report.ReportConfig` fields (efficiency and heatmaps are off by default).
-        claims: :class:`~medprune.study.claims.ClaimSettings` fields (tolerance, table1_rates, small_rate, ...).
-        device: ``cpu``, ``cuda`` or ``auto``, for training and sweeps unless ``train`` / ``sweep`` set it.
-        threads: torch CPU threads (``None``: torch's default; 1 is fastest on a shared machine).
-        progress: a progress bar (``None``: only on a terminal; log lines otherwise).
-        quick: shrink every step for a smoke test (1 epoch on 200 images, LRP + controls, rates 0 and 0.3, 1 seed).
-        executor: ``local`` or ``ray`` (one task per checkpoint's training and per sweep curve). ray_address,
-            task_cpus, task_gpus, task_retries: as for :class:`~medprune.runs.sweep.SweepConfig`.
-    """
-
-    out: str = "runs/study"
-    data_root: str | None = None
-    architectures: list[str] = field(default_factory=lambda: ["vgg_small", "resnet_small", "vit_small"])
-    datasets: list[str] = field(default_factory=lambda: ["pneumoniamnist", "breastmnist"])
-    seeds: list[int] = field(default_factory=lambda: [0, 1])
-    train: dict[str, Any] = field(default_factory=dict)
-    recipes: dict[str, Any] = field(default_factory=dict)
-    sweep: dict[str, Any] = field(default_factory=dict)
-    variants: dict[str, Any] = field(default_factory=dict)
-    report: dict[str, Any] = field(default_factory=dict)
-    claims: dict[str, Any] = field(default_factory=dict)
-    device: str = "cpu"
-    threads: int | None = None
-    progress: bool | None = None
-    quick: bool = False
+    out: str = output_folder("runs/study")
+    data_root: str | None = option(None, help="folder holding the datasets", shown_default="$MEDPRUNE_DATA")
+    architectures: list[str] = option(
+        default_factory=lambda: ["vgg_small", "resnet_small", "vit_small"],
+        help="the grid (seeds are training seeds; one checkpoint per combination)",
+    )
+    datasets: list[str] = option(
+        default_factory=lambda: ["pneumoniamnist", "breastmnist"],
+        help="the grid (seeds are training seeds; one checkpoint per combination)",
+    )
+    seeds: list[int] = option(
+        default_factory=lambda: [0, 1], help="the grid (seeds are training seeds; one checkpoint per combination)"
+    )
+    train: dict[str, Any] = option(default_factory=dict, help="TrainConfig fields for every checkpoint")
+    recipes: dict[str, Any] = option(
+        default_factory=dict,
+        help=(
+            "per <dataset>, <architecture> or <architecture>/<dataset>: TrainConfig fields on"
+            " top of train (the most specific wins)"
+        ),
+    )
+    sweep: dict[str, Any] = option(
+        default_factory=dict,
+        help=(
+            "SweepConfig fields for every sweep (methods, samplings, controls, seeds = "
+            "selection seeds, protocols, rates, ...)"
+        ),
+    )
+    variants: dict[str, Any] = option(
+        default_factory=dict,
+        help="{name: SweepConfig fields}: each checkpoint is swept once per variant (default: one, main)",
+    )
+    report: dict[str, Any] = option(
+        default_factory=dict, help="ReportConfig fields (efficiency and heatmaps are off by default)"
+    )
+    claims: dict[str, Any] = option(
+        default_factory=dict, help="ClaimSettings fields (tolerance, table1_rates, small_rate, ...)"
+    )
+    device: str = option("cpu", help="cpu, cuda or auto, for training and sweeps unless train / sweep set it")
+    threads: int | None = option(
+        None, help="torch CPU threads", shown_default="torch's default; 1 is fastest on a shared machine"
+    )
+    progress: bool | None = option(None, help="a progress bar", shown_default="only on a terminal; log lines otherwise")
+    quick: bool = option(
+        False,
+        help="shrink every step for a smoke test (1 epoch on 200 images, LRP + controls, rates 0 and 0.3, 1 seed)",
+    )
 
 
 @dataclass
@@ -276,9 +288,11 @@ def _conclude(out: Path, todo: _Plan, rows: list[Row], manifest: StudyManifest, 
     families = {p.architecture: p.family for p in todo.points}
     claims = compute_claims(rows, families, todo.claims)
     section = (CLAIMS_HEADING, claims_html(claims, scale, todo.claims))
-    report_config = ReportConfig(results=[str(out / "rows.jsonl")], out=str(out / "report"), **todo.report)
     # the study owns its report folder: changed options rebuild it
-    report = run_report(report_config, overwrite=True, sections=[section])
+    report_config = ReportConfig(
+        results=[str(out / "rows.jsonl")], out=str(out / "report"), overwrite=True, **todo.report
+    )
+    report = run_report(report_config, sections=[section])
     write_csv(claims, claims_csv)
     text = claims_markdown(claims, scale, todo.claims) + "\nFull report: [report/report.html](report/report.html)\n"
     tmp = claims_md.with_name(f".{claims_md.name}.tmp")
@@ -288,24 +302,34 @@ def _conclude(out: Path, todo: _Plan, rows: list[Row], manifest: StudyManifest, 
     return report.html, claims
 
 
+def check_inputs(config: StudyConfig) -> _Plan:
+    """Every check of ``config`` before any work: :func:`plan` resolves the whole grid (training configs, sweep
+    variants, report and claims) and refuses a bad value anywhere."""
+    return plan(config)
+
+
 def run_study(config: StudyConfig) -> StudyResult:
-    """Train, sweep, report and test the claims for the whole grid of ``config`` (resumable; see module docstring)."""
+    """Train, sweep, report and test the claims for the whole grid of ``config`` (resumable; see module docstring).
+
+    :func:`check_inputs` runs first; ``config.out`` is then taken with :class:`~medprune.rundir.RunDir` (one writer
+    at a time). Every option is cosmetic to that folder's record: the study keys each checkpoint and sweep folder
+    by its options, so changed options resume the folder and run only what changed, never mixing old results in;
+    ``config.overwrite`` moves the folder's content aside and starts afresh.
+    """
     started = time.perf_counter()
     config = shrink(config) if config.quick else config
-    todo = plan(config)
+    todo = check_inputs(config)
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    lock = FolderLock(out, "study")
-    lock.acquire()
-    threads = torch.get_num_threads()
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    try:
-        with executor_for(config) as executor:
-            return _run(config, todo, out, started, executor)
-    finally:
-        torch.set_num_threads(threads)
-        lock.release()
+    every_option = [f.name for f in dataclasses.fields(StudyConfig)]
+    with RunDir(out, "study", config, cosmetic=every_option, overwrite=config.overwrite):
+        threads = torch.get_num_threads()
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        try:
+            with executor_for(config) as executor:
+                return _run(config, todo, out, started, executor)
+        finally:
+            torch.set_num_threads(threads)
 
 
 def _run(config: StudyConfig, todo: _Plan, out: Path, started: float, executor: Executor) -> StudyResult:

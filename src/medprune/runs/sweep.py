@@ -35,6 +35,7 @@ from medprune.executors import Executor, Outcome, executor_for, raise_failures, 
 from medprune.models.units import unit_groups
 from medprune.provenance import model_checksum
 from medprune.pruning import coupled_groups
+from medprune.pruning.cost import CostCounter
 from medprune.rundir import RunDir
 from medprune.sweep.config import (
     COSMETIC,
@@ -47,7 +48,6 @@ from medprune.sweep.config import (
     validate_config,
 )
 from medprune.sweep.core import CurveParams, SweepInputs, sweep_model
-from medprune.sweep.cost import CostCounter
 from medprune.sweep.inputs import load_for_sweep, recalibration_images, score_store
 from medprune.sweep.protocols import Setting
 from medprune.sweep.recovery_step import Recovery
@@ -60,6 +60,7 @@ __all__ = [
     "LATER_DEFAULTS",
     "SweepConfig",
     "SweepResult",
+    "check_inputs",
     "curve_list",
     "curve_params",
     "recoveries",
@@ -99,17 +100,12 @@ def curve_params(
         name,
         dataset,
         checksum[:16],
-        setting.sign,
-        config.target,
-        config.n_per_class,
-        seed,
-        setting.scope,
-        setting.normalize,
-        config.min_keep,
-        setting.recalibrate,
-        config.recalibrate_samples,
-        config.couplings,
-        recovery or Recovery(),
+        scoring=dataclasses.replace(config.scoring, sign=setting.sign),
+        seed=seed,
+        ranking=setting.ranking,
+        recalibrate=setting.recalibrate,
+        recalibrate_samples=config.recalibrate_samples,
+        recovery=recovery or Recovery(),
     )
 
 
@@ -143,7 +139,7 @@ def _sweep_checkpoint(
         split: stack_samples(getattr(splits, split), range(len(getattr(splits, split)))) for split in config.splits
     }
     groups = unit_groups(model)
-    couplings = coupled_groups(model, groups) if config.couplings else None
+    couplings = coupled_groups(model, groups) if config.ranking.couplings else None
     params = {
         seed: [curve_params(config, name, splits.name, checksum, seed, s, r) for s in settings for r in variants]
         for seed in config.seeds
@@ -186,20 +182,26 @@ def _sweep_checkpoint(
     return checksum[:16], rows, entry, order, failures
 
 
-def run_sweep(config: SweepConfig, *, overwrite: bool = False, executor: Executor | None = None) -> SweepResult:
+def check_inputs(config: SweepConfig) -> tuple[list[float], list[tuple[str, str]]]:
+    """Every check of ``config`` before any work (:func:`~medprune.sweep.config.validate_config`: rates, names,
+    settings, recoveries, executor, device, checkpoints); return the sorted rates and the (method, sampling) curves."""
+    return validate_config(config), curve_list(config)
+
+
+def run_sweep(config: SweepConfig, *, executor: Executor | None = None) -> SweepResult:
     """Sweep every checkpoint of ``config``; return all rows (old and new) of this sweep.
 
-    ``config.out`` is taken with :class:`~medprune.rundir.RunDir`: one writer at a time (a second sweep on the folder
-    is refused naming the first), the same config resumes from ``rows.jsonl``, another config is refused with the
-    differing keys unless ``overwrite`` (the old rows are then moved aside with the config that made them).
-    ``executor`` (default: the one ``config`` names, closed at the end) runs the curves.
+    :func:`check_inputs` runs first; ``config.out`` is then taken with :class:`~medprune.rundir.RunDir`: one writer
+    at a time (a second sweep on the folder is refused naming the first), the same config resumes from
+    ``rows.jsonl``, another config is refused with the differing keys unless ``config.overwrite`` (the old rows are
+    then moved aside with the config that made them). ``executor`` (default: the one ``config`` names, closed at the
+    end) runs the curves.
 
     Raises:
         TaskFailedError: curves whose worker kept dying (after every other curve's rows were written).
     """
-    rates = validate_config(config)
-    curves = curve_list(config)
-    with RunDir(config.out, "sweep", config, cosmetic=COSMETIC, overwrite=overwrite, defaults=LATER_DEFAULTS):
+    rates, curves = check_inputs(config)
+    with RunDir(config.out, "sweep", config, cosmetic=COSMETIC, overwrite=config.overwrite, defaults=LATER_DEFAULTS):
         if executor is not None:
             return _sweep_all(config, rates, curves, executor)
         with executor_for(config) as own:

@@ -26,8 +26,9 @@ from medprune.training.loop import train
 
 logger = logging.getLogger(__name__)
 
-#: TrainConfig fields that may change when a run folder is reused (where it is, how the run is shown and batched).
-COSMETIC: tuple[str, ...] = ("out_dir", "device", "progress", "num_workers", "eval_batch_size")
+#: TrainConfig fields that may change when a run folder is reused (where it is, how the run is shown and batched);
+#: ``out_dir`` is the name ``out`` had in folders recorded before.
+COSMETIC: tuple[str, ...] = ("out", "out_dir", "device", "progress", "num_workers", "eval_batch_size")
 
 __all__ = ["TrainConfig", "TrainResult", "load_training_data", "resolve_pretrained", "run_train"]
 
@@ -82,16 +83,17 @@ def build_model(config: TrainConfig, splits: DatasetSplits) -> tuple[nn.Module, 
     return model, pretrained
 
 
-def run_train(config: TrainConfig, *, overwrite: bool = False) -> TrainResult:
-    """Train as ``config`` says and write into ``config.out_dir``.
+def run_train(config: TrainConfig) -> TrainResult:
+    """Train as ``config`` says and write into ``config.out``.
 
-    The folder is taken with :class:`~medprune.rundir.RunDir` (one writer; another run's folder is refused unless
-    ``overwrite``, which moves its content aside). Every split must be non-empty and every image file decodable
-    before the first epoch. Writes ``config.yaml`` (the resolved config) first, then ``history.csv``,
-    ``model.safetensors``, ``model.json`` and ``metrics.json``.
+    Options are checked when ``config`` is built (:class:`TrainConfig`); the folder is then taken with
+    :class:`~medprune.rundir.RunDir` (one writer; another run's folder is refused unless ``config.overwrite``, which
+    moves its content aside). Every split must be non-empty and every image file decodable before the first epoch.
+    Writes ``config.yaml`` (the resolved config) first, then ``history.csv``, ``model.safetensors``, ``model.json``
+    and ``metrics.json``.
     """
-    out = Path(config.out_dir)
-    with RunDir(out, "train", config, cosmetic=COSMETIC, overwrite=overwrite):
+    out = Path(config.out)
+    with RunDir(out, "train", config, cosmetic=COSMETIC, overwrite=config.overwrite):
         save_config(config, out)
         seed_everything(config.seed)
         splits = load_training_data(config)

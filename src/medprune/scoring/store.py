@@ -1,9 +1,9 @@
 """Score files: select samples, score every unit, save scores (safetensors) + provenance (JSON), reuse on request.
 
-A :class:`ScoreRequest` (method, sampling, n_per_class, seed, sign, target, options) plus the model's checksum and the
-dataset's fingerprint name one file, ``<method>_<sampling>_<key>.safetensors`` with a ``.json`` sidecar beside it;
-asking again for the same thing loads that file ("reusing") instead of recomputing. Data-free methods (random,
-magnitude) ignore the samples, so their key and file name leave sampling, n_per_class and target out.
+A :class:`ScoreRequest` (method, sampling, seed, recipe: n_per_class, sign, target; options) plus the model's
+checksum and the dataset's fingerprint name one file, ``<method>_<sampling>_<key>.safetensors`` with a ``.json``
+sidecar beside it; asking again for the same thing loads that file ("reusing") instead of recomputing. Data-free
+methods (random, magnitude) ignore the samples, so their key and file name leave sampling, n_per_class and target out.
 
 A :class:`ScoreStore` binds one model, its training split and the shared request fields (n_per_class, seed, sign,
 target, method options): ``store.scores(method, sampling)`` computes or reuses the file and records which files it
@@ -39,7 +39,7 @@ from medprune.provenance import file_sha256, model_checksum, package_versions, t
 from medprune.rundir import verify_cached
 from medprune.runtime import resolve_device
 from medprune.scoring.registry import score
-from medprune.scoring.request import ScoreRequest
+from medprune.scoring.request import ScoreRecipe, ScoreRequest
 from medprune.scoring.selection import cached_selection, load_images
 
 logger = logging.getLogger(__name__)
@@ -131,7 +131,7 @@ def compute_scores(
             model,
             dataset,
             request.sampling,  # type: ignore[arg-type]
-            request.n_per_class,
+            request.recipe.n_per_class,
             request.seed,
             cache_dir=cache_dir,
             identity={"model": checksum, "data": fingerprint},
@@ -145,8 +145,8 @@ def compute_scores(
         labels.to(model_device),
         request.method,
         groups=groups,
-        sign=request.sign,
-        target=request.target,
+        sign=request.recipe.sign,
+        target=request.recipe.target,
         batch_size=batch_size,
         seed=request.seed,  # type: ignore[arg-type]
         **request.options,
@@ -295,10 +295,8 @@ class ScoreStore:
         return ScoreRequest(
             method=method,
             sampling="random" if sampling == NO_SAMPLING else sampling,
-            n_per_class=self.n_per_class,
             seed=self.seed if seed is None else seed,
-            sign=self.sign,
-            target=self.target,
+            recipe=ScoreRecipe(n_per_class=self.n_per_class, sign=self.sign, target=self.target),  # type: ignore[arg-type]
             options=dict(self.method_options.get(method) or {}),
             candidate_limit=self.candidate_limit,
         )

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medprune.config import ConfigError, build_config, config_to_dict
+from medprune.config import ConfigError, build_config, config_to_dict, flat_record
 from medprune.executors import EXECUTOR_FIELDS
 from medprune.models import model_spec
 from medprune.sweep.config import SweepConfig
@@ -44,12 +44,14 @@ __all__ = [
 
 #: TrainConfig fields left out of a checkpoint's key: where files go and how progress is shown, not what is learned.
 UNKEYED_TRAIN_FIELDS: frozenset[str] = frozenset(
-    {"out_dir", "data_root", "progress", "num_workers", "device", "eval_batch_size"}
+    {"out", "overwrite", "data_root", "progress", "num_workers", "device", "eval_batch_size"}
 )
-#: TrainConfig fields the grid sets itself (a recipe may not).
-GRID_TRAIN_FIELDS: frozenset[str] = frozenset({"model", "dataset", "seed", "out_dir", "data_root"})
+#: TrainConfig fields the grid sets itself (a recipe may not); ``out_dir`` is the old name of ``out``.
+GRID_TRAIN_FIELDS: frozenset[str] = frozenset({"model", "dataset", "seed", "out", "out_dir", "data_root"})
 #: SweepConfig fields the study sets itself (``sweep`` / ``variants`` may not); the executor is the study's own.
-STUDY_OWNED_SWEEP_FIELDS: frozenset[str] = frozenset({"checkpoints", "out", "data_root", "dataset", *EXECUTOR_FIELDS})
+STUDY_OWNED_SWEEP_FIELDS: frozenset[str] = frozenset(
+    {"checkpoints", "out", "overwrite", "data_root", "dataset", *EXECUTOR_FIELDS}
+)
 #: SweepConfig fields left out of a sweep's key: where it runs and how it batches, not what it measures.
 UNKEYED_SWEEP_FIELDS: frozenset[str] = frozenset({"device", "batch_size", "score_batch_size"})
 
@@ -66,7 +68,7 @@ class TrainPoint:
 
     Attributes:
         architecture, dataset, seed: the grid coordinates. family: ``vgg``, ``resnet`` or ``vit``.
-        train: the resolved training config (``out_dir`` = ``folder``). key: 8 hex digits of its hash.
+        train: the resolved training config (``out`` = ``folder``). key: 8 hex digits of its hash.
         name: ``<architecture>-<dataset>-s<seed>-<key>``, the checkpoint's folder name.
         folder: ``<out>/checkpoints/<name>``.
     """
@@ -145,14 +147,14 @@ def training_points(
                 values = {**train, **_recipe_layers(architecture, dataset, recipes), **(final or {})}
                 values.update(model=architecture, dataset=dataset, seed=seed, data_root=data_root, progress=False)
                 try:
-                    config = build_config(TrainConfig, overrides={**values, "out_dir": "."})
+                    config = build_config(TrainConfig, overrides={**values, "out": "."})
                 except ConfigError as error:
                     raise ConfigError(f"training config of {architecture}/{dataset}/seed {seed}: {error}") from None
                 keyed = {k: v for k, v in config_to_dict(config).items() if k not in UNKEYED_TRAIN_FIELDS}
                 key = config_hash(keyed)
                 name = f"{architecture}-{dataset}-s{seed}-{key}"
                 folder = Path(out) / "checkpoints" / name
-                config = dataclasses.replace(config, out_dir=str(folder))
+                config = dataclasses.replace(config, out=str(folder))
                 points.append(TrainPoint(architecture, dataset, seed, family, config, key, name, folder))
     return points
 
@@ -234,7 +236,8 @@ def sweep_points(
 def _sweep_key(options: Mapping[str, Any]) -> str:
     """Hash of the resolved sweep options (defaults included, so a changed default re-runs the sweep too; a named
     protocol counts by its setting, so redefining ``PROTOCOLS["default"]`` re-runs it as well)."""
-    resolved = config_to_dict(build_config(SweepConfig, overrides=dict(options)))
+    # by the flat keys: the same keys as before the config had parts
+    resolved = flat_record(SweepConfig, config_to_dict(build_config(SweepConfig, overrides=dict(options))))
     resolved["protocols"] = {name: PROTOCOLS[name].as_dict() for name in resolved.get("protocols") or []}
     unkeyed = STUDY_OWNED_SWEEP_FIELDS | UNKEYED_SWEEP_FIELDS
     return config_hash({k: v for k, v in resolved.items() if k not in unkeyed})

@@ -47,7 +47,7 @@ class SweepModel:
 
     def scores_for(self, method: str, sampling: str, seed: int | None = None, sign: str | None = None) -> Any:
         """The cached scores of a curve (default: the sweep's first seed and its sign)."""
-        sign = sign or self.config.sign
+        sign = sign or self.config.scoring.sign
         if sign not in self._stores:
             self._stores[sign] = score_store(self.model, self.splits, self.config, self.cache, self.checksum, sign)
         return self._stores[sign].scores(method, sampling, self.config.seeds[0] if seed is None else int(seed))
@@ -55,15 +55,15 @@ class SweepModel:
     def masks(self, curve: Mapping[str, Any], rate: float, physical: bool = False) -> dict[str, Tensor]:
         """Keep-masks of a curve (a row: method, sampling, seed, sign, scope, normalize) at ``rate``, as swept;
         ``physical=True`` couples residual writers so removal is possible."""
-        coupled = self.config.couplings or (physical and bool(self.couplings()))
-        scope = str(curve.get("scope") or self.config.scope)
-        normalize = str(curve.get("normalize") or self.config.normalize)
+        coupled = self.config.ranking.couplings or (physical and bool(self.couplings()))
+        scope = str(curve.get("scope") or self.config.ranking.scope)
+        normalize = str(curve.get("normalize") or self.config.ranking.normalize)
         return masks_from_scores(
             self.scores_for(curve["method"], curve["sampling"], curve.get("seed"), curve.get("sign")),
             rate,
             scope=scope,  # type: ignore[arg-type]
             normalize=normalize,  # type: ignore[arg-type]
-            min_keep=max(1, self.config.min_keep) if physical else self.config.min_keep,
+            min_keep=max(1, self.config.ranking.min_keep) if physical else self.config.ranking.min_keep,
             couplings=self.couplings() if coupled else None,
         )
 
@@ -73,7 +73,7 @@ class SweepModel:
 
     def physical_matches_sweep(self) -> bool:
         """Whether physical removal uses exactly the swept masks (no residual couplings, or the sweep coupled them)."""
-        return self.config.couplings or not self.couplings()
+        return self.config.ranking.couplings or not self.couplings()
 
 
 def is_sweep_dir(path: str | Path) -> bool:

@@ -26,12 +26,14 @@ from torch import Tensor, nn
 
 from medprune.metrics import metrics_from_predictions, predict
 from medprune.models.units import unit_groups
-from medprune.options import NO_SAMPLING, Normalize, Recalibrate, Scope, Sign, TargetMode
+from medprune.options import NO_SAMPLING, Recalibrate
 from medprune.progress import progress
 from medprune.pruning import achieved_rate, apply_masks, masks_from_scores, validate_scores
+from medprune.pruning.cost import COST_COLUMNS, CostCounter
+from medprune.pruning.ranking import Ranking
 from medprune.recovery.recalibration import recalibrated_batchnorm
 from medprune.runtime import model_device
-from medprune.sweep.cost import COST_COLUMNS, CostCounter
+from medprune.scoring.request import ScoreRecipe
 from medprune.sweep.on_device import on_device
 from medprune.sweep.recovery_step import Recovery, recovered_model
 from medprune.sweep.table import BASELINE, Row, RowLog, encode_classes, format_rate, row_id, row_key
@@ -47,8 +49,9 @@ ScoresFor = Callable[[str, str], Mapping[str, Tensor]]
 class CurveParams:
     """Everything but (method, sampling, rate, split) that identifies a row of one model's sweep.
 
-    ``recalibrate="bn"`` re-estimates the BatchNorm statistics on the sweep's recalibration images after masking
-    (``recalibrate_samples`` of them, recorded in the key). ``recovery`` fine-tunes each masked model (epochs,
+    ``scoring`` and ``ranking`` are the sweep's score recipe and ranking under one setting (its sign, scope and
+    normalize). ``recalibrate="bn"`` re-estimates the BatchNorm statistics on the sweep's recalibration images after
+    masking (``recalibrate_samples`` of them, recorded in the key). ``recovery`` fine-tunes each masked model (epochs,
     distillation, recipe; in the key only when it fine-tunes). ``seed`` is the selection seed (sample selection,
     random scores and fine-tuning).
     """
@@ -56,16 +59,11 @@ class CurveParams:
     model: str
     dataset: str
     checkpoint: str
-    sign: Sign = "signed"
-    target: TargetMode = "true"
-    n_per_class: int = 10
+    scoring: ScoreRecipe = ScoreRecipe()
     seed: int = 0
-    scope: Scope = "global"
-    normalize: Normalize = "none"
-    min_keep: int = 1
+    ranking: Ranking = Ranking()
     recalibrate: Recalibrate = "none"
     recalibrate_samples: int = 0
-    couplings: bool = False
     recovery: Recovery = Recovery()
 
     def row(self, method: str, sampling: str, rate: float, split: str = "test") -> Row:
@@ -84,15 +82,15 @@ class CurveParams:
             "checkpoint": self.checkpoint,
             "method": method,
             "sampling": sampling,
-            "sign": self.sign if not base else "none",
-            "target": self.target if sampled else "none",
-            "n_per_class": self.n_per_class if sampled else 0,
+            "sign": self.scoring.sign if not base else "none",
+            "target": self.scoring.target if sampled else "none",
+            "n_per_class": self.scoring.n_per_class if sampled else 0,
             "seed": self.seed if not base else 0,
-            "scope": self.scope if not base else "none",
-            "normalize": self.normalize if not base else "none",
+            "scope": self.ranking.scope if not base else "none",
+            "normalize": self.ranking.normalize if not base else "none",
             "recalibrate": self.recalibrate if recalibrated else "none",
             "recalibrate_samples": self.recalibrate_samples if recalibrated else 0,
-            "couplings": bool(self.couplings) and not base,
+            "couplings": bool(self.ranking.couplings) and not base,
             **recovery.columns(),
             "rate": float(rate),
             "split": split,
@@ -116,7 +114,7 @@ def metric_columns(metrics: Mapping[str, Any]) -> Row:
         return math.nan if value is None else float(value)
 
     out: Row = {key: num(metrics.get(key)) for key in ("accuracy", "balanced_accuracy", "macro_f1", "auroc")}
-    out["worst_recall"] = num(metrics.get("worst_class_sensitivity"))
+    out["worst_recall"] = num(metrics.get("worst_class_recall"))  # the results column keeps its committed name
     out["n_test"] = int(metrics["n"])
     for name, values in metrics["per_class"].items():
         out[f"recall_{_column_name(name)}"] = num(values.get("sensitivity"))
@@ -330,9 +328,7 @@ def _pruned_metrics(
     masks = masks_from_scores(
         scores,
         rate,
-        scope=params.scope,  # type: ignore[arg-type]
-        normalize=params.normalize,  # type: ignore[arg-type]
-        min_keep=params.min_keep,
+        **params.ranking.keywords(),
         couplings=couplings,
     )
     extra: Row = {"achieved_rate": achieved_rate(masks)}

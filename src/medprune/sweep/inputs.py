@@ -7,13 +7,13 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 from medprune.checkpoint.with_data import CheckpointData, load_with_splits
 from medprune.data import DatasetSplits, stack_samples
 from medprune.data.validate import validate_splits
+from medprune.recovery.recalibration import recalibration_subset
 from medprune.scoring.store import ScoreStore
 from medprune.sweep.config import SweepConfig
 
@@ -53,10 +53,10 @@ def score_store(
         model,
         splits.train,
         cache,
-        n_per_class=config.n_per_class,
+        n_per_class=config.scoring.n_per_class,
         seed=config.seeds[0],
-        sign=sign or config.sign,
-        target=config.target,
+        sign=sign or config.scoring.sign,
+        target=config.scoring.target,
         method_options=config.method_options,
         device=config.device,
         batch_size=config.score_batch_size,
@@ -65,10 +65,10 @@ def score_store(
 
 
 def recalibration_images(splits: DatasetSplits, samples: int, seed: int) -> torch.Tensor:
-    """``samples`` training images (evaluation transform) drawn without replacement with ``seed``."""
+    """``samples`` training images (evaluation transform) picked with ``seed``, stacked: the one picker of training,
+    sweep and compress (:func:`medprune.recovery.recalibration.recalibration_subset`, stratified by class)."""
     train = splits.train
-    count = min(samples, len(train))
-    if count < samples:
+    if samples > len(train):
         logger.warning("recalibrate_samples=%d but the training split has %d images; using all", samples, len(train))
-    indices = np.sort(np.random.default_rng(seed).choice(len(train), size=count, replace=False))
-    return stack_samples(train, indices)[0]
+    picked = recalibration_subset(train, samples, seed)
+    return stack_samples(picked, range(len(picked)))[0]

@@ -20,47 +20,70 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from medprune.config import ConfigError
 from medprune.options import (
-    NORMALIZATIONS,
     RECALIBRATIONS,
-    SCOPES,
     SIGNS,
-    Normalize,
     Recalibrate,
-    Scope,
     Sign,
     check_option,
 )
+from medprune.pruning.ranking import Ranking
 from medprune.sweep.table import recovery_label
 
 __all__ = ["PROTOCOLS", "SETTING_FIELDS", "Setting", "protocol_name", "setting_text", "settings_from"]
 
+#: The ranking options a setting does not fix (min_keep, couplings) when none are given.
+DEFAULT_RANKING = Ranking()
 #: The row fields a setting fixes.
 SETTING_FIELDS: tuple[str, ...] = ("scope", "normalize", "sign", "recalibrate")
 
 
 @dataclass(frozen=True)
 class Setting:
-    """How scores become masks (scope, normalize, sign) and what follows masking (recalibrate)."""
+    """How scores become masks (the ranking's scope and normalize, the score recipe's sign) and what follows masking
+    (recalibrate). Its ``ranking`` also carries the sweep's ``min_keep`` and ``couplings``, so a curve ranks with it
+    as is; two settings are the same setting when their :meth:`as_dict` agree."""
 
-    scope: Scope = "global"
-    normalize: Normalize = "none"
+    ranking: Ranking = Ranking()
     sign: Sign = "signed"
     recalibrate: Recalibrate = "none"
 
     def __post_init__(self) -> None:
-        check_option("scope", self.scope, SCOPES)
-        check_option("normalize", self.normalize, NORMALIZATIONS)
         check_option("sign", self.sign, SIGNS)
         check_option("recalibrate", self.recalibrate, RECALIBRATIONS)
 
+    @classmethod
+    def of(
+        cls,
+        scope: str = "global",
+        normalize: str = "none",
+        sign: str = "signed",
+        recalibrate: str = "none",
+        *,
+        base: Ranking = DEFAULT_RANKING,
+    ) -> Setting:
+        """The setting of these four values, its other ranking options (``min_keep``, ``couplings``) from ``base``.
+
+        Raises:
+            ConfigError: a value outside its valid values (named).
+        """
+        return cls(replace(base, scope=scope, normalize=normalize), sign, recalibrate)  # type: ignore[arg-type]
+
+    @property
+    def scope(self) -> str:
+        return self.ranking.scope
+
+    @property
+    def normalize(self) -> str:
+        return self.ranking.normalize
+
     def as_dict(self) -> dict[str, str]:
         """``{field: value}`` in :data:`SETTING_FIELDS` order."""
-        return asdict(self)
+        return {"scope": self.scope, "normalize": self.normalize, "sign": self.sign, "recalibrate": self.recalibrate}
 
     def label(self) -> str:
         """Short text, e.g. ``global/mean/abs/bn``, prefixed by the protocol name when it has one."""
@@ -71,8 +94,8 @@ class Setting:
 
 #: Named protocols. ``default`` was chosen on validation (module docstring; docs/results.md §3).
 PROTOCOLS: dict[str, Setting] = {
-    "paper": Setting("global", "none", "signed", "none"),
-    "default": Setting("global", "mean", "abs", "bn"),
+    "paper": Setting.of("global", "none", "signed", "none"),
+    "default": Setting.of("global", "mean", "abs", "bn"),
 }
 
 
@@ -95,10 +118,14 @@ def protocol_name(row: Mapping[str, Any]) -> str:
 
 
 def settings_from(
-    protocols: Sequence[str], search: Mapping[str, Sequence[str]], explicit: Mapping[str, str]
+    protocols: Sequence[str],
+    search: Mapping[str, Sequence[str]],
+    explicit: Mapping[str, str],
+    base: Ranking = DEFAULT_RANKING,
 ) -> list[Setting]:
     """The settings a sweep runs: named ``protocols``, then the product of the ``search`` lists (fields not searched
-    take their ``explicit`` value); only ``explicit`` when both are empty. Duplicates are dropped, order kept.
+    take their ``explicit`` value); only ``explicit`` when both are empty. Duplicates are dropped, order kept. Every
+    setting's ranking takes its other options (``min_keep``, ``couplings``) from ``base``.
 
     Raises:
         ConfigError: an unknown protocol name, search field or value.
@@ -106,13 +133,13 @@ def settings_from(
     settings: list[Setting] = []
     for name in protocols:
         check_option("protocols entry", name, tuple(PROTOCOLS))
-        settings.append(PROTOCOLS[name])
+        settings.append(Setting.of(**PROTOCOLS[name].as_dict(), base=base))
     unknown = sorted(set(search) - set(SETTING_FIELDS))
     if unknown:
         raise ConfigError(f"search: unknown field(s) {unknown}; valid fields: {', '.join(SETTING_FIELDS)}")
     if search:
         lists = [list(search.get(f) or [explicit[f]]) for f in SETTING_FIELDS]
-        settings.extend(Setting(*combo) for combo in itertools.product(*lists))
+        settings.extend(Setting.of(*combo, base=base) for combo in itertools.product(*lists))
     if not settings:
-        settings.append(Setting(**{f: explicit[f] for f in SETTING_FIELDS}))
+        settings.append(Setting.of(**{f: explicit[f] for f in SETTING_FIELDS}, base=base))
     return list(dict.fromkeys(settings))

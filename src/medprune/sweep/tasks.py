@@ -27,9 +27,10 @@ from torch import Tensor, nn
 from medprune.executors import Executor, LocalExecutor, Outcome, Resources, Task
 from medprune.options import NO_SAMPLING
 from medprune.progress import progress
+from medprune.pruning.cost import CostCounter
+from medprune.scoring.request import ScoreRecipe
 from medprune.scoring.store import ScoreStore
 from medprune.sweep.core import CurveParams, SweepInputs, sweep_model
-from medprune.sweep.cost import CostCounter
 from medprune.sweep.table import BASELINE, Row, RowLog, row_key
 
 logger = logging.getLogger(__name__)
@@ -53,14 +54,12 @@ class StoreSpec:
 
     Attributes:
         cache_dir: the score files' folder (on a path every worker sees, for a multi-node cluster).
-        n_per_class, sign, target, method_options: the request fields. device, batch_size: where and how to score.
+        scoring, method_options: the request fields. device, batch_size: where and how to score.
         checksum: the model's checksum (every score file must have been made for it).
     """
 
     cache_dir: str
-    n_per_class: int
-    sign: str
-    target: str
+    scoring: ScoreRecipe
     method_options: Mapping[str, Any]
     device: str
     batch_size: int
@@ -72,9 +71,7 @@ class StoreSpec:
         assert store.cache_dir is not None, "tasks share scores through files: the store needs a cache folder"
         return cls(
             str(store.cache_dir),
-            store.n_per_class,
-            store.sign,
-            store.target,
+            ScoreRecipe(store.n_per_class, store.sign, store.target),  # type: ignore[arg-type]
             store.method_options,
             device,
             store.batch_size,
@@ -160,7 +157,7 @@ def plan_jobs(
         order += [key for p in settings for m, s in curves for key in curve_keys([p], m, s, rates, splits)]
         signs: dict[str, list[CurveParams]] = {}
         for p in settings:
-            signs.setdefault(p.sign, []).append(p)
+            signs.setdefault(p.scoring.sign, []).append(p)
         for sign, group in signs.items():
             for method, sampling in curves:
                 keys = curve_keys(group, method, sampling, rates, splits)
@@ -231,10 +228,10 @@ def run_curve(
         model,
         train,
         spec.cache_dir,
-        n_per_class=spec.n_per_class,
+        n_per_class=spec.scoring.n_per_class,
         seed=job.seed,
-        sign=spec.sign,
-        target=spec.target,
+        sign=spec.scoring.sign,
+        target=spec.scoring.target,
         method_options=spec.method_options,
         device=spec.device,
         batch_size=spec.batch_size,
@@ -306,7 +303,7 @@ def run_jobs(
     files: dict[str, str] = {}
     failures: list[Outcome] = []
     written = set(log.finished())
-    signs = {job.key: job.store.sign for job in jobs}
+    signs = {job.key: job.store.scoring.sign for job in jobs}
     local = isinstance(executor, LocalExecutor)  # in this process: rows go to the log as they are computed
     tasks = [
         Task(

@@ -12,8 +12,9 @@ from typing import Any, Literal
 
 from torch import nn
 
-from medprune.config import ConfigError
+from medprune.config import ConfigError, option
 from medprune.models import model_spec
+from medprune.rundir.output import OutputFolder, output_folder
 from medprune.runtime import resolve_device
 
 __all__ = ["TrainConfig", "TrainResult", "SelectOn"]
@@ -22,67 +23,62 @@ SelectOn = Literal["auroc", "accuracy", "balanced_accuracy", "loss"]
 
 
 @dataclass
-class TrainConfig:
-    """Everything a training run needs; every field can be set from YAML or ``--set key=value``.
+class TrainConfig(OutputFolder):
+    """Everything a training run needs; every field can be set from YAML or ``--set key=value``."""
 
-    Attributes:
-        dataset: dataset name for :func:`medprune.data.load_dataset` (e.g. ``pneumoniamnist``).
-        data_root: folder holding the data (``None``: the loader's default).
-        model: registered architecture (:func:`medprune.models.available_models`).
-        pretrained: ImageNet initialisation; ``None`` = use it when the architecture has weights and they can be
-            loaded (random init with a warning when offline), ``true`` = required, ``false`` = never.
-        image_size: input side in pixels. channels: 1 or 3 channels fed to the model.
-        size: MedMNIST file variant (28/64/128/224; ``None``: the loader's default).
-        study_type: MURA study type filter. val_fraction, test_fraction: split sizes where a dataset has no official
-            split.
-        augment: the paper's training augmentation.
-        epochs: training epochs. batch_size: training images per step. lr: Adam learning rate. weight_decay: Adam
-            weight decay. lr_step, lr_gamma: StepLR (epochs per step, factor).
-        class_weights: ``inverse`` (class weight = N / (K · n_k), the paper) or ``none``.
-        select_on: validation metric that picks the kept epoch (``loss``: lowest wins, others: highest).
-        bn_recalibration: before each validation, recompute BatchNorm running statistics as exact averages over
-            (up to ``bn_recalibration_samples``) training images under the evaluation transform. Beyond the paper:
-            with the paper's strong augmentation at 28 px the running statistics describe augmented images, and
-            clean validation/test images are then mis-thresholded (PneumoniaMNIST test accuracy 0.60 → 0.90 at
-            the same AUROC; docs/training.md). ``false`` = the paper recipe exactly. No effect without BatchNorm.
-        bn_recalibration_samples: training images of that recalibration (``None``: all).
-        max_train_samples, max_eval_samples: stratified random subsets for quick runs (``None``: all).
-        seed: seeds everything (init, shuffling, augmentation, subsets).
-        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``. amp: float16 autocast + GradScaler on CUDA.
-        num_workers: DataLoader workers (0 = main process). eval_batch_size: batch size for evaluation.
-        progress: tqdm bars (shown only on a terminal). out_dir: output folder of :func:`run_train`.
-    """
+    out: str = output_folder("runs/train", aliases=("out_dir",))
 
-    dataset: str = "pneumoniamnist"
-    data_root: str | None = None
-    model: str = "resnet_small"
-    pretrained: bool | None = None
-    image_size: int = 28
-    channels: int = 3
-    size: int | None = None
-    study_type: str | None = None
-    val_fraction: float = 0.1
-    test_fraction: float = 0.2
-    augment: bool = True
-    epochs: int = 20
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    lr_step: int = 10
-    lr_gamma: float = 0.1
-    class_weights: Literal["inverse", "none"] = "inverse"
-    select_on: SelectOn = "auroc"
-    bn_recalibration: bool = True
-    bn_recalibration_samples: int | None = 2048
-    max_train_samples: int | None = None
-    max_eval_samples: int | None = None
-    seed: int = 0
-    device: str = "auto"
-    amp: bool = True
-    num_workers: int = 0
-    eval_batch_size: int = 256
-    progress: bool = True
-    out_dir: str = "runs/train"
+    dataset: str = option("pneumoniamnist", help="dataset name for medprune.data.load_dataset (e.g. pneumoniamnist)")
+    data_root: str | None = option(None, help="folder holding the data", shown_default="the loader's default")
+    model: str = option("resnet_small", help="registered architecture (medprune.models.available_models)")
+    pretrained: bool | None = option(
+        None,
+        help=(
+            "ImageNet initialisation; None = use it when the architecture has weights and "
+            "they can be loaded (random init with a warning when offline), true = required, "
+            "false = never"
+        ),
+    )
+    image_size: int = option(28, help="input side in pixels")
+    channels: int = option(3, help="1 or 3 channels fed to the model")
+    size: int | None = option(None, help="MedMNIST file variant (28/64/128/224; None: the loader's default)")
+    study_type: str | None = option(None, help="MURA study type filter")
+    val_fraction: float = option(0.1, help="split sizes where a dataset has no official split")
+    test_fraction: float = option(0.2, help="split sizes where a dataset has no official split")
+    augment: bool = option(True, help="the paper's training augmentation")
+    epochs: int = option(20, help="training epochs")
+    batch_size: int = option(32, help="training images per step")
+    lr: float = option(1e-3, help="Adam learning rate")
+    weight_decay: float = option(0.0, help="Adam weight decay")
+    lr_step: int = option(10, help="StepLR (epochs per step, factor)")
+    lr_gamma: float = option(0.1, help="StepLR (epochs per step, factor)")
+    class_weights: Literal["inverse", "none"] = option(
+        "inverse", help="inverse (class weight = N / (K · n_k), the paper) or none"
+    )
+    select_on: SelectOn = option(
+        "auroc", help="validation metric that picks the kept epoch (loss: lowest wins, others: highest)"
+    )
+    bn_recalibration: bool = option(
+        True,
+        help=(
+            "before each validation, recompute BatchNorm running statistics as exact averages"
+            " over (up to bn_recalibration_samples) training images under the evaluation "
+            "transform. Beyond the paper: with the paper's strong augmentation at 28 px the "
+            "running statistics describe augmented images, and clean validation/test images "
+            "are then mis-thresholded (PneumoniaMNIST test accuracy 0.60 → 0.90 at the same "
+            "AUROC; docs/training.md). false = the paper recipe exactly. No effect without "
+            "BatchNorm"
+        ),
+    )
+    bn_recalibration_samples: int | None = option(2048, help="training images of that recalibration (None: all)")
+    max_train_samples: int | None = option(None, help="stratified random subsets for quick runs", shown_default="all")
+    max_eval_samples: int | None = option(None, help="stratified random subsets for quick runs", shown_default="all")
+    seed: int = option(0, help="seeds everything (init, shuffling, augmentation, subsets)")
+    device: str = option("auto", help="auto, cpu, cuda or cuda:N")
+    amp: bool = option(True, help="float16 autocast + GradScaler on CUDA")
+    num_workers: int = option(0, help="DataLoader workers (0 = main process)")
+    eval_batch_size: int = option(256, help="batch size for evaluation")
+    progress: bool = option(True, help="tqdm bars (shown only on a terminal)")
 
     def __post_init__(self) -> None:
         positive = ("epochs", "batch_size", "lr_step", "image_size", "eval_batch_size")

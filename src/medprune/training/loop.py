@@ -15,22 +15,25 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from medprune.checkpoint import save_checkpoint
 from medprune.config import config_to_dict
 from medprune.data import DatasetSplits, build_transform
-from medprune.metrics import evaluate, iterate_batches, summary_line
+from medprune.data.splitting import limit_dataset
+from medprune.metrics import evaluate, summary_line
 from medprune.progress import Progress
 from medprune.provenance import to_jsonable
-from medprune.runtime import autocast, eval_mode, grad_scaler, resolve_device
+from medprune.recovery.recalibration import recalibrate_batchnorm, recalibration_subset
+from medprune.runtime import autocast, grad_scaler, resolve_device
 from medprune.training.config import SelectOn, TrainConfig, TrainResult
 
 logger = logging.getLogger(__name__)
@@ -40,9 +43,9 @@ __all__ = [
     "TrainResult",
     "train",
     "train_epoch",
+    "LossTerms",
+    "cross_entropy_terms",
     "class_weights",
-    "limit_dataset",
-    "recalibrate_batchnorm",
 ]
 
 
@@ -59,55 +62,6 @@ def class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
     if not present.all():
         logger.warning("classes %s have no training samples; their loss weight is 0", np.flatnonzero(~present).tolist())
     return torch.tensor(weights, dtype=torch.float32)
-
-
-def limit_dataset(dataset: Any, max_samples: int | None, seed: int) -> Any:
-    """A stratified, seeded subset of at most ``max_samples`` items (every present class keeps >= 1); else as is."""
-    if max_samples is None or max_samples >= len(dataset):
-        return dataset
-    labels = np.asarray(dataset.labels)
-    rng = np.random.default_rng(seed)
-    chosen: list[np.ndarray] = []
-    for c in np.unique(labels):
-        members = np.flatnonzero(labels == c)
-        take = max(1, round(max_samples * len(members) / len(labels)))
-        chosen.append(rng.permutation(members)[:take])
-    return dataset.subset(np.sort(np.concatenate(chosen))[: max(max_samples, len(chosen))])
-
-
-def recalibrate_batchnorm(
-    model: nn.Module, data: Any, batch_size: int = 256, device: str | torch.device | None = None
-) -> int:
-    """Recompute every BatchNorm's running mean/variance as an exact average over ``data``; weights are untouched.
-
-    Only the BatchNorm layers run in training mode (dropout stays off); momenta and the model's mode are restored.
-
-    Args:
-        model: any model; without BatchNorm layers nothing happens.
-        data: as for :func:`medprune.metrics.predict` (give it the evaluation transform).
-        batch_size: images per forward pass.
-        device: where to run (default: the model's device).
-
-    Returns:
-        The number of BatchNorm layers recalibrated.
-    """
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-    if not norms:
-        return 0
-    target = torch.device(device) if device is not None else next(model.parameters()).device
-    momenta = [m.momentum for m in norms]
-    with eval_mode(model), torch.no_grad():
-        for norm in norms:
-            norm.reset_running_stats()
-            norm.momentum = None  # cumulative average
-            norm.train()
-        try:
-            for inputs, _ in iterate_batches(data, batch_size):
-                model(inputs.to(target))
-        finally:
-            for norm, momentum in zip(norms, momenta):
-                norm.momentum = momentum
-    return len(norms)
 
 
 def _score(metrics: dict[str, Any], select_on: SelectOn) -> float:
@@ -128,42 +82,75 @@ def _normalization(splits: DatasetSplits) -> dict[str, list[float]]:
     return {"mean": list(transform.mean), "std": list(transform.std)}
 
 
+#: What one batch is trained on: ``terms(inputs, logits, labels) -> {"loss": total, **parts}`` with float32 logits;
+#: ``total`` is minimised, every entry is averaged over the epoch's images (e.g. fine-tuning's ``ce`` and ``kd``).
+LossTerms = Callable[[Tensor, Tensor, Tensor], dict[str, Tensor]]
+
+
+def cross_entropy_terms(criterion: nn.Module) -> LossTerms:
+    """The :data:`LossTerms` of a plain criterion ``criterion(logits, labels)`` (training's class-weighted CE)."""
+
+    def terms(inputs: Tensor, logits: Tensor, labels: Tensor) -> dict[str, Tensor]:
+        return {"loss": criterion(logits, labels)}
+
+    return terms
+
+
 def train_epoch(
     model: nn.Module,
-    loader: DataLoader,
-    criterion: nn.Module,
+    loader: Iterable[tuple[Tensor, Tensor]],
+    terms: LossTerms,
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
     device: torch.device,
     amp: bool = False,
     desc: str = "",
     progress: bool = False,
-) -> tuple[float, float]:
-    """One pass over ``loader`` in training mode; returns the mean training loss and accuracy.
+    after_step: Callable[[], None] | None = None,
+) -> dict[str, float]:
+    """One pass over ``loader`` in training mode, the one epoch loop of training and fine-tuning.
+
+    Args:
+        model: the model trained (put in training mode).
+        loader: ``(inputs, labels)`` batches.
+        terms: the batch loss and its parts (:data:`LossTerms`; :func:`cross_entropy_terms` for a criterion).
+        optimizer, scaler: one optimiser step per batch, through the (possibly disabled) gradient scaler.
+        device: where the batches go. amp: float16 autocast on CUDA.
+        desc, progress: the progress bar's label, and whether it is shown.
+        after_step: called after each optimiser step (fine-tuning writes its held zeros again there).
+
+    Returns:
+        The mean of every entry of ``terms`` over the images seen, and ``accuracy``, the training accuracy.
 
     Raises:
         FloatingPointError: the loss became NaN or infinite.
     """
     model.train()
-    loss_sum, correct, seen = 0.0, 0, 0
+    sums: dict[str, float] = {}
+    correct, seen = 0, 0
     bar = Progress(loader, desc=desc, unit="batch", leave=False, enabled=None if progress else False)
     for inputs, labels in bar:
         inputs = inputs.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
         with autocast(device, amp):
-            logits = model(inputs)
-        loss = criterion(logits.float(), labels)
+            logits = model(inputs).float()
+        parts = terms(inputs, logits, labels)
+        loss = parts["loss"]
         if not torch.isfinite(loss):
             raise FloatingPointError(f"training loss became {loss.item()} ({desc}); lower lr")
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
-        loss_sum += loss.item() * len(labels)
+        if after_step is not None:
+            after_step()
+        for key, value in parts.items():
+            sums[key] = sums.get(key, 0.0) + float(value.detach()) * len(labels)
         correct += int((logits.argmax(1) == labels).sum())
         seen += len(labels)
-        bar.set_postfix(f"loss={loss_sum / seen:.4f}")
-    return loss_sum / max(seen, 1), correct / max(seen, 1)
+        bar.set_postfix(f"loss={sums['loss'] / seen:.4f}")
+    seen = max(seen, 1)
+    return {**{key: value / seen for key, value in sums.items()}, "accuracy": correct / seen}
 
 
 class _History:
@@ -203,8 +190,7 @@ def _subsets(splits: DatasetSplits, config: TrainConfig) -> _Data:
     train_set = limit_dataset(splits.train, config.max_train_samples, config.seed)
     recalibration = None
     if config.bn_recalibration:
-        clean = train_set.with_transform(train=False) if hasattr(train_set, "with_transform") else train_set
-        recalibration = limit_dataset(clean, config.bn_recalibration_samples, config.seed)
+        recalibration = recalibration_subset(train_set, config.bn_recalibration_samples, config.seed)
     return _Data(
         train_set,
         limit_dataset(splits.val, config.max_eval_samples, config.seed),
@@ -281,10 +267,10 @@ def train(
             epoch_start = time.perf_counter()
             lr = optimizer.param_groups[0]["lr"]
             desc = f"epoch {epoch}/{config.epochs}"
-            loss, accuracy = train_epoch(
+            means = train_epoch(
                 model,
                 loader,
-                criterion,
+                cross_entropy_terms(criterion),
                 optimizer,
                 scaler,
                 device,
@@ -292,9 +278,10 @@ def train(
                 desc,
                 config.progress,
             )
+            loss, accuracy = means["loss"], means["accuracy"]
             scheduler.step()
             if data.recalibration is not None:
-                recalibrate_batchnorm(model, data.recalibration, config.eval_batch_size, device)
+                recalibrate_batchnorm(model, data.recalibration, batch_size=config.eval_batch_size, device=device)
             val = evaluate(model, data.val, class_names, batch_size=config.eval_batch_size)
             score = _score(val, config.select_on)
             improved = score > best_score

@@ -26,7 +26,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from medprune.models.units import UnitGroup, is_vit, unit_groups
+from medprune.models.registry import model_family
+from medprune.models.units import UnitGroup, unit_groups
 from medprune.runtime import eval_mode
 from medprune.scoring.dlb.cnn import cnn_backward
 from medprune.scoring.dlb.vit import vit_backward
@@ -77,7 +78,7 @@ def dlb_relevance(
 
     # eval mode: BatchNorm statistics and Dropout as at inference (the package explains the eval-mode graph)
     with eval_mode(model), torch.no_grad():
-        walk = vit_backward if is_vit(model) else cnn_backward
+        walk = vit_backward if model_family(model) == "vit" else cnn_backward
         walk(model, inputs, classes, float(total), collect)
     return collect.check()
 

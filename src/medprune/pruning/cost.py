@@ -1,37 +1,79 @@
-"""Parameters and MACs a set of masks removes, counted from the masks in microseconds (no surgery per row).
+"""What a model costs, the one home of parameter, MAC and CPU-latency counts (compress, sweep, prune, report).
 
-:class:`CostCounter` traces the model once (torch-pruning's dependency graph, one forward pass for the output sizes)
-and records, per unit group, which layers lose an output channel (the group's conv/linear and its BatchNorm) and which
-lose input channels (the consumers; a flattened conv output feeds ``H*W`` inputs of a Linear). Removing a unit of a
-coupled set (a ResNet residual stream) removes the channel only where *every* member prunes it: the count is what
-:func:`medprune.pruning.physical.remove_units` would remove, exactly for coupled masks (tested). Counted: parameters
-of Conv2d, Linear and BatchNorm/LayerNorm layers; MACs of Conv2d and Linear layers (one image). Models with attention
-heads as units (ViT) are not counted (``None``).
+Two counts of parameters and MACs, for two purposes:
 
->>> # counter = CostCounter(model); counter.removed(masks)["params_removed"]
+* :func:`model_cost` / :func:`layer_costs`: torch-pruning's ``count_ops_and_params`` of a (physically smaller)
+  model, per model or per layer: MACs of convolutions and linear layers plus BatchNorm, activation and pooling
+  operations. The numbers of the model card and of ``medprune prune``.
+* :class:`CostCounter`: the parameters and MACs a set of masks removes, counted from the masks in microseconds (no
+  surgery per row; the sweep's ``params_removed`` / ``macs_removed`` columns). It traces the model once
+  (torch-pruning's dependency graph, one forward pass for the output sizes) and records, per unit group, which layers
+  lose an output channel (the group's conv/linear and its BatchNorm) and which lose input channels (the consumers; a
+  flattened conv output feeds ``H*W`` inputs of a Linear). Removing a unit of a coupled set (a ResNet residual
+  stream) removes the channel only where *every* member prunes it: the count is what
+  :func:`medprune.pruning.physical.remove_units` would remove, exactly for coupled masks (tested). Counted:
+  parameters of Conv2d, Linear and BatchNorm/LayerNorm layers; MACs of Conv2d and Linear layers (one image). Models
+  with attention heads as units (ViT) are not counted (``None``).
+
+:class:`MacsMeter` joins both for compress's MACs floor (the card's count, with the mask count as first guess);
+:func:`cpu_latency_ms` and :func:`efficiency` time forward passes on the CPU.
+
+>>> from medprune.models import create_model
+>>> model_cost(create_model("vgg_small", num_classes=2, image_size=16))["params"] > 0
+True
 """
 
 from __future__ import annotations
 
+import copy
 import logging
+import statistics
+import time
 from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
 
 import torch
+import torch_pruning as tp
 from torch import Tensor, nn
 
 from medprune.models.units import get_module, unit_groups
-from medprune.pruning.physical import coupled_groups, dependency_graph, example_inputs_for
+from medprune.pruning.physical import coupled_groups, dependency_graph, example_inputs_for, remove_units
 from medprune.runtime import eval_mode
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["COST_COLUMNS", "CostCounter"]
+__all__ = [
+    "COST_COLUMNS",
+    "CostCounter",
+    "MacsMeter",
+    "cpu_latency_ms",
+    "efficiency",
+    "layer_costs",
+    "model_cost",
+]
 
 #: The row columns :meth:`CostCounter.removed` fills.
 COST_COLUMNS: tuple[str, ...] = ("params_removed", "macs_removed", "params_removed_fraction", "macs_removed_fraction")
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm)
+
+
+def model_cost(model: nn.Module, example_inputs: Tensor | None = None) -> dict[str, int]:
+    """``{"params": ..., "macs": ...}`` per example batch, from torch-pruning's ``count_ops_and_params``."""
+    inputs = example_inputs_for(model) if example_inputs is None else example_inputs
+    with eval_mode(model), torch.no_grad():
+        macs, params = tp.utils.count_ops_and_params(model, inputs)
+    return {"params": int(params), "macs": int(macs)}
+
+
+def layer_costs(model: nn.Module, inputs: Tensor) -> tuple[dict[str, int], dict[str, int]]:
+    """``({module name: MACs}, {module name: parameters})`` of every module for ``inputs`` (torch-pruning's count)."""
+    with eval_mode(model), torch.no_grad():
+        _, _, macs, params = tp.utils.count_ops_and_params(model, inputs, layer_wise=True)
+    names = {id(module): name for name, module in model.named_modules()}
+    by_name_macs = {names[id(m)]: int(v) for m, v in macs.items() if id(m) in names}
+    by_name_params = {names[id(m)]: int(v) for m, v in params.items() if id(m) in names}
+    return by_name_macs, by_name_params
 
 
 class CostCounter:
@@ -132,3 +174,64 @@ class CostCounter:
             "params_removed_fraction": params / self.total_params if self.total_params else 0.0,
             "macs_removed_fraction": macs / self.total_macs if self.total_macs else 0.0,
         }
+
+
+class MacsMeter:
+    """The fraction of a model's MACs that masks remove, as the model card counts them.
+
+    Args:
+        model: the unpruned model (copied to the CPU; not changed).
+
+    Attributes:
+        supported: ``False`` for models whose units are attention heads (nothing is counted).
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = copy.deepcopy(model).cpu().eval()
+        self.counter = CostCounter(self.model)
+        self.supported = self.counter.supported
+        self.before = model_cost(self.model)["macs"] if self.supported else 0
+
+    def removed(self, masks: dict[str, Tensor]) -> float:
+        """The fraction of the MACs removed: ``1 - MACs(smaller model) / MACs(model)`` (one surgery)."""
+        return 1 - model_cost(remove_units(self.model, masks))["macs"] / self.before
+
+    def estimate(self, masks: dict[str, Tensor]) -> float:
+        """The fraction of the convolution and linear MACs removed, counted from the masks (no surgery)."""
+        return float(self.counter.removed(masks)["macs_removed_fraction"])
+
+
+def cpu_latency_ms(model: nn.Module, inputs: Tensor, repeats: int = 20, warmup: int = 3) -> float:
+    """Median wall time (ms) of one forward pass of ``inputs`` on the CPU, in eval mode without gradients (the model's
+    train/eval mode is restored after)."""
+    with eval_mode(model), torch.inference_mode():
+        for _ in range(warmup):
+            model(inputs)
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            model(inputs)
+            times.append((time.perf_counter() - started) * 1000)
+    return float(statistics.median(times))
+
+
+def efficiency(
+    model: nn.Module, masks: Mapping[str, Tensor] | None, batch: int = 1, repeats: int = 10
+) -> dict[str, Any]:
+    """Params, MACs (per image) and CPU latency (per ``batch`` images) of ``model`` physically pruned by ``masks``.
+
+    Args:
+        model: the unpruned model (not changed, not moved: a model off the CPU is measured on a CPU copy).
+        masks: keep-masks; ``None`` measures the unpruned model.
+        batch: images per timed forward pass.
+        repeats: timed passes (median reported).
+
+    Returns:
+        ``params``, ``macs``, ``latency_ms``, ``batch`` and the pruned model under ``model`` (not JSON).
+    """
+    if any(t.device.type != "cpu" for t in [*model.parameters(), *model.buffers()]):
+        model = copy.deepcopy(model).cpu()
+    pruned = model if masks is None else remove_units(model, masks)
+    cost = model_cost(pruned, example_inputs_for(pruned, 1))
+    latency = cpu_latency_ms(pruned, example_inputs_for(pruned, batch), repeats=repeats)
+    return {"params": cost["params"], "macs": cost["macs"], "latency_ms": latency, "batch": batch, "model": pruned}
