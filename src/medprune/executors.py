@@ -71,7 +71,7 @@ EXECUTOR_FIELDS: tuple[str, ...] = ("executor", "ray_address", "task_cpus", "tas
 @dataclass
 class ExecutorSettings:
     """The :data:`EXECUTOR_FIELDS` of a runner's config, inherited by ``ScoreConfig``, ``SweepConfig`` and
-    ``StudyConfig`` (each documents them in its own docstring, where ``-h`` reads them)."""
+    ``StudyConfig`` (each field with its help beside it, where ``-h`` reads it)."""
 
     executor: ExecutorName = option(
         "local",
