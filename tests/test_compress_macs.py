@@ -16,6 +16,7 @@ import medprune.compression.search as steps_module
 import medprune.runs.compress as compress_module
 from medprune.checkpoint import save_checkpoint
 from medprune.compression.card import SearchRow
+from medprune.compression.decision import AcceptanceRule
 from medprune.compression.evidence import resolution_text
 from medprune.compression.search import Workbench, candidate_masks, masks_at, search
 from medprune.metrics import metrics_from_predictions, predict
@@ -31,6 +32,10 @@ from medprune.rundir.errors import ConfigMismatchError
 from medprune.runs.compress import CompressConfig, compress
 
 RATES = [0.1, 0.3, 0.5, 0.7]
+
+#: Random-init models: every rate passes by construction; the search mechanics are under test, not the rule.
+MECHANICS = AcceptanceRule("accuracy", 0.9, rule="point", max_class_recall_drop=1.0)
+POINT_RULE = {"decision_rule": "point", "max_class_recall_drop": 1.0}
 
 
 def _vgg() -> torch.nn.Module:
@@ -67,6 +72,7 @@ def _bench(model: torch.nn.Module, tmp_path: Path, macs_floor: bool = True, min_
         device="cpu",
         out=tmp_path,
         baseline=metrics_from_predictions(probs, truth, names),
+        baseline_predictions=probs.argmax(1),
         macs=MacsMeter(model) if macs_floor else None,
     )
 
@@ -128,7 +134,7 @@ def test_search_rows_record_the_unit_rate_and_macs_and_off_reproduces_old_rows(t
     scores = _scores(model, late_first=True)
     old = _bench(model, tmp_path / "off", macs_floor=False)
     new = _bench(model, tmp_path / "on", macs_floor=True)
-    keywords = dict(metric="accuracy", tolerance=0.9, patience=10, epochs=0)
+    keywords = dict(rule=MECHANICS, patience=10, epochs=0)
     rows_off = search(old, scores, RATES, path=tmp_path / "off.jsonl", **keywords)
     rows_on = search(new, scores, RATES, path=tmp_path / "on.jsonl", **keywords)
     for rate, off, on in zip(RATES, rows_off, rows_on):
@@ -151,7 +157,7 @@ def test_search_reuses_rows_keyed_by_the_candidate_rate(tmp_path: Path, monkeypa
     model = _vgg()
     scores = _scores(model, late_first=True)
     bench = _bench(model, tmp_path)
-    keywords = dict(metric="accuracy", tolerance=0.9, patience=10, epochs=0, path=tmp_path / "search.jsonl")
+    keywords = dict(rule=MECHANICS, patience=10, epochs=0, path=tmp_path / "search.jsonl")
     first = search(bench, scores, RATES[:2], **keywords)
 
     def fail(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
@@ -174,7 +180,7 @@ def vgg_checkpoint(tmp_path: Path) -> str:
 
 def test_card_shows_unit_rate_and_macs_removed(tmp_path: Path, vgg_checkpoint: str, data_root: Path) -> None:
     out = tmp_path / "out"
-    options = dict(method="magnitude", rates=[0.3, 0.5], metric="accuracy", tolerance=0.9)
+    options = dict(method="magnitude", rates=[0.3, 0.5], metric="accuracy", tolerance=0.9, **POINT_RULE)
     options.update(search_recovery="recalibrate", finetune_epochs=0, recalibration_samples=32, latency_repeats=1)
     result = compress(vgg_checkpoint, str(out), data_root=str(data_root), **options)
     card = json.loads((out / "card.json").read_text())
@@ -232,7 +238,7 @@ def test_no_candidate_error_states_the_resolution() -> None:
     resolution, coarse = resolution_text({"malignant": 1 / 42, "benign": 1 / 114}, 0.01, "balanced_accuracy")
     assert coarse and resolution.endswith("the tolerance (1.00 points) is below one error of class 'malignant'")
     with pytest.raises(ValueError, match=r"within 0\.01 .*; validation resolution: one more error .*'malignant' 2\.38"):
-        steps_module.choose(rows, "balanced_accuracy", 0.01, 0.85, resolution)
+        steps_module.choose(rows, AcceptanceRule("balanced_accuracy", 0.01, rule="point"), 0.85, resolution)
     assert resolution_text({"a": 1 / 500, "b": 1 / 300}, 0.01, "balanced_accuracy")[1] is False
     assert resolution_text({"a": 0.02, "b": 0.03}, 0.01, "accuracy")[0].endswith("below one error of every class")
 

@@ -26,6 +26,7 @@ DeviceName = Literal["auto", "cpu", "cuda"]
 
 __all__ = [
     "DeviceName",
+    "fixed_threads",
     "resolve_device",
     "model_device",
     "amp_enabled",
@@ -120,3 +121,25 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
         yield model
     finally:
         model.train(was_training)
+
+
+@contextlib.contextmanager
+def fixed_threads(threads: int) -> Iterator[None]:
+    """Run the block with ``threads`` intra-op CPU threads, restored after (even on error).
+
+    CPU kernels split their sums by thread, so the same computation with 1 and 2 threads can differ in the last bits,
+    and a rate chosen near a threshold can flip: pinning the count makes a run's numbers independent of the machine's
+    default.
+
+    >>> with fixed_threads(1):
+    ...     torch.get_num_threads()
+    1
+    """
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads!r}")
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -34,16 +34,26 @@ FLAGS = {
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_positional(parser, CompressConfig, "checkpoint", optional=False)
     add_config_arguments(parser, CompressConfig, FLAGS)
+    parser.add_argument(
+        "--accept-uncertified",
+        action="store_true",
+        help="decision_rule=point: accept a rate whose validation point estimate is within tolerance although the "
+        "split cannot certify it (the card says uncertified) (default: off)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    config = config_from_args(args, CompressConfig, FLAGS, checkpoint=args.checkpoint)
+    extra = {"decision_rule": "point"} if args.accept_uncertified else {}
+    config = config_from_args(args, CompressConfig, FLAGS, checkpoint=args.checkpoint, **extra)
     result = run_compress(config)
-    totals, test = result.record.totals, result.record.test_compressed
+    record = result.record
+    totals, test = record.totals, record.test_compressed
+    promise = record.promise["non-inferiority"].get(config.metric, {}).get("verdict", "not shown")
+    warnings = f"; WARNINGS: {' | '.join(record.warnings)}" if record.warnings else ""
     print(
         f"rate {result.rate:.2f}: units removed {totals['units removed (fraction)']:.3f}, MACs removed "
         f"{totals['MACs removed (fraction)']:.3f}, test balanced accuracy "
-        f"{result.record.test_original.balanced_accuracy:.4f} -> {test.balanced_accuracy:.4f}; "
-        f"card {result.files['card_md']}"
+        f"{record.test_original.balanced_accuracy:.4f} -> {test.balanced_accuracy:.4f} ({config.metric} on test: "
+        f"{promise}); card {result.files['card_md']}{warnings}"
     )
     return 0

@@ -66,6 +66,11 @@ class SearchRow:
         macs_floor: ``off`` (not applied), ``met`` (the masks at ``rate`` already remove ``rate`` of the MACs),
             ``raised`` (``unit_rate`` was raised until they did) or ``unreachable`` (no unit rate below 1 does: the
             largest allowed one is used).
+        lower_bound: the one-sided lower confidence bound of (candidate - original) on the metric over the
+            validation images (``None``: not computed, e.g. rows written before the certified rule, or AUROC).
+        class_guard: why the class guard refuses this candidate (empty: every class passes).
+        accepted: whether the decision rule accepts it (``None``: rows written before the rule, read as
+            ``within_tolerance``).
     """
 
     rate: float
@@ -77,10 +82,15 @@ class SearchRow:
     unit_rate: float | None = None
     macs_removed: float | None = None
     macs_floor: str = "off"
+    lower_bound: float | None = None
+    class_guard: list[str] = field(default_factory=list)
+    accepted: bool | None = None
 
     def __post_init__(self) -> None:
         if self.unit_rate is None:
             self.unit_rate = self.rate
+        if self.accepted is None:
+            self.accepted = self.within_tolerance
         if self.macs_floor not in MACS_FLOOR_STATES:
             raise ValueError(f"macs_floor={self.macs_floor!r} is not allowed; valid values: {MACS_FLOOR_STATES}")
 
@@ -140,6 +150,9 @@ class CompressionRecord:
         hashes: SHA-256 of the data, the input and output weights and the ONNX file.
         ci_method: how the intervals were computed.
         timings: seconds per stage.
+        warnings: what a person must see first (shown at the top of the card).
+        promise: the test evidence (:func:`medprune.compression.evidence.promise_on_test`): non-inferiority at
+            the tolerance, flips per class, McNemar.
     """
 
     title: str
@@ -157,6 +170,8 @@ class CompressionRecord:
     hashes: dict[str, str | None]
     ci_method: str = CI_METHOD
     timings: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    promise: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The strict-JSON content of ``card.json``."""
@@ -223,9 +238,37 @@ def _test_section(original: SplitMetrics, compressed: SplitMetrics) -> list[str]
     return lines
 
 
+def _promise_lines(promise: dict[str, Any]) -> list[str]:
+    """The card's answer first: non-inferiority on test, then the flips."""
+    lines = [f"## Promise on test (margin {format_number(promise['margin'])}; {promise['method']})", ""]
+    for metric, verdict in promise["non-inferiority"].items():
+        detail = ""
+        if "difference" in verdict:
+            detail = (
+                f" (change {format_number(verdict['difference'])}, lower bound "
+                f"{format_number(verdict['lower bound'])}; smallest margin certified "
+                f"{format_number(verdict['smallest margin certified'])})"
+            )
+        lines.append(f"- {metric.replace('_', ' ')}: {verdict['verdict']}{detail}")
+    lines += [
+        "",
+        f"Test images whose prediction changed (exact McNemar p = {format_number(promise['mcnemar p'])}):",
+        "",
+    ]
+    lines += _table(
+        ["true class", "images", "newly wrong", "newly right"],
+        [[f["class_name"], f["images"], f["newly_wrong"], f["newly_right"]] for f in promise["flips"]],
+    )
+    return lines
+
+
 def render_markdown(record: CompressionRecord) -> str:
     """``card.md``: every number of ``record`` through :func:`format_number`, in tables."""
     lines = [f"# Model card: {record.title}", ""]
+    if record.warnings:
+        lines += [*[f"> **Warning:** {w}" for w in record.warnings], ""]
+    if record.promise:
+        lines += _promise_lines(record.promise)
     lines += ["## Source", "", *_pairs(record.source)]
     lines += ["## Choice (made on the validation split)", "", *_pairs(record.choice)]
     keys = sorted({k for row in record.search for k in row.metrics})
@@ -236,7 +279,8 @@ def render_markdown(record: CompressionRecord) -> str:
             "masks remove r of the MACs (MACs floor `raised`; `unreachable`: no unit rate below 1 does).",
             "",
         ]
-    header = ["rate", "unit rate", "units removed", "MACs removed", "MACs floor", "value", "drop", "within tolerance"]
+    header = ["rate", "unit rate", "units removed", "MACs removed", "MACs floor", "value", "drop", "lower bound"]
+    header += ["class guard", "accepted"]
     lines += _table(
         [*header, *keys],
         [
@@ -248,7 +292,9 @@ def render_markdown(record: CompressionRecord) -> str:
                 r.macs_floor,
                 r.value,
                 r.drop,
-                r.within_tolerance,
+                r.lower_bound,
+                "; ".join(r.class_guard) or "passes",
+                r.accepted,
                 *[r.metrics.get(k) for k in keys],
             ]
             for r in record.search

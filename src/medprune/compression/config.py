@@ -8,6 +8,7 @@ from typing import Literal
 from torch import Tensor, nn
 
 from medprune.compression.card import CompressionRecord
+from medprune.compression.decision import BOUND_METRICS
 from medprune.config import ConfigError, option
 from medprune.options import LOSSLESS_METRICS, LosslessMetric, check_option
 from medprune.pruning.masks import check_rate
@@ -16,10 +17,11 @@ from medprune.recovery.recipe import FinetuneRecipe
 from medprune.rundir import OutputFolder, output_folder
 from medprune.scoring.request import ScoreRecipe
 
-__all__ = ["CompressConfig", "CompressResult", "SEARCH_FILE", "SearchRecovery"]
+__all__ = ["CompressConfig", "CompressResult", "DecisionRule", "SEARCH_FILE", "SearchRecovery"]
 
 SEARCH_FILE = "search.jsonl"
 SearchRecovery = Literal["recalibrate", "finetune"]
+DecisionRule = Literal["certified", "point"]
 
 
 @dataclass
@@ -64,12 +66,37 @@ class CompressConfig(OutputFolder):
             "units only"
         ),
     )
+    decision_rule: DecisionRule = option(
+        "certified",
+        help=(
+            "how a candidate is accepted on validation. certified: the one-sided lower confidence bound of "
+            "(candidate - original) on metric, by a paired bootstrap over the validation images, is above "
+            "-tolerance (a promise the split can support); point: the point estimate of the drop is within "
+            "tolerance (the rule before; the card labels the model uncertified; --accept-uncertified). Both: the "
+            "class guard, and a monotone search (no rate above a failed one is chosen)"
+        ),
+    )
+    confidence: float = option(0.95, help="confidence of the certified rule's one-sided bound and of the card's tests")
+    max_class_recall_drop: float = option(
+        0.1,
+        help=(
+            "class guard: a candidate is refused when any class's validation recall falls by more than this, or "
+            "to zero from above zero (1: only the fall to zero refuses)"
+        ),
+    )
     patience: int | None = option(
-        None,
-        help="consecutive failing candidates that end the search",
-        shown_default=(
-            "try every candidate, the default: on a few hundred validation images one "
-            "borderline failure is noise, not a trend"
+        1,
+        help=(
+            "failing candidates (in increasing rate) that end the search; rows after the first failure are "
+            "recorded but never chosen (a monotone search)"
+        ),
+        shown_default="1: the search ends at the first failure",
+    )
+    threads: int = option(
+        1,
+        help=(
+            "CPU threads of scoring, search and recovery (pinned so the same command gives the same choice and "
+            "card numbers whatever the machine's default; latency uses latency_threads)"
         ),
     )
     recalibration_samples: int = option(
@@ -98,6 +125,7 @@ class CompressConfig(OutputFolder):
 
     def __post_init__(self) -> None:
         check_option("metric", self.metric, LOSSLESS_METRICS)
+        check_option("decision_rule", self.decision_rule, ("certified", "point"))
         if self.search_recovery not in ("recalibrate", "finetune"):
             raise ValueError(
                 f"search_recovery={self.search_recovery!r} is not allowed; valid values: recalibrate, finetune"
@@ -108,7 +136,18 @@ class CompressConfig(OutputFolder):
             check_rate(rate)
         if self.rate is None and not self.rates:
             raise ValueError("rates is empty and no fixed rate is given; give rates=[...] or rate=R")
-        for name in ("patience", "rounds", "latency_threads", "latency_repeats"):
+        if not 0 < self.confidence < 1:
+            raise ConfigError(f"confidence={self.confidence!r} is not allowed; valid values: numbers in (0, 1)")
+        if not 0 <= self.max_class_recall_drop <= 1:
+            raise ConfigError(
+                f"max_class_recall_drop={self.max_class_recall_drop!r} is not allowed; valid values: numbers in [0, 1]"
+            )
+        if self.decision_rule == "certified" and self.metric not in BOUND_METRICS:
+            raise ConfigError(
+                f"metric={self.metric} has no paired bound (it needs scores, not predicted classes); valid values with "
+                f"decision_rule=certified: {', '.join(BOUND_METRICS)} (or decision_rule=point, uncertified)"
+            )
+        for name in ("patience", "rounds", "latency_threads", "latency_repeats", "threads"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
         if self.recalibration_samples < 0:

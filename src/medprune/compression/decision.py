@@ -27,7 +27,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -35,7 +35,9 @@ from numpy.typing import ArrayLike
 from scipy import stats
 
 __all__ = [
+    "AcceptanceRule",
     "BOUND_METRICS",
+    "Judgement",
     "BoundMetric",
     "ClassFlip",
     "PairedBound",
@@ -276,3 +278,79 @@ def mcnemar_exact(*, newly_wrong: int, newly_right: int) -> float:
     if discordant == 0:
         return 1.0
     return float(stats.binomtest(newly_wrong, discordant, 0.5).pvalue)
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """What the decision rule made of one candidate.
+
+    Attributes:
+        lower_bound: the one-sided lower bound of (candidate - original) on the metric (``None`` for the point
+            rule on a metric without a bound).
+        class_guard: why the class guard refuses it (empty: every class passes).
+        accepted: whether the rule accepts it.
+    """
+
+    lower_bound: float | None
+    class_guard: list[str] = field(default_factory=list)
+    accepted: bool = False
+
+
+@dataclass(frozen=True)
+class AcceptanceRule:
+    """When compress accepts a candidate on the validation split.
+
+    Attributes:
+        metric: what the tolerance is read on.
+        tolerance: the largest drop promised (0.01 = 1 point).
+        rule: ``certified`` (the paired lower bound above ``-tolerance``) or ``point`` (the observed drop within
+            ``tolerance``: uncertified).
+        confidence: the bound's one-sided confidence.
+        max_class_recall_drop: the class guard (:func:`class_guard`), applied under both rules.
+        n_resamples: bootstrap resamples of the bound. seed: its seed (fixed: the same inputs, the same bound).
+    """
+
+    metric: str
+    tolerance: float
+    rule: Literal["certified", "point"] = "certified"
+    confidence: float = 0.95
+    max_class_recall_drop: float = 0.1
+    n_resamples: int = 2000
+    seed: int = 0
+
+    def judge(
+        self,
+        labels: ArrayLike,
+        original: ArrayLike,
+        candidate: ArrayLike,
+        class_names: Sequence[str],
+        drop: float | None,
+    ) -> Judgement:
+        """Judge a candidate from both models' predicted classes on the same validation images.
+
+        Args:
+            labels: true classes. original, candidate: predicted classes of the unpruned model and the candidate.
+            class_names: the classes, in label order.
+            drop: the observed drop of ``metric`` (baseline - candidate), as the point rule reads it.
+
+        >>> y = np.array([0] * 30 + [1] * 30)
+        >>> AcceptanceRule("balanced_accuracy", 0.01).judge(y, y, y, ["a", "b"], 0.0).accepted
+        True
+        """
+        bound = None
+        if self.metric in BOUND_METRICS:
+            bound = paired_bound(
+                labels,
+                original,
+                candidate,
+                metric=self.metric,
+                confidence=self.confidence,
+                n_resamples=self.n_resamples,
+                seed=self.seed,
+            ).lower_bound
+        guard = class_guard(labels, original, candidate, class_names, max_recall_drop=self.max_class_recall_drop)
+        if self.rule == "certified":
+            passes = bound is not None and bound > -self.tolerance
+        else:
+            passes = drop is not None and drop <= self.tolerance + 1e-12
+        return Judgement(bound, guard, passes and not guard)

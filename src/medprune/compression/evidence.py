@@ -14,6 +14,7 @@ import logging
 import shlex
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,14 @@ import torch
 from torch import Tensor, nn
 
 from medprune.compression.card import ClassRates, Latency, LayerChange, SearchRow, SplitMetrics
+from medprune.compression.decision import (
+    BOUND_METRICS,
+    flips,
+    mcnemar_exact,
+    non_inferiority,
+    paired_bound,
+    smallest_certified_tolerance,
+)
 from medprune.config import config_to_dict, flat_record
 from medprune.metrics import metrics_from_predictions, predict
 from medprune.models.units import unit_groups
@@ -40,6 +49,8 @@ __all__ = [
     "validation_resolution",
     "class_rates",
     "split_metrics",
+    "promise_on_test",
+    "card_warnings",
     "layer_changes",
     "latency_rows",
     "max_output_difference",
@@ -100,12 +111,12 @@ def resolution_text(steps: Mapping[str, float], tolerance: float, metric: str) -
 
 def validation_resolution(
     labels: Tensor | np.ndarray, names: Sequence[str], metric: str, tolerance: float
-) -> str | None:
+) -> tuple[str | None, bool]:
     """:func:`resolution_text` of a validation split, logged as a warning when one error exceeds ``tolerance``."""
     text, coarse = resolution_text(metric_steps(labels, names, metric), tolerance, metric)
     if coarse:
         logger.warning("validation resolution (%d images): %s", len(labels), text)
-    return text
+    return text, coarse
 
 
 def class_rates(
@@ -134,8 +145,8 @@ def class_rates(
 
 def split_metrics(
     model: nn.Module, data: tuple[Tensor, Tensor], names: Sequence[str], batch_size: int = 256
-) -> tuple[SplitMetrics, dict[str, Any]]:
-    """The card's metrics of ``model`` on pre-stacked ``data``, and the full metrics dict they come from."""
+) -> tuple[SplitMetrics, np.ndarray]:
+    """The card's metrics of ``model`` on pre-stacked ``data``, and its predicted class per image."""
     probs, truth = predict(model, data, batch_size=batch_size)
     metrics = metrics_from_predictions(probs, truth, list(names))
     card = SplitMetrics(
@@ -146,7 +157,78 @@ def split_metrics(
         worst_class_recall=metrics["worst_class_recall"],
         per_class=class_rates(truth, probs.argmax(1), names),
     )
-    return card, metrics
+    return card, probs.argmax(1)
+
+
+def promise_on_test(
+    labels: np.ndarray,
+    original: np.ndarray,
+    compressed: np.ndarray,
+    names: Sequence[str],
+    *,
+    metric: str,
+    tolerance: float,
+    confidence: float,
+) -> dict[str, Any]:
+    """The test evidence of the card: non-inferiority of the compressed model at margin ``tolerance`` on ``metric``
+    and on worst-class recall (one-sided paired bootstrap over the test images, with the smallest margin the test
+    split certifies), the flips per class, and the exact McNemar test of the two models' errors.
+
+    >>> y = np.array([0] * 30 + [1] * 30)
+    >>> promise_on_test(y, y, y, ["a", "b"], metric="balanced_accuracy", tolerance=0.01, confidence=0.95)["mcnemar p"]
+    1.0
+    """
+    verdicts: dict[str, Any] = {}
+    for name in dict.fromkeys([metric, "worst_class_recall"]):
+        if name not in BOUND_METRICS:
+            verdicts[name] = {"verdict": "not shown (no paired bound for this metric)"}
+            continue
+        bound = paired_bound(labels, original, compressed, metric=name, confidence=confidence)
+        verdicts[name] = {
+            "difference": bound.difference,
+            "lower bound": bound.lower_bound,
+            "verdict": non_inferiority(bound, tolerance),
+            "smallest margin certified": smallest_certified_tolerance([bound]),
+        }
+    rows = flips(labels, original, compressed, names)
+    worse, better = sum(r.newly_wrong for r in rows), sum(r.newly_right for r in rows)
+    return {
+        "margin": tolerance,
+        "confidence": confidence,
+        "method": f"one-sided paired bootstrap over the {len(labels)} test images (percentile, 2000 resamples, seed 0)",
+        "non-inferiority": verdicts,
+        "flips": [asdict(r) for r in rows],
+        "mcnemar p": mcnemar_exact(newly_wrong=worse, newly_right=better),
+    }
+
+
+def card_warnings(
+    original: SplitMetrics,
+    compressed: SplitMetrics,
+    *,
+    resolution_coarse: bool,
+    resolution: str | None,
+    non_monotone_rates: Sequence[float],
+    rule: str,
+) -> list[str]:
+    """What a person must see first: a class the compressed model no longer finds, a tolerance finer than the
+    validation split resolves, a search that accepted a rate above a refused one, an uncertified choice."""
+    warnings = []
+    before = {c.name: c.sensitivity for c in original.per_class}
+    for c in compressed.per_class:
+        if (before.get(c.name) or 0) > 0 and c.sensitivity == 0:
+            warnings.append(
+                f"class '{c.name}': test recall {before[c.name]:.2f} -> 0.00: the compressed model never finds it"
+            )
+    if resolution_coarse and resolution:
+        warnings.append(f"validation resolution: {resolution}")
+    if non_monotone_rates:
+        warnings.append(
+            f"non-monotone search: rate(s) {list(non_monotone_rates)} passed above a refused rate and were not chosen"
+        )
+    if rule == "point":
+        warnings.append("uncertified: chosen by the validation point estimate (decision_rule=point), not a bound")
+    return warnings
 
 
 def layer_changes(original: nn.Module, compressed: nn.Module, masks: Mapping[str, Tensor]) -> list[LayerChange]:
@@ -246,6 +328,14 @@ def choice_record(
         "normalize": config.ranking.normalize,
         "metric": config.metric,
         "tolerance": config.tolerance,
+        "decision rule": (
+            f"certified: {100 * config.confidence:.0f}% one-sided paired bootstrap lower bound of (candidate - "
+            "original) above -tolerance"
+            if config.decision_rule == "certified"
+            else "point (uncertified): validation drop within tolerance"
+        ),
+        "class guard": f"no class recall falls by more than {config.max_class_recall_drop:g}, nor to zero",
+        "chosen lower bound": chosen.lower_bound,
         "validation resolution": resolution,
         "validation baseline": base,
         "chosen rate": chosen.rate,

@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from torch import Tensor, nn
 
 from medprune.checkpoint import save_checkpoint
 from medprune.compression.card import SearchRow
+from medprune.compression.decision import AcceptanceRule
 from medprune.compression.evidence import metric_value
 from medprune.compression.floor import Candidate, ranked_candidate
 from medprune.metrics import metrics_from_predictions, predict
@@ -45,6 +48,9 @@ __all__ = [
     "search",
     "final_model",
     "choose",
+    "monotone_prefix",
+    "non_monotone",
+    "predictions_and_metrics",
     "NoCandidateError",
     "save_compressed",
 ]
@@ -64,7 +70,8 @@ class Workbench:
         recipe: the fine-tuning recipe (``epochs`` is set per call). seed: draws its training subset and seeds
             its epochs.
         device: where to fine-tune. out: the run folder (fine-tune checkpoints under ``out/finetune``).
-        baseline: validation metrics of the unpruned model.
+        baseline: validation metrics of the unpruned model. baseline_predictions: its predicted class per
+            validation image (the candidates are judged against them, image by image).
         macs: counts the MACs masks remove from ``model``; with it, the MACs floor is on (``None``: off).
     """
 
@@ -80,6 +87,7 @@ class Workbench:
     device: str
     out: Path
     baseline: dict[str, Any]
+    baseline_predictions: np.ndarray
     macs: MacsMeter | None = None
 
     def mask_keywords(self) -> dict[str, Any]:
@@ -89,8 +97,15 @@ class Workbench:
 
 def evaluate_split(model: nn.Module, data: tuple[Tensor, Tensor], names: Sequence[str]) -> dict[str, Any]:
     """All metrics of ``model`` on pre-stacked ``data``."""
+    return predictions_and_metrics(model, data, names)[1]
+
+
+def predictions_and_metrics(
+    model: nn.Module, data: tuple[Tensor, Tensor], names: Sequence[str]
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """The predicted class of every image of pre-stacked ``data`` and all metrics of ``model`` on it."""
     probs, truth = predict(model, data, batch_size=256)
-    return metrics_from_predictions(probs, truth, list(names))
+    return np.asarray(probs).argmax(axis=1), metrics_from_predictions(probs, truth, list(names))
 
 
 def masks_at(bench: Workbench, scores: dict[str, Tensor], rate: float) -> dict[str, Tensor]:
@@ -141,22 +156,27 @@ def search(
     scores: dict[str, Tensor],
     rates: Sequence[float],
     *,
-    metric: str,
-    tolerance: float,
+    rule: AcceptanceRule,
     patience: int,
     epochs: int,
     path: Path,
 ) -> list[SearchRow]:
-    """Validation rows of ``rates`` in increasing order, until ``patience`` consecutive rates exceed ``tolerance``.
+    """Validation rows of ``rates`` in increasing order, until ``patience`` candidates have been refused.
+
+    Each candidate is judged by ``rule`` from its and the original's predictions on the same validation images
+    (:meth:`~medprune.compression.decision.AcceptanceRule.judge`): the paired lower bound, the class guard, and
+    whether it is accepted. Rows after the first refusal are recorded (with ``patience`` > 1) but :func:`choose`
+    never picks them: the search is monotone.
 
     Args:
         bench: the workbench. scores: unit scores of ``bench.model``.
-        rates: candidate rates. metric: what the tolerance is read on. tolerance: largest allowed drop.
-        patience: consecutive failing rates that end the search. epochs: fine-tuning epochs per candidate.
+        rates: candidate rates. rule: when a candidate is accepted.
+        patience: refused candidates that end the search. epochs: fine-tuning epochs per candidate.
         path: the ``search.jsonl`` log (rows read back from it are not measured again).
     """
     done = _read_rows(path)
-    base = metric_value(bench.baseline, metric)
+    base = metric_value(bench.baseline, rule.metric)
+    labels = bench.val[1].numpy()
     rows: list[SearchRow] = []
     failures = 0
     for rate in progress(sorted(set(rates)), "compress: search", "rate"):  # may end early (patience)
@@ -166,35 +186,42 @@ def search(
         else:
             candidate = candidate_masks(bench, scores, rate)
             model = recover(bench, bench.model, candidate.masks, epochs, f"search-{rate:.4f}")
-            metrics = evaluate_split(model, bench.val, bench.class_names)
-            value = metric_value(metrics, metric)
+            predicted, metrics = predictions_and_metrics(model, bench.val, bench.class_names)
+            value = metric_value(metrics, rule.metric)
             drop = None if value is None or base is None else base - value
+            judgement = rule.judge(labels, bench.baseline_predictions, predicted, bench.class_names, drop)
             row = SearchRow(
                 rate=rate,
                 achieved_rate=achieved_rate(candidate.masks),
                 value=value,
                 drop=drop,
-                within_tolerance=drop is not None and drop <= tolerance + 1e-12,
+                within_tolerance=drop is not None and drop <= rule.tolerance + 1e-12,
                 metrics={m: metric_value(metrics, m) for m in LOSSLESS_METRICS},
                 unit_rate=candidate.unit_rate,
                 macs_removed=candidate.macs_removed,
                 macs_floor=candidate.macs_floor,
+                lower_bound=judgement.lower_bound,
+                class_guard=judgement.class_guard,
+                accepted=judgement.accepted,
             )
             with path.open("a") as handle:
                 handle.write(json.dumps(to_jsonable(row.__dict__), allow_nan=False) + "\n")
             macs = "n/a" if row.macs_removed is None else f"{row.macs_removed:.3f}"
             logger.info(
                 "search rate %.3f (unit rate %.3f, MACs floor %s: removes %.3f of the units, %s of the MACs): "
-                "validation %s %s, drop %s -> %s",
+                "validation %s %s, drop %s, %.0f%% lower bound of the change %s -> %s%s",
                 rate,
                 candidate.unit_rate,
                 candidate.macs_floor,
                 row.achieved_rate,
                 macs,
-                metric,
+                rule.metric,
                 "n/a" if value is None else f"{value:.4f}",
                 "n/a" if drop is None else f"{drop:.4f}",
-                "kept" if row.within_tolerance else "too much",
+                100 * rule.confidence,
+                "n/a" if row.lower_bound is None else f"{row.lower_bound:+.4f}",
+                "accepted" if row.accepted else "refused",
+                "" if not row.class_guard else f" (class guard: {'; '.join(row.class_guard)})",
             )
             if candidate.macs_floor == "unreachable":
                 logger.warning(
@@ -206,7 +233,7 @@ def search(
                     macs,
                 )
         rows.append(row)
-        failures = 0 if row.within_tolerance else failures + 1
+        failures += 0 if row.accepted else 1
         if failures >= patience:
             break
     return rows
@@ -250,26 +277,64 @@ def final_model(
 
 
 class NoCandidateError(ValueError):
-    """No candidate rate kept the validation metric within tolerance (compress refuses to ship a model)."""
+    """No candidate rate was accepted on validation (compress refuses to ship a model)."""
+
+
+def monotone_prefix(rows: Sequence[SearchRow]) -> list[SearchRow]:
+    """The rows before the first refused one, in increasing rate (the rows :func:`choose` may pick from)."""
+    prefix = []
+    for row in sorted(rows, key=lambda r: r.rate):
+        if not row.accepted:
+            break
+        prefix.append(row)
+    return prefix
+
+
+def non_monotone(rows: Sequence[SearchRow]) -> list[float]:
+    """Rates accepted above a refused rate (recorded, never chosen: a warning on the card)."""
+    ordered = sorted(rows, key=lambda r: r.rate)
+    refused = [i for i, row in enumerate(ordered) if not row.accepted]
+    return [] if not refused else [row.rate for row in ordered[refused[0] + 1 :] if row.accepted]
 
 
 def choose(
-    rows: Sequence[SearchRow], metric: str, tolerance: float, baseline: float | None, resolution: str | None = None
+    rows: Sequence[SearchRow], rule: AcceptanceRule, baseline: float | None, resolution: str | None = None
 ) -> SearchRow:
-    """The row of the largest rate within tolerance; a :class:`NoCandidateError` naming the rates tried if none.
+    """The largest accepted rate below the first refused one; a :class:`NoCandidateError` if there is none.
 
-    ``resolution`` (:func:`medprune.compression.evidence.resolution_text`) is added to that error: how far one
-    validation error moves ``metric``, which says whether the tolerance can be met at all.
+    The error names the rates tried and, under the certified rule, the smallest tolerance this validation split
+    certifies for a candidate that passes the class guard (the smallest promise compress could keep);
+    ``resolution`` (:func:`medprune.compression.evidence.resolution_text`) says how far one validation error moves
+    the metric.
     """
-    kept = [row for row in rows if row.within_tolerance]
-    if not kept:
-        base = "n/a" if baseline is None else f"{baseline:.4f}"
-        raise NoCandidateError(
-            f"no candidate rate of {[row.rate for row in rows]} keeps validation {metric} within {tolerance} of "
-            f"{base}; try smaller rates, search_recovery=finetune with finetune_epochs, or a larger tolerance "
-            f"(rows in search.jsonl){'' if resolution is None else f'; validation resolution: {resolution}'}"
+    kept = monotone_prefix(rows)
+    if kept:
+        return max(kept, key=lambda row: row.rate)
+    base = "n/a" if baseline is None else f"{baseline:.4f}"
+    tried = [row.rate for row in rows]
+    if rule.rule == "certified":
+        unguarded = [row for row in rows if not row.class_guard and row.lower_bound is not None]
+        smallest = max(unguarded, key=lambda r: r.lower_bound, default=None)  # type: ignore[arg-type,return-value]
+        if smallest is None:
+            offer = "no candidate passed the class guard (see search.jsonl)"
+        else:
+            needed = max(0.0, -float(smallest.lower_bound))  # type: ignore[arg-type]
+            offer = (
+                f"the smallest tolerance this split certifies is {math.ceil(needed * 1000) / 1000:.3f} "
+                f"(rate {smallest.rate:g}): rerun with --set tolerance={math.ceil(needed * 1000) / 1000:.3f}, "
+                "or --accept-uncertified for the point rule"
+            )
+        message = (
+            f"no candidate rate of {tried} is certified within tolerance {rule.tolerance} of validation "
+            f"{rule.metric} {base} ({100 * rule.confidence:.0f}% one-sided paired bootstrap bound over "
+            f"the validation images); {offer}"
         )
-    return max(kept, key=lambda row: row.rate)
+    else:
+        message = (
+            f"no candidate rate of {tried} keeps validation {rule.metric} within {rule.tolerance} of {base}; try "
+            "smaller rates, more fine-tuning, or a larger tolerance (rows in search.jsonl)"
+        )
+    raise NoCandidateError(message + ("" if resolution is None else f"; validation resolution: {resolution}"))
 
 
 def save_compressed(small: nn.Module, meta: dict[str, Any], compression: dict[str, Any], out: Path) -> dict[str, str]:

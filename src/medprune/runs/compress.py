@@ -22,7 +22,7 @@ Stages (one log line each), reading top to bottom:
 A killed run restarts where it stopped: score files, search rows and fine-tune checkpoints are reused (the output
 folder's ``run.json`` guarantees they were made by the same config).
 
->>> # result = run_compress(CompressConfig(checkpoint="runs/pneumoniamnist/model.safetensors", finetune_epochs=2))
+>>> # result = compress("runs/pneumoniamnist/model.safetensors", finetune_epochs=2)  # the Python API, flat keys
 """
 
 from __future__ import annotations
@@ -38,19 +38,31 @@ from medprune.checkpoint import read_meta
 from medprune.checkpoint.with_data import load_with_splits
 from medprune.compression.card import CompressionRecord, write_card
 from medprune.compression.config import SEARCH_FILE, CompressConfig, CompressResult
+from medprune.compression.decision import AcceptanceRule
 from medprune.compression.evidence import (
     StageTimer,
+    card_warnings,
     choice_record,
     latency_rows,
     layer_changes,
     max_output_difference,
     metric_value,
+    promise_on_test,
     reproduce_command,
     size_totals,
     split_metrics,
     validation_resolution,
 )
-from medprune.compression.search import Workbench, choose, evaluate_split, final_model, save_compressed, search
+from medprune.compression.search import (
+    Workbench,
+    choose,
+    evaluate_split,
+    final_model,
+    non_monotone,
+    predictions_and_metrics,
+    save_compressed,
+    search,
+)
 from medprune.config import build_config, config_to_dict
 from medprune.data import stack_samples
 from medprune.data.splitting import limit_dataset
@@ -61,6 +73,7 @@ from medprune.pruning.cost import MacsMeter
 from medprune.pruning.masks import achieved_rate
 from medprune.recovery.recalibration import recalibration_subset
 from medprune.rundir import RunDir
+from medprune.runtime import fixed_threads
 from medprune.scoring import scorer_entry
 from medprune.scoring.store import ScoreStore
 
@@ -89,8 +102,19 @@ def run_compress(config: CompressConfig) -> CompressResult:
     out = Path(config.out)
     cosmetic = ("device", "latency_threads", "latency_repeats", "overwrite", "out")
     timer = StageTimer()
-    added = {"macs_floor": False}  # options added after run folders were made, as those folders ran
-    with RunDir(out, "compress", config, cosmetic=cosmetic, overwrite=config.overwrite, defaults=added):
+    # options added after run folders were made, as those folders ran
+    added = {"macs_floor": False, "decision_rule": "point", "patience": None, "threads": None}
+    rule = AcceptanceRule(
+        metric=config.metric,
+        tolerance=config.tolerance,
+        rule=config.decision_rule,
+        confidence=config.confidence,
+        max_class_recall_drop=config.max_class_recall_drop,
+    )
+    with (
+        RunDir(out, "compress", config, cosmetic=cosmetic, overwrite=config.overwrite, defaults=added),
+        fixed_threads(config.threads),
+    ):
         trained = read_meta(config.checkpoint).get("train_config") or {}
         model, meta, splits = load_with_splits(
             config.checkpoint,
@@ -114,7 +138,7 @@ def run_compress(config: CompressConfig) -> CompressResult:
         timer.lap("score")
         bench = _workbench(config, model, splits, out)
         logger.info("validation baseline: %s %s", config.metric, _fmt(metric_value(bench.baseline, config.metric)))
-        resolution = validation_resolution(bench.val[1], names, config.metric, config.tolerance)
+        resolution, coarse = validation_resolution(bench.val[1], names, config.metric, config.tolerance)
         epochs = config.finetune.epochs_for(len(bench.train))
         logger.info("recovery: %d fine-tuning epoch(s) on %d training images", epochs, len(bench.train))
         search_epochs = epochs if config.search_recovery == "finetune" else 0
@@ -122,13 +146,15 @@ def run_compress(config: CompressConfig) -> CompressResult:
             bench,
             scores,
             [config.rate] if config.rate is not None else config.rates,
-            metric=config.metric,
-            tolerance=config.tolerance,
+            rule=rule,
             patience=config.patience or len(config.rates) + 1,
             epochs=search_epochs,
             path=out / SEARCH_FILE,
         )
-        chosen = choose(rows, config.metric, config.tolerance, metric_value(bench.baseline, config.metric), resolution)
+        chosen = choose(rows, rule, metric_value(bench.baseline, config.metric), resolution)
+        skipped = non_monotone(rows)
+        if skipped:
+            logger.warning("non-monotone search: rate(s) %s passed above a refused rate; not chosen", skipped)
         timer.lap("search")
 
         def rescore(current: nn.Module, index: int) -> dict[str, Tensor]:
@@ -164,8 +190,25 @@ def run_compress(config: CompressConfig) -> CompressResult:
         files["onnx"] = str(out / "model.onnx")
         timer.lap("export")
         test = stack_samples(splits.test, range(len(splits.test)))  # the first and only read of the test split
-        test_original, _ = split_metrics(original, test, names)
-        test_compressed, _ = split_metrics(small, test, names)
+        test_original, predicted_original = split_metrics(original, test, names)
+        test_compressed, predicted_compressed = split_metrics(small, test, names)
+        promise = promise_on_test(
+            test[1].numpy(),
+            predicted_original,
+            predicted_compressed,
+            names,
+            metric=config.metric,
+            tolerance=config.tolerance,
+            confidence=config.confidence,
+        )
+        warnings = card_warnings(
+            test_original,
+            test_compressed,
+            resolution_coarse=coarse,
+            resolution=resolution,
+            non_monotone_rates=skipped,
+            rule=config.decision_rule,
+        )
         timer.lap("test")
         latency = latency_rows(original, small, threads=config.latency_threads, repeats=config.latency_repeats)
         layers = layer_changes(original, small, masks)
@@ -196,9 +239,13 @@ def run_compress(config: CompressConfig) -> CompressResult:
                 "onnx": file_sha256(files["onnx"]),
             },
             timings=timer.laps,
+            warnings=warnings,
+            promise=promise,
         )
         card_json, card_md = write_card(record, out)
         files.update(card_json=str(card_json), card_md=str(card_md))
+    for warning in warnings:
+        logger.warning("%s", warning)
     if onnx_diff > 1e-4:
         logger.warning("ONNX output differs from PyTorch by %.2e (> 1e-4)", onnx_diff)
     logger.info(
@@ -220,6 +267,7 @@ def _workbench(config: CompressConfig, model: nn.Module, splits: Any, out: Path)
         recalibration = recalibration_subset(splits.train, config.recalibration_samples, config.seed)
     val = stack_samples(splits.val, range(len(splits.val)))
     names = list(splits.class_names)
+    predicted, baseline = predictions_and_metrics(model, val, names)
     return Workbench(
         model=model,
         train=limit_dataset(splits.train, config.finetune.samples, config.seed),
@@ -232,7 +280,8 @@ def _workbench(config: CompressConfig, model: nn.Module, splits: Any, out: Path)
         seed=config.seed,
         device=config.device,
         out=out,
-        baseline=evaluate_split(model, val, names),
+        baseline=baseline,
+        baseline_predictions=predicted,
         macs=MacsMeter(model) if config.macs_floor else None,
     )
 
