@@ -199,36 +199,52 @@ def rows(out: Path) -> list[dict[str, object]]:
     return found
 
 
-def summary(out: Path, csv_path: Path | None) -> str:
-    """The calibration table (markdown), and the per-run rows as CSV when ``csv_path`` is given."""
-    table = rows(out)
-    if csv_path is not None:
-        columns = ["dataset", "seed", "rule", "shipped", "rate", "macs_removed", "test_before", "test_after"]
-        columns += ["test_drop", "kept", "class_lost", "refusal"]
-        csv_path.parent.mkdir(parents=True, exist_ok=True)
-        with csv_path.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows({c: r.get(c, "") for c in columns} for r in table)
+COLUMNS = ["dataset", "seed", "rule", "shipped", "rate", "macs_removed", "test_before", "test_after", "test_drop"]
+COLUMNS += ["kept", "class_lost", "refusal"]
+
+
+def _yes(value: object) -> bool:
+    return value is True or value == "True"
+
+
+def markdown_table(table: Sequence[dict[str, object]]) -> str:
+    """The calibration table from per-run rows (as :func:`rows` returns them or as read back from the CSV)."""
     lines = [
-        "| dataset | rule | checkpoints | shipped | refused | promise kept on test | 95% CI | classes lost | "
+        "| dataset | rule | checkpoints | shipped | refused | promise kept on test | 95% CI (Wilson) | classes lost | "
         "mean MACs removed (shipped) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for dataset in sorted({str(r["dataset"]) for r in table}):
         for rule in RULES:
             runs = [r for r in table if r["dataset"] == dataset and r["rule"] == rule]
-            shipped = [r for r in runs if r.get("shipped")]
-            kept = sum(bool(r["kept"]) for r in shipped)
+            shipped = [r for r in runs if _yes(r.get("shipped"))]
+            kept = sum(_yes(r["kept"]) for r in shipped)
             low, high = _wilson(kept, len(shipped))
-            macs = np.mean([float(r["macs_removed"]) for r in shipped]) if shipped else float("nan")
+            macs = f"{np.mean([float(r['macs_removed']) for r in shipped]):.1%}" if shipped else "-"
             interval = f"[{low:.2f}, {high:.2f}]" if low is not None else "-"
             lines.append(
                 f"| {dataset} | {rule} | {len(runs)} | {len(shipped)} | {len(runs) - len(shipped)} | "
-                f"{kept}/{len(shipped)} | {interval} | {sum(bool(r.get('class_lost')) for r in shipped)} | "
-                f"{macs:.1%} |"
+                f"{kept}/{len(shipped)} | {interval} | {sum(_yes(r.get('class_lost')) for r in shipped)} | {macs} |"
             )
     return "\n".join(lines)
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    """Per-run rows of a committed calibration CSV."""
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def summary(out: Path, csv_path: Path | None) -> str:
+    """The calibration table (markdown), and the per-run rows as CSV when ``csv_path`` is given."""
+    table = rows(out)
+    if csv_path is not None:
+        csv_path.parent.mkdir(parents=True, exist_ok=True)
+        with csv_path.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+            writer.writeheader()
+            writer.writerows({c: r.get(c, "") for c in COLUMNS} for r in table)
+    return markdown_table(table)
 
 
 def main() -> int:

@@ -1,0 +1,22 @@
+"""The calibration table quoted in bench/compress_calibration_results.md is the one its committed CSV gives."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_calibration_table_is_generated_from_the_committed_csv() -> None:
+    spec = importlib.util.spec_from_file_location("compress_calibration", REPO / "bench" / "compress_calibration.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rows = module.read_csv(REPO / "docs" / "results" / "compress_calibration.csv")
+    assert rows, "the calibration CSV holds per-run rows"
+    table = module.markdown_table(rows)
+    assert table in (REPO / "bench" / "compress_calibration_results.md").read_text()
+    for row in rows:  # a shipped run's verdict is its test drop against the 1-point tolerance
+        if row["shipped"] == "True":
+            assert (float(row["test_drop"]) <= module.TOLERANCE + 1e-9) == (row["kept"] == "True")
