@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from medprune import progress as progress_module
-from medprune.progress import QUIET_ENV, progress, set_quiet, show_bar
+from medprune.progress import QUIET_ENV, progress, quiet, set_quiet, show_bar, visible_logs
 
 
 class _Tty(io.StringIO):
@@ -91,3 +91,25 @@ def test_skip_removes_finished_work_from_the_total() -> None:
     assert bar.total == 4 and bar.n == 2
     eta = bar.eta_s()
     assert eta is not None and eta >= 0
+
+
+def test_visible_logs_shows_info_lines_to_a_python_caller_without_logging_setup(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])  # a plain script: nothing configured logging
+    stage = logging.getLogger("medprune.runs.compress")
+    with visible_logs():
+        stage.info("search rate 0.300: accepted")
+    stage.info("after the block: not shown")
+    err = capsys.readouterr().err
+    assert "INFO medprune.runs.compress: search rate 0.300: accepted" in err and "after the block" not in err
+    assert logging.getLogger("medprune").handlers == []
+
+
+def test_visible_logs_leaves_a_configured_program_and_quiet_mode_alone(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])
+    with quiet(), visible_logs():
+        logging.getLogger("medprune.x").info("quiet")
+    assert capsys.readouterr().err == ""

@@ -25,7 +25,17 @@ from typing import Generic, TypeVar
 
 from tqdm import tqdm
 
-__all__ = ["LOG_INTERVAL_S", "QUIET_ENV", "Progress", "is_quiet", "progress", "quiet", "set_quiet", "show_bar"]
+__all__ = [
+    "LOG_INTERVAL_S",
+    "QUIET_ENV",
+    "Progress",
+    "is_quiet",
+    "progress",
+    "quiet",
+    "set_quiet",
+    "show_bar",
+    "visible_logs",
+]
 
 T = TypeVar("T")
 
@@ -210,3 +220,31 @@ def progress(
     if isinstance(iterable, int):
         iterable, total = None, iterable
     return Progress(iterable, total, desc, unit, enabled=enabled, leave=leave, log_interval_s=log_interval_s)
+
+
+@contextmanager
+def visible_logs() -> Iterator[None]:
+    """medprune's INFO log lines (one per stage and per candidate, progress lines) shown on stderr inside the block
+    when nothing in the program has configured logging, as the CLI shows them: a Python caller of a long job sees
+    where it is. A program that configured logging (a handler on the root or the medprune logger) is left alone, and
+    so is quiet mode.
+
+    >>> with visible_logs():
+    ...     pass
+    """
+    package = logging.getLogger("medprune")
+    if logging.getLogger().handlers or package.handlers or is_quiet():
+        yield
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    level, propagate = package.level, package.propagate
+    package.addHandler(handler)
+    package.setLevel(logging.INFO)
+    package.propagate = False
+    try:
+        yield
+    finally:
+        package.removeHandler(handler)
+        package.setLevel(level)
+        package.propagate = propagate

@@ -122,13 +122,26 @@ class SplitMetrics:
 
 @dataclass
 class Latency:
-    """Median CPU latency (milliseconds per batch) of the original and the compressed model."""
+    """CPU latency (milliseconds per batch) of the original and the compressed model, timed interleaved.
+
+    Attributes:
+        batch, threads: the batch size and torch threads. original_ms, compressed_ms: median wall time.
+        speedup: original_ms / compressed_ms. original_iqr_ms, compressed_iqr_ms: interquartile range of the wall
+            times. original_cpu_ms, compressed_cpu_ms: median process CPU time. repeats: timed passes of each.
+        flag: why the figure should not be believed ("" when it passed the sanity check).
+    """
 
     batch: int
     threads: int
     original_ms: float
     compressed_ms: float
-    speedup: float
+    speedup: float | None
+    original_iqr_ms: tuple[float, float] | None = None
+    compressed_iqr_ms: tuple[float, float] | None = None
+    original_cpu_ms: float | None = None
+    compressed_cpu_ms: float | None = None
+    repeats: int | None = None
+    flag: str = ""
 
 
 @dataclass
@@ -319,10 +332,26 @@ def render_markdown(record: CompressionRecord) -> str:
     )
     lines += _test_section(record.test_original, record.test_compressed)
     lines += [f"Intervals: {record.ci_method}.", ""]
-    lines += ["## CPU latency (median ms per batch)", ""]
+    lines += ["## CPU latency (ms per batch; original and compressed timed interleaved after warm-up)", ""]
     lines += _table(
-        ["batch", "threads", "original ms", "compressed ms", "speed-up"],
-        [[x.batch, x.threads, x.original_ms, x.compressed_ms, x.speedup] for x in record.latency],
+        ["batch", "threads", "repeats", "original ms (median)", "IQR", "CPU ms", "compressed ms (median)", "IQR"]
+        + ["CPU ms", "speed-up", "sanity"],
+        [
+            [
+                x.batch,
+                x.threads,
+                x.repeats,
+                x.original_ms,
+                _ci(x.original_iqr_ms or (None, None)),
+                x.original_cpu_ms,
+                x.compressed_ms,
+                _ci(x.compressed_iqr_ms or (None, None)),
+                x.compressed_cpu_ms,
+                x.speedup,
+                x.flag or "ok",
+            ]
+            for x in record.latency
+        ],
     )
     lines += ["## Checks", "", *_pairs(record.checks)]
     if record.timings:

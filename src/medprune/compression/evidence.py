@@ -34,8 +34,9 @@ from medprune.config import config_to_dict, flat_record
 from medprune.metrics import metrics_from_predictions, predict
 from medprune.models.units import unit_groups
 from medprune.options import LOSSLESS_METRICS
-from medprune.pruning.cost import cpu_latency_ms, layer_costs
+from medprune.pruning.cost import interleaved_latency, layer_costs
 from medprune.pruning.physical import example_inputs_for
+from medprune.runtime import fixed_threads
 from medprune.stats import wilson_interval
 
 logger = logging.getLogger(__name__)
@@ -257,20 +258,48 @@ def layer_changes(original: nn.Module, compressed: nn.Module, masks: Mapping[str
     return rows
 
 
+#: A speed-up above this multiple of the MACs reduction is flagged: removed channels cannot make a model faster than
+#: the arithmetic they remove, so such a figure is timing noise (a cold first run, another job on the machine).
+SPEEDUP_SANITY = 1.5
+
+
 def latency_rows(
-    original: nn.Module, compressed: nn.Module, batches: Sequence[int] = (1, 32), threads: int = 2, repeats: int = 20
+    original: nn.Module,
+    compressed: nn.Module,
+    batches: Sequence[int] = (1, 32),
+    threads: int = 2,
+    repeats: int = 20,
+    macs_ratio: float | None = None,
 ) -> list[Latency]:
-    """Median CPU latency per batch of both models with ``threads`` torch threads (restored after)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
+    """CPU latency per batch of both models, timed interleaved after warm-up with ``threads`` torch threads
+    (restored after); a speed-up above :data:`SPEEDUP_SANITY` times ``macs_ratio`` (MACs before / after) is flagged."""
     rows = []
-    try:
+    with fixed_threads(threads):
         for batch in batches:
-            before = cpu_latency_ms(original.cpu(), example_inputs_for(original, batch), repeats=repeats)
-            after = cpu_latency_ms(compressed.cpu(), example_inputs_for(compressed, batch), repeats=repeats)
-            rows.append(Latency(batch, threads, before, after, before / after if after > 0 else None))
-    finally:
-        torch.set_num_threads(previous)
+            inputs = (example_inputs_for(original, batch), example_inputs_for(compressed, batch))
+            timing = interleaved_latency(original.cpu(), compressed.cpu(), inputs, repeats=repeats)
+            speedup = timing.first_ms / timing.second_ms if timing.second_ms > 0 else None
+            flag = ""
+            if speedup is not None and macs_ratio and speedup > SPEEDUP_SANITY * macs_ratio:
+                flag = (
+                    f"speed-up {speedup:.1f}x is above {SPEEDUP_SANITY}x the MACs reduction ({macs_ratio:.1f}x): noise"
+                )
+                logger.warning("latency at batch %d: %s", batch, flag)
+            rows.append(
+                Latency(
+                    batch=batch,
+                    threads=threads,
+                    original_ms=timing.first_ms,
+                    compressed_ms=timing.second_ms,
+                    speedup=speedup,
+                    original_iqr_ms=timing.first_iqr_ms,
+                    compressed_iqr_ms=timing.second_iqr_ms,
+                    original_cpu_ms=timing.first_cpu_ms,
+                    compressed_cpu_ms=timing.second_cpu_ms,
+                    repeats=repeats,
+                    flag=flag,
+                )
+            )
     return rows
 
 

@@ -31,8 +31,10 @@ import statistics
 import time
 from collections import defaultdict
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch_pruning as tp
 from torch import Tensor, nn
@@ -47,7 +49,9 @@ __all__ = [
     "COST_COLUMNS",
     "CostCounter",
     "MacsMeter",
+    "PairedTiming",
     "cpu_latency_ms",
+    "interleaved_latency",
     "efficiency",
     "layer_costs",
     "model_cost",
@@ -213,6 +217,73 @@ def cpu_latency_ms(model: nn.Module, inputs: Tensor, repeats: int = 20, warmup: 
             model(inputs)
             times.append((time.perf_counter() - started) * 1000)
     return float(statistics.median(times))
+
+
+@dataclass(frozen=True)
+class PairedTiming:
+    """Latency of two models timed in one interleaved loop (milliseconds per forward pass).
+
+    Attributes:
+        first_ms, second_ms: median wall time. first_iqr_ms, second_iqr_ms: interquartile range (25th, 75th
+            percentile) of the wall times. first_cpu_ms, second_cpu_ms: median process CPU time of the same passes
+            (all threads together: above the wall time when several threads work, far below it when the process
+            waited for the CPU). repeats: timed passes of each model.
+    """
+
+    first_ms: float
+    second_ms: float
+    first_iqr_ms: tuple[float, float]
+    second_iqr_ms: tuple[float, float]
+    first_cpu_ms: float
+    second_cpu_ms: float
+    repeats: int
+
+
+def interleaved_latency(
+    first: nn.Module, second: nn.Module, inputs: tuple[Tensor, Tensor], repeats: int = 20, warmup: int = 3
+) -> PairedTiming:
+    """Time two models on the CPU in one loop that alternates them (first-second, then second-first, ...), after
+    ``warmup`` untimed passes of each, so drifts of the machine (other jobs, clock changes, a cold cache) fall on both
+    alike rather than on whichever model was timed first.
+
+    Args:
+        first, second: the models (eval mode and no gradients inside; their modes are restored after).
+        inputs: one input batch for each model.
+        repeats: timed passes of each model. warmup: untimed passes of each model first.
+
+    >>> import torch.nn as tnn
+    >>> timing = interleaved_latency(tnn.Linear(4, 2), tnn.Linear(4, 2), (torch.zeros(1, 4), torch.zeros(1, 4)), 5)
+    >>> timing.repeats, timing.first_ms >= 0
+    (5, True)
+    """
+    walls: tuple[list[float], list[float]] = ([], [])
+    cpus: tuple[list[float], list[float]] = ([], [])
+    models = (first, second)
+    with eval_mode(first), eval_mode(second), torch.inference_mode():
+        for _ in range(warmup):
+            for model, batch in zip(models, inputs):
+                model(batch)
+        for repeat in range(repeats):
+            order = (0, 1) if repeat % 2 == 0 else (1, 0)
+            for index in order:
+                wall, cpu = time.perf_counter(), time.process_time()
+                models[index](inputs[index])
+                walls[index].append((time.perf_counter() - wall) * 1000)
+                cpus[index].append((time.process_time() - cpu) * 1000)
+
+    def iqr(values: list[float]) -> tuple[float, float]:
+        low, high = np.percentile(values, [25, 75])
+        return float(low), float(high)
+
+    return PairedTiming(
+        first_ms=float(statistics.median(walls[0])),
+        second_ms=float(statistics.median(walls[1])),
+        first_iqr_ms=iqr(walls[0]),
+        second_iqr_ms=iqr(walls[1]),
+        first_cpu_ms=float(statistics.median(cpus[0])),
+        second_cpu_ms=float(statistics.median(cpus[1])),
+        repeats=repeats,
+    )
 
 
 def efficiency(

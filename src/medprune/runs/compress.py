@@ -67,6 +67,7 @@ from medprune.config import build_config, config_to_dict
 from medprune.data import stack_samples
 from medprune.data.splitting import limit_dataset
 from medprune.options import NO_SAMPLING
+from medprune.progress import visible_logs
 from medprune.provenance import file_sha256, model_checksum
 from medprune.pruning import coupled_groups, export_onnx, model_cost, remove_units, run_onnx
 from medprune.pruning.cost import MacsMeter
@@ -210,7 +211,11 @@ def run_compress(config: CompressConfig) -> CompressResult:
             rule=config.decision_rule,
         )
         timer.lap("test")
-        latency = latency_rows(original, small, threads=config.latency_threads, repeats=config.latency_repeats)
+        before_cost, after_cost = model_cost(original), model_cost(small)
+        macs_ratio = before_cost["macs"] / after_cost["macs"] if after_cost["macs"] else None
+        latency = latency_rows(
+            original, small, threads=config.latency_threads, repeats=config.latency_repeats, macs_ratio=macs_ratio
+        )
         layers = layer_changes(original, small, masks)
         timer.lap("latency")
         record = CompressionRecord(
@@ -224,7 +229,7 @@ def run_compress(config: CompressConfig) -> CompressResult:
             },
             choice=choice_record(config, sampling, chosen, bench.baseline, final_val, epochs, resolution),
             search=rows,
-            totals=size_totals(masks, model_cost(original), model_cost(small)),
+            totals=size_totals(masks, before_cost, after_cost),
             layers=layers,
             test_original=test_original,
             test_compressed=test_compressed,
@@ -298,4 +303,6 @@ def compress(checkpoint: str, out: str = "runs/compress", **options: Any) -> Com
         **options: any :class:`CompressConfig` option, by its key (``finetune_epochs=2``, ``scope="layer"``) or
             as a part (``finetune=FinetuneRecipe(...)``).
     """
-    return run_compress(build_config(CompressConfig, overrides={"checkpoint": checkpoint, "out": out, **options}))
+    config = build_config(CompressConfig, overrides={"checkpoint": checkpoint, "out": out, **options})
+    with visible_logs():  # a stage line and a line per candidate, as on the command line
+        return run_compress(config)
