@@ -131,3 +131,7 @@ def test_same_command_same_answer_with_1_and_2_threads_and_test_evidence_recompu
     assert verdict in ("non-inferior at margin 0.05", "not shown")
     text = (tmp_path / "one" / "card.md").read_text()
     assert "## Promise on test" in text and verdict in text
+    if worse + better:  # the gallery of changed predictions is on the card
+        assert (tmp_path / "one" / "flips.png").is_file() and "(flips.png)" in text
+    else:
+        assert "gallery" not in one["promise"]

@@ -272,6 +272,8 @@ def _promise_lines(promise: dict[str, Any]) -> list[str]:
         ["true class", "images", "newly wrong", "newly right"],
         [[f["class_name"], f["images"], f["newly_wrong"], f["newly_right"]] for f in promise["flips"]],
     )
+    if promise.get("gallery"):
+        lines += [f"![test images whose prediction changed]({promise['gallery']})", ""]
     return lines
 
 

@@ -15,6 +15,7 @@ import shlex
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,7 @@ from medprune.models.units import unit_groups
 from medprune.options import LOSSLESS_METRICS
 from medprune.pruning.cost import interleaved_latency, layer_costs
 from medprune.pruning.physical import example_inputs_for
+from medprune.report.figures import plot_gallery
 from medprune.runtime import fixed_threads
 from medprune.stats import wilson_interval
 
@@ -52,6 +54,7 @@ __all__ = [
     "split_metrics",
     "promise_on_test",
     "card_warnings",
+    "flip_gallery",
     "layer_changes",
     "latency_rows",
     "max_output_difference",
@@ -201,6 +204,35 @@ def promise_on_test(
         "flips": [asdict(r) for r in rows],
         "mcnemar p": mcnemar_exact(newly_wrong=worse, newly_right=better),
     }
+
+
+#: Images in the card's gallery of changed predictions.
+GALLERY_SIZE = 8
+
+
+def flip_gallery(
+    images: Tensor,
+    labels: np.ndarray,
+    original: np.ndarray,
+    compressed: np.ndarray,
+    names: Sequence[str],
+    path: Path,
+) -> str | None:
+    """A PNG of up to :data:`GALLERY_SIZE` test images whose prediction changed (newly wrong first), captioned
+    ``true: original -> compressed``; its file name, or ``None`` when no prediction changed."""
+    newly_wrong = np.flatnonzero((original == labels) & (compressed != labels))
+    newly_right = np.flatnonzero((original != labels) & (compressed == labels))
+    chosen = [*newly_wrong[:GALLERY_SIZE], *newly_right[: max(0, GALLERY_SIZE - len(newly_wrong))]]
+    if not chosen:
+        return None
+    captions = [
+        f"{'newly wrong' if i in set(newly_wrong) else 'newly right'}\n{names[labels[i]]}: "
+        f"{names[original[i]]} -> {names[compressed[i]]}"
+        for i in chosen
+    ]
+    title = f"Test images whose prediction changed ({len(newly_wrong)} newly wrong, {len(newly_right)} newly right)"
+    plot_gallery(images[chosen].numpy(), captions, path, title)
+    return path.name
 
 
 def card_warnings(

@@ -180,6 +180,35 @@ def plot_heatmaps(
     return _save(fig, Path(path))
 
 
+def plot_gallery(images: np.ndarray, captions: Sequence[str], path: str | Path, title: str, per_row: int = 4) -> Path:
+    """A small grid of images with one caption each (e.g. the test images whose prediction changed).
+
+    Args:
+        images: (N, H, W) or (N, C, H, W) images (normalised is fine; shown min-max scaled, channel mean).
+        captions: one line per image. path: PNG path. title: above the grid. per_row: images per row.
+    """
+    images = np.asarray(images, dtype=float)
+    if images.ndim == 4:
+        images = images.mean(axis=1)
+    n = max(1, images.shape[0])
+    rows, columns = -(-n // per_row), min(per_row, n)
+    fig, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.4 * rows), squeeze=False)
+    for axis in axes.flat:
+        axis.set_xticks([])
+        axis.set_yticks([])
+        axis.axis("off")
+    for i, (image, caption) in enumerate(zip(images, captions)):
+        axis = axes.flat[i]
+        span = image.max() - image.min()
+        axis.imshow((image - image.min()) / (span if span > 0 else 1), cmap="gray")
+        axis.set_title(caption, fontsize=7)
+        axis.axis("on")
+        axis.set_xticks([])
+        axis.set_yticks([])
+    fig.suptitle(title, fontsize=9)
+    return _save(fig, Path(path))
+
+
 def plot_similarity(similarity: Sequence[Row], path: str | Path) -> Path:
     """Mean heatmap correlation with the unpruned model vs pruning rate: one panel per sampling, one line per method.
 

@@ -43,6 +43,7 @@ from medprune.compression.evidence import (
     StageTimer,
     card_warnings,
     choice_record,
+    flip_gallery,
     latency_rows,
     layer_changes,
     max_output_difference,
@@ -202,6 +203,11 @@ def run_compress(config: CompressConfig) -> CompressResult:
             tolerance=config.tolerance,
             confidence=config.confidence,
         )
+        gallery = flip_gallery(
+            test[0], test[1].numpy(), predicted_original, predicted_compressed, names, out / "flips.png"
+        )
+        if gallery is not None:
+            promise["gallery"] = gallery
         warnings = card_warnings(
             test_original,
             test_compressed,
