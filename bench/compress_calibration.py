@@ -101,11 +101,18 @@ def _checkpoint(out: Path, dataset: str, seed: int) -> Path:
     return out / "train" / f"{dataset}-s{seed}" / "model.safetensors"
 
 
-def train(out: Path, seeds: Sequence[int], device: str, jobs: int, extra: Sequence[str] = ()) -> None:
-    """Train every (dataset, seed) checkpoint that is not there yet."""
+def train(
+    out: Path,
+    seeds: Sequence[int],
+    device: str,
+    jobs: int,
+    extra: Sequence[str] = (),
+    datasets: Sequence[str] = tuple(DATASETS),
+) -> None:
+    """Train every (dataset, seed) checkpoint of ``datasets`` that is not there yet."""
     fixture = prepare(out)
     commands = []
-    for dataset, config in DATASETS.items():
+    for dataset, config in ((d, DATASETS[d]) for d in datasets):
         for seed in seeds:
             checkpoint = _checkpoint(out, dataset, seed)
             if checkpoint.is_file():
@@ -255,6 +262,7 @@ def main() -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--csv", type=Path)
+    parser.add_argument("--datasets", default=",".join(DATASETS), help=f"subset of {', '.join(DATASETS)}")
     parser.add_argument("--train-set", action="append", default=[], help="KEY=VALUE for every training (smoke runs)")
     parser.add_argument("--compress-set", action="append", default=[], help="KEY=VALUE for every compress run")
     args = parser.parse_args()
@@ -262,7 +270,7 @@ def main() -> int:
     if args.step in ("prepare", "all"):
         print(f"fixture: {prepare(args.out)}")
     if args.step in ("train", "all"):
-        train(args.out, seeds, args.device, args.jobs, args.train_set)
+        train(args.out, seeds, args.device, args.jobs, args.train_set, args.datasets.split(","))
     if args.step in ("compress", "all"):
         compress(args.out, args.device, args.jobs, args.compress_set)
     if args.step in ("summary", "all"):
