@@ -36,7 +36,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from scipy import stats
+
+from medprune.stats import wilson_interval
 
 REPO = Path(__file__).resolve().parents[1]
 #: The two rules compared: the default, and the point estimate (uncertified) with the class guard reduced to its
@@ -162,13 +163,6 @@ def compress(out: Path, device: str, jobs: int, extra: Sequence[str] = ()) -> No
         list(pool.map(lambda c: one(*c), commands))
 
 
-def _wilson(kept: int, shipped: int) -> tuple[float | None, float | None]:
-    if shipped == 0:
-        return None, None
-    interval = stats.binomtest(kept, shipped).proportion_ci(confidence_level=0.95, method="wilson")
-    return float(interval.low), float(interval.high)
-
-
 def _class_lost(card: dict) -> bool:
     """Whether a class the original found on test is never found by the compressed model."""
     before = {c["name"]: c["sensitivity"] or 0 for c in card["test_original"]["per_class"]}
@@ -226,7 +220,7 @@ def markdown_table(table: Sequence[dict[str, object]]) -> str:
             runs = [r for r in table if r["dataset"] == dataset and r["rule"] == rule]
             shipped = [r for r in runs if _yes(r.get("shipped"))]
             kept = sum(_yes(r["kept"]) for r in shipped)
-            low, high = _wilson(kept, len(shipped))
+            low, high = wilson_interval(kept, len(shipped))
             macs = f"{np.mean([float(r['macs_removed']) for r in shipped]):.1%}" if shipped else "-"
             interval = f"[{low:.2f}, {high:.2f}]" if low is not None else "-"
             lines.append(

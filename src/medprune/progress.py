@@ -26,6 +26,8 @@ from typing import Generic, TypeVar
 from tqdm import tqdm
 
 __all__ = [
+    "LOG_DATE_FORMAT",
+    "LOG_FORMAT",
     "LOG_INTERVAL_S",
     "QUIET_ENV",
     "Progress",
@@ -43,6 +45,10 @@ logger = logging.getLogger(__name__)
 
 #: Environment variable that silences progress when set to ``1`` / ``true`` / ``yes``.
 QUIET_ENV = "MEDPRUNE_QUIET"
+
+#: How medprune's log lines look (the CLI and :func:`visible_logs`).
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LOG_DATE_FORMAT = "%H:%M:%S"
 
 #: Without a terminal: at most one progress log line per this many seconds.
 LOG_INTERVAL_S = 30.0
@@ -237,7 +243,7 @@ def visible_logs() -> Iterator[None]:
         yield
         return
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    handler.setFormatter(logging.Formatter(LOG_FORMAT, LOG_DATE_FORMAT))
     level, propagate = package.level, package.propagate
     package.addHandler(handler)
     package.setLevel(logging.INFO)

@@ -75,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     quiet = args.quiet or progress.is_quiet()
     level = logging.DEBUG if args.verbose else logging.WARNING if quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(level=level, format=progress.LOG_FORMAT, datefmt=progress.LOG_DATE_FORMAT)
     was_level = logger.level
     logger.setLevel(level)  # also when logging was configured before (an embedding program, tests)
     try:

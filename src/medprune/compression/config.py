@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 from torch import Tensor, nn
 
@@ -125,7 +125,7 @@ class CompressConfig(OutputFolder):
 
     def __post_init__(self) -> None:
         check_option("metric", self.metric, LOSSLESS_METRICS)
-        check_option("decision_rule", self.decision_rule, ("certified", "point"))
+        check_option("decision_rule", self.decision_rule, get_args(DecisionRule))
         if self.search_recovery not in ("recalibrate", "finetune"):
             raise ValueError(
                 f"search_recovery={self.search_recovery!r} is not allowed; valid values: recalibrate, finetune"

@@ -318,6 +318,10 @@ class AcceptanceRule:
     n_resamples: int = 2000
     seed: int = 0
 
+    def within_tolerance(self, drop: float | None) -> bool:
+        """Whether an observed drop is within the tolerance (the point rule's test)."""
+        return drop is not None and drop <= self.tolerance + 1e-12
+
     def judge(
         self,
         labels: ArrayLike,
@@ -352,5 +356,5 @@ class AcceptanceRule:
         if self.rule == "certified":
             passes = bound is not None and bound > -self.tolerance
         else:
-            passes = drop is not None and drop <= self.tolerance + 1e-12
+            passes = self.within_tolerance(drop)
         return Judgement(bound, guard, passes and not guard)

@@ -52,6 +52,7 @@ __all__ = [
     "validation_resolution",
     "class_rates",
     "split_metrics",
+    "predictions_and_metrics",
     "promise_on_test",
     "card_warnings",
     "flip_gallery",
@@ -147,21 +148,28 @@ def class_rates(
     return rows
 
 
+def predictions_and_metrics(
+    model: nn.Module, data: tuple[Tensor, Tensor], names: Sequence[str], batch_size: int = 256
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """The predicted class of every image of pre-stacked ``data`` and all metrics of ``model`` on it."""
+    probs, truth = predict(model, data, batch_size=batch_size)
+    return np.asarray(probs).argmax(axis=1), metrics_from_predictions(probs, truth, list(names))
+
+
 def split_metrics(
     model: nn.Module, data: tuple[Tensor, Tensor], names: Sequence[str], batch_size: int = 256
 ) -> tuple[SplitMetrics, np.ndarray]:
     """The card's metrics of ``model`` on pre-stacked ``data``, and its predicted class per image."""
-    probs, truth = predict(model, data, batch_size=batch_size)
-    metrics = metrics_from_predictions(probs, truth, list(names))
+    predicted, metrics = predictions_and_metrics(model, data, names, batch_size)
     card = SplitMetrics(
         n=int(metrics["n"]),
         accuracy=metrics["accuracy"],
         balanced_accuracy=metrics["balanced_accuracy"],
         auroc=metrics["auroc"],
         worst_class_recall=metrics["worst_class_recall"],
-        per_class=class_rates(truth, probs.argmax(1), names),
+        per_class=class_rates(np.asarray(data[1]), predicted, names),
     )
-    return card, probs.argmax(1)
+    return card, predicted
 
 
 def promise_on_test(

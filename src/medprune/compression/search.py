@@ -24,9 +24,8 @@ from torch import Tensor, nn
 from medprune.checkpoint import save_checkpoint
 from medprune.compression.card import SearchRow
 from medprune.compression.decision import AcceptanceRule
-from medprune.compression.evidence import metric_value
+from medprune.compression.evidence import metric_value, predictions_and_metrics
 from medprune.compression.floor import Candidate, ranked_candidate
-from medprune.metrics import metrics_from_predictions, predict
 from medprune.options import LOSSLESS_METRICS
 from medprune.progress import progress
 from medprune.provenance import to_jsonable
@@ -50,7 +49,6 @@ __all__ = [
     "choose",
     "monotone_prefix",
     "non_monotone",
-    "predictions_and_metrics",
     "NoCandidateError",
     "save_compressed",
 ]
@@ -98,14 +96,6 @@ class Workbench:
 def evaluate_split(model: nn.Module, data: tuple[Tensor, Tensor], names: Sequence[str]) -> dict[str, Any]:
     """All metrics of ``model`` on pre-stacked ``data``."""
     return predictions_and_metrics(model, data, names)[1]
-
-
-def predictions_and_metrics(
-    model: nn.Module, data: tuple[Tensor, Tensor], names: Sequence[str]
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """The predicted class of every image of pre-stacked ``data`` and all metrics of ``model`` on it."""
-    probs, truth = predict(model, data, batch_size=256)
-    return np.asarray(probs).argmax(axis=1), metrics_from_predictions(probs, truth, list(names))
 
 
 def masks_at(bench: Workbench, scores: dict[str, Tensor], rate: float) -> dict[str, Tensor]:
@@ -195,7 +185,7 @@ def search(
                 achieved_rate=achieved_rate(candidate.masks),
                 value=value,
                 drop=drop,
-                within_tolerance=drop is not None and drop <= rule.tolerance + 1e-12,
+                within_tolerance=rule.within_tolerance(drop),
                 metrics={m: metric_value(metrics, m) for m in LOSSLESS_METRICS},
                 unit_rate=candidate.unit_rate,
                 macs_removed=candidate.macs_removed,

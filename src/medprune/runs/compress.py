@@ -48,6 +48,7 @@ from medprune.compression.evidence import (
     layer_changes,
     max_output_difference,
     metric_value,
+    predictions_and_metrics,
     promise_on_test,
     reproduce_command,
     size_totals,
@@ -60,7 +61,6 @@ from medprune.compression.search import (
     evaluate_split,
     final_model,
     non_monotone,
-    predictions_and_metrics,
     save_compressed,
     search,
 )
@@ -105,7 +105,7 @@ def run_compress(config: CompressConfig) -> CompressResult:
     cosmetic = ("device", "latency_threads", "latency_repeats", "overwrite", "out")
     timer = StageTimer()
     # options added after run folders were made, as those folders ran
-    added = {"macs_floor": False, "decision_rule": "point", "patience": None, "threads": None}
+    added = {"macs_floor": False, "decision_rule": "point", "threads": None}
     rule = AcceptanceRule(
         metric=config.metric,
         tolerance=config.tolerance,
