@@ -120,3 +120,20 @@ def test_bad_input_is_refused() -> None:
         paired_bound(BALANCED, BALANCED[:10], BALANCED)
     with pytest.raises(ValueError, match="valid values"):
         paired_bound(BALANCED, BALANCED, BALANCED[::-1], metric="auroc")
+
+
+def test_class_guard_allows_one_image_in_a_class_too_small_to_resolve_the_guard() -> None:
+    labels = np.array([0] * 100 + [1] * 8)
+    one_error, two_errors = labels.copy(), labels.copy()
+    one_error[100] = 0  # 8-image class: recall 1.0 -> 0.875, a drop of 0.125 > 0.10, but only one image
+    two_errors[100:102] = 0  # 1.0 -> 0.75
+    assert class_guard(labels, labels, one_error, ["a", "b"], max_recall_drop=0.1) == []
+    assert class_guard(labels, labels, two_errors, ["a", "b"], max_recall_drop=0.1) == [
+        "b: recall 1.00 -> 0.75 (falls by more than 0.12, one of its 8 images)"
+    ]
+    large = np.array([0] * 100 + [1] * 100)
+    eleven = large.copy()
+    eleven[100:111] = 0  # 100-image class: 0.11 > 0.10 refused as before
+    assert class_guard(large, large, eleven, ["a", "b"], max_recall_drop=0.1) == [
+        "b: recall 1.00 -> 0.89 (falls by more than 0.10)"
+    ]

@@ -80,7 +80,8 @@ class CompressConfig(OutputFolder):
     max_class_recall_drop: float = option(
         0.1,
         help=(
-            "class guard: a candidate is refused when any class's validation recall falls by more than this, or "
+            "class guard: a candidate is refused when any class's validation recall falls by more than this (or "
+            "by more than one of its images, for a class so small that one image moves its recall further), or "
             "to zero from above zero (1: only the fall to zero refuses)"
         ),
     )

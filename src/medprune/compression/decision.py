@@ -42,6 +42,7 @@ __all__ = [
     "ClassFlip",
     "PairedBound",
     "class_guard",
+    "class_guard_allowance",
     "flips",
     "mcnemar_exact",
     "metric_of_predictions",
@@ -221,7 +222,10 @@ def class_guard(
 ) -> list[str]:
     """Why the candidate is refused for a class (an empty list: every class passes).
 
-    A class fails when its recall falls by more than ``max_recall_drop`` or falls to zero when it was not zero.
+    A class fails when its recall falls to zero when it was not zero, or falls by more than the larger of
+    ``max_recall_drop`` and one image of that class (:func:`class_guard_allowance`): a class of 8 validation images
+    moves 0.125 per image, so a guard of 0.10 would refuse every single error there, a finer line than the split can
+    draw. The allowance is stated in the refusal.
 
     >>> y = np.array([0, 0, 1, 1]); original = np.array([0, 0, 1, 0]); candidate = np.array([0, 0, 0, 0])
     >>> class_guard(y, original, candidate, ["normal", "pneumonia"], max_recall_drop=0.6)
@@ -234,11 +238,25 @@ def class_guard(
         if not members.any():
             continue
         before, after = float((a[members] == index).mean()), float((b[members] == index).mean())
+        allowance = class_guard_allowance(max_recall_drop, int(members.sum()))
         if before > 0 and after == 0:
             reasons.append(f"{name}: recall {before:.2f} -> 0.00 (never predicted correctly any more)")
-        elif before - after > max_recall_drop + 1e-12:
-            reasons.append(f"{name}: recall {before:.2f} -> {after:.2f} (falls by more than {max_recall_drop:.2f})")
+        elif before - after > allowance + 1e-12:
+            why = f"falls by more than {allowance:.2f}"
+            if allowance > max_recall_drop:
+                why += f", one of its {int(members.sum())} images"
+            reasons.append(f"{name}: recall {before:.2f} -> {after:.2f} ({why})")
     return reasons
+
+
+def class_guard_allowance(max_recall_drop: float, images: int) -> float:
+    """The recall drop the class guard allows a class of ``images`` validation images: the stated guard, or one
+    image's worth of recall where a single image moves it by more.
+
+    >>> class_guard_allowance(0.1, 200), class_guard_allowance(0.1, 8)
+    (0.1, 0.125)
+    """
+    return max(max_recall_drop, 1.0 / images) if images > 0 else max_recall_drop
 
 
 def non_inferiority(bound: PairedBound, margin: float) -> str:

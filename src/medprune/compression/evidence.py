@@ -403,7 +403,10 @@ def choice_record(
             if config.decision_rule == "certified"
             else "point (uncertified): validation drop within tolerance"
         ),
-        "class guard": f"no class recall falls by more than {config.max_class_recall_drop:g}, nor to zero",
+        "class guard": (
+            f"no class recall falls by more than {config.max_class_recall_drop:g} (or one of its images, in a class "
+            "too small to resolve that), nor to zero"
+        ),
         "chosen lower bound": chosen.lower_bound,
         "validation resolution": resolution,
         "validation baseline": base,
