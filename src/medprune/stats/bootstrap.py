@@ -1,5 +1,5 @@
-"""Uncertainty for results tables: bootstrap confidence intervals and paired comparisons (scipy.stats.bootstrap), and
-Wilson intervals of proportions (:func:`wilson_interval`, the model card's per-class rates).
+"""Bootstrap intervals over runs taken as independent (scipy.stats.bootstrap), paired comparisons, and Wilson
+intervals of proportions (:func:`wilson_interval`, the model card's per-class rates).
 
 Three questions, one function each:
 
@@ -10,6 +10,12 @@ Three questions, one function each:
 - :func:`paired_difference` / :func:`paired_metric_difference`: is method A better than method B on matched runs
   (same checkpoint, same selection seed)? The mean paired difference with its CI and a verdict: ``better`` or
   ``worse`` when the CI excludes 0, else ``not distinguishable``.
+
+These functions resample runs as if each run were an independent draw. Selection seeds of one training checkpoint
+are not (some are exact copies), so when a checkpoint contributes several runs these intervals are too narrow: the
+independent unit is the training checkpoint. :mod:`medprune.stats.hierarchical` resamples checkpoints, then runs
+within them, then images (:func:`medprune.stats.hierarchical.clustered_mean` and its siblings); use it wherever
+several selection seeds share a checkpoint.
 
 Every interval is reproducible for a fixed ``seed``. Fewer than two values (runs, or images) give no interval: the
 bounds are ``None`` and ``note`` says why (never an exception). :data:`METHOD_NOTE` states the method for a report.
@@ -39,8 +45,10 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "METHOD_NOTE",
     "METRICS",
+    "DEFAULT_RESAMPLES",
     "ConfidenceInterval",
     "PairedComparison",
+    "PairedVerdict",
     "bootstrap_ci",
     "metric_ci",
     "paired_difference",
@@ -52,7 +60,8 @@ __all__ = [
 Metric = Literal["accuracy", "balanced_accuracy"]
 METRICS: tuple[str, ...] = ("accuracy", "balanced_accuracy")
 Better = Literal["higher", "lower"]
-Verdict = Literal["better", "worse", "not distinguishable"]
+#: The verdict of a paired comparison (``not distinguishable`` when its interval holds 0).
+PairedVerdict = Literal["better", "worse", "not distinguishable"]
 BootstrapMethod = Literal["percentile", "basic", "BCa"]
 
 DEFAULT_RESAMPLES = 4000
@@ -60,11 +69,13 @@ DEFAULT_RESAMPLES = 4000
 #: How every interval of this module is computed, for a report to print beside its tables.
 METHOD_NOTE = (
     "Confidence intervals are nonparametric bootstrap intervals (scipy.stats.bootstrap, percentile method, "
-    f"{DEFAULT_RESAMPLES} resamples, fixed seed). A mean over runs resamples the runs (one value per training seed x "
-    "selection seed). A test metric resamples at two levels: the test images (the same resampled images for every "
-    "run, since the runs share one test set) and, independently, the runs; the statistic is the metric averaged "
-    "over the resampled runs (balanced accuracy: the mean per-class recall over the classes present); resampling both "
-    "levels counts part of the image noise twice, so this interval errs on the wide side. A paired "
+    f"{DEFAULT_RESAMPLES} resamples, fixed seed). A mean over runs resamples the runs (one value per training "
+    "checkpoint x selection seed) as if every run were an independent draw. Selection seeds of one training checkpoint "
+    "are not independent (some are exact copies), so where a checkpoint contributes several runs these intervals are "
+    "too narrow: the independent unit is the training checkpoint. A test metric resamples at two levels: the test "
+    "images (the same resampled images for every run, since the runs share one test set) and, independently, the "
+    "runs; the statistic is the metric averaged over the resampled runs (balanced accuracy: the mean per-class recall "
+    "over the classes present); resampling both levels counts part of the image noise twice. A paired "
     "difference A - B resamples matched (checkpoint, seed) pairs (and, for test metrics, images shared by A and B); "
     "the verdict is 'better' or 'worse' when its interval excludes 0, else 'not distinguishable'. With fewer than "
     "2 runs (or images) no interval is given; with 1 run a test metric resamples images only. With few runs "
@@ -80,11 +91,13 @@ class ConfidenceInterval:
         estimate: the statistic on the data as observed (``None`` with no data).
         low: lower bound, ``None`` when no interval could be computed (see ``note``).
         high: upper bound, ``None`` likewise.
-        n: number of runs (values, pairs or curves) the estimate rests on.
+        n: the effective sample size: runs (values, pairs or curves) for the functions of this module, which take runs
+            as independent; independent training checkpoints (clusters) for a clustered estimate.
         confidence: the confidence level, e.g. 0.95.
         method: how the interval was computed (e.g. ``"bootstrap percentile, 4000 resamples, seed 0"``).
         note: why there is no interval, or what was simplified ("" when nothing).
         n_images: test images per run, for image-level metrics (``None`` otherwise).
+        n_rows: rows (runs) behind a clustered estimate, where ``n`` counts clusters (``None`` otherwise).
     """
 
     estimate: float | None
@@ -95,6 +108,7 @@ class ConfidenceInterval:
     method: str
     note: str = ""
     n_images: int | None = None
+    n_rows: int | None = None
 
     @property
     def has_interval(self) -> bool:
@@ -118,7 +132,7 @@ class PairedComparison:
 
     difference: ConfidenceInterval
     better: Better
-    verdict: Verdict
+    verdict: PairedVerdict
 
     def as_dict(self) -> dict[str, Any]:
         """Flat, strict-JSON-safe values: ``difference``, ``low``, ``high``, ``n``, ... plus ``better``, ``verdict``."""
@@ -362,7 +376,7 @@ def _bootstrap(
 _RNG_KEYWORD = "rng" if "rng" in inspect.signature(stats.bootstrap).parameters else "random_state"
 
 
-def _verdict(interval: ConfidenceInterval, better: Better) -> Verdict:
+def _verdict(interval: ConfidenceInterval, better: Better) -> PairedVerdict:
     if not interval.has_interval:
         return "not distinguishable"
     if interval.low > 0:  # type: ignore[operator]
