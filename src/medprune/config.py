@@ -22,7 +22,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import os
 import re
+import tempfile
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
@@ -175,6 +178,7 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{name} must be a mapping, got {value!r}")
+        _check_finite(name, value)
         return dict(value)
     if annotation is bool:
         if isinstance(value, bool):
@@ -186,10 +190,25 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
         if annotation is int and isinstance(value, float) and not value.is_integer():
             raise ConfigError(f"{name} must be an integer, got {value!r}")
         try:
-            return annotation(value)
-        except (TypeError, ValueError) as error:
+            coerced = annotation(value)
+        except (TypeError, ValueError, OverflowError) as error:
             raise ConfigError(f"{name} must be {annotation.__name__}, got {value!r}") from error
+        if isinstance(coerced, float) and not math.isfinite(coerced):
+            raise ConfigError(f"{name} must be a finite number, got {value!r}")
+        return coerced
     return value
+
+
+def _check_finite(name: str, value: Any) -> None:
+    """Refuse a NaN or infinite number anywhere inside ``value`` (a mapping option), naming its key."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, got {value!r}")
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            _check_finite(f"{name}.{key}", item)
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_finite(f"{name}[{i}]", item)
 
 
 def _load_yaml(path: Path) -> Any:
@@ -323,6 +342,8 @@ def build_config(cls: type[T], yaml_path: str | Path | None = None, overrides: d
     keys: dict[str, str] = {}
     if yaml_path is not None:
         path = Path(yaml_path)
+        if path.is_dir():
+            raise ConfigError(f"config file {path} is a folder; --config takes a YAML file")
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
         loaded = _load_yaml(path) or {}
@@ -418,9 +439,17 @@ def config_to_dict(config: Any) -> dict[str, Any]:
 
 
 def save_config(config: Any, out_dir: str | Path, name: str = "config.yaml") -> Path:
-    """Write the resolved config as YAML in ``out_dir`` and return its path."""
+    """Write the resolved config as YAML in ``out_dir`` (atomically: a temporary file renamed into place) and return
+    its path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / name
-    path.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path

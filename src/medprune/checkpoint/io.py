@@ -18,6 +18,8 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
+import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,7 @@ from torch import nn
 from medprune.models import create_model
 from medprune.provenance import file_sha256, model_checksum, package_versions, to_jsonable
 from medprune.pruning.physical import apply_structure
+from medprune.rundir import atomic_path, atomic_writer
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +40,10 @@ __all__ = [
     "load_checkpoint",
     "read_meta",
     "checkpoint_paths",
+    "check_tensors",
+    "read_safetensors_header",
     "FORMAT",
+    "HALF_DTYPES",
 ]
 
 #: Sidecar format tag; bump when the layout changes incompatibly.
@@ -45,6 +51,17 @@ FORMAT = "medprune-checkpoint/1"
 _PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt")
 _REQUIRED = ("format", "model", "weights_file", "weights_sha256", "class_names", "image_size", "in_channels")
 _MODEL_KEYS = ("name", "num_classes", "in_channels", "image_size")
+#: Bytes per element of each safetensors dtype.
+SAFETENSORS_DTYPES: dict[str, int] = {
+    "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1,
+    "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U64": 8, "U32": 4, "U16": 2, "U8": 1, "BOOL": 1,
+}  # fmt: skip
+_TORCH_TO_SAFETENSORS = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}
+_TORCH_TO_SAFETENSORS.update({torch.int64: "I64", torch.int32: "I32", torch.uint8: "U8", torch.bool: "BOOL"})
+#: Half-precision storage a sidecar may declare with ``weights_dtype`` (floating tensors stored in it, loaded as
+#: float32); without it every floating tensor must be stored as the architecture holds it (float32).
+HALF_DTYPES: dict[str, str] = {"float16": "F16", "bfloat16": "BF16"}
+_MAX_HEADER = 100 * 1024 * 1024
 
 
 def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
@@ -97,7 +114,8 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any] | N
         state[name] = tensor.clone() if key in seen else tensor  # safetensors refuses shared storage
         seen.add(key)
     weights_path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(weights_path), metadata={"format": FORMAT})
+    with atomic_path(weights_path) as tmp:
+        save_file(state, str(tmp), metadata={"format": FORMAT})
     sidecar = {
         "format": FORMAT,
         "model": {key: spec[key] for key in _MODEL_KEYS},
@@ -111,7 +129,8 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any] | N
         "versions": package_versions(),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    sidecar_path.write_text(json.dumps(to_jsonable(sidecar), indent=2, allow_nan=False) + "\n")
+    with atomic_writer(sidecar_path, durable=True) as handle:
+        handle.write(json.dumps(to_jsonable(sidecar), indent=2, allow_nan=False) + "\n")
     logger.debug("saved checkpoint %s (+ %s)", weights_path, sidecar_path.name)
     return weights_path
 
@@ -169,6 +188,9 @@ def _check_field_types(meta: dict[str, Any], sidecar_path: Path) -> None:
     for key, value in sizes.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{sidecar_path}: {key} must be a positive integer, got {value!r}")
+    half = meta.get("weights_dtype", "float32")
+    if half != "float32" and half not in HALF_DTYPES:
+        raise ValueError(f"{sidecar_path}: weights_dtype must be float32, float16 or bfloat16, got {half!r}")
     names = meta["class_names"]
     if not isinstance(names, list) or len(names) != meta["model"]["num_classes"]:
         raise ValueError(
@@ -216,13 +238,131 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
         if shrunk is not None and shrunk is not model:
             shrunk.medprune_spec = getattr(shrunk, "medprune_spec", model.medprune_spec)  # type: ignore[assignment]
             model = shrunk
+    header = read_safetensors_header(weights_path)
+    check_tensors(header, model.state_dict(), weights_path, meta)
     try:
         state = load_file(str(weights_path))
     except SafetensorError as error:
         raise ValueError(f"{weights_path}: not a readable safetensors file ({error})") from error
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise ValueError(
+                f"{weights_path}: tensor {name!r} holds {bad} NaN or infinite value(s) of {tensor.numel()}; "
+                "a model with non-finite weights cannot be evaluated or pruned"
+            )
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as error:
         raise ValueError(f"{weights_path}: weights do not fit {meta['model']['name']!r}: {error}") from error
     model.medprune_meta = meta  # type: ignore[assignment]
     return model.to(device).eval(), meta
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise ValueError(f"the header names tensor {key!r} twice")
+        seen[key] = value
+    return seen
+
+
+def read_safetensors_header(path: str | Path) -> dict[str, dict[str, Any]]:
+    """The header of a ``.safetensors`` file, checked by hand before any tensor is read: its length fits the file,
+    it is one JSON object without repeated keys, and every entry has a known dtype, a shape of non-negative integers
+    and data offsets inside the file whose length is exactly ``prod(shape) * itemsize``.
+
+    Returns:
+        ``{tensor name: {"dtype", "shape", "data_offsets"}}`` (``__metadata__`` left out).
+
+    Raises:
+        ValueError: naming the file, the tensor and what was wrong.
+    """
+    path = Path(path)
+    bad = f"{path}: not a readable safetensors file"
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+        length = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if length <= 1 or length > _MAX_HEADER or 8 + length > size:
+            raise ValueError(f"{bad} (header length {length} for a file of {size} bytes)")
+        raw = handle.read(length)
+    try:
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
+    except UnicodeDecodeError:
+        raise ValueError(f"{bad}: the header is not UTF-8 text") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{bad}: the header is not valid JSON ({error.msg})") from None
+    except ValueError as error:
+        raise ValueError(f"{bad}: {error}") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"{bad}: the header is not a JSON object")
+    data_size = size - 8 - length
+    entries: dict[str, dict[str, Any]] = {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        where = f"{bad}: tensor {name!r}"
+        if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
+            raise ValueError(f"{where}: header entry must hold exactly dtype, shape and data_offsets")
+        dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+        if dtype not in SAFETENSORS_DTYPES:
+            raise ValueError(f"{where}: unknown dtype {dtype!r}; known: {', '.join(SAFETENSORS_DTYPES)}")
+        if not isinstance(shape, list) or any(isinstance(d, bool) or not isinstance(d, int) or d < 0 for d in shape):
+            raise ValueError(f"{where}: shape must be a list of non-negative integers, got {shape!r}")
+        if (
+            not isinstance(offsets, list)
+            or len(offsets) != 2
+            or any(isinstance(o, bool) or not isinstance(o, int) for o in offsets)
+            or not 0 <= offsets[0] <= offsets[1] <= data_size
+        ):
+            raise ValueError(f"{where}: data_offsets {offsets!r} do not lie inside the {data_size} data bytes")
+        needed = math.prod(shape) * SAFETENSORS_DTYPES[dtype]
+        if offsets[1] - offsets[0] != needed:
+            raise ValueError(
+                f"{where}: {offsets[1] - offsets[0]} data bytes but dtype {dtype} and shape {shape} need {needed}"
+            )
+        entries[name] = entry
+    return entries
+
+
+def check_tensors(
+    header: Mapping[str, Mapping[str, Any]],
+    expected: Mapping[str, torch.Tensor],
+    path: str | Path,
+    meta: Mapping[str, Any],
+) -> None:
+    """Every tensor of a weights file against the architecture its sidecar names: the same names (none missing, none
+    extra), the same shapes, and dtypes: a floating tensor stored as float32 (or as the sidecar's ``weights_dtype``,
+    float16 / bfloat16), an integer buffer as the architecture holds it.
+
+    Raises:
+        ValueError: one line naming the tensor, what the file holds and what the architecture expects.
+    """
+    arch = meta["model"]["name"] if isinstance(meta.get("model"), Mapping) else "the model"
+    path = f"{path}: weights do not fit {arch!r}:"
+    missing = [name for name in expected if name not in header]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise ValueError(f"{path} tensor {missing[0]!r}{more} that {arch!r} needs is missing")
+    extra = [name for name in header if name not in expected]
+    if extra:
+        more = f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""
+        raise ValueError(f"{path} tensor {extra[0]!r}{more} is not part of {arch!r}")
+    half = HALF_DTYPES.get(str(meta.get("weights_dtype", "float32")))
+    for name, tensor in expected.items():
+        entry = header[name]
+        if list(entry["shape"]) != list(tensor.shape):
+            raise ValueError(
+                f"{path} tensor {name!r} has shape {entry['shape']} but {arch!r} needs {list(tensor.shape)}"
+            )
+        wanted = _TORCH_TO_SAFETENSORS.get(tensor.dtype, str(tensor.dtype))
+        allowed = {wanted, half} if tensor.is_floating_point() and half else {wanted}
+        if entry["dtype"] not in allowed:
+            kind = "floating point" if tensor.is_floating_point() else "integer"
+            hint = "; float16 / bfloat16 only where the sidecar sets weights_dtype" if kind != "integer" else ""
+            needs = " or ".join(sorted(allowed))
+            raise ValueError(
+                f"{path} tensor {name!r} is stored as {entry['dtype']} but {arch!r} needs {needs} ({kind}{hint})"
+            )

@@ -20,6 +20,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from medprune import __version__, progress
 from medprune.cli import compress, demo, evaluate, import_model, prune, report, score, study, sweep, train
+from medprune.rundir import is_disk_full
 
 #: Sub-command name -> its module (``HELP``, ``add_arguments``, ``run``), in the order ``--help`` lists them.
 COMMANDS: dict[str, ModuleType] = {
@@ -82,13 +83,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         with progress.quiet(quiet), logging_redirect_tqdm():  # log lines above the bars, not through them
             return int(args._run(args) or 0)
     except USER_ERRORS as error:
-        if args.verbose:
-            traceback.print_exc()
-        message = " ".join(str(error).splitlines())
-        print(f"medprune {args.command}: error: {message}", file=sys.stderr)
-        return 2
+        return _user_error(args, str(error))
+    except Exception as error:
+        if is_disk_full(error):  # a full disk or quota met outside medprune's own writers (OSError, SafetensorError)
+            where = getattr(error, "filename", None)
+            place = f" writing {where}" if where else ""
+            return _user_error(
+                args,
+                f"no space left on the device (or quota exceeded){place}: {error}; free some space and run the same "
+                "command again: it resumes",
+            )
+        if isinstance(error, MemoryError) or "can't allocate memory" in str(error) or "out of memory" in str(error):
+            return _user_error(args, f"out of memory: {error}; ask for less (a smaller --image-size, batch or model)")
+        raise
     finally:
         logger.setLevel(was_level)
+
+
+def _user_error(args: argparse.Namespace, text: str) -> int:
+    """Print a user error as one line (the traceback first under ``--verbose``) and return exit code 2."""
+    if args.verbose:
+        traceback.print_exc()
+    message = " ".join(text.splitlines())
+    print(f"medprune {args.command}: error: {message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -37,47 +37,75 @@ True
 
 from __future__ import annotations
 
-from medprune.rundir.errors import ConfigMismatchError, FolderLockedError, RunDirError
+from medprune.rundir.errors import ConfigMismatchError, DiskFullError, FolderLockedError, RunDirError
 from medprune.rundir.files import (
     HOLDER_FILE,
     LOCK_FILE,
     OLD_PREFIX,
     RECORD_FILE,
     RUN_OUTPUTS,
+    atomic_path,
+    atomic_writer,
     check_writable,
+    disk_full_is_user_error,
+    is_disk_full,
     move_aside,
     quarantine,
+    remove_leftover_tmp,
     run_outputs,
     structural_problem,
     verify_cached,
     verify_or_quarantine,
+    write_json_atomic,
+    write_text_atomic,
 )
 from medprune.rundir.lock import FolderLock, LockHolder
 from medprune.rundir.output import OutputFolder, output_folder
-from medprune.rundir.record import ALWAYS_COSMETIC, RunDir, config_diff, config_digest
+from medprune.rundir.record import (
+    ALWAYS_COSMETIC,
+    ORDER_FREE_KEYS,
+    PATH_KEYS,
+    RunDir,
+    canonical_leaf,
+    config_diff,
+    config_digest,
+    non_finite_keys,
+)
 
 __all__ = [
     "ALWAYS_COSMETIC",
     "HOLDER_FILE",
+    "ORDER_FREE_KEYS",
+    "PATH_KEYS",
     "LOCK_FILE",
     "OLD_PREFIX",
     "RECORD_FILE",
     "RUN_OUTPUTS",
     "ConfigMismatchError",
+    "DiskFullError",
     "FolderLock",
     "FolderLockedError",
     "LockHolder",
     "OutputFolder",
     "RunDir",
     "RunDirError",
+    "atomic_path",
+    "atomic_writer",
+    "canonical_leaf",
     "check_writable",
     "config_diff",
     "config_digest",
+    "disk_full_is_user_error",
+    "is_disk_full",
     "move_aside",
+    "non_finite_keys",
     "output_folder",
     "quarantine",
+    "remove_leftover_tmp",
     "run_outputs",
     "structural_problem",
     "verify_cached",
     "verify_or_quarantine",
+    "write_json_atomic",
+    "write_text_atomic",
 ]

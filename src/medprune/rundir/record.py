@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import os
 import socket
 from collections.abc import Iterable, Mapping
@@ -17,7 +18,16 @@ import yaml
 
 from medprune.config import config_to_dict, flat_keys, flat_names, leaf_defaults, leaf_values
 from medprune.rundir.errors import ConfigMismatchError, RunDirError
-from medprune.rundir.files import RECORD_FILE, check_writable, move_aside, run_outputs, utc_now, write_json_atomic
+from medprune.rundir.files import (
+    RECORD_FILE,
+    check_writable,
+    move_aside,
+    remove_leftover_tmp,
+    run_content,
+    run_outputs,
+    utc_now,
+    write_json_atomic,
+)
 from medprune.rundir.lock import FolderLock, LockHolder
 
 logger = logging.getLogger(__name__)
@@ -25,8 +35,68 @@ logger = logging.getLogger(__name__)
 RECORD_FORMAT = "medprune-run/1"
 #: Keys never compared: how a command was asked to behave, not what it computes.
 ALWAYS_COSMETIC: tuple[str, ...] = ("overwrite", "verbose", "progress")
+#: Leaves (by their last name) that hold file or folder paths: compared by the absolute path they resolve to, so
+#: ``ck/model``, ``./ck/model``, ``/abs/ck/model`` and ``x/../ck/model`` are one run.
+PATH_KEYS: frozenset[str] = frozenset(
+    {"checkpoint", "checkpoints", "data_root", "weights", "scores", "score_cache", "results", "teacher"}
+)
+#: List leaves (by their last name) whose order does not change what a run computes: compared sorted.
+ORDER_FREE_KEYS: frozenset[str] = frozenset(
+    {
+        "rates",
+        "seeds",
+        "selection_seeds",
+        "methods",
+        "controls",
+        "samplings",
+        "tolerances",
+        "table1_rates",
+        "similarity_rates",
+        "checkpoints",
+        "paired_metrics",
+        "splits",
+    }
+)
+#: Files a run writes first (its record and resolved config): removed again when the run fails before any output.
+PRELUDE_FILES: tuple[str, ...] = (RECORD_FILE, "config.yaml")
 _HISTORY = 20
 _ABSENT = "(absent)"
+
+
+def _resolved_path(value: Any) -> Any:
+    if isinstance(value, str) and value.strip():
+        return str(Path(value).expanduser().resolve())
+    return value
+
+
+def canonical_leaf(key: str, value: Any) -> Any:
+    """``value`` of leaf ``key`` in the form runs are compared in: paths (:data:`PATH_KEYS`) resolved to absolute
+    paths, order-free lists (:data:`ORDER_FREE_KEYS`) sorted.
+
+    >>> canonical_leaf("rates", [0.5, 0.1]), canonical_leaf("seed", 3)
+    ([0.1, 0.5], 3)
+    """
+    name = key.rsplit(".", 1)[-1]
+    if name in PATH_KEYS:
+        value = [_resolved_path(v) for v in value] if isinstance(value, list) else _resolved_path(value)
+    if name in ORDER_FREE_KEYS and isinstance(value, list):
+        value = sorted(value, key=lambda item: json.dumps(item, sort_keys=True))
+    return value
+
+
+def non_finite_keys(value: Any, prefix: str = "") -> list[str]:
+    """Dotted keys of every NaN or infinite number in a nested config (``[]`` when all are finite).
+
+    >>> non_finite_keys({"lr": float("nan"), "finetune": {"rates": [0.1, float("inf")]}})
+    ['lr', 'finetune.rates[1]']
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return [prefix or "value"]
+    if isinstance(value, Mapping):
+        return [k for key, item in value.items() for k in non_finite_keys(item, f"{prefix}.{key}" if prefix else key)]
+    if isinstance(value, (list, tuple)):
+        return [k for i, item in enumerate(value) for k in non_finite_keys(item, f"{prefix}[{i}]")]
+    return []
 
 
 def config_dict(config: Any) -> dict[str, Any]:
@@ -50,11 +120,16 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 def _decisive(config: Any, cosmetic: Iterable[str]) -> dict[str, Any]:
     skip = set(cosmetic) | set(ALWAYS_COSMETIC)
     flat = _flatten(config_dict(config))
-    return {key: value for key, value in flat.items() if not any(key == c or key.startswith(f"{c}.") for c in skip)}
+    return {
+        key: canonical_leaf(key, value)
+        for key, value in flat.items()
+        if not any(key == c or key.startswith(f"{c}.") for c in skip)
+    }
 
 
 def config_digest(config: Any, cosmetic: Iterable[str] = ()) -> str:
-    """SHA-256 over the keys of ``config`` (dataclass or mapping) that decide the results (``cosmetic`` left out).
+    """SHA-256 over the keys of ``config`` (dataclass or mapping) that decide the results (``cosmetic`` left out;
+    paths resolved and order-free lists sorted: :func:`canonical_leaf`).
 
     >>> a, b = {"epochs": 3, "device": "cpu"}, {"epochs": 3, "device": "cuda"}
     >>> config_digest(a, ["device"]) == config_digest(b, ["device"]), config_digest(a) == config_digest(b)
@@ -71,7 +146,8 @@ def config_diff(
     defaults: Mapping[str, Any] | None = None,
     config_class: type | None = None,
 ) -> list[str]:
-    """``["key: old -> new", ...]`` over the decisive keys; nested keys dotted (``method_options.ig.steps``).
+    """``["key: old -> new", ...]`` over the decisive keys; nested keys dotted (``method_options.ig.steps``). Values
+    are compared as :func:`canonical_leaf` makes them: a path by where it resolves, an order-free list sorted.
 
     ``defaults``: top-level keys added to a config after folders were made, with the value that reproduces the older
     results; a config without such a key reads as having that value.
@@ -129,8 +205,13 @@ class RunDir:
         moved_to: where ``overwrite`` moved the old content (``None`` if nothing was moved).
         previous_holder: the holder of a stale lock that was taken over, else ``None``.
 
+    A run that fails before writing any output (a refused input found inside the block) leaves the folder as it
+    found it: the ``run.json`` and ``config.yaml`` it wrote into a new folder are removed again, so the corrected
+    command is not refused as "another config". Temporary files (``.*.tmp``) a killed run left are removed on entry.
+
     Raises:
-        RunDirError: the folder cannot be written, or its ``run.json`` is damaged (without ``overwrite``).
+        RunDirError: the path is empty, the config holds a NaN or infinite number (named), the folder cannot be
+            written, or its ``run.json`` is damaged (without ``overwrite``).
         FolderLockedError: another live process holds the folder.
         ConfigMismatchError: the folder was made by another command or config, or holds files without a record
             (without ``overwrite``).
@@ -147,9 +228,14 @@ class RunDir:
         legacy_config: str | None = "config.yaml",
         defaults: Mapping[str, Any] | None = None,
     ) -> None:
+        if not str(path).strip():
+            raise RunDirError(f"the output folder of 'medprune {command}' is empty; pass --out FOLDER")
         self.path = Path(path).expanduser()
         self.command = command
         self.config = config_dict(config)
+        bad = non_finite_keys(self.config)
+        if bad:
+            raise RunDirError(f"{', '.join(bad)} must be a finite number (got NaN or infinity)")
         self.config_class = type(config) if dataclasses.is_dataclass(config) and not isinstance(config, type) else None
         self.cosmetic = tuple(cosmetic)
         self.overwrite = bool(overwrite)
@@ -159,6 +245,7 @@ class RunDir:
         self.moved_to: Path | None = None
         self._lock = FolderLock(self.path, command)
         self._record: dict[str, Any] = {}
+        self._fresh = False
 
     @property
     def record_path(self) -> Path:
@@ -169,9 +256,12 @@ class RunDir:
         return self._lock.previous_holder
 
     def __enter__(self) -> RunDir:
+        existed = self.path.exists()
         check_writable(self.path)
         self._lock.acquire()
         try:
+            self._fresh = not existed or not run_content(self.path)
+            remove_leftover_tmp(self.path)
             self._open_record()
         except BaseException:
             self._lock.release()
@@ -182,6 +272,11 @@ class RunDir:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
     ) -> None:
         try:
+            if self._record and exc_type is not None and self._fresh and self._nothing_written():
+                for name in PRELUDE_FILES:  # refused before any output: leave the folder as it was found
+                    (self.path / name).unlink(missing_ok=True)
+                self._record = {}
+                logger.debug("%s: the run failed before writing anything; its record was removed", self.path)
             if self._record:
                 status = "finished" if exc_type is None else f"failed: {exc_type.__name__}"
                 self._record["history"][-1].update(status=status, ended=utc_now())
@@ -190,6 +285,10 @@ class RunDir:
             logger.warning("could not update %s: %s", self.record_path, error)
         finally:
             self._lock.release()
+
+    def _nothing_written(self) -> bool:
+        """Whether the folder holds nothing but what :class:`RunDir` and the config record put there."""
+        return all(p.name in PRELUDE_FILES for p in run_content(self.path))
 
     def _open_record(self) -> None:
         record = self._read_record()

@@ -29,7 +29,7 @@ from medprune.options import LosslessMetric
 from medprune.provenance import to_jsonable
 from medprune.pruning.ranking import Ranking
 from medprune.report.tables import best_line, lossless_rates
-from medprune.rundir import OutputFolder, RunDir, config_diff, output_folder
+from medprune.rundir import OutputFolder, RunDir, config_diff, output_folder, write_text_atomic
 from medprune.runs.compress import CompressConfig, run_compress
 from medprune.runs.deploy import Deployment, deploy_choice
 from medprune.runs.report import ReportConfig, run_report
@@ -282,7 +282,7 @@ def _train(train: TrainConfig) -> Path:
         logger.info("stage 1/6 train: reusing %s", checkpoint)
         return checkpoint
     result = run_train(train)
-    done.write_text(json.dumps(config_to_dict(train)))
+    write_text_atomic(done, json.dumps(config_to_dict(train)))
     logger.info(
         "stage 1/6 train: test accuracy %.4f after %d epochs (%.0f s)",
         result.test_metrics["accuracy"],
@@ -405,5 +405,5 @@ def _demo(config: DemoConfig, stages: DemoStages, started: float) -> DemoResult:
         round(time.perf_counter() - started, 1),
         compressed,
     )
-    (out / "summary.json").write_text(json.dumps(to_jsonable(result.to_dict()), indent=2, allow_nan=False) + "\n")
+    write_text_atomic(out / "summary.json", json.dumps(to_jsonable(result.to_dict()), indent=2, allow_nan=False) + "\n")
     return result

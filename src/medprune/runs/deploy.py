@@ -21,6 +21,7 @@ from medprune.data import stack_samples
 from medprune.provenance import to_jsonable
 from medprune.pruning import apply_masks
 from medprune.recovery.recalibration import recalibrated_batchnorm
+from medprune.rundir import write_text_atomic
 from medprune.runs.prune import save_pruned
 from medprune.sweep.artifacts import load_swept_models
 from medprune.sweep.protocols import SETTING_FIELDS
@@ -112,5 +113,5 @@ def deploy_choice(
         params=[result.cost_before["params"], result.cost_after["params"]],
         macs=[result.cost_before["macs"], result.cost_after["macs"]],
     )
-    done.write_text(json.dumps(to_jsonable(asdict(deployment)), indent=2, allow_nan=False) + "\n")
+    write_text_atomic(done, json.dumps(to_jsonable(asdict(deployment)), indent=2, allow_nan=False) + "\n")
     return deployment

@@ -29,7 +29,7 @@ from medprune.options import NO_SAMPLING
 from medprune.provenance import model_checksum, to_jsonable
 from medprune.pruning import check_rate, coupled_groups, mask_model, masks_from_scores, model_cost, remove_units
 from medprune.pruning.ranking import Ranking
-from medprune.rundir import OutputFolder, RunDir, output_folder
+from medprune.rundir import OutputFolder, RunDir, output_folder, write_text_atomic
 from medprune.scoring import scorer_entry, validate_method_request
 from medprune.scoring.probe import check_option_values
 from medprune.scoring.request import ScoreRecipe
@@ -143,7 +143,7 @@ def save_pruned(
         result.masked_checkpoint = str(path)
     if output in ("physical", "both"):
         _save_physical(model, masks, out, test_data, class_names, {**base_meta, "pruning": meta.get("pruning")}, result)
-    (out / "metrics.json").write_text(json.dumps(to_jsonable(result.to_dict()), indent=2) + "\n")
+    write_text_atomic(out / "metrics.json", json.dumps(to_jsonable(result.to_dict()), indent=2) + "\n")
     return result
 
 
@@ -160,7 +160,7 @@ def _save_physical(
     result.physical = evaluate_rows(pruned, *test_data, class_names, 256)
     structure = pruned.medprune_pruned  # type: ignore[attr-defined]
     path = save_checkpoint(out / "model", pruned, {**meta, "pruned": structure})
-    (out / "structure.json").write_text(json.dumps(to_jsonable(structure), indent=1) + "\n")
+    write_text_atomic(out / "structure.json", json.dumps(to_jsonable(structure), indent=1) + "\n")
     reloaded, _ = load_checkpoint(path)
     result.reloaded_accuracy = evaluate_rows(reloaded, *test_data, class_names, 256)["accuracy"]
     result.checkpoint = str(path)

@@ -11,7 +11,9 @@ curves and the paired comparisons read test rows; ``results.md`` holds the table
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +28,7 @@ from medprune.report.page import ReportTables, render
 from medprune.report.paired import CONTROLS, paired_comparisons
 from medprune.report.sections import efficiency_rows, heatmap_section, ordered_columns
 from medprune.report.tables import PAPER_TABLE1, TABLE1_RATES, lossless_rates, lossless_summary, table1
-from medprune.rundir import OutputFolder, RunDir, output_folder
+from medprune.rundir import OutputFolder, RunDir, atomic_path, output_folder, write_text_atomic
 from medprune.stats import DEFAULT_RESAMPLES
 from medprune.sweep.artifacts import SweepModel, is_sweep_dir, load_swept_models
 from medprune.sweep.table import Row, read_results, write_csv
@@ -141,14 +143,35 @@ def _write_tables(rows: list[Row], config: ReportConfig, out: Path) -> ReportTab
     return ReportTables(rows, summary, metric_drop, clinical, lossless, lines, paired, metric=config.lossless_metric)
 
 
+def own_score_cache(sweep: str | Path, out: str | Path) -> Path:
+    """The report's own copy of a sweep's score files, ``<out>/scores/<sweep name>-<8 hex>/``: the sweep's cached
+    scores are copied there (files it lacks only) and any score the report computes is saved there, so a report
+    never writes into a sweep's folder (which a live sweep may hold)."""
+    sweep = Path(sweep)
+    tag = hashlib.sha256(str(sweep.expanduser().resolve()).encode()).hexdigest()[:8]
+    target = Path(out) / "scores" / f"{sweep.name or 'sweep'}-{tag}"
+    target.mkdir(parents=True, exist_ok=True)
+    source = sweep / "scores"
+    if source.is_dir():
+        for path in sorted(source.iterdir()):
+            if path.is_file() and not path.name.startswith(".") and ".corrupt-" not in path.name:
+                if not (target / path.name).exists():
+                    with atomic_path(target / path.name) as tmp:
+                        shutil.copyfile(path, tmp)
+    return target
+
+
 def _swept_models(config: ReportConfig) -> tuple[dict[str, SweepModel], list[str]]:
-    """The models of every sweep folder among the results, and a note for every bare table."""
+    """The models of every sweep folder among the results (their scores read from and saved to the report's own
+    copy, :func:`own_score_cache`), and a note for every bare table."""
     swept: dict[str, SweepModel] = {}
     notes: list[str] = []
     if config.efficiency or config.heatmaps:
         for result in config.results:
             if is_sweep_dir(result):
-                swept.update(load_swept_models(result, config.data_root))
+                cache = own_score_cache(result, config.out)
+                for key, model in load_swept_models(result, config.data_root).items():
+                    swept[key] = dataclasses.replace(model, cache=cache)
             else:
                 notes.append(f"{result} is a bare table: no efficiency or heatmaps for its models")
     return swept, notes
@@ -211,10 +234,10 @@ def _report(config: ReportConfig, rows: list[Row], sections: Sequence[tuple[str,
 
     tables = dataclasses.replace(tables, efficiency=efficiency, similarity=similarity)
     page_path = out / "report.html"
-    page_path.write_text(render(config, tables, curve_paths, heat_paths, notes, sections))
+    write_text_atomic(page_path, render(config, tables, curve_paths, heat_paths, notes, sections))
     markdown = out / "results.md"
     title = "Results: " + ", ".join(sorted({str(r["dataset"]) for r in rows}))
-    markdown.write_text(results_markdown(tables, config.table1_rates, config.tolerances, title))
+    write_text_atomic(markdown, results_markdown(tables, config.table1_rates, config.tolerances, title))
     logger.info("report: %s, %s", page_path, markdown)
     mean_similarity = float(np.nanmean([s["pearson_mean"] for s in similarity])) if similarity else None
     return ReportResult(

@@ -38,7 +38,7 @@ from medprune.executors import (
 from medprune.options import SAMPLINGS
 from medprune.progress import progress
 from medprune.provenance import model_checksum
-from medprune.rundir import OutputFolder, RunDir, output_folder
+from medprune.rundir import OutputFolder, RunDir, output_folder, write_text_atomic
 from medprune.runtime import resolve_device
 from medprune.scoring.probe import check_option_values
 from medprune.scoring.registry import available_scorers, scorer_entry, validate_method_request
@@ -197,6 +197,6 @@ def _score_pairs(config: ScoreConfig, methods: list[str], executor: Executor) ->
         "fingerprint": splits.fingerprint,
         "scores": [asdict(p) for p in pairs],
     }
-    (out / "scores.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    write_text_atomic(out / "scores.json", json.dumps(manifest, indent=1) + "\n")
     raise_failures(failures, "score")
     return ScoreResult(pairs, out / "scores.json")

@@ -36,7 +36,7 @@ from medprune.models.units import unit_groups
 from medprune.provenance import model_checksum
 from medprune.pruning import coupled_groups
 from medprune.pruning.cost import CostCounter
-from medprune.rundir import RunDir
+from medprune.rundir import RunDir, write_text_atomic
 from medprune.sweep.config import (
     COSMETIC,
     DEFAULT_CONTROLS,
@@ -227,7 +227,7 @@ def _sweep_all(
         failures.extend(failed)
         known = manifest["models"].get(key, {}).get("score_files", {})  # files of curves finished earlier
         manifest["models"][key] = {**entry, "score_files": {**known, **entry["score_files"]}}
-        manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+        write_text_atomic(manifest_path, json.dumps(manifest, indent=2) + "\n")
         write_csv(in_order(log.read(), order), out / "results.csv")
     raise_failures(failures, "sweep curve")
     logger.info("sweep done: %d rows in %s", len(all_rows), out / "results.csv")

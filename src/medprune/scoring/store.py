@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from medprune.models.units import unit_groups
 from medprune.options import NO_SAMPLING
 from medprune.provenance import file_sha256, model_checksum, package_versions, to_jsonable
-from medprune.rundir import verify_cached
+from medprune.rundir import disk_full_is_user_error, quarantine, verify_cached
 from medprune.runtime import resolve_device
 from medprune.scoring.registry import score
 from medprune.scoring.request import ScoreRecipe, ScoreRequest
@@ -118,8 +118,13 @@ def compute_scores(
     checksum, fingerprint = checksum or model_checksum(model), dataset_fingerprint(dataset)
     path = score_file(request, checksum, fingerprint, cache_dir) if cache_dir is not None else None
     if path is not None and verify_cached(path, _sidecar(path)):
-        logger.info("reusing %s for %s/%s", path, request.method, request.sampling)
-        return dataclasses.replace(load_scores(path, model), reused=True)
+        cached = load_scores(path, model)
+        bad = non_finite_groups(cached.scores)
+        if not bad:
+            logger.info("reusing %s for %s/%s", path, request.method, request.sampling)
+            return dataclasses.replace(cached, reused=True)
+        quarantine(path, f"non-finite scores in unit group(s) {', '.join(bad)}")
+        quarantine(_sidecar(path), f"it belongs with {path.name}")
 
     started = time.perf_counter()
     groups = unit_groups(model)
@@ -151,6 +156,12 @@ def compute_scores(
         seed=request.seed,  # type: ignore[arg-type]
         **request.options,
     )
+    bad = non_finite_groups(scores)
+    if bad:
+        raise ValueError(
+            f"{request.method} scores are NaN or infinite in unit group(s) {', '.join(bad)}; they were not saved "
+            "(check the model's weights and the method's options)"
+        )
     provenance = {
         "format": FORMAT,
         "request": to_jsonable(dataclasses.asdict(request), digest_tensors=True),
@@ -183,17 +194,28 @@ def _save(path: Path, scores: dict[str, Tensor], provenance: dict[str, Any]) -> 
     records the score file's SHA-256 (``file_sha256``), checked before the file is reused."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file(
-        {k: v.contiguous() for k, v in scores.items()},
-        str(tmp),
-        metadata={"format": FORMAT, "model_checksum": provenance["model_checksum"]},
-    )
-    provenance["file_sha256"] = file_sha256(tmp)
     side_tmp = tmp.with_suffix(".json.tmp")
-    side_tmp.write_text(json.dumps(provenance, indent=1, sort_keys=False))
-    os.replace(side_tmp, _sidecar(path))
-    os.replace(tmp, path)
+    try:
+        with disk_full_is_user_error(path):
+            save_file(
+                {k: v.contiguous() for k, v in scores.items()},
+                str(tmp),
+                metadata={"format": FORMAT, "model_checksum": provenance["model_checksum"]},
+            )
+            provenance["file_sha256"] = file_sha256(tmp)
+        with disk_full_is_user_error(_sidecar(path)):
+            side_tmp.write_text(json.dumps(provenance, indent=1, sort_keys=False))
+        os.replace(side_tmp, _sidecar(path))
+        os.replace(tmp, path)
+    finally:
+        for leftover in (tmp, side_tmp):
+            leftover.unlink(missing_ok=True)
     logger.info("saved %s", path)
+
+
+def non_finite_groups(scores: Mapping[str, Tensor]) -> list[str]:
+    """Names of the unit groups whose scores hold a NaN or an infinity (such scores are never saved or reused)."""
+    return [name for name, value in scores.items() if not bool(torch.isfinite(torch.as_tensor(value)).all())]
 
 
 def load_scores(path: str | Path, model: nn.Module | None = None) -> ScoreRecord:
