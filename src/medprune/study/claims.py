@@ -1,28 +1,39 @@
-"""The paper's claims, each answered by one statistic with a bootstrap CI and a verdict, from a results table.
+"""The paper's claims, each answered under the analysis plan (docs/analysis-plan.md) from a results table.
 
 Rows follow :mod:`medprune.sweep.table`: one row per (checkpoint, method, sampling, setting, selection seed, rate,
 split), ``split`` being ``val`` or ``test``; a ``variant`` column (added by ``medprune study``) splits the claims too.
 Every *choice* (a lossless rate, the best curve, the small rate that raised accuracy) reads ``val`` rows only; the
 number reported for it is read from the matching ``test`` row. Drops are absolute (0.05 = 5 accuracy points).
 
-- **(a) lossless rate per family** (ViT 0.65-0.85, VGG 0.45-0.55, ResNet 0.25-0.35): per run (checkpoint x
-  selection seed) the attribution curve with the largest validation lossless rate (drop <= tolerance at that rate and
-  every smaller one), its achieved pruned fraction; mean over runs with a bootstrap CI. *reproduced*: the CI lies
-  inside the paper's range and the mean test drop at the chosen points is within the tolerance; *refuted*: the CI
-  lies above the range, or even the first failing rates (the resolution of the rate grid) lie below it; else *not
-  distinguishable*. Plus the ordering ViT > VGG > ResNet as paired differences over
-  matched (dataset, training seed, selection seed) runs.
-- **(b) LRP beats DLB beats IG**: paired difference of the test accuracy drop averaged over the Table 1 rates, over
-  matched (checkpoint, sampling, seed) curves; *reproduced* when the CI is below 0 (a smaller drop), *refuted* above.
-- **(c) clustering sampling is best on average**: the same for clustering - random and clustering - confidence over
-  matched (checkpoint, method, seed) curves; reproduced when both are, refuted when either is refuted.
-- **(d) small rates sometimes raise accuracy**: curves whose validation accuracy rises at some rate in
-  (0, ``small_rate``]; at the rate of the largest rise, the test accuracy change; *reproduced* when its CI is above
-  0, *refuted* when no curve rises or the CI is below 0.
+**Independent runs are training checkpoints.** Every interval is a clustered bootstrap
+(:func:`medprune.stats.clustered_mean` and friends: checkpoints, then the selection seeds and curves within each),
+so ``n`` is the number of checkpoints (``n_rows`` the rows behind it). **One family per setting**: every sub-test of
+one setting (protocol) is corrected together: Holm over the family's p-values, and the interval shown is the
+simultaneous (Bonferroni) interval at 1 - alpha/m. Verdicts:
+
+- **(a) lossless rate per family** (ViT 0.65-0.85, VGG 0.45-0.55, ResNet 0.25-0.35): per run the attribution curve
+  with the largest validation lossless rate and its **test-confirmed** rate (the chosen rate if its test drop is within
+  the tolerance, else the largest smaller rate of that curve whose test drop is). *reproduced*: the mean lies inside
+  the band widened by half a grid step (``rate_margin / 2``; Holm-corrected two one-sided tests); *refuted*: it lies
+  outside the band widened by one grid step (``rate_margin``); else *inconclusive*: no verdict rests on a difference
+  finer than the rate grid.
+- **(a-order) ViT > VGG > ResNet**: unpaired difference of the test-confirmed rates (each architecture's checkpoints
+  resampled on their own, within each dataset, then averaged over datasets), margin ``rate_margin``; *better* /
+  *worse* only when the difference exceeds half a grid step (``rate_margin / 2``), which the grid can resolve.
+- **(b) LRP beats DLB beats IG** and **(c) clustering sampling is best on average**: paired difference (same
+  checkpoint, model, sampling or method, seed) of the test accuracy drop averaged over the Table 1 rates, margin
+  ``equivalence_margin``.
+- Comparisons read *reproduced* (better), *refuted* (worse), *equivalent* (Holm-corrected TOST inside the margin)
+  or *inconclusive*; a combined claim is reproduced when every step is, refuted when any step is, equivalent when
+  every step is.
+- **(d) small rates sometimes raise accuracy**, an existential claim: the fraction of attribution curves whose
+  validation-chosen gain at a rate in (0, ``small_rate``] is confirmed on test (test accuracy above the unpruned
+  model's); *reproduced* when that fraction is above 0 (Holm-corrected one-sided test), else *not shown*: a sample
+  cannot refute "sometimes". The same fraction for the random control is printed as the chance reference.
 
 >>> settings = ClaimSettings()
->>> settings.tolerance, settings.ranges["vit"]
-(0.05, (0.65, 0.85))
+>>> settings.tolerance, settings.ranges["vit"], settings.rate_margin
+(0.05, (0.65, 0.85), 0.1)
 """
 
 from __future__ import annotations
@@ -35,14 +46,22 @@ from typing import Any
 
 import numpy as np
 
-from medprune.stats import bootstrap_ci, paired_difference
+from medprune.stats import BootstrapEstimate, clustered_mean, clustered_paired_mean, decide, holm
 from medprune.sweep.protocols import protocol_name, setting_text
 from medprune.sweep.table import BASELINE, Row, format_rate, recovery_label
 
-__all__ = ["PAPER_RANGES", "ClaimSettings", "compute_claims", "Verdict"]
+__all__ = ["PAPER_RANGES", "ClaimSettings", "compute_claims", "ClaimVerdict", "CLAIM_VERDICTS"]
 
-Verdict = str  # "reproduced" | "refuted" | "not distinguishable"
-REPRODUCED, REFUTED, UNCLEAR = "reproduced", "refuted", "not distinguishable"
+ClaimVerdict = str  # one of CLAIM_VERDICTS
+REPRODUCED, REFUTED, EQUIVALENT, INCONCLUSIVE, NOT_SHOWN = (
+    "reproduced",
+    "refuted",
+    "equivalent",
+    "inconclusive",
+    "not shown",
+)
+#: Every verdict a claim row can carry.
+CLAIM_VERDICTS: tuple[str, ...] = (REPRODUCED, REFUTED, EQUIVALENT, INCONCLUSIVE, NOT_SHOWN)
 
 #: The paper's lossless ranges per architecture family (fraction pruned with < 5% accuracy drop).
 PAPER_RANGES: dict[str, tuple[float, float]] = {"vit": (0.65, 0.85), "vgg": (0.45, 0.55), "resnet": (0.25, 0.35)}
@@ -50,12 +69,17 @@ PAPER_RANGES: dict[str, tuple[float, float]] = {"vit": (0.65, 0.85), "vgg": (0.4
 
 @dataclass(frozen=True)
 class ClaimSettings:
-    """How the claims are tested.
+    """How the claims are tested (docs/analysis-plan.md).
 
     Attributes:
         tolerance: accuracy drop of a lossless rate (absolute). table1_rates: rates of claims (b) and (c).
-        small_rate: largest rate of claim (d). methods: the attribution methods (claims (a)-(c)).
-        ranges: the paper's lossless range per family. seed, n_resamples: of every bootstrap.
+        small_rate: largest rate of claim (d). methods: the attribution methods (claims (a)-(d)).
+        ranges: the paper's lossless range per family.
+        equivalence_margin: margin of an accuracy difference read as equivalent (0.01 = 1 point).
+        rate_margin: the rate grid's resolution above 0.2: margin of lossless-rate differences, and how far outside
+            the paper's band a rate must lie to refute it (half of it widens the band for reproduced).
+        alpha: family-wise error rate of each setting's family of sub-tests.
+        seed, n_resamples: of every bootstrap.
     """
 
     tolerance: float = 0.05
@@ -63,6 +87,9 @@ class ClaimSettings:
     small_rate: float = 0.15
     methods: tuple[str, ...] = ("lrp", "dlb", "ig")
     ranges: Mapping[str, tuple[float, float]] = field(default_factory=lambda: dict(PAPER_RANGES))
+    equivalence_margin: float = 0.01
+    rate_margin: float = 0.1
+    alpha: float = 0.05
     seed: int = 0
     n_resamples: int = 4000
 
@@ -133,123 +160,228 @@ def _lossless(points: Mapping[str, tuple[float, float]], tolerance: float) -> tu
     return (*best, 1.0)
 
 
+def _confirmed(
+    val: Mapping[str, tuple[float, float]], test: Mapping[str, tuple[float, float]], rate: str, s: ClaimSettings
+) -> float:
+    """The test-confirmed achieved rate of a curve whose validation lossless rate is ``rate``: that rate if its test
+    drop is within the tolerance, else the largest smaller rate of the curve whose test drop is (0 when none)."""
+    for candidate in sorted((r for r in val if 0.0 < float(r) <= float(rate)), key=float, reverse=True):
+        drop = test.get(candidate, (math.nan, math.nan))[0]
+        if drop <= s.tolerance + 1e-12:
+            return val[candidate][1]
+    return 0.0
+
+
+def _tail(replicates: np.ndarray, mask: np.ndarray) -> float:
+    """A bootstrap tail probability with the (count + 1) / (B + 1) convention (never exactly 0)."""
+    return float((int(mask.sum()) + 1) / (replicates.size + 1))
+
+
+@dataclass
+class _SubTest:
+    """One corrected test of a claim: its row, its bootstrap estimate and the two p-values the family corrects.
+
+    ``p_for`` is the p-value of the finding that supports the claim (a difference in the claimed direction, a rate
+    inside the band, a gain that exists); ``p_against`` that of the finding against it (equivalence for a
+    comparison, a rate outside the widened band; 1 where there is none).
+    """
+
+    row: Row
+    estimate: BootstrapEstimate
+    kind: str  # "compare" | "band" | "exists"
+    p_for: float
+    p_against: float
+    margin: float = 0.0
+    better: str = "higher"
+
+
 def _row(claim: str, statement: str, setting: str, statistic: str, **values: Any) -> Row:
     return {"claim": claim, "statement": statement, "setting": setting, "statistic": statistic, **values}
 
 
-def _ci_values(ci: Any) -> dict[str, Any]:
-    return {"estimate": ci.estimate, "low": ci.low, "high": ci.high, "n": ci.n}
+def _compare(row: Row, estimate: BootstrapEstimate, margin: float, better: str, resolution: float = 0.0) -> _SubTest:
+    """A comparison; with a ``resolution`` (the rate grid's), *better* / *worse* need the difference to exceed it in
+    magnitude (two one-sided tests against +-resolution), so no verdict rests on a difference the grid cannot see."""
+    if not estimate.has_replicates:
+        p_for = 1.0
+    elif resolution > 0:
+        r = estimate.replicates
+        p_for = min(1.0, 2 * min(_tail(r, r <= resolution), _tail(r, r >= -resolution)))
+    else:
+        p_for = estimate.p_value()
+    p_against = estimate.tost_p(margin) if estimate.has_replicates else 1.0
+    return _SubTest(row, estimate, "compare", p_for, p_against, margin, better)
 
 
-def _family_claims(data: _Curves, families: Mapping[str, str], s: ClaimSettings) -> list[Row]:
-    """Claim (a): val-chosen lossless rate per run and family, its CI, test confirmation; then the ordering."""
-    chosen: dict[tuple[str, str], dict[tuple[Any, ...], tuple[float, float]]] = defaultdict(dict)
+def _band(row: Row, estimate: BootstrapEstimate, low: float, high: float, s: ClaimSettings) -> _SubTest:
+    if not estimate.has_replicates or math.isnan(low):
+        return _SubTest(row, estimate, "band", 1.0, 1.0)
+    r, half = estimate.replicates, s.rate_margin / 2
+    inside = max(_tail(r, r <= low - half), _tail(r, r >= high + half))  # two one-sided tests, both must reject
+    outside = min(1.0, 2 * min(_tail(r, r >= low - s.rate_margin), _tail(r, r <= high + s.rate_margin)))
+    return _SubTest(row, estimate, "band", inside, outside)
+
+
+def _exists(row: Row, estimate: BootstrapEstimate) -> _SubTest:
+    if not estimate.has_replicates:
+        return _SubTest(row, estimate, "exists", 1.0, 1.0)
+    return _SubTest(row, estimate, "exists", _tail(estimate.replicates, estimate.replicates <= 0), 1.0)
+
+
+def _finish(tests: Sequence[_SubTest], family: str, s: ClaimSettings) -> list[Row]:
+    """Holm over the family (both p-values separately), the simultaneous interval, and each sub-test's verdict."""
+    m = len(tests)
+    if not m:
+        return []
+    p_for, p_against = holm([t.p_for for t in tests]), holm([t.p_against for t in tests])
+    confidence = 1 - s.alpha / m
+    out = []
+    for test, held_for, held_against in zip(tests, p_for, p_against, strict=True):
+        est = test.estimate
+        interval = est.interval(confidence) if est.has_replicates else None
+        if not est.has_replicates:
+            verdict = INCONCLUSIVE
+        elif test.kind == "compare":
+            decided = decide(
+                est,
+                margin=test.margin,
+                alpha=s.alpha,
+                better=test.better,  # type: ignore[arg-type]
+                p_adjusted=float(held_for),
+                tost_adjusted=float(held_against),
+            )
+            verdict = {"better": REPRODUCED, "worse": REFUTED, "equivalent": EQUIVALENT}.get(decided, INCONCLUSIVE)
+        elif test.kind == "band":
+            verdict = REPRODUCED if held_for < s.alpha else REFUTED if held_against < s.alpha else INCONCLUSIVE
+        else:
+            verdict = REPRODUCED if held_for < s.alpha else NOT_SHOWN
+        note = est.note
+        out.append(
+            {
+                **test.row,
+                "estimate": est.estimate,
+                "low": interval.low if interval else None,
+                "high": interval.high if interval else None,
+                "confidence": round(confidence, 6),
+                "n": est.n_clusters,
+                "n_rows": est.n_rows,
+                "p": test.p_for,
+                "p_holm": float(held_for),
+                "p_against": test.p_against,
+                "p_against_holm": float(held_against),
+                "test_family": family,
+                "family_size": m,
+                "verdict": verdict,
+                "note": _join(str(test.row.get("note", "")), note),
+            }
+        )
+    return out
+
+
+def _lossless_tests(
+    data: _Curves, families: Mapping[str, str], s: ClaimSettings
+) -> tuple[dict[str, list[_SubTest]], dict[str, dict[tuple[str, str], dict[tuple[Any, ...], float]]]]:
+    """Claim (a) per setting and family, and the test-confirmed rate per run for the ordering."""
+    chosen: dict[tuple[str, str], dict[tuple[Any, ...], tuple[float, ...]]] = defaultdict(dict)
     for curve, points in data.curves("val").items():
         setting, model, dataset, checkpoint, method, _sampling, seed = curve
         if method not in s.methods:
             continue
-        rate, achieved, failed = _lossless(points, s.tolerance)
+        rate, achieved, _failed = _lossless(points, s.tolerance)
+        test_points = data.curves("test").get(curve, {})
+        confirmed = _confirmed(points, test_points, rate, s) if float(rate) > 0 else 0.0
+        test_drop = test_points.get(rate, (math.nan, math.nan))[0] if float(rate) > 0 else 0.0
         run = (model, dataset, checkpoint, seed)
-        family = families.get(model, model)
-        previous = chosen[(setting, family)].get(run)
-        candidate = (achieved, float(rate), data.test(curve, rate) if float(rate) > 0 else 0.0, failed)
+        key = (setting, families.get(model, model))
+        candidate = (achieved, float(rate), confirmed, test_drop)
+        previous = chosen[key].get(run)
         if previous is None or candidate[:2] > previous[:2]:
-            chosen[(setting, family)][run] = candidate
-    out: list[Row] = []
+            chosen[key][run] = candidate
+    tests: dict[str, list[_SubTest]] = defaultdict(list)
+    rates: dict[str, dict[tuple[str, str], dict[tuple[Any, ...], float]]] = defaultdict(lambda: defaultdict(dict))
     statement = "lossless rate ({:.0%} tolerance) of {} lies in the paper's {:.0%}-{:.0%}"
     for (setting, family), runs in sorted(chosen.items()):
-        rates = [v[0] for v in runs.values()]
-        test_drops = [v[2] for v in runs.values()]
-        ci = bootstrap_ci(rates, seed=s.seed, n_resamples=s.n_resamples)
-        ceiling = bootstrap_ci([v[3] for v in runs.values()], seed=s.seed, n_resamples=s.n_resamples)
-        test = bootstrap_ci(test_drops, seed=s.seed, n_resamples=s.n_resamples)
+        clusters = [run[2] for run in runs]
+        confirmed = [v[2] for v in runs.values()]
+        estimate = clustered_mean(confirmed, clusters, n_resamples=s.n_resamples, seed=s.seed)
         low, high = s.ranges.get(family, (math.nan, math.nan))
-        confirmed = test.estimate is not None and test.estimate <= s.tolerance
-        if not ci.has_interval or not ceiling.has_interval or math.isnan(low):
-            verdict = UNCLEAR
-        elif ceiling.high < low or ci.low > high:  # type: ignore[operator]
-            verdict = REFUTED  # even the first failing rates lie below the range, or the lossless rates above it
-        elif low <= ci.low and ci.high <= high and confirmed:  # type: ignore[operator]
-            verdict = REPRODUCED
-        else:
-            verdict = UNCLEAR
+        test_drops = [v[3] for v in runs.values()]
         within = float(np.mean([d <= s.tolerance + 1e-12 for d in test_drops]))
-        out.append(
-            _row(
-                "a",
-                statement.format(s.tolerance, family, low, high),
-                setting,
-                "mean achieved pruned fraction at the val-chosen lossless rate of the best attribution curve per run",
-                family=family,
-                **_ci_values(ci),
-                paper=f"{low:g}-{high:g}",
-                first_failing_rate=ceiling.estimate,
-                first_failing_high=ceiling.high,
-                test_drop=test.estimate,
-                test_drop_low=test.low,
-                test_drop_high=test.high,
-                test_within_tolerance=within,
-                verdict=verdict,
-                note=_join(ci.note, "" if confirmed else "mean test drop at the chosen rates exceeds the tolerance"),
-            )
+        row = _row(
+            "a",
+            statement.format(s.tolerance, family, low, high),
+            setting,
+            "mean test-confirmed pruned fraction at the val-chosen lossless rate of the best attribution curve",
+            family=family,
+            paper=f"{low:g}-{high:g}",
+            val_chosen_rate=float(np.mean([v[0] for v in runs.values()])),
+            test_drop=float(np.mean(test_drops)),
+            test_within_tolerance=within,
         )
-    out.extend(_ordering(chosen, data, s))
-    return out
+        tests[setting].append(_band(row, estimate, low, high, s))
+        for run, value in runs.items():
+            rates[setting][(family, run[1])][(run[2], run[3])] = value[2]
+    return tests, rates
 
 
-def _ordering(
-    chosen: Mapping[tuple[str, str], Mapping[tuple[Any, ...], tuple[float, ...]]], data: _Curves, s: ClaimSettings
-) -> list[Row]:
-    """(a) ordering: paired lossless-rate differences vit - vgg and vgg - resnet over matched runs."""
-    out: list[Row] = []
-    settings = sorted({setting for setting, _ in chosen})
-    for setting in settings:
-        for high_family, low_family in (("vit", "vgg"), ("vgg", "resnet")):
-            a, b = chosen.get((setting, high_family), {}), chosen.get((setting, low_family), {})
-            pairs = _match_runs(a, b, data.train_seeds)
-            if not pairs:
-                continue
-            test = paired_difference(
-                [x for x, _ in pairs], [y for _, y in pairs], better="higher", seed=s.seed, n_resamples=s.n_resamples
-            )
-            out.append(
-                _row(
-                    "a-order",
-                    f"{high_family} keeps more than {low_family} (lossless rate {high_family} - {low_family} > 0)",
-                    setting,
-                    "paired difference of val-chosen lossless rates over matched runs",
-                    family=f"{high_family}-{low_family}",
-                    **_ci_values(test.difference),
-                    paper="> 0",
-                    verdict=_from_paired(test.verdict),
-                    note=test.difference.note,
+def _unpaired(
+    a: Mapping[str, Mapping[tuple[Any, ...], float]], b: Mapping[str, Mapping[tuple[Any, ...], float]], s: ClaimSettings
+) -> BootstrapEstimate | None:
+    """Mean over datasets of mean(a) - mean(b), each group's checkpoints resampled on their own."""
+    estimates, replicates, clusters, rows = [], [], 0, 0
+    for index, dataset in enumerate(sorted(set(a) & set(b))):
+        groups = []
+        for offset, runs in enumerate((a[dataset], b[dataset])):
+            groups.append(
+                clustered_mean(
+                    list(runs.values()),
+                    [run[0] for run in runs],
+                    n_resamples=s.n_resamples,
+                    seed=s.seed + 2 * index + offset,
                 )
             )
-    return out
+        first, second = groups
+        if not (first.has_replicates and second.has_replicates):
+            continue
+        size = min(first.replicates.size, second.replicates.size)
+        estimates.append(first.estimate - second.estimate)  # type: ignore[operator]
+        replicates.append(first.replicates[:size] - second.replicates[:size])
+        clusters += first.n_clusters + second.n_clusters
+        rows += first.n_rows + second.n_rows
+    if not estimates:
+        return None
+    size = min(r.size for r in replicates)
+    return BootstrapEstimate(
+        float(np.mean(estimates)),
+        np.mean([r[:size] for r in replicates], axis=0),
+        n_clusters=clusters,
+        n_rows=rows,
+        method="unpaired: each architecture's checkpoints resampled on their own within a dataset, mean over datasets",
+    )
 
 
-def _match_runs(
-    a: Mapping[tuple[Any, ...], tuple[float, ...]],
-    b: Mapping[tuple[Any, ...], tuple[float, ...]],
-    train_seeds: Mapping[str, Any],
-) -> list[tuple[float, float]]:
-    """Pairs of lossless rates of two families' runs matched by (dataset, training seed, selection seed).
-
-    Without a ``train_seed`` column the checkpoints of a dataset are matched in the order of their keys.
-    """
-
-    def ordered(runs: Mapping[tuple[Any, ...], tuple[float, ...]]) -> dict[tuple[Any, ...], float]:
-        by: dict[tuple[Any, ...], list[tuple[str, float]]] = defaultdict(list)
-        for (_model, dataset, checkpoint, seed), value in runs.items():
-            by[(dataset, seed)].append((str(train_seeds.get(checkpoint, checkpoint)), value[0]))
-        return {(*k, i): v for k, items in by.items() for i, (_c, v) in enumerate(sorted(items))}
-
-    left, right = ordered(a), ordered(b)
-    return [(left[k], right[k]) for k in sorted(left, key=str) if k in right]
-
-
-def _from_paired(verdict: str) -> Verdict:
-    return {"better": REPRODUCED, "worse": REFUTED}.get(verdict, UNCLEAR)
+def _ordering_tests(
+    rates: Mapping[str, Mapping[tuple[str, str], Mapping[tuple[Any, ...], float]]], s: ClaimSettings
+) -> dict[str, list[_SubTest]]:
+    """(a-order): unpaired differences of test-confirmed lossless rates, vit - vgg and vgg - resnet."""
+    tests: dict[str, list[_SubTest]] = defaultdict(list)
+    for setting, by in sorted(rates.items()):
+        for high_family, low_family in (("vit", "vgg"), ("vgg", "resnet")):
+            a = {d: runs for (f, d), runs in by.items() if f == high_family}
+            b = {d: runs for (f, d), runs in by.items() if f == low_family}
+            estimate = _unpaired(a, b, s)
+            if estimate is None:
+                continue
+            row = _row(
+                "a-order",
+                f"{high_family} keeps more than {low_family} (lossless rate {high_family} - {low_family} > 0)",
+                setting,
+                "unpaired difference of test-confirmed lossless rates (within dataset, mean over datasets)",
+                family=f"{high_family}-{low_family}",
+                paper="> 0",
+            )
+            tests[setting].append(_compare(row, estimate, s.rate_margin, "higher", resolution=s.rate_margin / 2))
+    return tests
 
 
 def _mean_test_drop(data: _Curves, curve: tuple[Any, ...], rates: Sequence[float]) -> float:
@@ -257,104 +389,105 @@ def _mean_test_drop(data: _Curves, curve: tuple[Any, ...], rates: Sequence[float
     return float(np.mean(values)) if values and all(np.isfinite(values)) else math.nan
 
 
-def _paired_claims(
+def _paired_tests(
     data: _Curves,
     claim: str,
-    statement: str,
     pairs: Sequence[tuple[str, str]],
     field_index: int,
     s: ClaimSettings,
     keep: Callable[[tuple[Any, ...]], bool],
-) -> list[Row]:
-    """Paired differences ``a - b`` of the mean test drop over the Table 1 rates (lower is better)."""
+) -> dict[str, list[_SubTest]]:
+    """Paired differences ``a - b`` of the mean test drop over the Table 1 rates (lower is better), clustered by
+    checkpoint (curves of one checkpoint that differ in model, sampling or seed are rows within it)."""
     by_setting: dict[str, dict[tuple[Any, ...], float]] = defaultdict(dict)
     for curve in data.curves("test"):
         if keep(curve):
             by_setting[curve[0]][curve] = _mean_test_drop(data, curve, s.table1_rates)
-    out: list[Row] = []
+    tests: dict[str, list[_SubTest]] = defaultdict(list)
+    rates = "/".join(f"{r:g}" for r in s.table1_rates)
     for setting, values in sorted(by_setting.items()):
-        verdicts = []
         for a_name, b_name in pairs:
             matched = []
             for curve, value in values.items():
-                if curve[field_index] != a_name:
-                    continue
                 other = (*curve[:field_index], b_name, *curve[field_index + 1 :])
-                if other in values:
-                    matched.append((value, values[other]))
+                if curve[field_index] == a_name and other in values:
+                    matched.append((value, values[other], curve[3]))
             if not matched:
                 continue
-            test = paired_difference(
-                [x for x, _ in matched],
-                [y for _, y in matched],
-                better="lower",
-                seed=s.seed,
+            estimate = clustered_paired_mean(
+                [x for x, _, _ in matched],
+                [y for _, y, _ in matched],
+                [c for _, _, c in matched],
                 n_resamples=s.n_resamples,
+                seed=s.seed,
             )
-            verdicts.append(_from_paired(test.verdict))
-            rates = "/".join(f"{r:g}" for r in s.table1_rates)
-            out.append(
-                _row(
-                    f"{claim}:{a_name}-{b_name}",
-                    f"{a_name} beats {b_name} (smaller accuracy drop)",
-                    setting,
-                    f"paired difference {a_name} - {b_name} of the test accuracy drop, mean over rates {rates}",
-                    **_ci_values(test.difference),
-                    paper="< 0",
-                    verdict=verdicts[-1],
-                    note=test.difference.note,
-                )
+            row = _row(
+                f"{claim}:{a_name}-{b_name}",
+                f"{a_name} beats {b_name} (smaller accuracy drop)",
+                setting,
+                f"paired difference {a_name} - {b_name} of the test accuracy drop, mean over rates {rates}",
+                paper="< 0",
             )
-        if len(verdicts) > 1:
-            combined = REFUTED if REFUTED in verdicts else REPRODUCED if set(verdicts) == {REPRODUCED} else UNCLEAR
-            out.append(_row(claim, statement, setting, "all comparisons above", verdict=combined, n=len(verdicts)))
+            tests[setting].append(_compare(row, estimate, s.equivalence_margin, "lower"))
+    return tests
+
+
+def _small_rate_fraction(data: _Curves, s: ClaimSettings, methods: Sequence[str]) -> dict[str, tuple[list, list]]:
+    """Per setting: (confirmed indicator, checkpoint) of every curve of ``methods`` with swept small rates."""
+    out: dict[str, tuple[list, list]] = defaultdict(lambda: ([], []))
+    for curve, points in data.curves("val").items():
+        if curve[4] not in methods:
+            continue
+        small = {r: -p[0] for r, p in points.items() if 0.0 < float(r) <= s.small_rate + 1e-9}
+        if not small:
+            continue
+        confirmed = 0.0
+        if max(small.values()) > 0:
+            rate = max(small, key=lambda r: (small[r], -float(r)))
+            confirmed = float(data.test(curve, rate) < 0)  # test accuracy above the unpruned model's
+        out[curve[0]][0].append(confirmed)
+        out[curve[0]][1].append(curve[3])
     return out
 
 
-def _small_rate_claims(data: _Curves, s: ClaimSettings) -> list[Row]:
-    """Claim (d): val-chosen small rate with the largest accuracy rise; its test accuracy change."""
-    by_setting: dict[str, list[float]] = defaultdict(list)
-    counts: dict[str, int] = defaultdict(int)
-    for curve, points in data.curves("val").items():
-        small = {r: p[0] for r, p in points.items() if 0.0 < float(r) <= s.small_rate + 1e-9}
-        if curve[4] not in s.methods:
-            continue
-        counts[curve[0]] += bool(small)
-        if not small:
-            continue
-        if min(small.values()) < 0:
-            rate = min(small, key=lambda r: (small[r], float(r)))
-            by_setting[curve[0]].append(-data.test(curve, rate))
-    out = []
-    for setting in sorted(counts):
-        gains = by_setting.get(setting, [])
-        ci = bootstrap_ci(gains, seed=s.seed, n_resamples=s.n_resamples)
-        why = "no curve's validation accuracy rose"
-        if not counts[setting]:
-            verdict, why = UNCLEAR, f"not tested: no swept rate in (0, {s.small_rate:g}]"
-        elif not gains:
-            verdict = REFUTED
-        elif ci.has_interval and ci.low > 0:  # type: ignore[operator]
-            verdict = REPRODUCED
-        elif ci.has_interval and ci.high < 0:  # type: ignore[operator]
-            verdict = REFUTED
-        else:
-            verdict = UNCLEAR
-        out.append(
-            _row(
-                "d",
-                f"pruning at most {s.small_rate:.0%} sometimes raises accuracy",
-                setting,
-                "test accuracy gain at the val-chosen small rate, over curves whose val accuracy rose",
-                **_ci_values(ci),
-                paper="> 0",
-                curves_with_val_gain=len(gains),
-                curves=counts[setting],
-                fraction_with_val_gain=len(gains) / counts[setting] if counts[setting] else None,
-                verdict=verdict,
-                note=_join(ci.note, "" if gains else why),
-            )
+def _small_rate_tests(data: _Curves, s: ClaimSettings) -> dict[str, list[_SubTest]]:
+    """Claim (d), existential: the fraction of attribution curves whose val-chosen small-rate gain holds on test."""
+    attribution = _small_rate_fraction(data, s, s.methods)
+    chance = _small_rate_fraction(data, s, ["random"])
+    tests: dict[str, list[_SubTest]] = defaultdict(list)
+    for setting, (confirmed, clusters) in sorted(attribution.items()):
+        estimate = clustered_mean(confirmed, clusters, n_resamples=s.n_resamples, seed=s.seed)
+        control = chance.get(setting, ([], []))[0]
+        row = _row(
+            "d",
+            f"pruning at most {s.small_rate:.0%} sometimes raises accuracy",
+            setting,
+            "fraction of attribution curves whose val-chosen small-rate gain is confirmed on test",
+            paper="> 0",
+            curves=len(confirmed),
+            curves_confirmed=int(sum(confirmed)),
+            random_control_fraction=float(np.mean(control)) if control else None,
         )
+        tests[setting].append(_exists(row, estimate))
+    return tests
+
+
+def _combined(rows: Sequence[Row], claim: str, statement: str) -> list[Row]:
+    """One line per setting for a claim made of several comparisons (b, c)."""
+    out = []
+    for setting in sorted({r["setting"] for r in rows if r["claim"].startswith(f"{claim}:")}):
+        verdicts = [r["verdict"] for r in rows if r["claim"].startswith(f"{claim}:") and r["setting"] == setting]
+        if len(verdicts) < 2:
+            continue
+        if REFUTED in verdicts:
+            combined = REFUTED
+        elif set(verdicts) == {REPRODUCED}:
+            combined = REPRODUCED
+        elif set(verdicts) == {EQUIVALENT}:
+            combined = EQUIVALENT
+        else:
+            combined = INCONCLUSIVE
+        out.append(_row(claim, statement, setting, "all comparisons above", verdict=combined, n=len(verdicts)))
     return out
 
 
@@ -366,24 +499,37 @@ def compute_claims(
     Args:
         rows: the results table (val and test rows, baselines included).
         families: architecture -> family (``vgg``, ``resnet``, ``vit``).
-        settings: tolerances, rates and bootstrap parameters.
+        settings: tolerances, margins, rates and bootstrap parameters.
 
     Returns:
-        Rows with ``claim``, ``statement``, ``setting``, ``statistic``, ``estimate``, ``low``, ``high``, ``n``,
-        ``paper``, ``verdict``, ``note`` and claim-specific columns.
+        Rows with ``claim``, ``statement``, ``setting``, ``statistic``, ``estimate``, ``low``, ``high`` (the
+        simultaneous interval at ``confidence``), ``n`` (checkpoints), ``n_rows``, ``paper``, ``p``, ``p_holm``,
+        ``test_family``, ``family_size``, ``verdict``, ``note`` and claim-specific columns.
     """
     s = settings or ClaimSettings()
     data = index_drops(rows)
     attribution = set(s.methods)
-    out = _family_claims(data, families, s)
+    lossless, rates = _lossless_tests(data, families, s)
+    groups = [lossless, _ordering_tests(rates, s)]
     method_pairs = [(a, b) for a, b in (("lrp", "dlb"), ("dlb", "ig")) if a in attribution and b in attribution]
-    out += _paired_claims(data, "b", "LRP beats DLB beats IG", method_pairs, 4, s, lambda c: c[4] in attribution)
+    groups.append(_paired_tests(data, "b", method_pairs, 4, s, lambda c: c[4] in attribution))
     sampling_pairs = [("clustering", "random"), ("clustering", "confidence")]
-    out += _paired_claims(
-        data, "c", "clustering sampling is best on average", sampling_pairs, 5, s, lambda c: c[4] in attribution
-    )
-    out += _small_rate_claims(data, s)
+    groups.append(_paired_tests(data, "c", sampling_pairs, 5, s, lambda c: c[4] in attribution))
+    groups.append(_small_rate_tests(data, s))
+    out: list[Row] = []
+    for setting in sorted({name for group in groups for name in group}):
+        tested = _finish([t for group in groups for t in group.get(setting, [])], f"claims({setting})", s)
+
+        out += _claim_rows(tested, "a") + _claim_rows(tested, "a-order")
+        out += _claim_rows(tested, "b") + _combined(tested, "b", "LRP beats DLB beats IG")
+        out += _claim_rows(tested, "c") + _combined(tested, "c", "clustering sampling is best on average")
+        out += _claim_rows(tested, "d")
     return out
+
+
+def _claim_rows(rows: Sequence[Row], claim: str) -> list[Row]:
+    """The rows of one claim (``b`` covers ``b:lrp-dlb`` and ``b:dlb-ig``)."""
+    return [r for r in rows if str(r["claim"]).split(":")[0] == claim]
 
 
 def _join(*parts: str) -> str:

@@ -25,7 +25,7 @@ __all__ = ["Scale", "claims_markdown", "claims_html", "CLAIMS_HEADING"]
 #: The heading of the claims section (Markdown and HTML).
 CLAIMS_HEADING = "Claims of the paper, tested"
 #: The columns of the claims table, in order.
-_COLUMNS = ("claim", "setting", "statistic", "estimate", "95% CI", "n", "paper", "test check", "verdict")
+_COLUMNS = ("claim", "setting", "statistic", "estimate", "corrected CI", "n ckpt (rows)", "paper", "check", "verdict")
 
 #: Paper scale, for the warning beside a smaller study.
 PAPER_SCALE = "VGG19 (140 M parameters), ResNet50 (24 M), ViT-B/16 (86 M) at 224 px on four datasets"
@@ -89,18 +89,27 @@ def _num(value: Any, digits: int = 3) -> str:
 def _interval(row: Row) -> str:
     if row.get("low") is None or row.get("high") is None:
         return "–"
-    return f"[{_num(row['low'])}, {_num(row['high'])}]"
+    level = row.get("confidence")
+    suffix = f" ({float(level):.1%})" if level not in (None, "") else ""
+    return f"[{_num(row['low'])}, {_num(row['high'])}]{suffix}"
 
 
 def _method(settings: ClaimSettings, em: Callable[[str], str]) -> str:
     return (
-        f"Method: drops are absolute (0.05 = 5 accuracy points) against the unpruned model on the same split. "
-        f"Every choice (lossless rate at tolerance {settings.tolerance:g}, best curve, small rate) is made on "
-        "validation rows; the numbers reported for a choice come from test rows. Intervals are 95% bootstrap "
-        f"intervals (percentile, {settings.n_resamples} resamples, seed {settings.seed}) over runs "
-        "(checkpoint x selection seed) or matched pairs; with few checkpoints they understate the uncertainty. "
-        f"Verdicts: {em('reproduced')} (the interval supports the claim), {em('refuted')} (it contradicts it), "
-        f"{em('not distinguishable at this scale')}."
+        f"Method (docs/analysis-plan.md): drops are absolute (0.05 = 5 accuracy points) against the unpruned model "
+        f"on the same split. Every choice (lossless rate at tolerance {settings.tolerance:g}, best curve, small rate) "
+        "is made on validation rows; the numbers reported for a choice come from test rows. The independent runs are "
+        "training checkpoints: n counts checkpoints (rows behind them in brackets), and every interval is a "
+        f"clustered bootstrap (checkpoints, then the curves and selection seeds within each; percentile, "
+        f"{settings.n_resamples} resamples, seed {settings.seed}). Each setting's sub-tests form one family: Holm's "
+        f"correction at family-wise level {settings.alpha:g}, and the interval shown is the simultaneous (Bonferroni) "
+        f"one at the confidence in brackets. Verdicts: {em('reproduced')} (the corrected test supports the claim), "
+        f"{em('refuted')} (it contradicts it), {em('equivalent')} (a corrected TOST puts the difference inside "
+        f"+-{settings.equivalence_margin:g} of accuracy, or +-{settings.rate_margin:g} of rate), "
+        f"{em('inconclusive')} (neither), {em('not shown')} (an existential claim without support; a sample cannot "
+        "refute it). Lossless rates are compared with the paper's bands on test-confirmed rates, at the grid's "
+        f"resolution: inside the band widened by {settings.rate_margin / 2:g} to reproduce, outside it widened by "
+        f"{settings.rate_margin:g} to refute."
     )
 
 
@@ -108,12 +117,19 @@ def _cells(row: Row) -> dict[str, str]:
     """One claim row as the table's text cells (the verdict without emphasis)."""
     check = ""
     if row["claim"] == "a":
-        check = f"test drop {_num(row.get('test_drop'))}, {row.get('test_within_tolerance', 0):.0%} within"
+        check = (
+            f"val-chosen {_num(row.get('val_chosen_rate'), 2)}, test drop {_num(row.get('test_drop'))}, "
+            f"{row.get('test_within_tolerance', 0):.0%} within"
+        )
     elif row["claim"] == "d":
-        check = f"{row.get('curves_with_val_gain', 0)}/{row.get('curves', 0)} curves rose on val"
-    label = row["statement"] if row["claim"] in ("b", "c") else f"({row['claim']}) {row['statement']}"
-    values = (str(label), str(row["setting"]), str(row["statistic"]) if row["claim"] not in ("b", "c") else "—")
-    values += (_num(row.get("estimate")), _interval(row), f"{row.get('n', '')}", f"{row.get('paper', '')}", check)
+        control = row.get("random_control_fraction")
+        check = f"{row.get('curves_confirmed', 0)}/{row.get('curves', 0)} curves confirmed"
+        check += f"; random control {_num(control, 2)}" if control not in (None, "") else ""
+    combined = row["claim"] in ("b", "c")
+    label = row["statement"] if combined else f"({row['claim']}) {row['statement']}"
+    values = (str(label), str(row["setting"]), str(row["statistic"]) if not combined else "—")
+    n = f"{row.get('n', '')}" + (f" ({row['n_rows']})" if row.get("n_rows") not in (None, "") else "")
+    values += (_num(row.get("estimate")), _interval(row), n, f"{row.get('paper', '')}", check)
     return dict(zip(_COLUMNS, (*values, f"{row.get('verdict', '')}"), strict=True))
 
 
