@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import statistics
 import time
 from collections import defaultdict
@@ -41,6 +42,7 @@ from torch import Tensor, nn
 
 from medprune.models.units import get_module, unit_groups
 from medprune.pruning.physical import coupled_groups, dependency_graph, example_inputs_for, remove_units
+from medprune.pruning.support import pruning_group
 from medprune.runtime import eval_mode
 
 logger = logging.getLogger(__name__)
@@ -71,13 +73,45 @@ def model_cost(model: nn.Module, example_inputs: Tensor | None = None) -> dict[s
 
 
 def layer_costs(model: nn.Module, inputs: Tensor) -> tuple[dict[str, int], dict[str, int]]:
-    """``({module name: MACs}, {module name: parameters})`` of every module for ``inputs`` (torch-pruning's count)."""
+    """``({module name: MACs}, {module name: parameters})`` of every module for ``inputs`` (torch-pruning's count).
+
+    torch-pruning counts some composite modules as a whole (timm's ``Attention``) and leaves their children's MACs
+    as ``None``; those of Linear / Conv children are measured here from their outputs in one forward pass, other
+    uncounted children get 0 (their parent holds their cost).
+    """
     with eval_mode(model), torch.no_grad():
         _, _, macs, params = tp.utils.count_ops_and_params(model, inputs, layer_wise=True)
     names = {id(module): name for name, module in model.named_modules()}
-    by_name_macs = {names[id(m)]: int(v) for m, v in macs.items() if id(m) in names}
-    by_name_params = {names[id(m)]: int(v) for m, v in params.items() if id(m) in names}
+    uncounted = [m for m, v in macs.items() if v is None and id(m) in names]
+    measured = _dense_macs(model, inputs, uncounted) if uncounted else {}
+    by_name_macs = {
+        names[id(m)]: int(v) if v is not None else measured.get(id(m), 0) for m, v in macs.items() if id(m) in names
+    }
+    by_name_params = {names[id(m)]: int(v or 0) for m, v in params.items() if id(m) in names}
     return by_name_macs, by_name_params
+
+
+def _dense_macs(model: nn.Module, inputs: Tensor, modules: list[nn.Module]) -> dict[int, int]:
+    """MACs of the Linear / Conv2d layers among ``modules`` for ``inputs``, from their output sizes:
+    ``{id(module): MACs}`` (output elements x inputs summed per output)."""
+    counts: dict[int, int] = {}
+
+    def hook(module: nn.Module, _inputs: tuple, output: Tensor) -> None:
+        if isinstance(module, nn.Linear):
+            per_output = module.in_features
+        else:
+            per_output = module.in_channels // module.groups * math.prod(module.kernel_size)
+        counts[id(module)] = counts.get(id(module), 0) + output.numel() * per_output
+
+    dense = [m for m in modules if isinstance(m, (nn.Linear, nn.Conv2d))]
+    handles = [m.register_forward_hook(hook) for m in dense]
+    try:
+        with eval_mode(model), torch.no_grad():
+            model(inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return counts
 
 
 class CostCounter:
@@ -105,10 +139,9 @@ class CostCounter:
         self._sets = [list(m) for m in coupled] + [[g.name] for g in groups if g.name not in in_set]
         by_name = {g.name: g for g in groups}
         for members in self._sets:
-            module = get_module(model, by_name[members[0]].module)
-            pruner = graph.get_pruner_of_module(module).prune_out_channels
+            path = by_name[members[0]].module
             effects = []
-            for dep, idxs in graph.get_pruning_group(module, pruner, idxs=[0]):
+            for dep, idxs in pruning_group(graph, get_module(model, path), path, [0]):
                 target = dep.target.module
                 if isinstance(target, (nn.Conv2d, nn.Linear, *_NORMS)):
                     kind = "out" if graph.is_out_channel_pruning_fn(dep.handler) else "in"

@@ -34,7 +34,7 @@ from medprune.models.units import UnitGroup, get_module, unit_groups
 from medprune.pruning.masked import check_plain_attention
 from medprune.pruning.masks import validate_scores
 from medprune.pruning.structure import pruned_structure, structure_masks
-from medprune.pruning.support import check_removable
+from medprune.pruning.support import SEARCH_SECONDS, check_removable, pruning_group, time_bound
 from medprune.runtime import eval_mode
 
 logger = logging.getLogger(__name__)
@@ -52,19 +52,11 @@ def example_inputs_for(model: nn.Module, batch: int = 1) -> Tensor:
 
 def dependency_graph(model: nn.Module, example_inputs: Tensor | None = None) -> Any:
     """torch-pruning's ``DependencyGraph`` of ``model`` (traced in eval mode, so BatchNorm statistics stay as they are;
-    the model is not changed)."""
+    the model is not changed). Tracing is bounded by :data:`SEARCH_SECONDS` (:func:`time_bound`)."""
     inputs = example_inputs_for(model) if example_inputs is None else example_inputs
-    with eval_mode(model), warnings.catch_warnings():
+    with eval_mode(model), warnings.catch_warnings(), time_bound(SEARCH_SECONDS, "tracing the dependency graph"):
         warnings.filterwarnings("ignore", message="Unwrapped parameters detected")  # ViT cls_token/pos_embed
         return tp.DependencyGraph().build_dependency(model, example_inputs=inputs)
-
-
-def _out_pruner(module: nn.Module) -> Any:
-    if isinstance(module, nn.Conv2d):
-        return tp.prune_conv_out_channels
-    if isinstance(module, nn.Linear):
-        return tp.prune_linear_out_channels
-    raise TypeError(f"cannot prune output channels of {type(module).__name__}")
 
 
 def _channel_groups(groups: Sequence[UnitGroup]) -> list[UnitGroup]:
@@ -81,9 +73,8 @@ def _couplings(model: nn.Module, groups: Sequence[UnitGroup], graph: Any) -> lis
         if group.name in seen:
             continue
         module = get_module(model, group.module)
-        pruning_group = graph.get_pruning_group(module, _out_pruner(module), idxs=[0])
         members = [group.name]
-        for dep, _ in pruning_group:
+        for dep, _ in pruning_group(graph, module, group.module, [0]):
             target = dep.target.module
             name = by_module.get(id(target))
             if name and name not in members and graph.is_out_channel_pruning_fn(dep.handler):
@@ -163,9 +154,7 @@ def remove_units(model: nn.Module, masks: Mapping[str, Tensor], example_inputs: 
         if group.kind == "head":
             _remove_heads(pruned, group, drop, graph)
             continue
-        module = get_module(pruned, group.module)
-        pruning_group = graph.get_pruning_group(module, _out_pruner(module), idxs=drop)
-        pruning_group.prune()
+        pruning_group(graph, get_module(pruned, group.module), group.module, drop).prune()
     pruned.medprune_pruned = pruned_structure(model, masks)  # type: ignore[assignment]
     return pruned
 

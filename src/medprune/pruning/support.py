@@ -26,7 +26,10 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import signal
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -37,10 +40,88 @@ from medprune.models.support import UnsupportedModelError, check_units
 from medprune.models.units import get_module, unit_groups
 from medprune.pruning.masked import check_plain_attention, following_batchnorms
 
-__all__ = ["CHANNEL_NORMS", "check_removable", "removal_blocker"]
+__all__ = [
+    "CHANNEL_NORMS",
+    "SEARCH_SECONDS",
+    "check_removable",
+    "grouped_not_depthwise",
+    "out_pruner",
+    "pruning_group",
+    "removal_blocker",
+    "time_bound",
+]
 
 #: Normalisations whose statistics mix channels; in a CNN a pruned channel reaching one has no physical equivalent.
 CHANNEL_NORMS: tuple[type[nn.Module], ...] = (nn.LayerNorm, nn.GroupNorm, nn.InstanceNorm2d, nn.LocalResponseNorm)
+
+
+#: Seconds one torch-pruning dependency search (tracing a model, or the channels coupled to one layer) may take
+#: before medprune refuses the model; torch-pruning's search can run for many minutes on some graphs
+#: (timm's efficientvit_m0), while every supported architecture needs well under a second.
+SEARCH_SECONDS = 20.0
+
+
+class _SearchTimeoutError(Exception):
+    pass
+
+
+@contextmanager
+def time_bound(seconds: float, what: str) -> Iterator[None]:
+    """Refuse, with one line naming ``what``, a block that runs longer than ``seconds``.
+
+    Uses a real-time interval timer (``SIGALRM``), so it only bounds the main thread of a Unix process; elsewhere the
+    block runs unbounded.
+
+    Raises:
+        UnsupportedModelError: the block did not finish in time.
+    """
+    usable = seconds > 0 and hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+    if not usable:
+        yield
+        return
+
+    def expire(_signum: int, _frame: object) -> None:
+        raise _SearchTimeoutError
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    remaining, _ = signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    except _SearchTimeoutError:
+        raise UnsupportedModelError(
+            f"physical removal: {what} did not finish within {seconds:g} s (torch-pruning's dependency search on "
+            "this graph); its units can be masked but not removed"
+        ) from None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        if remaining:  # an outer timer was running: restart it with what was left of it
+            signal.setitimer(signal.ITIMER_REAL, remaining)
+
+
+def out_pruner(module: nn.Module) -> Any:
+    if isinstance(module, nn.Conv2d):
+        return tp.prune_conv_out_channels
+    if isinstance(module, nn.Linear):
+        return tp.prune_linear_out_channels
+    raise TypeError(f"cannot prune output channels of {type(module).__name__}")
+
+
+def pruning_group(graph: Any, module: nn.Module, path: str, idxs: Sequence[int]) -> Any:
+    """torch-pruning's group of everything coupled to the output channels ``idxs`` of ``module`` (at ``path``),
+    bounded by :data:`SEARCH_SECONDS`.
+
+    Raises:
+        UnsupportedModelError: the search did not finish in time (the message names ``path``).
+    """
+    with time_bound(SEARCH_SECONDS, f"finding the channels coupled to {path!r} ({type(module).__name__})"):
+        return graph.get_pruning_group(module, out_pruner(module), idxs=list(idxs))
+
+
+def grouped_not_depthwise(conv: nn.Conv2d) -> bool:
+    """Whether ``conv`` is grouped but not depthwise (torch-pruning removes channels of depthwise convolutions, whose
+    every group is one channel, together with their input; other grouped ones it cannot keep consistent)."""
+    return conv.groups > 1 and not (conv.groups == conv.out_channels == conv.in_channels)
 
 
 def removal_blocker(model: nn.Module, masks: Mapping[str, Tensor] | None, graph: Any) -> str | None:
@@ -67,10 +148,15 @@ def removal_blocker(model: nn.Module, masks: Mapping[str, Tensor] | None, graph:
             except NotImplementedError as error:
                 return f"physical removal: {error}"
             continue
-        pruner = tp.prune_conv_out_channels if isinstance(module, nn.Conv2d) else tp.prune_linear_out_channels
-        for dep, _ in graph.get_pruning_group(module, pruner, idxs=[0]):
+        for dep, _ in pruning_group(graph, module, group.module, [0]):
             target = dep.target.module
             path = paths.get(id(target), "?")
+            if isinstance(target, nn.Conv2d) and grouped_not_depthwise(target):
+                return (
+                    f"physical removal of units of {group.name!r}: grouped Conv2d at {path!r} (groups="
+                    f"{target.groups}) splits its channels into groups that must keep equal sizes; removing channels "
+                    "group by group is not supported, so these units can be masked but not removed"
+                )
             if isinstance(target, CHANNEL_NORMS):
                 return (
                     f"physical removal of units of {group.name!r}: {type(target).__name__} at {path!r} normalises "

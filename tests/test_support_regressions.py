@@ -1,0 +1,130 @@
+"""Issue 25, step 1: no traceback and no hang on architectures outside the paper's three, on tiny random-init models.
+
+Each test reproduces one reported failure: a grouped convolution emptied by surgery (regnet_y_400mf: ``Given
+groups=6 ...``), timm ViT compress cards failing on torch-pruning's uncounted attention MACs (``int() ...
+NoneType``), efficientvit_b0's ``INDICES element is out of DATA bounds`` and efficientvit_m0's endless coupling
+search. Each must now either work exactly or refuse with one line naming the layer.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+from torch import nn
+
+import medprune.pruning.support as support
+from medprune.models import create_model
+from medprune.models.support import UnsupportedModelError
+from medprune.pruning import coupled_groups, mask_model, masks_from_scores, remove_units
+from medprune.pruning.cost import layer_costs
+from medprune.pruning.physical import dependency_graph
+from medprune.pruning.support import grouped_not_depthwise, pruning_group, removal_blocker
+from medprune.scoring.registry import score
+
+
+class _Grouped(nn.Module):
+    """conv -> BN -> grouped conv (groups=2) -> BN -> pool -> Linear."""
+
+    def __init__(self, groups: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1, groups=groups)
+        self.bn2 = nn.BatchNorm2d(8)
+        self.fc = nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn1(self.conv1(x)))
+        x = torch.relu(self.bn2(self.conv2(x)))
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+def _magnitude_masks(model: nn.Module, rate: float, scope: str = "global", inputs: torch.Tensor | None = None) -> dict:
+    scores = score(model, torch.zeros(1, 3, 32, 32), torch.tensor([0]), "magnitude")
+    return masks_from_scores(scores, rate, scope=scope, couplings=coupled_groups(model, example_inputs=inputs) or None)
+
+
+def test_grouped_conv_is_refused_by_name_not_emptied() -> None:
+    model = _Grouped(groups=2).eval()
+    inputs = torch.randn(2, 3, 16, 16)
+    masks = {"conv1": torch.tensor([True] * 3 + [False] * 5), "conv2": torch.ones(8, dtype=torch.bool)}
+    with pytest.raises(UnsupportedModelError, match=r"grouped Conv2d at 'conv2' \(groups=2\)") as caught:
+        remove_units(model, masks, example_inputs=inputs)
+    assert "\n" not in str(caught.value)
+    # its own output channels: per-group row counts must stay equal, so they are refused too; unpruned is fine
+    own = {"conv1": torch.ones(8, dtype=torch.bool), "conv2": torch.tensor([True, False] * 4)}
+    with pytest.raises(UnsupportedModelError, match="grouped Conv2d at 'conv2'"):
+        remove_units(model, own, example_inputs=inputs)
+    whole = {"conv1": torch.ones(8, dtype=torch.bool), "conv2": torch.ones(8, dtype=torch.bool)}
+    unchanged = remove_units(model, whole, example_inputs=inputs)
+    with torch.no_grad():
+        assert torch.equal(unchanged(inputs), model(inputs))
+
+
+def test_depthwise_conv_is_removed_with_its_input_and_never_emptied() -> None:
+    model = _Grouped(groups=8).eval()
+    inputs = torch.randn(2, 3, 16, 16)
+    assert not grouped_not_depthwise(model.conv2)
+    couplings = coupled_groups(model, example_inputs=inputs)
+    assert couplings == [["conv1", "conv2"]]  # a depthwise conv's channels are its input's
+    masks = masks_from_scores({"conv1": torch.arange(8.0), "conv2": torch.arange(8.0)}, 0.9, couplings=couplings)
+    assert all(int(m.sum()) >= 1 for m in masks.values())
+    small = remove_units(model, masks, example_inputs=inputs)
+    kept = int(masks["conv2"].sum())
+    assert small.conv2.groups == small.conv2.in_channels == small.conv2.out_channels == kept
+    with torch.no_grad():
+        assert torch.allclose(small(inputs), mask_model(model, masks)(inputs), atol=1e-5)
+
+
+def test_regnet_removal_is_refused_up_front_naming_the_grouped_conv() -> None:
+    model = create_model("torchvision:regnet_y_400mf", num_classes=2, image_size=32)
+    masks = _magnitude_masks(model, 0.3)
+    reason = removal_blocker(model, masks, dependency_graph(model))
+    assert reason is not None and "grouped Conv2d at 'trunk_output." in reason and "groups=" in reason
+    with pytest.raises(UnsupportedModelError, match="grouped Conv2d"):
+        remove_units(model, masks)
+
+
+def test_efficientvit_b0_removal_refuses_instead_of_an_index_error() -> None:
+    model = create_model("timm:efficientvit_b0", num_classes=2, image_size=32)
+    masks = _magnitude_masks(model, 0.5)
+    with pytest.raises(UnsupportedModelError, match=r"grouped Conv2d at '[\w.]+'"):
+        remove_units(model, masks)
+
+
+def test_timm_vit_layer_costs_count_attention_layers() -> None:
+    model = create_model("vit_small", num_classes=2, image_size=32)
+    macs, params = layer_costs(model, torch.zeros(1, 3, 32, 32))
+    qkv = model.blocks[0].attn.qkv
+    tokens = (32 // 4) ** 2 + 1
+    assert macs["blocks.0.attn.qkv"] == tokens * qkv.in_features * qkv.out_features
+    assert params["blocks.0.attn.qkv"] == sum(p.numel() for p in qkv.parameters())
+    assert all(isinstance(v, int) for v in (*macs.values(), *params.values()))
+
+
+def test_timm_deit_removal_and_layer_costs() -> None:
+    model = create_model("timm:deit_tiny_patch16_224", num_classes=2, image_size=32)
+    masks = _magnitude_masks(model, 0.3)
+    small = remove_units(model, masks)
+    before, _ = layer_costs(model, torch.zeros(1, 3, 32, 32))
+    after, _ = layer_costs(small, torch.zeros(1, 3, 32, 32))
+    assert after["blocks.0.mlp.fc1"] < before["blocks.0.mlp.fc1"]
+    assert sum(after.values()) < sum(before.values())
+
+
+class _SlowGraph:
+    def get_pruning_group(self, module: nn.Module, pruner: object, idxs: list[int]) -> None:
+        while True:  # torch-pruning's search on efficientvit_m0, in miniature
+            time.sleep(0.01)
+
+
+def test_coupling_search_is_time_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(support, "SEARCH_SECONDS", 0.3)
+    started = time.perf_counter()
+    with pytest.raises(UnsupportedModelError, match=r"'stem\.conv' \(Conv2d\) did not finish within 0\.3 s"):
+        pruning_group(_SlowGraph(), nn.Conv2d(3, 4, 1), "stem.conv", [0])
+    assert time.perf_counter() - started < 5
+    # the timer is gone afterwards: a later slow call is not interrupted by a stale alarm
+    time.sleep(0.4)
