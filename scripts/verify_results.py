@@ -185,6 +185,25 @@ def _range(value: object) -> str:
     return f"{low:.1f}-{high:.1f}"
 
 
+STUDY_CLAIMS = "docs/results/study-cpu/claims.csv"
+
+
+def _claim(setting: str, claim: str, column: str) -> Callable[[Path], float]:
+    """One number of one claim row of the committed study claims."""
+
+    def compute(root: Path) -> float:
+        rows = [r for r in read_rows(root / STUDY_CLAIMS) if (r["setting"], r["claim"]) == (setting, claim)]
+        if len(rows) != 1:
+            raise ValueError(f"{STUDY_CLAIMS}: {len(rows)} rows for claim {claim} under {setting}, expected 1")
+        return float(rows[0][column])
+
+    return compute
+
+
+def _signed(digits: int) -> Callable[[object], str]:
+    return lambda value: f"{float(value):+.{digits}f}"  # type: ignore[arg-type]
+
+
 _BOTH = (CALIBRATION, CALIBRATION_CPU)
 #: Every anchored prose figure: name -> where it comes from, how it is computed and written.
 FIGURES: dict[str, Figure] = {
@@ -212,6 +231,18 @@ FIGURES: dict[str, Figure] = {
     "demo.compress_seconds": Figure((DEMO_CARD,), _stage_seconds, _fixed(0), "compress stage time, s (card timings)"),
     "demo.wall_seconds": Figure(
         (DEMO_SUMMARY,), lambda root: load_json(root, DEMO_SUMMARY)["wall_time_s"], _fixed(0), "demo wall time, s"
+    ),
+    "study.paper.clustering_random.low": Figure(
+        (STUDY_CLAIMS,),
+        _claim("main:paper", "c:clustering-random", "low"),
+        _signed(3),
+        "clustering - random, paper protocol: lower end of the corrected interval",
+    ),
+    "study.paper.clustering_random.high": Figure(
+        (STUDY_CLAIMS,),
+        _claim("main:paper", "c:clustering-random", "high"),
+        _signed(3),
+        "clustering - random, paper protocol: upper end of the corrected interval",
     ),
     "calibration.smallest_certifiable": Figure(
         _BOTH, _smallest_certifiable(_BOTH, None), _range, "smallest certifiable tolerance, points, all refusals"
@@ -354,11 +385,60 @@ def recovery_table(root: Path, args: Sequence[str]) -> str:
     return _table(["criterion", "recovery", *(f"{float(t):g}" for t in rates)], body)
 
 
+def claims_table(root: Path, args: Sequence[str]) -> str:
+    """The claims of a study (its ``claims.csv``) under the analysis plan: one row per claim and setting with its
+    statistic, corrected interval, effective n (checkpoints, rows behind them), the family it was corrected in and
+    its verdict. ``--setting`` keeps one setting (e.g. ``main:paper``)."""
+    parser = argparse.ArgumentParser(prog="claims-table")
+    parser.add_argument("csv")
+    parser.add_argument("--setting", action="append", required=True)
+    options = parser.parse_args(args)
+    rows = [r for r in read_rows(root / options.csv) if r["setting"] in options.setting]
+    if not rows:
+        raise ValueError(f"{options.csv}: no claim rows for settings {options.setting}")
+
+    def number(text: str, digits: int = 3) -> str:
+        return (
+            "–"
+            if text in ("", None)
+            else f"{float(text):+.{digits}f}"
+            if float(text) < 0
+            else f"{float(text):.{digits}f}"
+        )
+
+    body = []
+    for r in rows:
+        combined = r["claim"] in ("b", "c")
+        label = r["statement"] if combined else f"({r['claim']}) {r['statement']}"
+        interval = "–"
+        if r.get("low") not in ("", None) and r.get("high") not in ("", None):
+            interval = f"[{number(r['low'])}, {number(r['high'])}] at {float(r['confidence']):.1%}"
+        n = r.get("n", "")
+        n += f" ({r['n_rows']})" if r.get("n_rows") not in ("", None) else ""
+        family = "" if combined else f"{r.get('test_family', '')}, m = {r.get('family_size', '')}"
+        check = ""
+        if r["claim"] == "a":
+            check = (
+                f"val-chosen {number(r['val_chosen_rate'], 2)}, test drop {number(r['test_drop'])}, "
+                f"{float(r['test_within_tolerance']):.0%} within"
+            )
+        elif r["claim"] == "d":
+            control = number(r["random_control_fraction"], 2)
+            check = f"{r['curves_confirmed']}/{r['curves']} confirmed; random control {control}"
+        estimate = "" if combined else number(r.get("estimate", ""))
+        body.append(
+            [label, r["setting"], estimate, interval, n, r.get("paper", ""), check, family, f"**{r['verdict']}**"]
+        )
+    headers = ["claim", "setting", "estimate", "corrected CI", "n ckpt (rows)", "paper", "check", "family", "verdict"]
+    return _table(headers, body)
+
+
 #: Block generators by name: (root, arguments) -> the block's Markdown.
 GENERATORS: dict[str, Callable[[Path, Sequence[str]], str]] = {
     "lossless-table": lossless_table,
     "setting-choice": setting_choice_table,
     "recovery-table": recovery_table,
+    "claims-table": claims_table,
 }
 
 
