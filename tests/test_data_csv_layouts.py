@@ -134,7 +134,7 @@ def test_mura_errors(tmp_path: Path) -> None:
         load_dataset("mura", tmp_path / "b", study_type="XR_KNEE")
     with pytest.raises(DatasetError, match=r"lists no images of study type XR_HAND"):
         load_dataset("mura", tmp_path / "b", study_type="hand")
-    with pytest.raises(DatasetNotFoundError, match="pass as root= the folder that contains MURA-v1.1/"):
+    with pytest.raises(DatasetNotFoundError, match="pass as --data-root the folder that contains MURA-v1.1/"):
         load_dataset("mura", tmp_path / "nowhere")
     with pytest.raises(DatasetError, match="cannot hold out 5% of 20 training images by patients"):
         load_dataset("mura", tmp_path / "b", study_type="wrist", val_fraction=0.05)

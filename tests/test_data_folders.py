@@ -142,7 +142,7 @@ def test_corrupt_image_names_the_file(three_classes: Path) -> None:
 
 def test_missing_folders_say_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MEDPRUNE_DATA", raising=False)
-    with pytest.raises(DatasetNotFoundError, match="pass root="):
+    with pytest.raises(DatasetNotFoundError, match="pass --data-root"):
         load_dataset("folder")
     with pytest.raises(DatasetNotFoundError, match="does not exist: put one folder per class"):
         load_dataset("cpn", tmp_path / "nowhere")

@@ -9,6 +9,12 @@ part's field). It refuses unknown keys and values outside a ``Literal`` with the
 :func:`save_config` writes the resolved config (nested) beside the results, and :func:`leaf_values` reads a nested or
 an old flat record into one comparable form.
 
+Requests beyond what a run can finish are refused when the config is built: an option may declare its bound beside
+its help (``limit``: the largest value, of a number or of each number in a list, or ``{"inner.key": bound}`` inside
+a mapping option; ``max_items``: the most entries of a list). :func:`check_limits` refuses a value above its bound
+with one line naming the key, the value and the bound, unless the limits are lifted: ``--no-limits`` on the command
+line, or the key ``limits: false`` (:data:`LIMITS_SWITCH`) in a config file or ``--set`` (:func:`limits_scope`).
+
 >>> from dataclasses import dataclass
 >>> @dataclass
 ... class Demo:
@@ -28,7 +34,9 @@ import re
 import tempfile
 import types
 import typing
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
@@ -37,7 +45,16 @@ import yaml
 T = TypeVar("T")
 
 __all__ = [
+    "LIMITS_KEY",
+    "LIMITS_SWITCH",
     "ConfigError",
+    "LimitError",
+    "LimitSwitch",
+    "check_limits",
+    "limits_enabled",
+    "limits_requested",
+    "limits_scope",
+    "lift_limits",
     "build_config",
     "config_to_dict",
     "flat_keys",
@@ -57,6 +74,11 @@ class ConfigError(ValueError):
     """A configuration value or key is not allowed; the message names it and the allowed values."""
 
 
+class LimitError(ConfigError):
+    """A request beyond a bound this machine is held to (an option's ``limit``, a batch that does not fit in memory);
+    ``--no-limits`` lifts it."""
+
+
 def option(
     default: Any = dataclasses.MISSING,
     *,
@@ -67,6 +89,8 @@ def option(
     shown_default: str | None = None,
     required: bool = False,
     fixed: Iterable[str] = (),
+    limit: float | Callable[[], float] | Mapping[str, float] | None = None,
+    max_items: int | None = None,
 ) -> Any:
     """A dataclass field that carries its own help text (``medprune CMD -h`` reads it).
 
@@ -81,8 +105,16 @@ def option(
         required: the option has no usable default (the help says ``required``).
         fixed: on a part field, the part's leaves this command decides itself (no keys: refused when given, left out
             of the saved config), e.g. the sweep's recipe epochs, which its ``finetune_epochs`` grid axis sets.
+        limit: the largest value a run may ask for (a number, or a function of the machine giving one): of a number
+            option, or of each number in a list option; on a mapping option, ``{"inner.key": bound}`` (e.g.
+            ``{"ig.steps": 10000}``). Checked by :func:`check_limits` when the config is built.
+        max_items: the most entries a list option may hold (e.g. the rates of a sweep).
     """
     metadata: dict[str, Any] = {"help": help}
+    if limit is not None:
+        metadata["limit"] = dict(limit) if isinstance(limit, Mapping) else limit
+    if max_items is not None:
+        metadata["max_items"] = max_items
     if choices is not None:
         metadata["choices"] = tuple(choices)
     if aliases:
@@ -94,6 +126,155 @@ def option(
     if fixed:
         metadata["fixed"] = tuple(fixed)
     return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata)
+
+
+#: The key of the switch that lifts every bound (:func:`check_limits`, the memory check before a run): not an option of
+#: any command config (it cannot change a result, so run records never hold it) but accepted by every one.
+LIMITS_KEY = "limits"
+
+
+@dataclasses.dataclass(frozen=True)
+class LimitSwitch:
+    """The one switch of the bounds every command holds requests to (declared here once; the CLI's ``--limits /
+    --no-limits`` and the ``limits`` key of ``--config`` / ``--set`` read it)."""
+
+    limits: bool = option(
+        True,
+        help="refuse, before any work, requests beyond medprune's bounds (steps, epochs, resamples, workers, rates, "
+        "image size, classes: each option's bound is in its help) and batches whose estimated memory exceeds what "
+        "this machine has; false (--no-limits) runs them anyway",
+    )
+
+
+#: The declaration of the switch (its help and default), for the CLI.
+LIMITS_SWITCH: dataclasses.Field = next(f for f in dataclasses.fields(LimitSwitch) if f.name == LIMITS_KEY)  # type: ignore[type-arg]
+
+_LIMITS: ContextVar[bool] = ContextVar("medprune_limits", default=True)
+
+
+def limits_enabled() -> bool:
+    """Whether bounds are enforced in the current scope (:func:`limits_scope`); true unless lifted."""
+    return _LIMITS.get()
+
+
+@contextmanager
+def limits_scope(enabled: bool = True) -> Iterator[None]:
+    """Enforce (or, ``enabled=False``, lift) the bounds inside the block; the state before is restored after it, also
+    when :func:`lift_limits` was called inside (the CLI runs each command in one such block).
+
+    >>> with limits_scope(False):
+    ...     limits_enabled()
+    False
+    """
+    token = _LIMITS.set(enabled)
+    try:
+        yield
+    finally:
+        _LIMITS.reset(token)
+
+
+def lift_limits() -> None:
+    """Lift the bounds for the rest of the enclosing :func:`limits_scope` (the CLI, on ``--no-limits``)."""
+    _LIMITS.set(False)
+
+
+def limits_requested(yaml_path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> bool:
+    """The :data:`LIMITS_KEY` switch of a command: from ``overrides`` (flags, ``--set``), else the config file, else
+    true.
+
+    Raises:
+        ConfigError: a value that is not true / false.
+    """
+    value: Any = True
+    if yaml_path is not None and Path(yaml_path).is_file():
+        loaded = _load_yaml(Path(yaml_path))
+        if isinstance(loaded, dict) and LIMITS_KEY in loaded:
+            value = loaded[LIMITS_KEY]
+    if overrides and overrides.get(LIMITS_KEY) is not None:
+        value = overrides[LIMITS_KEY]
+    return bool(_coerce(LIMITS_KEY, value, bool))
+
+
+def _bound(value: Any) -> float:
+    return float(value()) if callable(value) else float(value)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _refuse(key: str, value: Any, bound: float) -> None:
+    shown = int(bound) if float(bound).is_integer() else bound
+    raise LimitError(
+        f"{key}={value!r} is above its bound {shown}; pass --no-limits (or set limits=false) to run it anyway"
+    )
+
+
+def _nested(value: Any, path: str) -> Any:
+    for name in path.split("."):
+        if not isinstance(value, Mapping) or name not in value:
+            return None
+        value = value[name]
+    return value
+
+
+def check_limits(config: Any, keys: Mapping[str, str] | None = None) -> None:
+    """Refuse a value of ``config`` above its option's bound (``limit`` / ``max_items`` of :func:`option`), in every
+    part too; nothing is checked while the bounds are lifted (:func:`limits_scope`).
+
+    Args:
+        config: a config dataclass.
+        keys: ``{dotted path: key as the user gave it}`` (errors name the key given; else the dotted path).
+
+    Raises:
+        LimitError: naming the key, the value and the bound.
+
+    >>> @dataclasses.dataclass
+    ... class Run:
+    ...     epochs: int = option(1, help="epochs", limit=100)
+    >>> check_limits(Run(epochs=1000))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    medprune.config.LimitError: epochs=1000 is above its bound 100; pass --no-limits ...
+    """
+    if not limits_enabled():
+        return
+    _check_limits(config, keys or {}, "")
+
+
+def _check_limits(config: Any, keys: Mapping[str, str], prefix: str, skip: Iterable[str] = ()) -> None:
+    """:func:`check_limits` on ``config`` whose fields sit at ``prefix``; ``skip``: leaves its part field fixes."""
+    parts = _parts(type(config))
+    for f in dataclasses.fields(config):
+        if f.name in skip:
+            continue
+        value = getattr(config, f.name)
+        path = f"{prefix}{f.name}"
+        key = keys.get(path, path)
+        if f.name in parts:
+            if value is not None:
+                _check_limits(value, keys, f"{path}.", f.metadata.get("fixed", ()))
+            continue
+        max_items = f.metadata.get("max_items")
+        if max_items is not None and isinstance(value, (list, tuple)) and len(value) > max_items:
+            raise LimitError(
+                f"{key} holds {len(value)} entries, above its bound {max_items}; pass --no-limits (or set "
+                "limits=false) to run it anyway"
+            )
+        limit = f.metadata.get("limit")
+        if limit is None or value is None:
+            continue
+        if isinstance(limit, Mapping):
+            for inner_path, bound in limit.items():
+                item = _nested(value, inner_path)
+                if _number(item) and item > _bound(bound):
+                    _refuse(keys.get(f"{path}.{inner_path}", f"{key}.{inner_path}"), item, _bound(bound))
+        elif isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                if _number(item) and item > _bound(limit):
+                    _refuse(f"{key}[{i}]", item, _bound(limit))
+        elif _number(value) and value > _bound(limit):
+            _refuse(key, value, _bound(limit))
 
 
 def part_type(annotation: Any) -> type | None:
@@ -335,11 +516,17 @@ def build_config(cls: type[T], yaml_path: str | Path | None = None, overrides: d
     Keys may be nested (``ranking: {scope: layer}``), dotted (``ranking.scope``) or flat (``scope``; see
     :func:`flat_keys`).
 
+    A key ``limits`` (:data:`LIMITS_KEY`) is the switch of the bounds, not an option: ``false`` builds the config
+    without :func:`check_limits` (which runs otherwise, unless lifted by :func:`limits_scope`).
+
     Raises:
         ConfigError: unknown key (with the valid keys), wrong type or a value outside a ``Literal``.
+        LimitError: a value above its option's bound (:func:`check_limits`).
     """
     values: dict[str, Any] = {}
     keys: dict[str, str] = {}
+    own_switch = LIMITS_KEY in {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    switch: Any = True
     if yaml_path is not None:
         path = Path(yaml_path)
         if path.is_dir():
@@ -349,12 +536,19 @@ def build_config(cls: type[T], yaml_path: str | Path | None = None, overrides: d
         loaded = _load_yaml(path) or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping of options, got {type(loaded).__name__}")
+        if not own_switch:
+            switch = loaded.pop(LIMITS_KEY, switch)
         values.update(_dotted(cls, loaded))
         keys.update(_given_keys(cls, loaded))
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if not own_switch:
+        switch = given.pop(LIMITS_KEY, switch)
     values.update(_dotted(cls, given))
     keys.update(_given_keys(cls, given))
-    return _build(cls, values, keys=keys)
+    config = _build(cls, values, keys=keys)
+    if _coerce(LIMITS_KEY, switch, bool):
+        check_limits(config, keys)
+    return config
 
 
 def leaf_values(cls: type, data: Mapping[str, Any]) -> dict[str, Any]:

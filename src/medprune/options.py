@@ -13,10 +13,10 @@ medprune.config.ConfigError: sign='both' is not allowed; valid values: signed, a
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Literal, TypeVar
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Literal, TypeVar
 
-from medprune.config import ConfigError
+from medprune.config import ConfigError, LimitError, limits_enabled
 
 __all__ = [
     "Sign",
@@ -36,6 +36,8 @@ __all__ = [
     "Sampling",
     "SAMPLINGS",
     "NO_SAMPLING",
+    "METHOD_OPTION_LIMITS",
+    "check_method_option_limits",
     "check_option",
     "check_options",
 ]
@@ -81,6 +83,11 @@ SAMPLINGS: tuple[str, ...] = ("random", "confidence", "clustering")
 #: The sampling recorded for data-free methods (random, magnitude) and the unpruned baseline.
 NO_SAMPLING = "none"
 
+#: Bounds of the scorers' own options (``method_options``, ``--option``; :func:`medprune.config.check_limits`,
+#: lifted by ``--no-limits``): ``{"method.option": largest value}``. IG's default is 20 steps; its published
+#: settings use at most a few hundred.
+METHOD_OPTION_LIMITS: dict[str, int] = {"ig.steps": 10_000}
+
 
 def check_option(name: str, value: T, allowed: Sequence[T]) -> T:
     """``value`` when it is one of ``allowed``.
@@ -105,3 +112,27 @@ def check_options(name: str, values: Iterable[T], allowed: Sequence[T], *, requi
         given = f"{bad}" if bad else "nothing"
         raise ConfigError(f"{name}: {given} is not allowed; valid values: {', '.join(map(str, allowed))}")
     return values
+
+
+def check_method_option_limits(options: Mapping[str, Any], key: str = "method_options") -> None:
+    """Refuse a scorer option above its bound (:data:`METHOD_OPTION_LIMITS`) in ``{method: {option: value}}`` set
+    after a config was built (``--option``), unless the bounds are lifted (:func:`medprune.config.limits_scope`).
+
+    Raises:
+        LimitError: naming ``key``, the option, the value and the bound.
+
+    >>> check_method_option_limits({"ig": {"steps": 10**9}}, "--option")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    medprune.config.LimitError: --option ig.steps=1000000000 is above its bound 10000; pass --no-limits ...
+    """
+    if not limits_enabled():
+        return
+    for path, bound in METHOD_OPTION_LIMITS.items():
+        method, name = path.split(".", 1)
+        value = (options.get(method) or {}).get(name) if isinstance(options.get(method), Mapping) else None
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > bound:
+            raise LimitError(
+                f"{key} {path}={value!r} is above its bound {bound}; pass --no-limits (or set limits=false) to run it "
+                "anyway"
+            )

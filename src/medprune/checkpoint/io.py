@@ -32,6 +32,7 @@ from medprune.models import create_model
 from medprune.provenance import file_sha256, model_checksum, package_versions, to_jsonable
 from medprune.pruning.physical import apply_structure
 from medprune.rundir import atomic_path, atomic_writer
+from medprune.training.memory import check_batch_memory
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +76,8 @@ def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
     if suffix in _PICKLE_SUFFIXES:
         raise ValueError(
             f"{path}: refusing a pickle-based checkpoint ({suffix}); loading pickles can execute arbitrary code. "
-            "medprune checkpoints are <stem>.safetensors + <stem>.json (see medprune.checkpoint.save_checkpoint)"
+            "medprune checkpoints are <stem>.safetensors + <stem>.json, written by medprune train; convert a PyTorch "
+            "state dict with medprune import --arch ARCH --weights FILE --num-classes N"
         )
     stem = path.with_suffix("") if suffix in (".safetensors", ".json") else path
     return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
@@ -224,6 +226,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
             f"{weights_path}: SHA-256 {digest[:12]}… differs from {meta['weights_sha256'][:12]}… recorded in "
             f"{sidecar_path.name}; the weights were changed or belong to another checkpoint"
         )
+    sizes = {key: meta["model"][key] for key in ("num_classes", "image_size", "in_channels")}
+    check_batch_memory(meta["model"]["name"], **sizes, what=str(sidecar_path))  # before allocating the model
     try:
         model = create_model(**meta["model"])
     except (ValueError, KeyError) as error:

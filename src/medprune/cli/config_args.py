@@ -7,7 +7,9 @@ Help comes from the field itself: its ``help`` metadata (:func:`medprune.config.
 (a ``Literal`` type, a ``metadata["choices"]`` or the registry of that kind of name) and its default (the command's
 own: a part's default comes from the command config's part). A flag or key names a field of the config or a leaf of
 one of its parts (``scope``, or ``ranking.scope``; :func:`medprune.config.flat_keys`). Every key without a flag is
-listed the same way after the options, as a key for ``--config`` / ``--set``.
+listed the same way after the options, as a key for ``--config`` / ``--set``. An option with a bound
+(:func:`medprune.config.option`'s ``limit`` / ``max_items``) says it; ``--limits / --no-limits`` (or the key ``limits``)
+switches every bound of the command (:data:`medprune.config.LIMITS_SWITCH`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,18 @@ import typing
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
-from medprune.config import build_config, flat_keys, flat_names, leaf_paths, parse_overrides, part_type
+from medprune.config import (
+    LIMITS_KEY,
+    LIMITS_SWITCH,
+    build_config,
+    flat_keys,
+    flat_names,
+    leaf_paths,
+    lift_limits,
+    limits_requested,
+    parse_overrides,
+    part_type,
+)
 from medprune.data import available_datasets
 from medprune.models import available_models
 from medprune.options import SAMPLINGS
@@ -130,7 +143,20 @@ def field_help(cls: type, name: str) -> str:
     values = valid_values(cls, name)
     if values:
         text = f"{text}; valid values: {', '.join(values)}"
-    return f"{text} (default: {default})"
+    return f"{text}{_bound_text(field)} (default: {default})"
+
+
+def _bound_text(field: dataclasses.Field) -> str:  # type: ignore[type-arg]
+    """``; at most N ...`` for an option with a bound (``limit`` / ``max_items``), else empty."""
+    limit, items = field.metadata.get("limit"), field.metadata.get("max_items")
+    bounds = []
+    if isinstance(limit, Mapping):
+        bounds.extend(f"{key} at most {value}" for key, value in limit.items())
+    elif limit is not None:
+        bounds.append(f"at most {limit() if callable(limit) else limit}")
+    if items is not None:
+        bounds.append(f"at most {items} entries")
+    return f"; {', '.join(bounds)} unless --no-limits" if bounds else ""
 
 
 def _is_bool(annotation: Any) -> bool:
@@ -199,6 +225,13 @@ def add_config_arguments(
         help="set any option by its key (listed below; lists as a,b,c); repeatable; later wins: defaults < --config "
         "< flags < --set (default: none)",
     )
+    parser.add_argument(
+        "--limits",
+        dest=LIMITS_KEY,
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=f"{LIMITS_SWITCH.metadata['help']}; also the key limits (default: true)".replace("%", "%%"),
+    )
     add_common_arguments(parser)
     if run_folder and "overwrite" not in fields:  # a config with its own overwrite field has it among its flags
         parser.add_argument(
@@ -265,4 +298,8 @@ def config_from_args(args: argparse.Namespace, cls: type[T], flags: Mapping[str,
     overrides.update({k: v for k, v in extra.items() if v is not None})
     overrides = {k: v for k, v in overrides.items() if v is not None}
     overrides.update(parse_overrides(args.set))
+    if getattr(args, LIMITS_KEY, None) is not None:  # --limits / --no-limits wins over --set and the file
+        overrides[LIMITS_KEY] = args.limits
+    if not limits_requested(args.config, overrides):
+        lift_limits()  # for the rest of the command (cli.main scopes it): memory checks, configs built by runners
     return build_config(cls, args.config, overrides)

@@ -20,6 +20,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from medprune import __version__, progress
 from medprune.cli import compress, demo, evaluate, import_model, prune, report, score, study, sweep, train
+from medprune.config import limits_scope
 from medprune.rundir import is_disk_full
 
 #: Sub-command name -> its module (``HELP``, ``add_arguments``, ``run``), in the order ``--help`` lists them.
@@ -48,6 +49,13 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     IsADirectoryError,
     NotADirectoryError,
 )
+
+
+#: Python keywords in messages of library code (used from Python too) and what a CLI user types instead.
+CLI_WORDS: dict[str, str] = {
+    "pass in_channels=1": "pass --in-channels 1",
+    "pass root=": "pass --data-root",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,8 +88,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     was_level = logger.level
     logger.setLevel(level)  # also when logging was configured before (an embedding program, tests)
     try:
-        with progress.quiet(quiet), logging_redirect_tqdm():  # log lines above the bars, not through them
+        with progress.quiet(quiet), logging_redirect_tqdm(), limits_scope():  # --no-limits lifts them inside
             return int(args._run(args) or 0)
+    except KeyError as error:  # str(KeyError("rate")) is "'rate'": say what it is
+        return _user_error(args, f"missing key {error.args[0]!r}" if len(error.args) == 1 else str(error))
     except USER_ERRORS as error:
         return _user_error(args, str(error))
     except Exception as error:
@@ -105,6 +115,8 @@ def _user_error(args: argparse.Namespace, text: str) -> int:
     if args.verbose:
         traceback.print_exc()
     message = " ".join(text.splitlines())
+    for python, cli in CLI_WORDS.items():
+        message = message.replace(python, cli)
     print(f"medprune {args.command}: error: {message}", file=sys.stderr)
     return 2
 

@@ -18,6 +18,7 @@ from medprune.cli.config_args import add_config_arguments, add_positional
 from medprune.cli.config_args import config_from_args as shared_config_from_args
 from medprune.config import ConfigError
 from medprune.executors import EXECUTOR_FLAGS
+from medprune.options import check_method_option_limits
 from medprune.runs.score import ScoreConfig, run_score
 
 HELP = "score every unit of a checkpoint with each method x sampling strategy -> reusable score files"
@@ -73,6 +74,7 @@ def config_from_args(args: argparse.Namespace) -> ScoreConfig:
     config = shared_config_from_args(args, ScoreConfig, _FLAGS, checkpoint=args.checkpoint)
     for method, options in _parse_options(args.option).items():
         config.method_options[method] = {**(config.method_options.get(method) or {}), **options}
+    check_method_option_limits(config.method_options, "--option")
     return config
 
 

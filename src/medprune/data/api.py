@@ -96,7 +96,7 @@ def load_dataset(
     if is_medmnist:
         if size is None and image_size > 28:
             logger.info(
-                "%s: 28-px file resized to %d px; pass size=64/128/224 for the MedMNIST+ files", key, image_size
+                "%s: 28-px file resized to %d px; --set size=64/128/224 reads the MedMNIST+ files", key, image_size
             )
         raw = load_medmnist(key, default_root(root), options)
     else:

@@ -112,7 +112,7 @@ def load_fetal_planes(root: Path | None, options: LoadOptions) -> RawDataset:
         where = " or ".join(str(c / FETAL_CSV) for c in candidates) or "(no root given)"
         raise DatasetNotFoundError(
             f"FETAL_PLANES_DB not found: looked for {where}; put {FETAL_CSV} and Images/<Image_name>.png in one "
-            "folder and pass it as root= (or make it $MEDPRUNE_DATA/fetal_planes)"
+            "folder and pass it as --data-root (or make it $MEDPRUNE_DATA/fetal_planes)"
         )
     csv_path = folder / FETAL_CSV
     canonical = {p.lower(): k for k, p in enumerate(FETAL_PLANES)}
@@ -186,7 +186,7 @@ def load_mura(root: Path | None, options: LoadOptions) -> RawDataset:
     if base is None:
         where = " or ".join(str(c / MURA_DIR / MURA_CSVS["train"]) for c in candidates) or "(no root given)"
         raise DatasetNotFoundError(
-            f"MURA v1.1 not found: looked for {where}; pass as root= the folder that contains {MURA_DIR}/ "
+            f"MURA v1.1 not found: looked for {where}; pass as --data-root the folder that contains {MURA_DIR}/ "
             f"(with {', '.join(MURA_CSVS.values())} and the train/ valid/ image folders)"
         )
     study = _study_type(options.study_type)

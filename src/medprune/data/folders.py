@@ -2,8 +2,12 @@
 
 ``<root>/<class>/<image>`` (images may sit in sub-folders of a class folder), or ``<root>/{train,val,test}/<class>/``
 when the dataset comes split (``val`` may be missing, or spelt ``valid``/``validation``: it is then carved from train,
-stratified). Without given splits a seeded stratified train/val/test split is made. Hidden entries (``.name``) and
-non-image files are ignored. ``kvasir`` and ``cpn`` check the class folders against the published class names,
+stratified). Without given splits a seeded stratified train/val/test split is made. Hidden entries (``.name``) are
+ignored. A folder layout has no list of what belongs to it, so files without an image extension
+(:data:`~medprune.data.base.IMAGE_EXTENSIONS`: a ``README.txt``, ``Thumbs.db``, a ``.csv`` of labels) are skipped;
+their number and first names are a note of the dataset, logged as a warning. A file *with* an image extension that
+does not decode is refused naming the file (:func:`medprune.data.validate.validate_splits`, before the first epoch).
+``kvasir`` and ``cpn`` check the class folders against the published class names,
 case-insensitively, and report the canonical names.
 """
 
@@ -42,14 +46,32 @@ def _subdirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def _images_in(folder: Path) -> list[Path]:
+def _images_in(folder: Path, skipped: list[Path] | None = None) -> list[Path]:
+    """Image files under ``folder`` (sorted, hidden entries left out); other files are added to ``skipped``."""
     found = []
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for filename in sorted(filenames):
-            if not filename.startswith(".") and filename.lower().endswith(IMAGE_EXTENSIONS):
+            if filename.startswith("."):
+                continue
+            if filename.lower().endswith(IMAGE_EXTENSIONS):
                 found.append(Path(dirpath) / filename)
+            elif skipped is not None:
+                skipped.append(Path(dirpath) / filename)
     return found
+
+
+def _skipped_note(folder: Path, skipped: list[Path]) -> list[str]:
+    """The dataset note on the files without an image extension skipped under ``folder`` (none: no note)."""
+    if not skipped:
+        return []
+    shown = ", ".join(p.relative_to(folder).as_posix() for p in skipped[:3])
+    more = f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+    note = (
+        f"{len(skipped)} file(s) without an image extension skipped in {folder}: {shown}{more} "
+        f"(images are {', '.join(IMAGE_EXTENSIONS)})"
+    )
+    return [note]  # logged as a warning by medprune.data.load_dataset, as every note
 
 
 def _class_folders(folder: Path, expected: list[str] | None, what: str) -> dict[str, Path]:
@@ -74,9 +96,14 @@ def _class_folders(folder: Path, expected: list[str] | None, what: str) -> dict[
 
 
 def _scan(
-    folder: Path, class_names: list[str] | None, expected: list[str] | None, what: str
+    folder: Path,
+    class_names: list[str] | None,
+    expected: list[str] | None,
+    what: str,
+    skipped: list[Path] | None = None,
 ) -> tuple[list[str], list[Path], np.ndarray]:
-    """(class names, image paths, labels) of one folder of class folders; an empty class folder is an error."""
+    """(class names, image paths, labels) of one folder of class folders; an empty class folder is an error. Files
+    without an image extension are added to ``skipped``."""
     classes = _class_folders(folder, expected, what)
     if class_names is not None and sorted(classes) != sorted(class_names):
         raise DatasetError(f"{folder} has classes {sorted(classes)} but the train split has {class_names}")
@@ -84,7 +111,7 @@ def _scan(
     paths: list[Path] = []
     labels: list[int] = []
     for label, name in enumerate(names):
-        images = _images_in(classes[name])
+        images = _images_in(classes[name], skipped)
         if not images:
             raise DatasetError(
                 f"class folder {classes[name]} (class {name!r}) has no images ({', '.join(IMAGE_EXTENSIONS)})"
@@ -113,29 +140,31 @@ def load_class_folders(folder: Path, options: LoadOptions, expected: list[str] |
     """Splits of a folder-per-class dataset (see the module docstring)."""
     val_fraction = check_fraction("val_fraction", options.val_fraction)
     given = _given_splits(folder)
+    skipped: list[Path] = []
     if given:
-        names, train_paths, train_labels = _scan(given["train"], None, expected, what)
+        names, train_paths, train_labels = _scan(given["train"], None, expected, what, skipped)
         if "val" in given:
-            _, val_paths, val_labels = _scan(given["val"], names, expected, what)
+            _, val_paths, val_labels = _scan(given["val"], names, expected, what, skipped)
             how: tuple = ("given-splits",)
         else:
             keep, held, _ = stratified_split(train_labels, val_fraction, 0.0, options.seed)
             val_paths, val_labels = [train_paths[i] for i in held], train_labels[held]
             train_paths, train_labels = [train_paths[i] for i in keep], train_labels[keep]
             how = ("given-train-test", val_fraction, options.seed)
-        _, test_paths, test_labels = _scan(given["test"], names, expected, what)
+        _, test_paths, test_labels = _scan(given["test"], names, expected, what, skipped)
         triples = [(train_paths, train_labels), (val_paths, val_labels), (test_paths, test_labels)]
         listing = [(_listing(paths, folder), labels.tolist()) for paths, labels in triples]
         digest = fingerprint([what, names, how, listing])
         train, val, test = (RawSplit(FileStore(paths), labels) for paths, labels in triples)
-        return RawDataset(train, val, test, class_names=names, fingerprint=digest)
-    names, paths, labels = _scan(folder, None, expected, what)
+        notes = _skipped_note(folder, skipped)
+        return RawDataset(train, val, test, class_names=names, fingerprint=digest, notes=notes)
+    names, paths, labels = _scan(folder, None, expected, what, skipped)
     train, val, test = stratified_split(labels, val_fraction, options.test_fraction, options.seed)
     store = FileStore(paths)
     digest = fingerprint(
         [what, names, ("stratified", val_fraction, options.test_fraction, options.seed), _listing(paths, folder)]
     )
-    notes = []
+    notes = _skipped_note(folder, skipped)
     for split_name, idx in (("val", val), ("test", test)):
         absent = [names[k] for k in range(len(names)) if not np.any(labels[idx] == k)]
         if absent and len(idx):
@@ -153,8 +182,8 @@ def load_class_folders(folder: Path, options: LoadOptions, expected: list[str] |
 def _locate(root: Path | None, name: str, what: str, looks_right: Callable[[Path], bool]) -> Path:
     if root is None:
         raise DatasetNotFoundError(
-            f"no root folder for {what}: pass root= (the folder holding one folder per class), "
-            f"or set MEDPRUNE_DATA so that $MEDPRUNE_DATA/{name} is that folder"
+            f"no data folder for {what}: pass --data-root (the folder holding one folder per class; data_root= from "
+            f"Python), or set MEDPRUNE_DATA so that $MEDPRUNE_DATA/{name} is that folder"
         )
     for candidate in (root, root / name):
         if candidate.is_dir() and looks_right(candidate):

@@ -89,7 +89,8 @@ def find_medmnist_file(flag: str, size: int, root: Path | None, download: bool =
     if not download or not online(_DOWNLOAD_HOST):
         raise DatasetNotFoundError(
             f"MedMNIST file {filename} not found (looked for {candidates[0]} and {candidates[1]}) and the download "
-            f"host {_DOWNLOAD_HOST} cannot be reached: {where}, or pass root= / set MEDPRUNE_DATA to its folder"
+            f"host {_DOWNLOAD_HOST} cannot be reached: {where}, "
+            "or pass --data-root (data_root= from Python) / set MEDPRUNE_DATA to its folder"
         )
     import medmnist
 

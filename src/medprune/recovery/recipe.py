@@ -41,8 +41,9 @@ class FinetuneRecipe:
         None,
         help="fine-tuning epochs (0: recalibration only)",
         shown_default="enough epochs for `steps` optimiser steps",
+        limit=10_000,
     )
-    steps: int = option(300, help="the optimiser-step budget that epochs=null stands for")
+    steps: int = option(300, help="the optimiser-step budget that epochs=null stands for", limit=100_000)
     distill: bool = option(True, help="distil from the unpruned model")
     lr: float = option(1e-3, help="learning rate of the fine-tuning Adam, in (0, 1)")
     batch_size: int = option(32, help="fine-tuning batch size (>= 2)")

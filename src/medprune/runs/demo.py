@@ -37,8 +37,10 @@ from medprune.runs.sweep import SweepConfig, run_sweep
 from medprune.runs.train import COSMETIC as TRAIN_COSMETIC
 from medprune.runs.train import TrainConfig, run_train
 from medprune.scoring.request import ScoreRecipe
+from medprune.sweep.config import MAX_RATES
 from medprune.sweep.protocols import setting_text
 from medprune.sweep.table import Row
+from medprune.training.config import MAX_EPOCHS, MAX_IMAGE_SIZE
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +58,8 @@ class DemoConfig(OutputFolder):
     data_root: str | None = option(None, help="folder holding pneumoniamnist/pneumoniamnist.npz (or $MEDPRUNE_DATA)")
     dataset: str = option("pneumoniamnist", help="the training run")
     model: str = option("resnet_small", help="the training run")
-    image_size: int = option(28, help="the training run")
-    epochs: int = option(4, help="the training run")
+    image_size: int = option(28, help="the training run", limit=MAX_IMAGE_SIZE)
+    epochs: int = option(4, help="the training run", limit=MAX_EPOCHS)
     batch_size: int = option(32, help="the training run")
     max_train_samples: int | None = option(None, help="the training run")
     seed: int = option(0, help="the training run")
@@ -65,7 +67,9 @@ class DemoConfig(OutputFolder):
     methods: list[str] = option(default_factory=lambda: ["lrp", "dlb", "ig"], help="the sweep")
     samplings: list[str] = option(default_factory=lambda: ["random", "confidence", "clustering"], help="the sweep")
     controls: list[str] = option(default_factory=lambda: ["random", "magnitude"], help="the sweep")
-    rates: list[float] = option(default_factory=lambda: [round(0.05 * i, 2) for i in range(20)], help="the sweep")
+    rates: list[float] = option(
+        default_factory=lambda: [round(0.05 * i, 2) for i in range(20)], help="the sweep", max_items=MAX_RATES
+    )
     scoring: ScoreRecipe = option(
         default_factory=ScoreRecipe, help="the sweep's score recipe: how per-sample relevance becomes unit scores"
     )

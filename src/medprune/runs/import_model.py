@@ -14,8 +14,15 @@ from pathlib import Path
 from medprune.config import ConfigError, option
 from medprune.models.importing import WEIGHT_SUFFIXES, ImportResult, WeightsError, import_model, read_class_names
 from medprune.rundir import OutputFolder, RunDir, output_folder
+from medprune.training.config import MAX_IMAGE_SIZE
+from medprune.training.memory import check_batch_memory
 
 __all__ = ["ImportConfig", "check_inputs", "run_import"]
+
+
+#: The most classes an imported model may have (``--no-limits`` lifts it): far beyond any medical dataset, and the
+#: memory check before the import refuses a classifier head that does not fit in any case.
+MAX_CLASSES = 100_000
 
 
 @dataclass
@@ -36,8 +43,8 @@ class ImportConfig(OutputFolder):
         choices=[f"*{s}" for s in WEIGHT_SUFFIXES],
         required=True,
     )
-    num_classes: int = option(0, help="number of classes (outputs), >= 2", required=True)
-    image_size: int = option(224, help="input side in pixels the data is resized to")
+    num_classes: int = option(0, help="number of classes (outputs), >= 2", required=True, limit=MAX_CLASSES)
+    image_size: int = option(224, help="input side in pixels the data is resized to", limit=MAX_IMAGE_SIZE)
     in_channels: int | None = option(
         None,
         help="channels of your images: 1 (grey) or 3 (RGB); grey images with a 3-channel first conv are repeated to 3 "
@@ -84,6 +91,8 @@ def check_inputs(config: ImportConfig) -> None:
         raise FileNotFoundError(f"weights file {weights} does not exist")
     if config.class_names is not None:
         read_class_names(config.class_names, config.num_classes)
+    sizes = f"--num-classes {config.num_classes} --image-size {config.image_size}"
+    check_batch_memory(config.arch, config.num_classes, config.image_size, config.in_channels or 3, what=sizes)
 
 
 def run_import(config: ImportConfig) -> ImportResult:

@@ -25,7 +25,7 @@ from medprune.checkpoint.with_data import load_with_splits
 from medprune.config import ConfigError, option, save_config
 from medprune.data import stack_samples
 from medprune.data.validate import validate_splits
-from medprune.options import NO_SAMPLING
+from medprune.options import NO_SAMPLING, check_method_option_limits
 from medprune.provenance import model_checksum, to_jsonable
 from medprune.pruning import check_rate, coupled_groups, mask_model, masks_from_scores, model_cost, remove_units
 from medprune.pruning.ranking import Ranking
@@ -235,6 +235,7 @@ def check_inputs(config: PruneConfig) -> tuple[PruneConfig, float]:
     rate = check_rate(config.rate)
     method, sampling = str(config.method), str(config.sampling)
     validate_method_request([method], [], {method: config.method_options})
+    check_method_option_limits({method: config.method_options})
     check_option_values({method: config.method_options}, read_meta(config.checkpoint))
     sampling = NO_SAMPLING if scorer_entry(method).data_free else sampling
     if sampling != NO_SAMPLING:

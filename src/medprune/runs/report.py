@@ -81,7 +81,7 @@ class ReportConfig(OutputFolder):
     controls: list[str] = option(
         default_factory=lambda: list(CONTROLS), help="methods treated as controls in the paired comparisons"
     )
-    n_resamples: int = option(DEFAULT_RESAMPLES, help="bootstrap resamples of every interval")
+    n_resamples: int = option(DEFAULT_RESAMPLES, help="bootstrap resamples of every interval", limit=1_000_000)
     bootstrap_seed: int = option(0, help="their seed (same seed, same CIs)")
 
 

@@ -35,7 +35,7 @@ from medprune.executors import (
     raise_failures,
     task_resources,
 )
-from medprune.options import SAMPLINGS
+from medprune.options import METHOD_OPTION_LIMITS, SAMPLINGS
 from medprune.progress import progress
 from medprune.provenance import model_checksum
 from medprune.rundir import OutputFolder, RunDir, output_folder, write_text_atomic
@@ -71,7 +71,7 @@ class ScoreConfig(OutputFolder, ExecutorSettings):
     batch_size: int = option(16, help="samples per scorer call")
     device: str = option("auto", help="auto, cpu or cuda")
     method_options: dict[str, Any] = option(
-        default_factory=dict, help="{method: {option: value}} (CLI: --option ig.steps=10)"
+        default_factory=dict, help="{method: {option: value}} (CLI: --option ig.steps=10)", limit=METHOD_OPTION_LIMITS
     )
 
 

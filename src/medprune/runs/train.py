@@ -20,9 +20,10 @@ from medprune.data import DatasetSplits, load_dataset
 from medprune.data.validate import validate_splits
 from medprune.models import create_model, model_spec
 from medprune.rundir import RunDir
-from medprune.runtime import seed_everything
+from medprune.runtime import resolve_device, seed_everything
 from medprune.training.config import TrainConfig, TrainResult
 from medprune.training.loop import train
+from medprune.training.memory import check_batch_memory
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ logger = logging.getLogger(__name__)
 #: ``out_dir`` is the name ``out`` had in folders recorded before.
 COSMETIC: tuple[str, ...] = ("out", "out_dir", "device", "progress", "num_workers", "eval_batch_size")
 
-__all__ = ["TrainConfig", "TrainResult", "load_training_data", "resolve_pretrained", "run_train"]
+__all__ = ["TrainConfig", "TrainResult", "check_memory", "load_training_data", "resolve_pretrained", "run_train"]
 
 
 def resolve_pretrained(config: TrainConfig, in_channels: int) -> bool:
@@ -83,6 +84,21 @@ def build_model(config: TrainConfig, splits: DatasetSplits) -> tuple[nn.Module, 
     return model, pretrained
 
 
+def check_memory(config: TrainConfig) -> None:
+    """Refuse, before any data is read or file written, a training or evaluation batch of ``config`` whose estimated
+    memory exceeds what the device has (:func:`medprune.training.memory.check_batch_memory`; the class count is not
+    known before the data is read: two are assumed, a lower bound).
+
+    Raises:
+        LimitError: naming the request, the estimate and the memory available.
+    """
+    device = resolve_device(config.device)
+    sizes = dict(num_classes=2, image_size=config.image_size, in_channels=config.channels, device=device)
+    what = f"--image-size {config.image_size}"
+    check_batch_memory(config.model, batch_size=config.batch_size, training=True, what=what, **sizes)
+    check_batch_memory(config.model, batch_size=config.eval_batch_size, training=False, what=what, **sizes)
+
+
 def run_train(config: TrainConfig) -> TrainResult:
     """Train as ``config`` says and write into ``config.out``.
 
@@ -92,6 +108,7 @@ def run_train(config: TrainConfig) -> TrainResult:
     Writes ``config.yaml`` (the resolved config) first, then ``history.csv``, ``model.safetensors``, ``model.json``
     and ``metrics.json``.
     """
+    check_memory(config)
     out = Path(config.out)
     with RunDir(out, "train", config, cosmetic=COSMETIC, overwrite=config.overwrite):
         save_config(config, out)

@@ -87,7 +87,7 @@ def open_sweep(path: str | Path) -> tuple[SweepConfig, dict[str, Any]]:
     path = Path(path)
     if not is_sweep_dir(path):
         raise FileNotFoundError(f"{path} is not a sweep folder (needs manifest.json and config.yaml)")
-    config = build_config(SweepConfig, path / "config.yaml")
+    config = build_config(SweepConfig, path / "config.yaml", {"limits": False})  # a run that was made: no bounds
     return config, json.loads((path / "manifest.json").read_text())
 
 

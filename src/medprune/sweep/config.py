@@ -17,6 +17,7 @@ from medprune.checkpoint import read_meta
 from medprune.config import ConfigError, option
 from medprune.executors import EXECUTOR_FIELDS, ExecutorSettings, check_executor_config
 from medprune.options import (
+    METHOD_OPTION_LIMITS,
     NO_SAMPLING,
     SAMPLINGS,
     SPLITS,
@@ -37,6 +38,7 @@ from medprune.sweep.protocols import Setting, settings_from
 from medprune.sweep.recovery_step import SWEEP_RECIPE, Recovery, recovery_variants
 
 __all__ = [
+    "MAX_RATES",
     "COSMETIC",
     "DEFAULT_CONTROLS",
     "LATER_DEFAULTS",
@@ -47,6 +49,9 @@ __all__ = [
     "validate_config",
 ]
 
+#: The most rates a sweep may ask for (``--no-limits`` lifts it): each rate is one evaluation of every curve on every
+#: split, and the default grid holds 20.
+MAX_RATES = 200
 #: Data-free controls scored once (sampling ``none``) and swept beside every method by default.
 DEFAULT_CONTROLS: tuple[str, ...] = ("random", "magnitude")
 #: SweepConfig fields that may differ between runs into one folder (rows do not depend on them).
@@ -87,7 +92,9 @@ class SweepConfig(OutputFolder, ExecutorSettings):
         help="control criteria added to every sweep (data-free ones are scored once, sampling none)",
     )
     rates: list[float] = option(
-        default_factory=lambda: list(DEFAULT_RATES), help="pruning rates in [0, 1); 0 is always included"
+        default_factory=lambda: list(DEFAULT_RATES),
+        help="pruning rates in [0, 1); 0 is always included",
+        max_items=MAX_RATES,
     )
     scoring: ScoreRecipe = option(default_factory=ScoreRecipe, help="how per-sample relevance becomes unit scores")
     seeds: list[int] = option(
@@ -120,6 +127,7 @@ class SweepConfig(OutputFolder, ExecutorSettings):
             " a masked copy E epochs with the pruned units held at exactly zero (after "
             "recalibration for bn)"
         ),
+        limit=10_000,
     )
     distill: list[bool] = option(
         default_factory=lambda: [False],
@@ -148,7 +156,9 @@ class SweepConfig(OutputFolder, ExecutorSettings):
             "effect on the CPU"
         ),
     )
-    method_options: dict[str, Any] = option(default_factory=dict, help="{method: {option: value}} passed to scorers")
+    method_options: dict[str, Any] = option(
+        default_factory=dict, help="{method: {option: value}} passed to scorers", limit=METHOD_OPTION_LIMITS
+    )
 
     def __post_init__(self) -> None:
         """Refuse bad values when the config is built (files and the machine: :func:`validate_config`)."""

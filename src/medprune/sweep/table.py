@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from medprune.rundir.files import atomic_writer
+from medprune.rundir.files import atomic_writer, disk_full_is_user_error
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +124,8 @@ TEXT_COLUMNS: frozenset[str] = frozenset(
         "finished_at",
     }
 )
+#: Columns every row of a results table has (a table without them is not a sweep's: refused naming them).
+REQUIRED_COLUMNS: tuple[str, ...] = ("method", "rate")
 #: ``method`` of the unpruned reference row of each model x dataset.
 BASELINE = "baseline"
 
@@ -271,15 +273,29 @@ class RowLog:
                 handle.truncate(data.rfind(b"\n") + 1)
 
     def append(self, row: Row) -> None:
-        """Write one row durably (one line, ``flush`` + ``fsync``)."""
+        """Write one row durably (one line, ``flush`` + ``fsync``).
+
+        A partial last line (a kill mid-write) is cut off first; a write that fails (a full disk) is undone, the log
+        cut back to its complete rows, and raised as a :class:`~medprune.rundir.DiskFullError` naming the log, so
+        the rerun after freeing space resumes from whole rows.
+        """
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.is_file():
             self._cut_partial_tail()
-        line = json.dumps(row, sort_keys=False, allow_nan=True) + "\n"
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(line)
-            handle.flush()
-            os.fsync(handle.fileno())
+        line = (json.dumps(row, sort_keys=False, allow_nan=True) + "\n").encode("utf-8")
+        with disk_full_is_user_error(self.path):
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+            size = os.fstat(fd).st_size
+            try:
+                view = memoryview(line)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            except BaseException:
+                os.ftruncate(fd, size)  # never leave half a row behind a failed write
+                raise
+            finally:
+                os.close(fd)
 
 
 def columns_of(rows: Iterable[Row]) -> list[str]:
@@ -345,7 +361,8 @@ def read_results(paths: Sequence[str | Path]) -> list[Row]:
 
     Raises:
         FileNotFoundError: a path holds no table.
-        ValueError: no rows at all.
+        ValueError: no rows at all, or a table without the columns every sweep row has (:data:`REQUIRED_COLUMNS`,
+            naming the missing ones).
     """
     merged: dict[tuple[str, ...], Row] = {}
     for item in paths:
@@ -355,6 +372,12 @@ def read_results(paths: Sequence[str | Path]) -> list[Row]:
         rows = RowLog(path).read() if path.suffix == ".jsonl" else read_csv(path)
         if path.suffix == ".jsonl" and not path.is_file():
             raise FileNotFoundError(f"no results table (results.csv or rows.jsonl) in {item}")
+        missing = sorted({c for row in rows for c in REQUIRED_COLUMNS if c not in row})
+        if missing:
+            raise ValueError(
+                f"results table {path} lacks the column(s) {', '.join(missing)}; medprune report reads the tables "
+                "medprune sweep writes (a sweep folder, its results.csv or rows.jsonl)"
+            )
         for row in rows:
             merged[row_key(row)] = with_recovery_defaults(row)
     if not merged:

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -17,9 +18,20 @@ from medprune.models import model_spec
 from medprune.rundir.output import OutputFolder, output_folder
 from medprune.runtime import resolve_device
 
-__all__ = ["TrainConfig", "TrainResult", "SelectOn"]
+__all__ = ["MAX_EPOCHS", "MAX_IMAGE_SIZE", "TrainConfig", "TrainResult", "SelectOn", "max_workers"]
 
 SelectOn = Literal["auroc", "accuracy", "balanced_accuracy", "loss"]
+
+#: Bounds of a training request (:func:`medprune.config.check_limits`; ``--no-limits`` lifts them): the paper trains
+#: 20-100 epochs; a side of 4096 px is beyond every medical dataset medprune reads (the memory check before a run
+#: refuses what does not fit in any case).
+MAX_EPOCHS = 10_000
+MAX_IMAGE_SIZE = 4096
+
+
+def max_workers() -> int:
+    """The most DataLoader workers a run may ask for: four per CPU core of this machine."""
+    return 4 * (os.cpu_count() or 1)
 
 
 @dataclass
@@ -39,14 +51,14 @@ class TrainConfig(OutputFolder):
             "false = never"
         ),
     )
-    image_size: int = option(28, help="input side in pixels")
+    image_size: int = option(28, help="input side in pixels", limit=MAX_IMAGE_SIZE)
     channels: int = option(3, help="1 or 3 channels fed to the model")
     size: int | None = option(None, help="MedMNIST file variant (28/64/128/224; None: the loader's default)")
     study_type: str | None = option(None, help="MURA study type filter")
     val_fraction: float = option(0.1, help="split sizes where a dataset has no official split")
     test_fraction: float = option(0.2, help="split sizes where a dataset has no official split")
     augment: bool = option(True, help="the paper's training augmentation")
-    epochs: int = option(20, help="training epochs")
+    epochs: int = option(20, help="training epochs", limit=MAX_EPOCHS)
     batch_size: int = option(32, help="training images per step")
     lr: float = option(1e-3, help="Adam learning rate")
     weight_decay: float = option(0.0, help="Adam weight decay")
@@ -76,7 +88,7 @@ class TrainConfig(OutputFolder):
     seed: int = option(0, help="seeds everything (init, shuffling, augmentation, subsets)")
     device: str = option("auto", help="auto, cpu, cuda or cuda:N")
     amp: bool = option(True, help="float16 autocast + GradScaler on CUDA")
-    num_workers: int = option(0, help="DataLoader workers (0 = main process)")
+    num_workers: int = option(0, help="DataLoader workers (0 = main process)", limit=max_workers)
     eval_batch_size: int = option(256, help="batch size for evaluation")
     progress: bool = option(True, help="tqdm bars (shown only on a terminal)")
 

@@ -33,6 +33,7 @@ from medprune.metrics import evaluate, summary_line
 from medprune.progress import Progress
 from medprune.provenance import to_jsonable
 from medprune.recovery.recalibration import recalibrate_batchnorm, recalibration_subset
+from medprune.rundir.files import atomic_writer, write_text_atomic
 from medprune.runtime import autocast, grad_scaler, resolve_device
 from medprune.training.config import SelectOn, TrainConfig, TrainResult
 
@@ -154,26 +155,21 @@ def train_epoch(
 
 
 class _History:
-    """Epoch rows, kept in memory and appended to ``history.csv`` as they finish (when a folder is given)."""
+    """Epoch rows, kept in memory and written to ``history.csv`` as they finish (when a folder is given): the whole
+    file is rewritten atomically after each epoch (a few rows), so a reader or a kill never leaves half a row."""
 
     def __init__(self, out: Path | None) -> None:
         self.rows: list[dict[str, Any]] = []
-        self._handle = (out / "history.csv").open("w", newline="") if out is not None else None
-        self._writer: csv.DictWriter | None = None
+        self._path = out / "history.csv" if out is not None else None
 
     def append(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
-        if self._handle is None:
+        if self._path is None:
             return
-        if self._writer is None:
-            self._writer = csv.DictWriter(self._handle, fieldnames=list(row))
-            self._writer.writeheader()
-        self._writer.writerow(row)
-        self._handle.flush()
-
-    def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
+        with atomic_writer(self._path, newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(self.rows[0]))
+            writer.writeheader()
+            writer.writerows(self.rows)
 
 
 @dataclass
@@ -262,55 +258,59 @@ def train(
     history = _History(out)
     best_score, best_epoch, best_val = -math.inf, 0, {}
     best_state: dict[str, torch.Tensor] = {}
-    try:
-        for epoch in range(1, config.epochs + 1):
-            epoch_start = time.perf_counter()
-            lr = optimizer.param_groups[0]["lr"]
-            desc = f"epoch {epoch}/{config.epochs}"
-            means = train_epoch(
-                model,
-                loader,
-                cross_entropy_terms(criterion),
-                optimizer,
-                scaler,
-                device,
-                config.amp,
-                desc,
-                config.progress,
-            )
-            loss, accuracy = means["loss"], means["accuracy"]
-            scheduler.step()
-            if data.recalibration is not None:
-                recalibrate_batchnorm(model, data.recalibration, batch_size=config.eval_batch_size, device=device)
-            val = evaluate(model, data.val, class_names, batch_size=config.eval_batch_size)
-            score = _score(val, config.select_on)
-            improved = score > best_score
-            if improved:
-                best_score, best_epoch, best_val = score, epoch, val
-                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-            row = {
-                "epoch": epoch,
-                "lr": lr,
-                "train_loss": round(loss, 6),
-                "train_accuracy": round(accuracy, 6),
-                **{f"val_{k}": val[k] for k in ("loss", "accuracy", "balanced_accuracy", "macro_f1", "auroc")},
-                "seconds": round(time.perf_counter() - epoch_start, 2),
-            }
-            history.append(row)
+    for epoch in range(1, config.epochs + 1):
+        epoch_start = time.perf_counter()
+        lr = optimizer.param_groups[0]["lr"]
+        desc = f"epoch {epoch}/{config.epochs}"
+        means = train_epoch(
+            model,
+            loader,
+            cross_entropy_terms(criterion),
+            optimizer,
+            scaler,
+            device,
+            config.amp,
+            desc,
+            config.progress,
+        )
+        loss, accuracy = means["loss"], means["accuracy"]
+        scheduler.step()
+        if data.recalibration is not None:
+            recalibrate_batchnorm(model, data.recalibration, batch_size=config.eval_batch_size, device=device)
+        val = evaluate(model, data.val, class_names, batch_size=config.eval_batch_size)
+        score = _score(val, config.select_on)
+        improved = score > best_score
+        if improved:
+            best_score, best_epoch, best_val = score, epoch, val
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        row = {
+            "epoch": epoch,
+            "lr": lr,
+            "train_loss": round(loss, 6),
+            "train_accuracy": round(accuracy, 6),
+            **{f"val_{k}": val[k] for k in ("loss", "accuracy", "balanced_accuracy", "macro_f1", "auroc")},
+            "seconds": round(time.perf_counter() - epoch_start, 2),
+        }
+        history.append(row)
+        if epoch == 1 and config.epochs > 1:
             logger.info(
-                "epoch %d/%d lr %.0e train loss %.4f acc %.4f | val loss %.4f %s | %.1fs%s",
-                epoch,
-                config.epochs,
-                lr,
-                row["train_loss"],
-                row["train_accuracy"],
-                val["loss"],
-                summary_line(val),
+                "epoch 1 took %.1fs: the %d epochs take about %s",
                 row["seconds"],
-                " *" if improved else "",
+                config.epochs,
+                _duration(row["seconds"] * config.epochs),
             )
-    finally:
-        history.close()
+        logger.info(
+            "epoch %d/%d lr %.0e train loss %.4f acc %.4f | val loss %.4f %s | %.1fs%s",
+            epoch,
+            config.epochs,
+            lr,
+            row["train_loss"],
+            row["train_accuracy"],
+            val["loss"],
+            summary_line(val),
+            row["seconds"],
+            " *" if improved else "",
+        )
 
     model.load_state_dict(best_state)
     model.eval()
@@ -342,7 +342,16 @@ def _write_outputs(result: TrainResult, splits: DatasetSplits, config: TrainConf
         },
     }
     result.checkpoint = save_checkpoint(out / "model", result.model, meta)
-    (out / "metrics.json").write_text(json.dumps(to_jsonable(result.to_dict()), indent=2, allow_nan=False) + "\n")
+    write_text_atomic(out / "metrics.json", json.dumps(to_jsonable(result.to_dict()), indent=2, allow_nan=False) + "\n")
+
+
+def _duration(seconds: float) -> str:
+    """``3725`` -> ``'1 h 2 min'``; under an hour in minutes, under a minute in seconds."""
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60)} min"
 
 
 def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
