@@ -166,6 +166,13 @@ class CompressionRecord:
         warnings: what a person must see first (shown at the top of the card).
         promise: the test evidence (:func:`medprune.compression.evidence.promise_on_test`): non-inferiority at
             the tolerance, flips per class, McNemar.
+        calibration: ECE (binning stated) of the original and compressed model on test, the reliability diagram,
+            and the temperature fitted on validation when asked (:mod:`medprune.deploy.calibration`).
+        quantization: the int8 model: scheme, calibration images, the decision on validation, runtime equivalence
+            on validation and test, ONNX Runtime latency (empty: not asked).
+        base_model: what the model was derived from: ``name`` and ``sha256`` of the input checkpoint's weights.
+        relation: how it was derived: ``pruned`` or ``pruned+quantized`` (the int8 model shipped).
+        preprocessing: what an input must look like (size, channels, normalisation), from the checkpoint's sidecar.
     """
 
     title: str
@@ -185,6 +192,11 @@ class CompressionRecord:
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     promise: dict[str, Any] = field(default_factory=dict)
+    calibration: dict[str, Any] = field(default_factory=dict)
+    quantization: dict[str, Any] = field(default_factory=dict)
+    base_model: dict[str, Any] = field(default_factory=dict)
+    relation: str = "pruned"
+    preprocessing: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The strict-JSON content of ``card.json``."""
@@ -277,6 +289,21 @@ def _promise_lines(promise: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _calibration_lines(calibration: dict[str, Any]) -> list[str]:
+    """ECE per model on test (binning stated), the fitted temperature and the reliability diagram."""
+    lines = [f"## Calibration on {calibration['split']} ({calibration['images']} images)", ""]
+    lines += [f"Expected calibration error: {calibration['binning']}.", ""]
+    lines += _table(["model", "ECE"], [[label, value] for label, value in calibration["ece"].items()])
+    if calibration.get("temperature") is not None:
+        lines += [
+            f"Temperature {format_number(calibration['temperature'])} fitted on "
+            f"{calibration['temperature fitted on']}: divide the logits by it before the softmax (predictions do "
+            "not change).",
+            "",
+        ]
+    return lines + [f"![reliability diagram]({calibration['diagram']})", ""]
+
+
 def render_markdown(record: CompressionRecord) -> str:
     """``card.md``: every number of ``record`` through :func:`format_number`, in tables."""
     lines = [f"# Model card: {record.title}", ""]
@@ -355,6 +382,8 @@ def render_markdown(record: CompressionRecord) -> str:
             for x in record.latency
         ],
     )
+    if record.calibration:
+        lines += _calibration_lines(record.calibration)
     lines += ["## Checks", "", *_pairs(record.checks)]
     if record.timings:
         lines += ["## Time (seconds)", "", *_pairs(record.timings)]

@@ -10,6 +10,8 @@ from torch import Tensor, nn
 from medprune.compression.card import CompressionRecord
 from medprune.compression.decision import BOUND_METRICS
 from medprune.config import ConfigError, option
+from medprune.deploy.calibration import ECE_BINS
+from medprune.deploy.quantize import CALIBRATION_SAMPLES
 from medprune.options import LOSSLESS_METRICS, LosslessMetric, check_option
 from medprune.pruning.masks import check_rate
 from medprune.pruning.ranking import Ranking
@@ -17,11 +19,23 @@ from medprune.recovery.recipe import FinetuneRecipe
 from medprune.rundir import OutputFolder, output_folder
 from medprune.scoring.request import ScoreRecipe
 
-__all__ = ["CompressConfig", "CompressResult", "DecisionRule", "SEARCH_FILE", "SearchRecovery"]
+__all__ = [
+    "Calibrate",
+    "CompressConfig",
+    "CompressResult",
+    "DecisionRule",
+    "Export",
+    "Quantize",
+    "SEARCH_FILE",
+    "SearchRecovery",
+]
 
 SEARCH_FILE = "search.jsonl"
 SearchRecovery = Literal["recalibrate", "finetune"]
 DecisionRule = Literal["certified", "point"]
+Calibrate = Literal["none", "temperature"]
+Quantize = Literal["none", "int8"]
+Export = Literal["onnx", "monai"]
 
 
 @dataclass
@@ -123,10 +137,39 @@ class CompressConfig(OutputFolder):
     data_root: str | None = option(None, help="where the data is", shown_default="as recorded in the checkpoint")
     dataset: str | None = option(None, help="where the data is", shown_default="as recorded in the checkpoint")
     device: str = option("cpu", help="cpu or cuda")
+    ece_bins: int = option(
+        ECE_BINS, help="equal-width confidence bins of the card's expected calibration error and reliability diagram"
+    )
+    calibrate: Calibrate = option(
+        "none",
+        help=(
+            "temperature: fit one temperature to the compressed model's logits on the validation split (the "
+            "negative log-likelihood), report its calibration on test and record it (logits / T; predictions "
+            "unchanged)"
+        ),
+    )
+    quantize: Quantize = option(
+        "none",
+        help=(
+            "int8: also quantize the exported model with ONNX Runtime (static, QDQ, per-channel int8 weights, "
+            "activations calibrated on clean training images); it ships only when it passes the same decision "
+            "rule against the original model on validation (else the card says why not)"
+        ),
+    )
+    calibration_samples: int = option(
+        CALIBRATION_SAMPLES,
+        help="clean training images (a stratified subset drawn with seed) the int8 activation ranges are fitted on",
+    )
+    export: Export = option(
+        "onnx", help="onnx: model.onnx (always written); monai: also a MONAI bundle of the shipped model in bundle/"
+    )
 
     def __post_init__(self) -> None:
         check_option("metric", self.metric, LOSSLESS_METRICS)
         check_option("decision_rule", self.decision_rule, get_args(DecisionRule))
+        check_option("calibrate", self.calibrate, get_args(Calibrate))
+        check_option("quantize", self.quantize, get_args(Quantize))
+        check_option("export", self.export, get_args(Export))
         if self.search_recovery not in ("recalibrate", "finetune"):
             raise ValueError(
                 f"search_recovery={self.search_recovery!r} is not allowed; valid values: recalibrate, finetune"
@@ -148,9 +191,11 @@ class CompressConfig(OutputFolder):
                 f"metric={self.metric} has no paired bound (it needs scores, not predicted classes); valid values with "
                 f"decision_rule=certified: {', '.join(BOUND_METRICS)} (or decision_rule=point, uncertified)"
             )
-        for name in ("patience", "rounds", "latency_threads", "latency_repeats", "threads"):
+        for name in ("patience", "rounds", "latency_threads", "latency_repeats", "threads", "ece_bins"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if self.calibration_samples < 1:
+            raise ConfigError(f"calibration_samples={self.calibration_samples!r} is not allowed; valid values: >= 1")
         if self.recalibration_samples < 0:
             raise ValueError(f"recalibration_samples must be >= 0, got {self.recalibration_samples!r}")
         if self.search_recovery == "finetune" and self.finetune.epochs == 0:

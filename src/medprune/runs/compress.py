@@ -67,6 +67,10 @@ from medprune.compression.search import (
 from medprune.config import build_config, config_to_dict
 from medprune.data import stack_samples
 from medprune.data.splitting import limit_dataset
+from medprune.deploy.bundle import preprocessing
+from medprune.deploy.calibration import calibration_summary, fit_temperature, softmax_with_temperature
+from medprune.deploy.quantize import CALIBRATION_SAMPLES
+from medprune.deploy.runtimes import torch_logits
 from medprune.options import NO_SAMPLING
 from medprune.progress import visible_logs
 from medprune.provenance import file_sha256, model_checksum
@@ -102,10 +106,18 @@ def run_compress(config: CompressConfig) -> CompressResult:
     """
     sampling = check_inputs(config)
     out = Path(config.out)
-    cosmetic = ("device", "latency_threads", "latency_repeats", "overwrite", "out")
+    cosmetic = ("device", "latency_threads", "latency_repeats", "overwrite", "out", "ece_bins")
     timer = StageTimer()
     # options added after run folders were made, as those folders ran
-    added = {"macs_floor": False, "decision_rule": "point", "threads": None}
+    added = {
+        "macs_floor": False,
+        "decision_rule": "point",
+        "threads": None,
+        "calibrate": "none",
+        "quantize": "none",
+        "calibration_samples": CALIBRATION_SAMPLES,
+        "export": "onnx",
+    }
     rule = AcceptanceRule(
         metric=config.metric,
         tolerance=config.tolerance,
@@ -208,6 +220,7 @@ def run_compress(config: CompressConfig) -> CompressResult:
         )
         if gallery is not None:
             promise["gallery"] = gallery
+        calibration = _calibration(config, original, small, bench.val, test, out)
         warnings = card_warnings(
             test_original,
             test_compressed,
@@ -252,6 +265,10 @@ def run_compress(config: CompressConfig) -> CompressResult:
             timings=timer.laps,
             warnings=warnings,
             promise=promise,
+            calibration=calibration,
+            base_model={"name": Path(config.checkpoint).name, "sha256": meta.get("weights_sha256")},
+            relation="pruned",
+            preprocessing=preprocessing(meta, getattr(splits.test, "transform", None)),
         )
         card_json, card_md = write_card(record, out)
         files.update(card_json=str(card_json), card_md=str(card_md))
@@ -295,6 +312,32 @@ def _workbench(config: CompressConfig, model: nn.Module, splits: Any, out: Path)
         baseline_predictions=predicted,
         macs=MacsMeter(model) if config.macs_floor else None,
     )
+
+
+def _calibration(
+    config: CompressConfig,
+    original: nn.Module,
+    small: nn.Module,
+    val: tuple[Tensor, Tensor],
+    test: tuple[Tensor, Tensor],
+    out: Path,
+) -> dict[str, Any]:
+    """ECE and the reliability diagram of both models on test; with ``calibrate=temperature``, also the compressed
+    model's logits divided by the temperature fitted on validation."""
+    logits = {"original": torch_logits(original, test[0]), "compressed": torch_logits(small, test[0])}
+    probabilities = {label: softmax_with_temperature(z) for label, z in logits.items()}
+    temperature = None
+    if config.calibrate == "temperature":
+        temperature = fit_temperature(torch_logits(small, val[0]), val[1].numpy())
+        probabilities["compressed, temperature-scaled"] = softmax_with_temperature(logits["compressed"], temperature)
+    summary = calibration_summary(
+        probabilities, test[1].numpy(), bins=config.ece_bins, diagram=out / "reliability.png", title="Test split"
+    )
+    summary.update(split="test", temperature=temperature)
+    if temperature is not None:
+        summary["temperature fitted on"] = f"validation ({len(val[1])} images, negative log-likelihood)"
+        logger.info("temperature %.3f fitted on validation; test ECE %s", temperature, summary["ece"])
+    return summary
 
 
 def _fmt(value: float | None) -> str:

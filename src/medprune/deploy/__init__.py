@@ -1,0 +1,4 @@
+"""Making a compressed model shippable: its confidence checked and recalibrated (``deploy.calibration``), int8
+quantization under ONNX Runtime with its equivalence and latency evidence (``deploy.quantize``), and a MONAI bundle
+(``deploy.bundle``). The commands are :mod:`medprune.runs.compress` (``--quantize``, ``--calibrate``,
+``--export``) and :mod:`medprune.runs.quantize`."""

@@ -1,0 +1,148 @@
+"""int8 on top of pruning: ONNX Runtime static quantization of an exported fp32 model, calibrated on clean training
+images, and the decision whether the int8 model ships (the same acceptance rule as the fp32 model, on validation).
+
+Quantization (``onnxruntime.quantization.quantize_static``): QDQ format, int8 weights per output channel, uint8
+activations per tensor (ranges by MinMax over the calibration images), after ONNX Runtime's pre-processing (shape
+inference and graph optimisation). onnxruntime is an optional extra (``medprune[onnx]``), imported inside.
+
+>>> # quantize_int8("out/model.onnx", "out/model.int8.onnx", calibration_images)  # (N, C, H, W) float32 images
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import Tensor
+
+from medprune.compression.decision import AcceptanceRule
+from medprune.compression.evidence import metric_value
+from medprune.metrics import metrics_from_predictions
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["QUANTIZATION", "CALIBRATION_SAMPLES", "quantize_int8", "judge_quantized", "probabilities"]
+
+#: What :func:`quantize_int8` does, as the card states it.
+QUANTIZATION = {
+    "tool": "onnxruntime.quantization.quantize_static",
+    "format": "QDQ",
+    "weights": "int8, per output channel (symmetric)",
+    "activations": "uint8, per tensor",
+    "calibration method": "MinMax",
+}
+#: Clean training images the activation ranges are calibrated on (a stratified subset).
+CALIBRATION_SAMPLES = 256
+
+
+def quantize_int8(fp32: str | Path, int8: str | Path, images: Tensor, batch_size: int = 32) -> Path:
+    """Quantize the ONNX model ``fp32`` into ``int8`` (see the module docstring for the scheme).
+
+    Args:
+        fp32: the exported float32 model (input ``images``). int8: where the quantized model goes.
+        images: (N, C, H, W) calibration images, preprocessed as the model expects (clean training images).
+        batch_size: images per calibration pass.
+
+    Returns:
+        The path written.
+    """
+    from onnxruntime.quantization import (  # optional extra
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if images.dim() != 4 or len(images) == 0:
+        raise ValueError(f"images must be a non-empty (N, C, H, W) batch, got shape {tuple(images.shape)}")
+    array = np.ascontiguousarray(images.detach().cpu().numpy(), dtype=np.float32)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter([{"images": array[i : i + batch_size]} for i in range(0, len(array), batch_size)])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.batches, None)
+
+    int8 = Path(int8)
+    int8.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        prepared = Path(scratch) / "prepared.onnx"
+        quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+        quantize_static(
+            str(prepared),
+            str(int8),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+            calibration_providers=["CPUExecutionProvider"],
+        )
+    logger.info("quantized %s to int8 (%d calibration images): %s", fp32, len(array), int8)
+    return int8
+
+
+def probabilities(logits: np.ndarray) -> np.ndarray:
+    """Softmax of (N, K) logits (float64)."""
+    shifted = np.exp(np.asarray(logits, dtype=np.float64) - np.max(logits, axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def judge_quantized(
+    rule: AcceptanceRule,
+    labels: np.ndarray,
+    original_predictions: np.ndarray,
+    baseline: Mapping[str, Any],
+    quantized_logits: np.ndarray,
+    names: Sequence[str],
+) -> dict[str, Any]:
+    """Whether the int8 model passes ``rule`` against the original (unpruned, fp32) model on validation, as every
+    compress candidate does: :meth:`~medprune.compression.decision.AcceptanceRule.judge` with the int8 model's
+    predicted classes against the original's.
+
+    Args:
+        rule: the compress run's acceptance rule. labels: the validation classes. original_predictions: the original
+            model's predicted classes there. baseline: the original's validation metrics. quantized_logits: the int8
+            model's validation logits. names: class names.
+
+    Returns:
+        ``metric``, ``tolerance``, ``rule``, ``baseline``, ``value``, ``drop``, ``lower bound``, ``class guard``,
+        ``accepted`` and ``why not`` (empty when accepted).
+    """
+    metrics = metrics_from_predictions(probabilities(quantized_logits), np.asarray(labels), list(names))
+    value, base = metric_value(metrics, rule.metric), metric_value(baseline, rule.metric)
+    drop = None if value is None or base is None else base - value
+    verdict = rule.judge(labels, original_predictions, quantized_logits.argmax(1), names, drop)
+    reasons = []
+    if rule.rule == "certified" and not (verdict.lower_bound is not None and verdict.lower_bound > -rule.tolerance):
+        reasons.append(
+            f"the {rule.confidence:.0%} lower bound of the {rule.metric.replace('_', ' ')} change against the original "
+            f"({_number(verdict.lower_bound)}) is not above -{rule.tolerance:g}"
+        )
+    if rule.rule == "point" and not rule.within_tolerance(drop):
+        reasons.append(f"the {rule.metric.replace('_', ' ')} drop ({_number(drop)}) exceeds {rule.tolerance:g}")
+    reasons += [f"class guard: {g}" for g in verdict.class_guard]
+    return {
+        "metric": rule.metric,
+        "tolerance": rule.tolerance,
+        "rule": rule.rule,
+        "baseline": base,
+        "value": value,
+        "drop": drop,
+        "lower bound": verdict.lower_bound,
+        "class guard": list(verdict.class_guard),
+        "accepted": verdict.accepted,
+        "why not": "; ".join(reasons) if not verdict.accepted else "",
+    }
+
+
+def _number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
