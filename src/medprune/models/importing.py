@@ -25,7 +25,9 @@ sidecar's ``normalization``; models trained with other statistics need their inp
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import json
 import logging
 import pickle
 import re
@@ -40,7 +42,7 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from medprune.checkpoint import load_checkpoint, save_checkpoint
-from medprune.data import GREY_MEAN, GREY_STD, IMAGENET_MEAN, IMAGENET_STD
+from medprune.data import GREY_MEAN, GREY_STD, IMAGENET_MEAN, IMAGENET_STD, DatasetNotFoundError, load_dataset
 from medprune.models import create_model
 from medprune.models.external import EXTERNAL_SOURCES
 from medprune.models.units import classifier_name
@@ -53,6 +55,8 @@ __all__ = [
     "ImportResult",
     "WeightsError",
     "canonical_arch",
+    "class_names_from_dataset",
+    "dataset_class_names",
     "import_model",
     "read_class_names",
     "read_state_dict",
@@ -256,7 +260,8 @@ def check_keys(model: nn.Module, state: Mapping[str, Tensor], path: Path, arch: 
 
 
 def read_class_names(source: str | Path | Sequence[str], num_classes: int) -> list[str]:
-    """Class names from a list, a comma-separated string, or a file (a ``Path``, or a string ``@file``): one per line.
+    """Class names from a list, a comma-separated string, a JSON list (``'["normal, benign", "malignant"]'``, for
+    names holding commas) or a file (a ``Path``, or a string ``@file``): one per line.
 
     Raises:
         WeightsError: wrong count, empty or duplicate names (the message names the source and the values).
@@ -270,6 +275,14 @@ def read_class_names(source: str | Path | Sequence[str], num_classes: int) -> li
             raise FileNotFoundError(f"class names file {source} does not exist")
         where = f"class names file {source}"
         names = [line.strip() for line in source.read_text().splitlines() if line.strip()]
+    elif isinstance(source, str) and source.lstrip().startswith("["):
+        try:
+            parsed = json.loads(source)
+        except json.JSONDecodeError as error:
+            raise WeightsError(f"{where}: {source!r} is not a JSON list of names ({error})") from None
+        if not isinstance(parsed, list) or not all(isinstance(name, str) for name in parsed):
+            raise WeightsError(f"{where}: {source!r} must be a JSON list of strings")
+        names = [name.strip() for name in parsed]
     elif isinstance(source, str):
         names = [part.strip() for part in source.split(",")]
     else:
@@ -278,6 +291,52 @@ def read_class_names(source: str | Path | Sequence[str], num_classes: int) -> li
         raise WeightsError(f"{where}: {len(names)} names {names[:6]} but num_classes is {num_classes}")
     if any(not name for name in names) or len(set(names)) != len(names):
         raise WeightsError(f"{where}: names must be non-empty and distinct, got {names}")
+    return names
+
+
+@functools.lru_cache(maxsize=8)
+def dataset_class_names(dataset: str, data_root: str | None = None) -> tuple[str, ...]:
+    """The class names of ``dataset`` in label order, as every later command reads it (``load_dataset``).
+
+    Raises:
+        DatasetError / DatasetNotFoundError: an unknown dataset or missing files (the message says what to put where).
+    """
+    return tuple(str(name) for name in load_dataset(dataset, data_root, image_size=28, channels=3).class_names)
+
+
+def class_names_from_dataset(
+    given: str | Path | Sequence[str] | None, num_classes: int, dataset: str, data_root: str | None = None
+) -> list[str] | None:
+    """The class names a checkpoint recording ``dataset`` must carry: the dataset's own, checked against ``given``.
+
+    Every later command refuses a checkpoint whose class names differ from its dataset's, so an import is refused
+    at once instead. When the dataset's files are not in ``data_root`` (the import needs no data), the check is
+    skipped with a warning and ``given`` is read as it is (``None`` when not given).
+
+    Args:
+        given: class names as :func:`read_class_names` takes them, or ``None`` to take the dataset's.
+        num_classes: the model's outputs. dataset: the dataset name to record. data_root: its folder (``None``: the
+            default data folder).
+
+    Raises:
+        WeightsError: the dataset has another number of classes, or ``given`` differs from its names.
+        DatasetError: an unknown dataset name.
+    """
+    try:
+        names = list(dataset_class_names(dataset, data_root))
+    except DatasetNotFoundError as error:
+        logger.warning("class names not checked against dataset %r, whose files were not found: %s", dataset, error)
+        return read_class_names(given, num_classes) if given is not None else None
+    if len(names) != num_classes:
+        raise WeightsError(f"dataset {dataset!r} has {len(names)} classes {names} but num_classes is {num_classes}")
+    if given is not None:
+        listed = read_class_names(given, num_classes)
+        if listed != names:
+            raise WeightsError(
+                f"class names {listed} differ from those of dataset {dataset!r}, {names} (label order); every later "
+                "command would refuse the checkpoint: give the dataset's names in its order, or leave them out to "
+                "take the dataset's"
+            )
     return names
 
 
@@ -294,6 +353,7 @@ def import_model(
     class_names: str | Path | Sequence[str] | None = None,
     out_dir: str | Path = "imported",
     dataset: str | None = None,
+    data_root: str | None = None,
 ) -> ImportResult:
     """Turn a trained torchvision / timm classifier's weights into a medprune checkpoint.
 
@@ -307,7 +367,9 @@ def import_model(
         class_names: list, comma-separated string, or file (``Path`` / ``"@file"``) with one name per line;
             default ``"0"``, ``"1"``, …
         out_dir: folder of the checkpoint (``model.safetensors`` + ``model.json``).
-        dataset: dataset name to record in the sidecar, so ``evaluate`` / ``score`` / ``sweep`` need no ``--dataset``.
+        dataset: dataset name to record in the sidecar, so ``evaluate`` / ``score`` / ``sweep`` need no ``--dataset``;
+            its class names are read and must equal ``class_names`` (taken from it when ``class_names`` is ``None``).
+        data_root: the dataset's folder (``None``: the default data folder).
 
     Returns:
         An :class:`ImportResult`; the checkpoint has been re-loaded with :func:`medprune.checkpoint.load_checkpoint`.
@@ -322,7 +384,10 @@ def import_model(
         raise WeightsError(f"num_classes must be an int >= 2, got {num_classes!r}")
     if in_channels not in (None, 1, 3):
         raise WeightsError(f"in_channels must be 1 or 3, got {in_channels!r}")
-    names = read_class_names(class_names, num_classes) if class_names is not None else None
+    if dataset is not None:
+        names = class_names_from_dataset(class_names, num_classes, dataset, data_root)
+    else:
+        names = read_class_names(class_names, num_classes) if class_names is not None else None
     state, notes = read_state_dict(path)
     try:
         model = create_model(name, num_classes=num_classes, in_channels=3, image_size=image_size)

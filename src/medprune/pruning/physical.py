@@ -30,6 +30,7 @@ import torch
 import torch_pruning as tp
 from torch import Tensor, nn
 
+from medprune.models.support import check_scorable
 from medprune.models.units import UnitGroup, get_module, unit_groups
 from medprune.pruning.masked import check_plain_attention
 from medprune.pruning.masks import validate_scores
@@ -100,6 +101,20 @@ def coupled_groups(
     """
     groups = unit_groups(model) if groups is None else list(groups)
     return _couplings(model, groups, dependency_graph(model, example_inputs))
+
+
+def check_compressible(model: nn.Module, method: str, example_inputs: Tensor | None = None) -> None:
+    """Refuse, before any data is read, a model that ``compress`` could score with ``method`` but not shrink.
+
+    Checks, in order: unit discovery and the scorer's rules (:func:`medprune.models.support.check_scorable`), then
+    physical removal of every unit group as if each lost units (:func:`medprune.pruning.support.check_removable`,
+    whose dependency searches are time-bounded).
+
+    Raises:
+        UnsupportedModelError: one line naming the layer (type and path) that stops it.
+    """
+    check_scorable(model, method)
+    check_removable(model, None, dependency_graph(model, example_inputs))
 
 
 def check_coupled_masks(masks: Mapping[str, Tensor], couplings: Sequence[Sequence[str]]) -> None:

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from medprune.checkpoint import read_meta
+from medprune.checkpoint import load_checkpoint, read_meta
 from medprune.checkpoint.with_data import load_with_splits
 from medprune.compression.card import CompressionRecord, write_card
 from medprune.compression.config import SEARCH_FILE, CompressConfig, CompressResult
@@ -69,14 +69,15 @@ from medprune.data import stack_samples
 from medprune.data.splitting import limit_dataset
 from medprune.deploy.bundle import preprocessing
 from medprune.deploy.calibration import calibration_summary, fit_temperature, softmax_with_temperature
-from medprune.deploy.quantize import CALIBRATION_SAMPLES
-from medprune.deploy.runtimes import torch_logits
+from medprune.deploy.quantize import CALIBRATION_SAMPLES, INT8_FILE, ort_latency, quantize_and_judge, runtime_evidence
+from medprune.deploy.runtimes import onnx_logits, torch_logits
 from medprune.options import NO_SAMPLING
 from medprune.progress import visible_logs
 from medprune.provenance import file_sha256, model_checksum
 from medprune.pruning import coupled_groups, export_onnx, model_cost, remove_units, run_onnx
 from medprune.pruning.cost import MacsMeter
 from medprune.pruning.masks import achieved_rate
+from medprune.pruning.physical import check_compressible
 from medprune.recovery.recalibration import recalibration_subset
 from medprune.rundir import RunDir
 from medprune.runtime import fixed_threads
@@ -95,6 +96,7 @@ def check_inputs(config: CompressConfig) -> str:
         raise ValueError("checkpoint is required (a model.safetensors written by medprune train)")
     if not Path(config.checkpoint).with_suffix(".json").is_file() and not Path(config.checkpoint + ".json").is_file():
         raise FileNotFoundError(f"checkpoint {config.checkpoint}: no model.json beside it (a medprune checkpoint)")
+    check_compressible(load_checkpoint(config.checkpoint)[0], config.method)  # up front: before any data is read
     return NO_SAMPLING if scorer_entry(config.method).data_free else config.sampling
 
 
@@ -203,6 +205,23 @@ def run_compress(config: CompressConfig) -> CompressResult:
         checks.update({"ONNX vs PyTorch max |diff|": onnx_diff, "ONNX within 1e-4": onnx_diff <= 1e-4})
         files["onnx"] = str(out / "model.onnx")
         timer.lap("export")
+        quantization: dict[str, Any] = {}
+        if config.quantize == "int8":  # a choice, made on validation before the test split is read
+            subset = recalibration_subset(splits.train, config.calibration_samples, config.seed)
+            quantization = quantize_and_judge(
+                out / "model.onnx",
+                out,
+                stack_samples(subset, range(len(subset)))[0],
+                calibration_source=f"clean training images, a stratified subset drawn with seed {config.seed}",
+                rule=rule,
+                val=(bench.val[0].cpu(), bench.val[1].cpu()),
+                original_predictions=bench.baseline_predictions,
+                baseline=bench.baseline,
+                names=names,
+            )
+            if quantization["shipped"]:
+                files["onnx_int8"] = str(out / INT8_FILE)
+            timer.lap("quantize")
         test = stack_samples(splits.test, range(len(splits.test)))  # the first and only read of the test split
         test_original, predicted_original = split_metrics(original, test, names)
         test_compressed, predicted_compressed = split_metrics(small, test, names)
@@ -221,6 +240,24 @@ def run_compress(config: CompressConfig) -> CompressResult:
         if gallery is not None:
             promise["gallery"] = gallery
         calibration = _calibration(config, original, small, bench.val, test, out)
+        if quantization:
+            int8 = out / quantization["file"]
+            quantization["equivalence"] = runtime_evidence(
+                small,
+                out / "model.onnx",
+                int8,
+                {"validation": (bench.val[0].cpu(), bench.val[1].cpu()), "test": test},
+                names,
+            )
+            quantization["promise"] = promise_on_test(
+                test[1].numpy(),
+                predicted_original,
+                onnx_logits(int8, test[0]).argmax(1),
+                names,
+                metric=config.metric,
+                tolerance=config.tolerance,
+                confidence=config.confidence,
+            )
         warnings = card_warnings(
             test_original,
             test_compressed,
@@ -235,6 +272,15 @@ def run_compress(config: CompressConfig) -> CompressResult:
         latency = latency_rows(
             original, small, threads=config.latency_threads, repeats=config.latency_repeats, macs_ratio=macs_ratio
         )
+        if quantization:
+            quantization["latency"] = ort_latency(
+                original,
+                out / "model.onnx",
+                out / quantization["file"],
+                bench.val[0][:1].cpu(),
+                threads=config.latency_threads,
+                repeats=config.latency_repeats,
+            )
         layers = layer_changes(original, small, masks)
         timer.lap("latency")
         record = CompressionRecord(
@@ -261,13 +307,15 @@ def run_compress(config: CompressConfig) -> CompressResult:
                 "input weights": meta.get("weights_sha256"),
                 "output weights": file_sha256(files["weights"]),
                 "onnx": file_sha256(files["onnx"]),
+                **({"onnx int8": quantization["sha256"]} if quantization.get("shipped") else {}),
             },
             timings=timer.laps,
             warnings=warnings,
             promise=promise,
             calibration=calibration,
             base_model={"name": Path(config.checkpoint).name, "sha256": meta.get("weights_sha256")},
-            relation="pruned",
+            quantization=quantization,
+            relation="pruned+quantized" if quantization.get("shipped") else "pruned",
             preprocessing=preprocessing(meta, getattr(splits.test, "transform", None)),
         )
         card_json, card_md = write_card(record, out)

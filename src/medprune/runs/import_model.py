@@ -12,7 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medprune.config import ConfigError, option
-from medprune.models.importing import WEIGHT_SUFFIXES, ImportResult, WeightsError, import_model, read_class_names
+from medprune.models.importing import (
+    WEIGHT_SUFFIXES,
+    ImportResult,
+    WeightsError,
+    class_names_from_dataset,
+    import_model,
+    read_class_names,
+)
 from medprune.rundir import OutputFolder, RunDir, output_folder
 from medprune.training.config import MAX_IMAGE_SIZE
 from medprune.training.memory import check_batch_memory
@@ -58,7 +65,13 @@ class ImportConfig(OutputFolder):
         shown_default="0, 1, ...",
     )
     dataset: str | None = option(
-        None, help="dataset name recorded in the checkpoint for evaluate/score/sweep", shown_default="none recorded"
+        None,
+        help="dataset name recorded in the checkpoint for evaluate/score/sweep; its class names are checked against "
+        "--class-names (and taken from it when those are not given)",
+        shown_default="none recorded",
+    )
+    data_root: str | None = option(
+        None, help="folder of the recorded dataset (read for its class names)", shown_default="the default data folder"
     )
 
     def __post_init__(self) -> None:
@@ -89,7 +102,9 @@ def check_inputs(config: ImportConfig) -> None:
         )
     if not weights.is_file():
         raise FileNotFoundError(f"weights file {weights} does not exist")
-    if config.class_names is not None:
+    if config.dataset is not None:  # later commands refuse class names that differ from the dataset's
+        class_names_from_dataset(config.class_names, config.num_classes, config.dataset, config.data_root)
+    elif config.class_names is not None:
         read_class_names(config.class_names, config.num_classes)
     sizes = f"--num-classes {config.num_classes} --image-size {config.image_size}"
     check_batch_memory(config.arch, config.num_classes, config.image_size, config.in_channels or 3, what=sizes)
@@ -116,4 +131,5 @@ def _import(config: ImportConfig) -> ImportResult:
         class_names=config.class_names,
         out_dir=config.out,
         dataset=config.dataset,
+        data_root=config.data_root,
     )

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from medprune.checkpoint import read_meta
+from medprune.checkpoint import load_checkpoint, read_meta
 from medprune.checkpoint.with_data import CheckpointData, load_with_splits
 from medprune.config import option, save_config
 from medprune.data.validate import validate_splits
@@ -35,6 +35,7 @@ from medprune.executors import (
     raise_failures,
     task_resources,
 )
+from medprune.models.support import check_scorable, scorer_blocker
 from medprune.options import METHOD_OPTION_LIMITS, SAMPLINGS
 from medprune.progress import progress
 from medprune.provenance import model_checksum
@@ -107,6 +108,14 @@ def check_inputs(config: ScoreConfig) -> list[str]:
         raise ValueError("no checkpoint given; pass the model.safetensors written by medprune train")
     check_option_values(config.method_options, read_meta(config.checkpoint), option_word="--option")
     check_executor_config(config)
+    model, _ = load_checkpoint(config.checkpoint)  # up front: methods without rules are refused before data is read
+    if not config.methods:  # every registered method: those without rules for this model are left out, by name
+        blocked = {m: reason for m in methods if (reason := scorer_blocker(model, m))}
+        for method, reason in blocked.items():
+            logger.warning("left out %s: %s", method, reason)
+        methods = [m for m in methods if m not in blocked]
+    for method in methods:
+        check_scorable(model, method)
     return methods
 
 

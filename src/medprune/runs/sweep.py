@@ -29,9 +29,11 @@ from typing import Any
 
 import torch
 
+from medprune.checkpoint import load_checkpoint
 from medprune.config import save_config
 from medprune.data import stack_samples
 from medprune.executors import Executor, Outcome, executor_for, raise_failures, task_resources
+from medprune.models.support import check_scorable
 from medprune.models.units import unit_groups
 from medprune.provenance import model_checksum
 from medprune.pruning import coupled_groups
@@ -185,7 +187,12 @@ def _sweep_checkpoint(
 def check_inputs(config: SweepConfig) -> tuple[list[float], list[tuple[str, str]]]:
     """Every check of ``config`` before any work (:func:`~medprune.sweep.config.validate_config`: rates, names,
     settings, recoveries, executor, device, checkpoints); return the sorted rates and the (method, sampling) curves."""
-    return validate_config(config), curve_list(config)
+    rates, curves = validate_config(config), curve_list(config)
+    for path in config.checkpoints:  # up front: a method without rules for a model is refused before any data is read
+        model, _ = load_checkpoint(path)
+        for method in dict.fromkeys(method for method, _ in curves):
+            check_scorable(model, method)
+    return rates, curves
 
 
 def run_sweep(config: SweepConfig, *, executor: Executor | None = None) -> SweepResult:
