@@ -7,9 +7,11 @@ layer. Rather than failing deep inside a backward pass or a surgery, each stage 
   every ``Linear`` but the classifier; ViT units are the MLP hidden features and attention heads of plain timm blocks.
   ``nn.MultiheadAttention`` (torchvision ViTs) hides its heads in fused parameters and is refused, as are timm blocks
   without ``attn.qkv`` / ``attn.proj`` / ``mlp.fc1`` Linear layers.
-- **scoring** (:func:`check_scorable`): LRP and DLB have propagation rules for torchvision VGG / ResNet and timm
-  VisionTransformer only (:data:`FAMILY_SCORERS`); the refusal names the first layer outside their rules. Gradient-
-  and weight-based scorers (IG, magnitude, Taylor, activation, random) work on every model unit discovery accepts.
+- **scoring** (:func:`check_scorable`): LRP and DLB have exact, fast propagation rules for torchvision VGG / ResNet and
+  timm VisionTransformer (:data:`FAMILY_SCORERS`); LRP also has rules per operation over the traced graph of other
+  CNNs (:data:`RULE_CHECKS`, :mod:`medprune.scoring.lrp.graph`), and refuses, naming it, the first operation without
+  one; DLB refuses other models, naming the first layer outside its rules. Gradient- and weight-based scorers (IG,
+  magnitude, Taylor, activation, random) work on every model unit discovery accepts.
 - **physical removal** (``medprune.pruning.support.check_removable``): the smaller model must give the masked model's
   outputs, which fails when a pruned channel reaches a normalisation that does not directly follow its layer.
 
@@ -21,6 +23,8 @@ The support matrix of common architectures is ``docs/support.md`` (written by ``
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import nn
 
 from medprune.models import model_family
@@ -31,6 +35,7 @@ __all__ = [
     "UnsupportedModelError",
     "check_scorable",
     "check_units",
+    "register_rule_check",
     "scorer_blocker",
 ]
 
@@ -50,6 +55,15 @@ RULE_LAYERS: tuple[type[nn.Module], ...] = (
     nn.Identity,
 )
 _FAMILY_WORDS = {"vgg": "torchvision VGG", "resnet": "torchvision ResNet", "vit": "timm VisionTransformer"}
+#: Scorers that also have rules per operation for models outside their families: ``check(model) -> reason | None``
+#: (registered by the scorer's module, e.g. the LRP graph path's :func:`~medprune.scoring.lrp.graph.graph_blocker`).
+RULE_CHECKS: dict[str, Callable[[nn.Module], str | None]] = {}
+
+
+def register_rule_check(method: str, check: Callable[[nn.Module], str | None]) -> None:
+    """Let ``method`` score models outside :data:`FAMILY_SCORERS` when ``check(model)`` finds no operation without a
+    rule (it returns one line naming the first such operation and where it is, else ``None``)."""
+    RULE_CHECKS[method] = check
 
 
 class UnsupportedModelError(ValueError):
@@ -94,6 +108,9 @@ def scorer_blocker(model: nn.Module, method: str) -> str | None:
         return None
     if model_family(model) in families:
         return None
+    if method in RULE_CHECKS:
+        reason = RULE_CHECKS[method](model)
+        return None if reason is None else f"{method} (rules per operation): {reason}"
     known = " / ".join(_FAMILY_WORDS[f] for f in families)
     for path, module in model.named_modules():
         if not any(module.children()) and not isinstance(module, RULE_LAYERS):
@@ -104,8 +121,9 @@ def scorer_blocker(model: nn.Module, method: str) -> str | None:
     for path, module in model.named_modules():
         if path and any(module.children()) and type(module) not in (nn.Sequential, nn.ModuleList, nn.ModuleDict):
             return (
-                f"{method} has propagation rules for {known} models only; {type(model).__name__} has "
-                f"{type(module).__name__} at {path!r}, a block whose forward (e.g. concatenation) they do not cover"
+                f"{method} walks the module structure of {known} models only; {type(model).__name__} (from "
+                f"{type(model).__module__.split('.')[0]}) is not one of them: its {type(module).__name__} at {path!r} "
+                "is a block that walk does not know"
             )
     return (
         f"{method} has propagation rules for {known} models only; {type(model).__name__} is none of them (its "

@@ -16,11 +16,12 @@ import torch
 from torch import Tensor
 from zennit.canonizers import SequentialMergeBatchNorm
 from zennit.composites import COMPOSITES, LayerMapComposite, layer_map_base
-from zennit.rules import AlphaBeta, Epsilon, Flat, Gamma, ZBox, ZPlus
+from zennit.rules import AlphaBeta, Epsilon, Flat, Gamma, Pass, ZBox, ZPlus
 from zennit.torchvision import ResNetCanonizer
 from zennit.types import Convolution, Linear
 
-from medprune.scoring.lrp.lean_hooks import LeanZPlus, lean, lean_layer_map_base, lean_resnet_canonizer
+from medprune.scoring.lrp.graph import ACTIVATIONS_AND_NORMS
+from medprune.scoring.lrp.lean_hooks import LeanPass, LeanZPlus, lean, lean_layer_map_base, lean_resnet_canonizer
 
 CnnComposite = Literal[
     "epsilon_plus_flat",
@@ -50,7 +51,12 @@ VIT_COMPOSITES: dict[str, str] = {
     "queries/keys (uniform rule: each matmul operand gets half)",
 }
 
-DEFAULT_COMPOSITE: dict[str, str] = {"vgg": "epsilon_plus_flat", "resnet": "epsilon_plus_flat", "vit": "cp_lrp"}
+DEFAULT_COMPOSITE: dict[str, str] = {
+    "vgg": "epsilon_plus_flat",
+    "resnet": "epsilon_plus_flat",
+    "vit": "cp_lrp",
+    "other": "epsilon_plus_flat",  # any other CNN: rules per operation over its traced graph (lrp.graph)
+}
 
 
 def resolve_composite(name: str | None, family: str) -> str:
@@ -58,7 +64,8 @@ def resolve_composite(name: str | None, family: str) -> str:
 
     Args:
         name: composite name or ``None``.
-        family: ``vgg``, ``resnet`` or ``vit`` (see :func:`medprune.models.model_family`).
+        family: ``vgg``, ``resnet``, ``vit`` or ``other`` (see :func:`medprune.models.model_family`; ``other`` models
+            take the CNN composites, over their traced graph).
     """
     if family not in DEFAULT_COMPOSITE:
         raise ValueError(f"LRP supports model families {sorted(DEFAULT_COMPOSITE)}, got {family!r}")
@@ -102,6 +109,7 @@ def build_cnn_composite(
     low: float | None = None,
     high: float | None = None,
     fast: bool = True,
+    canonizers: list | None = None,
 ):  # noqa: ANN201 - zennit's Composite is untyped
     """A fresh zennit composite (with the family's canonizers) for one batch.
 
@@ -116,14 +124,17 @@ def build_cnn_composite(
         high: highest input value for the z-box rule; ``None`` = each image's own maximum.
         fast: use the lean hooks of :mod:`medprune.scoring.lrp.lean_hooks` (same rules, less work); ``False`` uses
             zennit's stock hooks (the reference the lean ones are tested against).
+        canonizers: zennit canonizers to use instead of the family's (the graph path's BatchNorm merges).
     """
     name = resolve_composite(name, family)
     epsilon = _check_positive("epsilon", epsilon)
     stabilizer = _check_positive("stabilizer", stabilizer)
     gamma = _check_positive("gamma", gamma)
-    canonizers = canonizers_for(family, fast)
+    canonizers = canonizers_for(family, fast) if canonizers is None else canonizers
     wrap = lean if fast else (lambda rule: rule)
     base = lean_layer_map_base(stabilizer) if fast else []  # prepended: overrides the composite's stock base
+    if family == "other":  # the graph path: every elementwise activation and normalisation passes relevance on
+        base = [(ACTIVATIONS_AND_NORMS, LeanPass() if fast else Pass()), *base]
     if name == "epsilon":
         layer_map = base + layer_map_base(stabilizer) + [(Linear, wrap(Epsilon(epsilon=epsilon)))]
         return LayerMapComposite(layer_map=layer_map, canonizers=canonizers)

@@ -36,7 +36,8 @@ from medprune.models import model_family
 from medprune.models.units import UnitGroup, units_per_sample
 from medprune.runtime import eval_mode
 from medprune.scoring.lrp.cnn import cnn_relevance
-from medprune.scoring.lrp.rules import CnnComposite, VitComposite, resolve_composite
+from medprune.scoring.lrp.graph import graph_relevance
+from medprune.scoring.lrp.rules import CnnComposite, VitComposite, build_cnn_composite, resolve_composite
 from medprune.scoring.lrp.vit import vit_relevance
 from medprune.scoring.registry import register_scorer
 
@@ -94,6 +95,23 @@ def relevance_maps(
     with eval_mode(model):
         if family == "vit":
             return vit_relevance(model, inputs, targets, groups, composite=composite, epsilon=epsilon)
+        if family not in ("vgg", "resnet"):  # rules per operation over the traced graph (lrp.graph)
+
+            def composite_for(canonizers: list):  # noqa: ANN202 - zennit's Composite is untyped
+                return build_cnn_composite(
+                    composite,
+                    "other",
+                    inputs,
+                    epsilon=epsilon,
+                    stabilizer=stabilizer,
+                    gamma=gamma,
+                    low=low,
+                    high=high,
+                    fast=fast,
+                    canonizers=canonizers,
+                )
+
+            return graph_relevance(model, inputs, targets, groups, composite_for)
         return cnn_relevance(
             model,
             inputs,
