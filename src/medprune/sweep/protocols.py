@@ -3,7 +3,8 @@
 A :class:`Setting` is the part of a curve's key that is not the criterion: ``scope``, ``normalize``, ``sign`` and
 ``recalibrate``. Two settings have names:
 
-- ``paper``: the paper's protocol (global ranking, no normalisation, signed relevance, no recalibration);
+- ``paper``: the paper's protocol (global ranking, no normalisation, signed relevance, no recalibration; residual
+  writers pruned independently, as in the paper);
 - ``default``: medprune's product default (see :data:`PROTOCOLS`): a global ranking made width-fair by dividing each
   layer's scores by their mean magnitude, magnitudes of relevance summed over samples, and BatchNorm statistics
   re-estimated on 512 training images after masking. Chosen on validation by ``scripts/choose_default.py`` from the
@@ -14,6 +15,9 @@ A :class:`Setting` is the part of a curve's key that is not the criterion: ``sco
 {'scope': 'global', 'normalize': 'none', 'sign': 'signed', 'recalibrate': 'none'}
 >>> protocol_name({"scope": "global", "normalize": "none", "sign": "signed", "recalibrate": "none"})
 'paper'
+
+A row pruned with coupled residual writers (``couplings`` true) is not the paper's protocol: its name says so
+(``paper+coupled``), since a coupled set is ranked by the sum of its members' scores.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from medprune.options import (
 from medprune.pruning.ranking import Ranking
 from medprune.sweep.table import recovery_label
 
-__all__ = ["PROTOCOLS", "SETTING_FIELDS", "Setting", "protocol_name", "setting_text", "settings_from"]
+__all__ = ["PROTOCOLS", "SETTING_FIELDS", "Setting", "is_coupled", "protocol_name", "setting_text", "settings_from"]
 
 #: The ranking options a setting does not fix (min_keep, couplings) when none are given.
 DEFAULT_RANKING = Ranking()
@@ -86,9 +90,10 @@ class Setting:
         return {"scope": self.scope, "normalize": self.normalize, "sign": self.sign, "recalibrate": self.recalibrate}
 
     def label(self) -> str:
-        """Short text, e.g. ``global/mean/abs/bn``, prefixed by the protocol name when it has one."""
+        """Short text, e.g. ``global/mean/abs/bn``, prefixed by the protocol name when it has one (with ``+coupled``
+        when its ranking couples residual writers)."""
         text = "/".join(self.as_dict().values())
-        name = protocol_name(self.as_dict())
+        name = protocol_name({**self.as_dict(), "couplings": self.ranking.couplings})
         return f"{name} ({text})" if name else text
 
 
@@ -109,12 +114,24 @@ def setting_text(row: Mapping[str, Any]) -> str:
 
 
 def protocol_name(row: Mapping[str, Any]) -> str:
-    """The name of the protocol whose setting ``row`` has (``""`` when none; no ``recalibrate`` field means none)."""
+    """The name of the protocol whose setting ``row`` has, ``+coupled`` appended when the row pruned residual writers
+    together (its ``couplings`` is true); ``""`` when none (no ``recalibrate`` field means none, no ``couplings``
+    field uncoupled).
+
+    >>> paper = {"scope": "global", "normalize": "none", "sign": "signed", "recalibrate": "none"}
+    >>> protocol_name({**paper, "couplings": True}), protocol_name({**paper, "couplings": "False"})
+    ('paper+coupled', 'paper')
+    """
     values = tuple(str(row.get(f, "none" if f == "recalibrate" else None)) for f in SETTING_FIELDS)
     for name, setting in PROTOCOLS.items():
         if tuple(setting.as_dict().values()) == values:
-            return name
+            return name + ("+coupled" if is_coupled(row) else "")
     return ""
+
+
+def is_coupled(row: Mapping[str, Any]) -> bool:
+    """Whether a row pruned coupled residual writers together (``couplings`` true: a bool, or text from a CSV)."""
+    return str(row.get("couplings", False)).strip().lower() in ("true", "1")
 
 
 def settings_from(
