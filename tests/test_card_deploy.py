@@ -1,6 +1,6 @@
 """The deployment evidence of a compress card is the measured one: one small compress run (random-init resnet_small
-on real PneumoniaMNIST) with temperature scaling, and every calibration number recomputed here from the written
-model and the test split."""
+on real PneumoniaMNIST) with temperature scaling and int8, and every calibration and int8 number recomputed here from
+the written models and the splits."""
 
 from __future__ import annotations
 
@@ -14,9 +14,13 @@ import torch
 
 from medprune.checkpoint import load_checkpoint, save_checkpoint
 from medprune.checkpoint.with_data import splits_for_checkpoint
+from medprune.cli.main import main
+from medprune.compression.decision import AcceptanceRule
+from medprune.compression.evidence import predictions_and_metrics
 from medprune.data import stack_samples
 from medprune.deploy.calibration import expected_calibration_error, fit_temperature, softmax_with_temperature
-from medprune.deploy.runtimes import torch_logits
+from medprune.deploy.quantize import INT8_FILE, judge_quantized
+from medprune.deploy.runtimes import onnx_logits, torch_logits
 from medprune.models import create_model
 from medprune.runs.compress import compress
 
@@ -35,6 +39,8 @@ DEPLOY = dict(
     latency_repeats=1,
     calibrate="temperature",
     ece_bins=10,
+    quantize="int8",
+    calibration_samples=40,
 )
 
 
@@ -50,7 +56,7 @@ def run(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> dict[str, 
     splits = splits_for_checkpoint(
         json.loads(Path(checkpoint).with_suffix(".json").read_text()), data_root=str(data_root)
     )
-    return {"checkpoint": checkpoint, "out": out, "result": result, "splits": splits}
+    return {"checkpoint": checkpoint, "out": out, "result": result, "splits": splits, "data_root": str(data_root)}
 
 
 def test_calibration_numbers_are_recomputed_from_the_written_model(run: dict[str, Any]) -> None:
@@ -80,8 +86,72 @@ def test_card_records_what_the_model_was_derived_from(run: dict[str, Any]) -> No
     card = json.loads((run["out"] / "card.json").read_text())
     meta = json.loads(Path(run["checkpoint"]).with_suffix(".json").read_text())
     assert card["base_model"] == {"name": "model.safetensors", "sha256": meta["weights_sha256"]}
-    assert card["relation"] == "pruned"
+    assert card["relation"] == ("pruned+quantized" if card["quantization"]["shipped"] else "pruned")
     assert card["preprocessing"]["image size"] == 28 and card["preprocessing"]["channels"] == 3
     transform = run["splits"].test.transform  # the sidecar of a hand-made checkpoint has no normalisation
     assert card["preprocessing"]["mean"] == pytest.approx(list(transform.mean))
     assert np.isfinite(card["totals"]["MACs removed (fraction)"])  # the keys the README's figures read are kept
+
+
+def test_int8_decision_and_equivalence_are_recomputed(run: dict[str, Any]) -> None:
+    card = json.loads((run["out"] / "card.json").read_text())
+    quantization = card["quantization"]
+    splits, names = run["splits"], ["normal", "pneumonia"]
+    val = stack_samples(splits.val, range(len(splits.val)))
+    test = stack_samples(splits.test, range(len(splits.test)))
+    int8 = run["out"] / quantization["file"]
+    assert quantization["calibration"]["images"] == 40 and quantization["format"] == "QDQ"
+    assert quantization["shipped"] is True and int8.name == INT8_FILE  # tolerance 0.9: the mechanics
+    assert card["hashes"]["onnx int8"] == quantization["sha256"]
+    original, _ = load_checkpoint(run["checkpoint"])
+    predicted, baseline = predictions_and_metrics(original, val, names)
+    rule = AcceptanceRule("accuracy", 0.9, rule="point", max_class_recall_drop=1.0)
+    judged = judge_quantized(rule, val[1].numpy(), predicted, baseline, onnx_logits(int8, val[0]), names)
+    for key in ("baseline", "value", "drop", "lower bound"):
+        assert quantization["validation"][key] == pytest.approx(judged[key], abs=1e-12), key
+    assert quantization["validation"]["accepted"] == judged["accepted"]
+    small, _ = load_checkpoint(run["out"] / "model.safetensors")
+    for split, (images, _) in (("validation", val), ("test", test)):
+        reference, quantized = torch_logits(small, images), onnx_logits(int8, images)
+        row = quantization["equivalence"][split]["ONNX Runtime int8"]
+        assert row["agreement"] == pytest.approx((reference.argmax(1) == quantized.argmax(1)).mean())
+        assert row["max |logit difference|"] == pytest.approx(np.abs(reference - quantized).max(), rel=1e-6)
+        fp32 = quantization["equivalence"][split]["ONNX Runtime fp32"]
+        assert fp32["max |logit difference|"] < 1e-4 and fp32["agreement"] == 1.0
+    models = [(r["batch"], r["model"]) for r in quantization["latency"]]
+    assert models == [(b, m) for b in (1, 32) for m in ("original fp32", "compressed fp32", "compressed int8")]
+    assert {r["threads"] for r in quantization["latency"]} == {card["config"]["latency_threads"]}
+    text = (run["out"] / "card.md").read_text()
+    assert "int8 (ONNX Runtime static quantization): shipped" in text
+
+
+def test_quantize_command_on_a_compress_folder(run: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    out = run["out"].parent / "quantize"
+    argv = [
+        "quantize",
+        str(run["out"]),
+        "--out",
+        str(out),
+        "--calibration-samples",
+        "24",
+        "--data-root",
+        run["data_root"],
+    ]
+    assert main([*argv, "--set", "latency_repeats=2", "--set", "ece_bins=10"]) == 0
+    document = json.loads((out / "quantization.json").read_text())
+    record = document["quantization"]
+    # the compress run's rule (point, tolerance 0.9, no class guard) judged it, against the unpruned checkpoint
+    assert record["validation"]["rule"] == "point" and record["validation"]["tolerance"] == 0.9
+    meta = json.loads(Path(run["checkpoint"]).with_suffix(".json").read_text())
+    assert document["base_model"]["sha256"] == meta["weights_sha256"]
+    assert record["calibration"]["images"] == 24 and record["shipped"] is True
+    assert document["relation"] == "pruned+quantized" and (out / INT8_FILE).is_file()
+    splits = run["splits"]
+    test = stack_samples(splits.test, range(len(splits.test)))
+    int8_ece = expected_calibration_error(
+        softmax_with_temperature(onnx_logits(out / INT8_FILE, test[0])), test[1].numpy(), bins=10
+    )
+    assert document["calibration"]["ece"]["compressed int8"] == pytest.approx(int8_ece, abs=1e-9)
+    printed = capsys.readouterr().out
+    assert "int8 shipped" in printed and f"{int8_ece:.3f}" in printed
+    assert main(["quantize", str(run["out"].parent / "nothing"), "--out", str(out / "x")]) == 2

@@ -28,6 +28,7 @@ RUNNERS = {
     "score": ("score", "run_score"),
     "prune": ("prune", "run_prune"),
     "compress": ("compress", "run_compress"),
+    "quantize": ("quantize", "run_quantize"),
     "sweep": ("sweep", "run_sweep"),
     "report": ("report", "run_report"),
     "demo": ("demo", "run_demo"),

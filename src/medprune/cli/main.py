@@ -19,7 +19,7 @@ from types import ModuleType
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from medprune import __version__, progress
-from medprune.cli import compress, demo, evaluate, import_model, prune, report, score, study, sweep, train
+from medprune.cli import compress, demo, evaluate, import_model, prune, quantize, report, score, study, sweep, train
 from medprune.config import limits_scope
 from medprune.rundir import is_disk_full
 
@@ -31,6 +31,7 @@ COMMANDS: dict[str, ModuleType] = {
     "score": score,
     "prune": prune,
     "compress": compress,
+    "quantize": quantize,
     "sweep": sweep,
     "report": report,
     "demo": demo,

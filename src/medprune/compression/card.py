@@ -27,6 +27,8 @@ __all__ = [
     "Latency",
     "CompressionRecord",
     "format_number",
+    "calibration_lines",
+    "quantization_lines",
     "render_markdown",
     "write_card",
 ]
@@ -289,7 +291,7 @@ def _promise_lines(promise: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _calibration_lines(calibration: dict[str, Any]) -> list[str]:
+def calibration_lines(calibration: dict[str, Any]) -> list[str]:
     """ECE per model on test (binning stated), the fitted temperature and the reliability diagram."""
     lines = [f"## Calibration on {calibration['split']} ({calibration['images']} images)", ""]
     lines += [f"Expected calibration error: {calibration['binning']}.", ""]
@@ -302,6 +304,53 @@ def _calibration_lines(calibration: dict[str, Any]) -> list[str]:
             "",
         ]
     return lines + [f"![reliability diagram]({calibration['diagram']})", ""]
+
+
+def quantization_lines(quantization: dict[str, Any]) -> list[str]:
+    """The int8 model: the decision on validation, equivalence across runtimes, ONNX Runtime latency."""
+    judged = quantization["validation"]
+    verdict = "shipped" if quantization["shipped"] else f"not shipped: {quantization['why not']}"
+    lines = [f"## int8 (ONNX Runtime static quantization): {verdict}", ""]
+    lines += [
+        f"- scheme: {quantization['format']}; weights {quantization['weights']}; activations "
+        f"{quantization['activations']} ({quantization['calibration method']} over "
+        f"{quantization['calibration']['images']} {quantization['calibration']['source']})",
+        f"- validation ({judged['rule']} rule against the original model, {judged['metric'].replace('_', ' ')}, "
+        f"tolerance {format_number(judged['tolerance'])}): value {format_number(judged['value'])}, drop "
+        f"{format_number(judged['drop'])}, lower bound {format_number(judged['lower bound'])}",
+        f"- file: `{quantization['file']}` ({format_number(quantization['bytes']['int8'])} bytes; fp32 "
+        f"{format_number(quantization['bytes']['fp32'])} bytes)",
+        "",
+    ]
+    for split, runtimes in quantization.get("equivalence", {}).items():
+        lines += [f"Equivalence across runtimes on {split} (against PyTorch fp32):", ""]
+        lines += _table(
+            ["runtime", "max |logit difference|", "prediction agreement", "accuracy", "change", "balanced accuracy"]
+            + ["change", "per-class sensitivity change"],
+            [
+                [
+                    label,
+                    row["max |logit difference|"],
+                    row["agreement"],
+                    row["accuracy"],
+                    row["accuracy change"],
+                    row["balanced_accuracy"],
+                    row["balanced_accuracy change"],
+                    ", ".join(f"{c['class']} {format_number(c['sensitivity change'])}" for c in row["per_class"]),
+                ]
+                for label, row in runtimes.items()
+            ],
+        )
+    if quantization.get("latency"):
+        lines += ["ONNX Runtime CPU latency (ms per batch, models timed interleaved after warm-up):", ""]
+        lines += _table(
+            ["batch", "threads", "repeats", "model", "median ms", "IQR"],
+            [
+                [r["batch"], r["threads"], r["repeats"], r["model"], r["median ms"], _ci(tuple(r["IQR ms"]))]
+                for r in quantization["latency"]
+            ],
+        )
+    return lines
 
 
 def render_markdown(record: CompressionRecord) -> str:
@@ -383,7 +432,9 @@ def render_markdown(record: CompressionRecord) -> str:
         ],
     )
     if record.calibration:
-        lines += _calibration_lines(record.calibration)
+        lines += calibration_lines(record.calibration)
+    if record.quantization:
+        lines += quantization_lines(record.quantization)
     lines += ["## Checks", "", *_pairs(record.checks)]
     if record.timings:
         lines += ["## Time (seconds)", "", *_pairs(record.timings)]

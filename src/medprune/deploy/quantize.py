@@ -11,21 +11,36 @@ inference and graph optimisation). onnxruntime is an optional extra (``medprune[
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from torch import Tensor
+from torch import Tensor, nn
 
 from medprune.compression.decision import AcceptanceRule
 from medprune.compression.evidence import metric_value
+from medprune.deploy.runtimes import equivalence, onnx_latency, onnx_logits, torch_logits
 from medprune.metrics import metrics_from_predictions
+from medprune.provenance import file_sha256
+from medprune.pruning.export import export_onnx
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["QUANTIZATION", "CALIBRATION_SAMPLES", "quantize_int8", "judge_quantized", "probabilities"]
+__all__ = [
+    "QUANTIZATION",
+    "CALIBRATION_SAMPLES",
+    "INT8_FILE",
+    "REFUSED_FILE",
+    "quantize_int8",
+    "judge_quantized",
+    "probabilities",
+    "quantize_and_judge",
+    "runtime_evidence",
+    "ort_latency",
+]
 
 #: What :func:`quantize_int8` does, as the card states it.
 QUANTIZATION = {
@@ -37,6 +52,9 @@ QUANTIZATION = {
 }
 #: Clean training images the activation ranges are calibrated on (a stratified subset).
 CALIBRATION_SAMPLES = 256
+#: The shipped int8 model's file name, and the name a refused one is kept under (for inspection, not shipped).
+INT8_FILE = "model.int8.onnx"
+REFUSED_FILE = "refused.int8.onnx"
 
 
 def quantize_int8(fp32: str | Path, int8: str | Path, images: Tensor, batch_size: int = 32) -> Path:
@@ -146,3 +164,82 @@ def judge_quantized(
 
 def _number(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
+
+
+def quantize_and_judge(
+    fp32: Path,
+    out: Path,
+    calibration: Tensor,
+    *,
+    calibration_source: str,
+    rule: AcceptanceRule,
+    val: tuple[Tensor, Tensor],
+    original_predictions: np.ndarray,
+    baseline: Mapping[str, Any],
+    names: Sequence[str],
+) -> dict[str, Any]:
+    """Quantize ``fp32`` to int8 and decide on validation whether it ships (:func:`judge_quantized`); a refused
+    model is kept as :data:`REFUSED_FILE`, never as :data:`INT8_FILE`.
+
+    Args:
+        fp32: the exported compressed model. out: the output folder. calibration: the calibration images.
+        calibration_source: where they come from, as the card states it. rule, original_predictions, baseline,
+            names: as for :func:`judge_quantized`. val: the validation images and classes.
+
+    Returns:
+        The card's ``quantization`` record: the scheme, ``calibration`` (images, source), ``validation`` (the
+        judgement), ``shipped``, ``why not``, ``file`` and its ``sha256``, and the ONNX file sizes in bytes.
+    """
+    path = quantize_int8(fp32, out / INT8_FILE, calibration)
+    judged = judge_quantized(rule, val[1].numpy(), original_predictions, baseline, onnx_logits(path, val[0]), names)
+    shipped = bool(judged["accepted"])
+    if not shipped:
+        os.replace(path, out / REFUSED_FILE)
+        path = out / REFUSED_FILE
+        logger.warning("int8 model not shipped: %s", judged["why not"])
+    return {
+        **QUANTIZATION,
+        "calibration": {"images": int(len(calibration)), "source": calibration_source},
+        "validation": judged,
+        "shipped": shipped,
+        "why not": judged["why not"],
+        "file": path.name,
+        "sha256": file_sha256(path),
+        "bytes": {"fp32": Path(fp32).stat().st_size, "int8": path.stat().st_size},
+    }
+
+
+def runtime_evidence(
+    compressed: nn.Module,
+    fp32: Path,
+    int8: Path,
+    splits: Mapping[str, tuple[Tensor, Tensor]],
+    names: Sequence[str],
+) -> dict[str, Any]:
+    """Equivalence across runtimes on each split: PyTorch fp32 (the reference), ONNX Runtime fp32 and int8
+    (:func:`~medprune.deploy.runtimes.equivalence`).
+
+    Args:
+        compressed: the compressed PyTorch model. fp32, int8: its ONNX files. splits: split name -> (images,
+            classes). names: class names.
+    """
+    evidence = {}
+    for split, (images, labels) in splits.items():
+        logits = {
+            "PyTorch fp32": torch_logits(compressed, images),
+            "ONNX Runtime fp32": onnx_logits(fp32, images),
+            "ONNX Runtime int8": onnx_logits(int8, images),
+        }
+        evidence[split] = equivalence(labels.numpy(), logits, names, reference="PyTorch fp32")
+    return evidence
+
+
+def ort_latency(
+    original: nn.Module, fp32: Path, int8: Path, example: Tensor, *, threads: int, repeats: int
+) -> list[dict[str, Any]]:
+    """ONNX Runtime latency of the original fp32, compressed fp32 and compressed int8 model, batch 1 and 32, timed
+    interleaved (:func:`~medprune.deploy.runtimes.onnx_latency`); the original is exported to a scratch folder."""
+    with tempfile.TemporaryDirectory() as scratch:
+        original_onnx = export_onnx(original, Path(scratch) / "original.onnx", example[:1])
+        paths = {"original fp32": original_onnx, "compressed fp32": fp32, "compressed int8": int8}
+        return onnx_latency(paths, example, threads=threads, repeats=repeats)

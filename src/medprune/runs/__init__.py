@@ -9,6 +9,7 @@ command       runner (module.function)                   result
 ``score``     ``score.run_score(ScoreConfig)``           :class:`~medprune.runs.score.ScoreResult`
 ``prune``     ``prune.run_prune(PruneConfig)``           :class:`~medprune.runs.prune.PruneResult`
 ``compress``  ``compress.run_compress(CompressConfig)``  :class:`~medprune.compression.config.CompressResult`
+``quantize``  ``quantize.run_quantize(QuantizeConfig)``  :class:`~medprune.runs.quantize.QuantizeResult`
 ``sweep``     ``sweep.run_sweep(SweepConfig)``           :class:`~medprune.runs.sweep.SweepResult`
 ``report``    ``report.run_report(ReportConfig)``        :class:`~medprune.runs.report.ReportResult`
 ``demo``      ``demo.run_demo(DemoConfig)``              :class:`~medprune.runs.demo.DemoResult`
