@@ -17,8 +17,10 @@ from torch import nn
 import medprune.pruning.support as support
 from medprune.models import create_model
 from medprune.models.support import UnsupportedModelError
-from medprune.pruning import coupled_groups, mask_model, masks_from_scores, remove_units
+from medprune.models.units import Probe, capture_activations
+from medprune.pruning import apply_masks, coupled_groups, mask_model, masks_from_scores, remove_units
 from medprune.pruning.cost import layer_costs
+from medprune.pruning.masked import following_batchnorms
 from medprune.pruning.physical import dependency_graph
 from medprune.pruning.support import grouped_not_depthwise, pruning_group, removal_blocker
 from medprune.scoring.registry import score
@@ -128,3 +130,21 @@ def test_coupling_search_is_time_bounded(monkeypatch: pytest.MonkeyPatch) -> Non
     assert time.perf_counter() - started < 5
     # the timer is gone afterwards: a later slow call is not interrupted by a stale alarm
     time.sleep(0.4)
+
+
+def test_timm_batchnorm_act_counts_as_the_norm_after_its_conv() -> None:
+    """timm's BatchNormAct2d (BatchNorm, then an activation) directly after a conv is zeroed with it, so masked and
+    removed units agree (it was taken for a pre-activation norm and every timm EfficientNet / MobileNet refused)."""
+    model = create_model("timm:mobilenetv3_small_050", num_classes=2, image_size=32)
+    pairs = following_batchnorms(model)
+    assert pairs["conv_stem"] == "bn1" and type(model.bn1).__name__ == "BatchNormAct2d"
+    masks = _magnitude_masks(model, 0.3)
+    assert removal_blocker(model, masks, dependency_graph(model)) is None
+    dropped = (~masks["conv_stem"]).nonzero().flatten()
+    with apply_masks(model, masks), torch.no_grad(), capture_activations(model, [Probe("bn1", "bn1")]) as seen:
+        model(torch.randn(2, 3, 32, 32))
+    assert dropped.numel() and bool((seen["bn1"][:, dropped] == 0).all())
+    inputs = torch.randn(2, 3, 32, 32)
+    smaller = remove_units(model, masks)
+    with torch.no_grad():
+        assert torch.allclose(smaller(inputs), mask_model(model, masks)(inputs), atol=1e-5)

@@ -54,6 +54,9 @@ RULE_LAYERS: tuple[type[nn.Module], ...] = (
     nn.Flatten,
     nn.Identity,
 )
+#: Attention modules (torchvision Swin) that call their Linear layers' weights through ``F.linear``: forward hooks on
+#: those Linear modules never fire, so their units cannot be read.
+FUNCTIONAL_ATTENTION: tuple[str, ...] = ("ShiftedWindowAttention", "ShiftedWindowAttentionV2")
 _FAMILY_WORDS = {"vgg": "torchvision VGG", "resnet": "torchvision ResNet", "vit": "timm VisionTransformer"}
 #: Scorers that also have rules per operation for models outside their families: ``check(model) -> reason | None``
 #: (registered by the scorer's module, e.g. the LRP graph path's :func:`~medprune.scoring.lrp.graph.graph_blocker`).
@@ -94,6 +97,11 @@ def check_units(model: nn.Module) -> None:
                 )
         return
     for path, module in model.named_modules():
+        if type(module).__name__ in FUNCTIONAL_ATTENTION:
+            raise UnsupportedModelError(
+                f"unit discovery: {type(module).__name__} at {path!r} applies its qkv / proj weights as functions "
+                "(F.linear), not as modules, so their units cannot be read; use a timm model (timm:vit_*, timm:deit_*)"
+            )
         if isinstance(module, nn.MultiheadAttention):
             raise UnsupportedModelError(
                 f"unit discovery: nn.MultiheadAttention at {path!r} keeps its heads in fused parameters, which "

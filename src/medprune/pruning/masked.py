@@ -48,7 +48,7 @@ def following_batchnorms(model: nn.Module) -> dict[str, str]:
     Traced with ``torch.fx``; if tracing fails, falls back to the registration-order rule (see module docstring).
     """
     try:
-        graph = torch.fx.symbolic_trace(model).graph
+        graph = _NormLeafTracer().trace(model)
     except Exception as error:  # noqa: BLE001 - any tracing failure means: use the naming rule
         logger.info("torch.fx could not trace %s (%s); using the module-order rule", type(model).__name__, error)
         return _following_by_order(model)
@@ -58,9 +58,28 @@ def following_batchnorms(model: nn.Module) -> dict[str, str]:
         if node.op != "call_module" or not isinstance(modules.get(node.target), (nn.Conv2d, nn.Linear)):
             continue
         users = list(node.users)
-        if len(users) == 1 and users[0].op == "call_module" and isinstance(modules.get(users[0].target), _NORMS):
+        if len(users) == 1 and users[0].op == "call_module" and _zeroable_norm(modules.get(users[0].target)):
             pairs[node.target] = users[0].target
     return pairs
+
+
+class _NormLeafTracer(torch.fx.Tracer):
+    """fx tracer keeping BatchNorm subclasses (timm's ``BatchNormAct2d``: BatchNorm, then an activation) as modules."""
+
+    def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
+        return isinstance(module, _NORMS) or super().is_leaf_module(module, qualified_name)
+
+
+def _zeroable_norm(module: nn.Module | None) -> bool:
+    """A BatchNorm whose output is 0 when its scale and shift are 0: a plain one, or a subclass whose extra parts
+    (timm's ``act`` / ``drop``) map 0 to 0."""
+    if not isinstance(module, _NORMS):
+        return False
+    if type(module) in _NORMS:
+        return True
+    extras = [getattr(module, name) for name in ("act", "drop") if isinstance(getattr(module, name, None), nn.Module)]
+    with torch.no_grad():
+        return all(float(part(torch.zeros(1, 1, 1, 1)).abs().max()) == 0.0 for part in extras)
 
 
 def _following_by_order(model: nn.Module) -> dict[str, str]:

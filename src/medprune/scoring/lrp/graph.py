@@ -324,6 +324,8 @@ def _rewrite_function(
     """Replace ``node`` by its rule's implementation; return the number of Sum modules added (0 or 1)."""
     target = node.target
     tensors = [a for a in node.args if isinstance(a, torch.fx.Node) and a.name in shapes]
+    if not tensors and node.name not in shapes:  # arithmetic on sizes (x.size(1) // groups): no relevance flows
+        return 0
     if target in _ADDS and len(tensors) == 2 and not node.kwargs:
         a, b = tensors
         if shapes[a.name] == shapes[b.name] == shapes.get(node.name):
