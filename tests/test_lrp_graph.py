@@ -187,7 +187,10 @@ def test_an_operation_without_a_rule_is_refused_by_name() -> None:
     assert scorer_blocker(_Attention(), "lrp").startswith("lrp (rules per operation): no LRP rule for")
 
 
-@pytest.mark.parametrize("arch", ["torchvision:mobilenet_v2", "timm:convnext_atto", "torchvision:efficientnet_b0"])
+@pytest.mark.parametrize(
+    "arch",
+    ["torchvision:mobilenet_v2", "timm:convnext_atto", "torchvision:efficientnet_b0", "torchvision:shufflenet_v2_x0_5"],
+)
 def test_common_architectures_get_finite_relevance(arch: str) -> None:
     model = create_model(arch, num_classes=2, image_size=32)
     assert scorer_blocker(model, "lrp") is None

@@ -16,7 +16,7 @@ from torch import nn
 
 import medprune.pruning.support as support
 from medprune.models import create_model
-from medprune.models.support import UnsupportedModelError
+from medprune.models.support import UnsupportedModelError, check_units
 from medprune.models.units import Probe, capture_activations
 from medprune.pruning import apply_masks, coupled_groups, mask_model, masks_from_scores, remove_units
 from medprune.pruning.cost import layer_costs
@@ -148,3 +148,27 @@ def test_timm_batchnorm_act_counts_as_the_norm_after_its_conv() -> None:
     smaller = remove_units(model, masks)
     with torch.no_grad():
         assert torch.allclose(smaller(inputs), mask_model(model, masks)(inputs), atol=1e-5)
+
+
+class _FusedQkv(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.qkv = nn.Linear(8, 24)
+        self.proj = nn.Linear(8, 8)
+
+
+class _WindowNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 4, stride=4)
+        self.attn = _FusedQkv()
+        self.head = nn.Linear(8, 2)
+
+
+def test_fused_qkv_attention_outside_vit_blocks_is_refused_by_name() -> None:
+    """Pruning single features of a fused qkv Linear breaks its reshape into heads (timm Swin's surgery failed)."""
+    with pytest.raises(
+        UnsupportedModelError, match=r"_FusedQkv at 'attn' fuses queries, keys and values .*'attn\.qkv'"
+    ):
+        check_units(_WindowNet())
+    check_units(create_model("vit_small", num_classes=2, image_size=32))  # heads of timm ViT blocks are units

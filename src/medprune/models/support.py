@@ -102,6 +102,12 @@ def check_units(model: nn.Module) -> None:
                 f"unit discovery: {type(module).__name__} at {path!r} applies its qkv / proj weights as functions "
                 "(F.linear), not as modules, so their units cannot be read; use a timm model (timm:vit_*, timm:deit_*)"
             )
+        if isinstance(getattr(module, "qkv", None), nn.Linear):
+            raise UnsupportedModelError(
+                f"unit discovery: {type(module).__name__} at {path!r} fuses queries, keys and values in one Linear "
+                f"({path + '.qkv'!r}) whose features are not units one by one; attention heads are units in timm "
+                "ViT blocks only (timm:vit_*, timm:deit_*)"
+            )
         if isinstance(module, nn.MultiheadAttention):
             raise UnsupportedModelError(
                 f"unit discovery: nn.MultiheadAttention at {path!r} keeps its heads in fused parameters, which "
