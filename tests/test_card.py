@@ -17,8 +17,13 @@ from medprune.compression.card import (
     LayerChange,
     SearchRow,
     SplitMetrics,
+    decision_lines,
     format_number,
+    milliseconds,
+    render_html,
     render_markdown,
+    score,
+    times,
     write_card,
 )
 
@@ -85,30 +90,66 @@ def records(draw: st.DrawFn) -> CompressionRecord:
     )
 
 
-def _numbers(value: object) -> list[float | int]:
-    if isinstance(value, dict):
-        return [n for v in value.values() for n in _numbers(v)]
-    if isinstance(value, (list, tuple)):
-        return [n for v in value for n in _numbers(v)]
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return [value]
-    return []
-
-
 @settings(max_examples=40, deadline=None)
 @given(record=records())
-def test_every_number_is_rendered(record: CompressionRecord) -> None:
+def test_every_number_is_rendered_in_the_format_of_its_kind(record: CompressionRecord) -> None:
     text = render_markdown(record)
-    fields = asdict(record)
-    config = fields.pop("config")  # shown verbatim as JSON
-    assert json.dumps(config, indent=2) in text
-    numbers = _numbers(fields)
-    assert len(numbers) > 40
-    for number in numbers:
-        assert format_number(number) in text, number
+    assert json.dumps(record.config, indent=2) in text  # shown verbatim as JSON
+    for metrics in (record.test_original, record.test_compressed):  # metrics: three decimals
+        for value in (metrics.accuracy, metrics.balanced_accuracy, metrics.auroc, metrics.worst_class_recall):
+            assert score(value) in text
+        for rates in metrics.per_class:
+            assert f"| {score(rates.sensitivity)} | [{score(rates.sensitivity_ci[0])}, " in text
+    for row in record.latency:  # latency: ms with two decimals, ratios with two and an x
+        assert f"{milliseconds(row.original_ms)} -> {milliseconds(row.compressed_ms)} ms ({times(row.speedup)})" in text
+    for row in record.search:  # the audit rows: format_number
+        assert f"| {format_number(row.rate)} | {format_number(row.unit_rate)} |" in text
+    for layer in record.layers:
+        assert f"| {format_number(layer.params_before)} | {format_number(layer.params_after)} |" in text
+    for key, value in {**record.totals, **record.checks, **record.timings, **record.source}.items():
+        assert f"- {key}: {format_number(value)}" in text
     for digest in record.hashes.values():
         assert digest in text
     assert record.ci_method in text
+    assert text.index("## Decision") < text.index("## Intended use") < text.index("## Evidence")
+
+
+def test_a_binary_task_shows_each_class_once_and_a_multiclass_one_its_specificity() -> None:
+    rates = [ClassRates(n, 5, 5, 0.8, (0.5, 0.9), 0.6, (0.3, 0.8)) for n in ("normal", "pneumonia", "other")]
+    binary = CompressionRecord(
+        "m", {}, {}, [], {}, [], SplitMetrics(10, 0.9, 0.85, None, 0.8, rates[:2]),
+        SplitMetrics(10, 0.9, 0.85, None, 0.8, rates[:2]), [], {}, [], {}, {},
+    )  # fmt: skip
+    text = render_markdown(binary)
+    table = text.split("| class | images |")[1].split("Intervals:")[0]
+    assert "specificity" not in table and "shown once" in text
+    assert text.count("| normal |") == 1 and text.count("| pneumonia |") == 1
+    three = SplitMetrics(10, 0.9, 0.85, None, 0.8, rates)
+    text = render_markdown(CompressionRecord("m", {}, {}, [], {}, [], three, three, [], {}, [], {}, {}))
+    assert "| original specificity | compressed specificity |" in text and "| 0.600 | 0.600 |" in text
+
+
+def test_decision_section_reads_the_measured_numbers() -> None:
+    rates = [ClassRates(n, 5, 5, 0.8, (0.5, 0.9), 0.6, (0.3, 0.8)) for n in ("a", "b")]
+    metrics = SplitMetrics(10, 0.9, 0.85, None, 0.8, rates)
+    totals = {"params before": 1000, "params after": 250, "params removed (fraction)": 0.75}
+    totals["MACs removed (fraction)"] = 0.6486
+    verdict = {"verdict": "non-inferior at margin 0.02", "difference": -0.0017, "lower bound": -0.0122}
+    promise = {"non-inferiority": {"balanced_accuracy": verdict}, "confidence": 0.95, "margin": 0.02}
+    promise.update(flips=[{"newly_wrong": 3, "newly_right": 1}], method="m", **{"mcnemar p": 0.625})
+    promise["flips"][0].update(class_name="a", images=5)
+    record = CompressionRecord(
+        "m", {}, {"metric": "balanced_accuracy", "tolerance": 0.02}, [], totals, [], metrics, metrics,
+        [Latency(1, 2, 0.98875, 0.66861, 1.4788)], {}, [], {}, {}, warnings=["look"], promise=promise,
+        base_model={"name": "model.safetensors", "sha256": "ab" * 32},
+    )  # fmt: skip
+    decision = decision_lines(record)
+    text = "\n".join(decision)
+    assert "> **Warning:** look" in text
+    assert "75.0% of the parameters (1,000 -> 250)" in text and "64.9% of the multiply-accumulates" in text
+    assert "batch 1: 0.99 -> 0.67 ms (1.48x)" in text
+    assert "non-inferior at margin 0.02 (change -0.002, 95% lower bound -0.012; 3 test images newly wrong" in text
+    assert "pruned from `model.safetensors`, SHA-256 `abababababab…`" in text
 
 
 @settings(max_examples=10, deadline=None)
@@ -120,6 +161,8 @@ def test_card_json_is_the_record(record: CompressionRecord, tmp_path_factory) ->
     expected = json.loads(json.dumps(asdict(record)))  # tuples become lists
     assert loaded == expected
     assert md_path.read_text() == render_markdown(record)
+    page = (out / "card.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and "<h2>Decision</h2>" in page and page.count("<table>") >= 3
 
 
 def test_format_number() -> None:
@@ -137,4 +180,14 @@ def test_write_card_creates_the_folder(tmp_path: Path) -> None:
     )
     json_path, md_path = write_card(record, tmp_path / "deep" / "out")
     assert json.loads(json_path.read_text())["test_original"]["per_class"][0]["sensitivity_ci"] == [0.49, 0.94]
-    assert "0.4900" in md_path.read_text() and "| a |" in md_path.read_text()
+    assert "[0.490, 0.940]" in md_path.read_text() and "| a |" in md_path.read_text()
+
+
+def test_html_embeds_the_images_and_escapes_text(tmp_path: Path) -> None:
+    (tmp_path / "r.png").write_bytes(b"\x89PNG\r\n\x1a\nxyz")
+    page = render_html(
+        "# T <x>\n\n> **Warning:** a & b\n\n- one `code`\n\n![d](r.png)\n\n| a | b |\n|---|---|\n| 1 | 2 |", tmp_path
+    )
+    assert "<h1>T &lt;x&gt;</h1>" in page and "<blockquote><strong>Warning:</strong> a &amp; b</blockquote>" in page
+    assert "<li>one <code>code</code></li>" in page and "data:image/png;base64,iVBORw0KGgp4eXo=" in page
+    assert "<table><tr><th>a</th><th>b</th></tr><tr><td>1</td><td>2</td></tr></table>" in page

@@ -15,6 +15,7 @@ import torch
 from medprune.checkpoint import load_checkpoint, save_checkpoint
 from medprune.checkpoint.with_data import splits_for_checkpoint
 from medprune.cli.main import main
+from medprune.compression.card import milliseconds, percent, score
 from medprune.compression.decision import AcceptanceRule
 from medprune.compression.evidence import predictions_and_metrics
 from medprune.data import stack_samples
@@ -155,3 +156,19 @@ def test_quantize_command_on_a_compress_folder(run: dict[str, Any], capsys: pyte
     printed = capsys.readouterr().out
     assert "int8 shipped" in printed and f"{int8_ece:.3f}" in printed
     assert main(["quantize", str(run["out"].parent / "nothing"), "--out", str(out / "x")]) == 2
+
+
+def test_card_for_a_person_shows_the_measured_decision(run: dict[str, Any]) -> None:
+    card = json.loads((run["out"] / "card.json").read_text())
+    text = (run["out"] / "card.md").read_text()
+    decision = text.split("## Decision")[1].split("## Preprocessing")[0]
+    assert "- **Shipped:** the int8 model `model.int8.onnx` (pruned+quantized from `model.safetensors`" in decision
+    assert f"{percent(card['totals']['MACs removed (fraction)'])} of the multiply-accumulates removed" in decision
+    latency = {(r["batch"], r["model"]): r["median ms"] for r in card["quantization"]["latency"]}
+    assert f"-> {milliseconds(latency[(1, 'compressed int8')])} ms (int8, " in decision
+    for label, value in card["calibration"]["ece"].items():
+        assert f"{label} {score(value)}" in decision
+    assert text.index("## Decision") < text.index("## Preprocessing") < text.index("## Intended use")
+    assert "28 x 28 pixels" in text.split("## Preprocessing")[1]
+    page = (run["out"] / "card.html").read_text()
+    assert "<h2>Decision</h2>" in page and "data:image/png;base64," in page  # the reliability diagram, embedded

@@ -103,7 +103,7 @@ def test_card_numbers_are_the_measured_ones(tmp_path: Path, checkpoint: str, dat
         assert row["sensitivity_ci"] == pytest.approx([ci.low, ci.high])
     # every number of the card appears in card.md
     text = (out / "card.md").read_text()
-    assert f"{card['totals']['MACs after']:,}" in text and f"{metrics['balanced_accuracy']:.4f}" in text
+    assert f"{card['totals']['MACs after']:,}" in text and f"{metrics['balanced_accuracy']:.3f}" in text
     assert meta["compression"]["rate"] == 0.5 and meta["pruned"]["groups"]
 
 
