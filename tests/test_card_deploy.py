@@ -42,6 +42,7 @@ DEPLOY = dict(
     ece_bins=10,
     quantize="int8",
     calibration_samples=40,
+    export="monai",
 )
 
 
@@ -172,3 +173,18 @@ def test_card_for_a_person_shows_the_measured_decision(run: dict[str, Any]) -> N
     assert "28 x 28 pixels" in text.split("## Preprocessing")[1]
     page = (run["out"] / "card.html").read_text()
     assert "<h2>Decision</h2>" in page and "data:image/png;base64," in page  # the reliability diagram, embedded
+
+
+def test_monai_bundle_of_the_shipped_model(run: dict[str, Any]) -> None:
+    folder = run["out"] / "bundle"
+    card = json.loads((run["out"] / "card.json").read_text())
+    metadata = json.loads((folder / "configs" / "metadata.json").read_text())
+    assert metadata["medprune"]["relation"] == card["relation"] == "pruned+quantized"
+    assert metadata["medprune"]["base_model"] == card["base_model"]
+    assert (folder / "models" / INT8_FILE).read_bytes() == (run["out"] / INT8_FILE).read_bytes()
+    assert (folder / "docs" / "README.md").read_text() == (run["out"] / "card.md").read_text()
+    assert (folder / "docs" / "reliability.png").is_file()
+    scripted = torch.jit.load(str(folder / "models" / "model.ts"))
+    x = torch.randn(3, 3, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), run["result"].model(x))

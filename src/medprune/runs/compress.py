@@ -67,7 +67,7 @@ from medprune.compression.search import (
 from medprune.config import build_config, config_to_dict
 from medprune.data import stack_samples
 from medprune.data.splitting import limit_dataset
-from medprune.deploy.bundle import preprocessing
+from medprune.deploy.bundle import preprocessing, write_monai_bundle
 from medprune.deploy.calibration import calibration_summary, fit_temperature, softmax_with_temperature
 from medprune.deploy.quantize import CALIBRATION_SAMPLES, INT8_FILE, ort_latency, quantize_and_judge, runtime_evidence
 from medprune.deploy.runtimes import onnx_logits, torch_logits
@@ -320,6 +320,20 @@ def run_compress(config: CompressConfig) -> CompressResult:
         )
         card_json, card_md = write_card(record, out)
         files.update(card_json=str(card_json), card_md=str(card_md))
+        if config.export == "monai":
+            shipped = {"model.onnx": out / "model.onnx"}
+            if quantization.get("shipped"):
+                shipped[INT8_FILE] = out / INT8_FILE
+            bundle = write_monai_bundle(
+                out / "bundle",
+                model=small,
+                example=probe[:1].cpu(),
+                card=record.to_dict(),
+                card_md=card_md,
+                onnx_files=shipped,
+            )
+            files["bundle"] = str(bundle)
+            logger.info("MONAI bundle written to %s", bundle)
     for warning in warnings:
         logger.warning("%s", warning)
     if onnx_diff > 1e-4:
