@@ -21,7 +21,7 @@ from medprune.models.units import Probe, capture_activations
 from medprune.pruning import apply_masks, coupled_groups, mask_model, masks_from_scores, remove_units
 from medprune.pruning.cost import layer_costs
 from medprune.pruning.masked import following_batchnorms
-from medprune.pruning.physical import dependency_graph
+from medprune.pruning.physical import check_compressible, dependency_graph
 from medprune.pruning.support import grouped_not_depthwise, pruning_group, removal_blocker
 from medprune.scoring.registry import score
 
@@ -172,3 +172,11 @@ def test_fused_qkv_attention_outside_vit_blocks_is_refused_by_name() -> None:
     ):
         check_units(_WindowNet())
     check_units(create_model("vit_small", num_classes=2, image_size=32))  # heads of timm ViT blocks are units
+
+
+def test_a_graph_torch_pruning_cannot_trace_is_refused_not_a_zero_division() -> None:
+    """ShuffleNet's channel shuffle makes torch-pruning divide by zero while building its graph."""
+    model = create_model("torchvision:shufflenet_v2_x0_5", num_classes=2, image_size=32)
+    with pytest.raises(UnsupportedModelError, match=r"cannot trace the channel dependencies of ShuffleNetV2") as error:
+        check_compressible(model, "magnitude")
+    assert "\n" not in str(error.value)

@@ -30,7 +30,7 @@ import torch
 import torch_pruning as tp
 from torch import Tensor, nn
 
-from medprune.models.support import check_scorable
+from medprune.models.support import UnsupportedModelError, check_scorable
 from medprune.models.units import UnitGroup, get_module, unit_groups
 from medprune.pruning.masked import check_plain_attention
 from medprune.pruning.masks import validate_scores
@@ -57,7 +57,14 @@ def dependency_graph(model: nn.Module, example_inputs: Tensor | None = None) -> 
     inputs = example_inputs_for(model) if example_inputs is None else example_inputs
     with eval_mode(model), warnings.catch_warnings(), time_bound(SEARCH_SECONDS, "tracing the dependency graph"):
         warnings.filterwarnings("ignore", message="Unwrapped parameters detected")  # ViT cls_token/pos_embed
-        return tp.DependencyGraph().build_dependency(model, example_inputs=inputs)
+        try:
+            return tp.DependencyGraph().build_dependency(model, example_inputs=inputs)
+        except (ArithmeticError, IndexError, KeyError, RuntimeError, TypeError, ValueError, AssertionError) as error:
+            raise UnsupportedModelError(
+                f"physical removal: torch-pruning cannot trace the channel dependencies of {type(model).__name__} "
+                f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else 'no message'}); its units "
+                "can be masked but not removed"
+            ) from error
 
 
 def _channel_groups(groups: Sequence[UnitGroup]) -> list[UnitGroup]:
