@@ -9,8 +9,17 @@ import numpy as np
 import pytest
 import torch
 
+from medprune.compression.config import CompressConfig
 from medprune.compression.decision import AcceptanceRule
-from medprune.deploy.quantize import INT8_FILE, REFUSED_FILE, judge_quantized, quantize_and_judge, quantize_int8
+from medprune.deploy.calibration import ECE_BINS
+from medprune.deploy.quantize import (
+    CALIBRATION_SAMPLES,
+    INT8_FILE,
+    REFUSED_FILE,
+    judge_quantized,
+    quantize_and_judge,
+    quantize_int8,
+)
 from medprune.deploy.runtimes import equivalence, onnx_latency, onnx_logits, torch_logits
 from medprune.metrics import metrics_from_predictions
 from medprune.models import create_model
@@ -121,3 +130,9 @@ def test_latency_rows_state_batch_threads_and_repeats(tiny: dict) -> None:
     for row in rows:
         assert row["threads"] == 1 and row["repeats"] == 3
         assert 0 < row["IQR ms"][0] <= row["median ms"] <= row["IQR ms"][1]
+
+
+def test_compress_defaults_are_the_deploy_defaults() -> None:
+    # compression does not import deploy (deploy reads compression's rule): the defaults are kept equal here
+    config = CompressConfig(checkpoint="x")
+    assert (config.calibration_samples, config.ece_bins) == (CALIBRATION_SAMPLES, ECE_BINS)

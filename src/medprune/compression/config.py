@@ -10,8 +10,6 @@ from torch import Tensor, nn
 from medprune.compression.card import CompressionRecord
 from medprune.compression.decision import BOUND_METRICS
 from medprune.config import ConfigError, option
-from medprune.deploy.calibration import ECE_BINS
-from medprune.deploy.quantize import CALIBRATION_SAMPLES
 from medprune.options import LOSSLESS_METRICS, LosslessMetric, check_option
 from medprune.pruning.masks import check_rate
 from medprune.pruning.ranking import Ranking
@@ -138,7 +136,7 @@ class CompressConfig(OutputFolder):
     dataset: str | None = option(None, help="where the data is", shown_default="as recorded in the checkpoint")
     device: str = option("cpu", help="cpu or cuda")
     ece_bins: int = option(
-        ECE_BINS, help="equal-width confidence bins of the card's expected calibration error and reliability diagram"
+        15, help="equal-width confidence bins of the card's expected calibration error and reliability diagram"
     )
     calibrate: Calibrate = option(
         "none",
@@ -157,7 +155,7 @@ class CompressConfig(OutputFolder):
         ),
     )
     calibration_samples: int = option(
-        CALIBRATION_SAMPLES,
+        256,
         help="clean training images (a stratified subset drawn with seed) the int8 activation ranges are fitted on",
     )
     export: Export = option(
