@@ -12,7 +12,12 @@ steps or samples: the last point of a chunk is carried over to pair with the fir
 
 Rules: ``trapezoid`` (default) averages the gradients at both ends of each step. ``left`` uses the gradient at the start
 of each step only, as captum's ``LayerConductance`` does; with a zero baseline ReLU gradients vanish at ``α = 0``, so
-``left`` loses about 1/n of the total (docs/method.md §3).
+``left`` loses about 1/n of the total (docs/method.md §3). ``gauss_legendre`` evaluates the integrand
+``∂F/∂a · da/dα`` itself at the n Gauss-Legendre nodes of ``[0, 1]`` (both ends excluded) and sums it with their
+weights: ``da/dα`` comes from forward-mode differentiation along ``x − b`` in the same pass (attention runs on the math
+kernel there, the only one with forward-mode derivatives), so one point costs about a third more than a trapezoid
+point, and n nodes integrate a path on which the integrand is a polynomial of degree ≤ 2n − 1 exactly
+(bench/ig_quadrature_results.md measures the completeness error per node count).
 
 >>> from medprune.models import create_model
 >>> from medprune.models.units import unit_groups
@@ -27,16 +32,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
+import numpy as np
 import torch
+import torch.autograd.forward_ad as fwad
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from medprune.data.augmentation import IMAGENET_MEAN, IMAGENET_STD
 from medprune.models.units import UnitGroup, capture_activations, units_per_sample
 from medprune.scoring.registry import register_scorer
 
 BASELINES: tuple[str, ...] = ("zeros", "black")
-RULES: tuple[str, ...] = ("trapezoid", "left")
-Rule = Literal["trapezoid", "left"]
+RULES: tuple[str, ...] = ("trapezoid", "left", "gauss_legendre")
+Rule = Literal["trapezoid", "left", "gauss_legendre"]
 
 
 def resolve_baseline(
@@ -107,10 +115,12 @@ def conductance(
         inputs: (B, C, H, W) normalised images.
         targets: (B,) class whose logit is explained, per sample.
         groups: unit groups to score.
-        steps: number of integration steps n (the path is evaluated at n + 1 points, both ends included).
+        steps: number of integration steps n (the path is evaluated at n + 1 points, both ends included); for
+            ``gauss_legendre`` the number of nodes n (n points, ends excluded).
         baseline: see :func:`resolve_baseline`.
         chunk_size: (sample, α) points per forward/backward pass; bounds memory.
-        rule: ``trapezoid`` or ``left`` (captum's ``LayerConductance``), see the module docstring.
+        rule: ``trapezoid``, ``left`` (captum's ``LayerConductance``) or ``gauss_legendre``, see the module
+            docstring.
         mean: normalisation mean for ``baseline="black"``.
         std: normalisation std for ``baseline="black"``.
 
@@ -124,6 +134,8 @@ def conductance(
     if inputs.dim() != 4:
         raise ValueError(f"inputs must be (B, C, H, W), got shape {tuple(inputs.shape)}")
     groups = list(groups)
+    if rule == "gauss_legendre":
+        return _gauss_legendre(model, inputs, targets, groups, steps, baseline, chunk_size, mean, std)
     num_samples, num_points = inputs.shape[0], steps + 1
     targets = targets.to(inputs.device).long()
     inputs = inputs.detach()
@@ -162,6 +174,70 @@ def conductance(
                 {g.name: t[-1:].clone() for g, t in zip(groups, acts)},
                 {g.name: t[-1:].clone() for g, t in zip(groups, grads)},
             )
+    return out
+
+
+def gauss_legendre_nodes(num_nodes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gauss-Legendre nodes and weights on ``[0, 1]``: ``∫₀¹ f ≈ Σ w_k f(α_k)``, exact for polynomials of degree up
+    to ``2 num_nodes − 1``.
+
+    >>> alphas, weights = gauss_legendre_nodes(2)
+    >>> [round(float(a), 4) for a in alphas], [float(w) for w in weights]
+    ([0.2113, 0.7887], [0.5, 0.5])
+    """
+    _check_int("num_nodes", num_nodes, 1)
+    nodes, weights = np.polynomial.legendre.leggauss(num_nodes)
+    return (nodes + 1) / 2, weights / 2
+
+
+def _gauss_legendre(
+    model: nn.Module,
+    inputs: Tensor,
+    targets: Tensor,
+    groups: list[UnitGroup],
+    num_nodes: int,
+    baseline: str | Tensor,
+    chunk_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+) -> dict[str, Tensor]:
+    """:func:`conductance` with ``rule="gauss_legendre"``: ``Σ_k w_k · ∂F/∂a(α_k) · da/dα(α_k)`` per unit."""
+    num_samples = inputs.shape[0]
+    targets = targets.to(inputs.device).long()
+    inputs = inputs.detach()
+    base = resolve_baseline(baseline, inputs, mean, std).detach()
+    nodes, node_weights = gauss_legendre_nodes(num_nodes)
+    alphas = torch.as_tensor(nodes, dtype=inputs.dtype, device=inputs.device)
+    weights = torch.as_tensor(node_weights, dtype=inputs.dtype, device=inputs.device)
+    out = {g.name: torch.zeros(num_samples, g.num_units, dtype=inputs.dtype, device=inputs.device) for g in groups}
+
+    with (
+        capture_activations(model, groups, for_backward=True) as store,
+        sdpa_kernel(SDPBackend.MATH),
+        fwad.dual_level(),
+    ):
+        for start in range(0, num_samples * num_nodes, chunk_size):
+            point = torch.arange(start, min(start + chunk_size, num_samples * num_nodes), device=inputs.device)
+            sample, k = point // num_nodes, point % num_nodes
+            direction = inputs[sample] - base[sample]  # dx/dα along the straight path
+            x = (base[sample] + alphas[k].view(-1, 1, 1, 1) * direction).requires_grad_(True)
+            with torch.enable_grad():
+                store.clear()
+                logits = model(fwad.make_dual(x, direction))
+                missing = [g.name for g in groups if g.name not in store]
+                if missing:
+                    raise RuntimeError(f"the forward pass did not reach unit groups {missing}")
+                acts = [store[g.name] for g in groups]
+                tangents = [fwad.unpack_dual(t).tangent for t in acts]
+                picked = fwad.unpack_dual(logits).primal.gather(1, targets[sample].view(-1, 1)).sum()
+                grads = torch.autograd.grad(picked, acts, allow_unused=True)
+            store.clear()
+            w = weights[k]
+            for g, tangent, grad in zip(groups, tangents, grads):
+                if grad is None or tangent is None:  # the target does not depend on it, or it does not move
+                    continue
+                contribution = units_per_sample(g, grad.detach() * tangent.detach())
+                out[g.name].index_add_(0, sample, w.view(-1, 1) * contribution)
     return out
 
 
