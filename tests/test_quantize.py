@@ -9,6 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from medprune.cli import compress as compress_cli
+from medprune.cli.config_args import config_from_args
+from medprune.cli.main import build_parser
 from medprune.compression.config import CompressConfig
 from medprune.compression.decision import AcceptanceRule
 from medprune.deploy.calibration import ECE_BINS
@@ -136,3 +139,18 @@ def test_compress_defaults_are_the_deploy_defaults() -> None:
     # compression does not import deploy (deploy reads compression's rule): the defaults are kept equal here
     config = CompressConfig(checkpoint="x")
     assert (config.calibration_samples, config.ece_bins) == (CALIBRATION_SAMPLES, ECE_BINS)
+
+
+def test_compress_command_line_takes_the_deploy_flags() -> None:
+    argv = ["compress", "ck", "--quantize", "int8", "--calibrate", "temperature", "--export", "monai"]
+    args = build_parser().parse_args([*argv, "--calibration-samples", "64"])
+    config = config_from_args(args, CompressConfig, compress_cli.FLAGS, checkpoint="ck")
+    assert (config.quantize, config.calibrate, config.export, config.calibration_samples) == (
+        "int8",
+        "temperature",
+        "monai",
+        64,
+    )
+    bad = build_parser().parse_args(["compress", "ck", "--quantize", "int4"])
+    with pytest.raises(ValueError, match="quantize.*int4.*valid values: none, int8"):
+        config_from_args(bad, CompressConfig, compress_cli.FLAGS, checkpoint="ck")

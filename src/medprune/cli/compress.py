@@ -27,6 +27,10 @@ FLAGS = {
     "--rounds": "rounds",
     "--data-root": "data_root",
     "--device": "device",
+    "--calibrate": "calibrate",
+    "--quantize": "quantize",
+    "--calibration-samples": "calibration_samples",
+    "--export": "export",
     "--overwrite": "overwrite",
 }
 
@@ -56,4 +60,10 @@ def run(args: argparse.Namespace) -> int:
         f"{record.test_original.balanced_accuracy:.4f} -> {test.balanced_accuracy:.4f} ({config.metric} on test: "
         f"{promise}); card {result.files['card_md']}{warnings}"
     )
+    quantization = record.quantization
+    if quantization:
+        verdict = "shipped" if quantization["shipped"] else f"NOT shipped ({quantization['why not']})"
+        print(f"int8 {verdict}: {result.files.get('onnx_int8', quantization['file'])}")
+    if "bundle" in result.files:
+        print(f"MONAI bundle: {result.files['bundle']}")
     return 0
