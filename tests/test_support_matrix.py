@@ -1,0 +1,59 @@
+"""scripts/support_matrix.py on a fast subset, and the committed docs/support.md it generated."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def matrix():  # noqa: ANN201 - the script as a module
+    spec = importlib.util.spec_from_file_location("support_matrix", ROOT / "scripts" / "support_matrix.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["support_matrix"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_mobilenet_goes_through_every_stage(matrix, tmp_path: Path) -> None:  # noqa: ANN001
+    row = matrix.run_one("torchvision:mobilenet_v3_small", 32, tmp_path)
+    assert row.scorers["lrp"] == "ok" and row.scorers["magnitude"] == "ok"
+    assert row.scorers["dlb"].startswith("refused: ")  # DLB has the family rules only
+    assert row.compress == "ok (lrp)"
+    assert all(row.removal[scope].startswith("ok: ") for scope in matrix.SCOPES), row.removal
+    assert row.onnx.startswith("ok: ")
+    assert matrix.passes(row)
+    text = matrix.markdown([row], row.seconds)
+    assert "| `torchvision:mobilenet_v3_small` | 32 px |" in text
+    assert "Through import -> LRP -> compress check -> removal -> ONNX: 1 of 1 architectures." in text
+
+
+def test_the_committed_matrix_covers_25_architectures_without_a_failure(matrix) -> None:  # noqa: ANN001
+    text = (ROOT / "docs" / "support.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| `")]
+    assert len(rows) >= 25
+    assert {line.split("`")[1] for line in rows} == {arch for arch, _ in matrix.ARCHITECTURES}
+    assert "FAILED [" not in text and "MISMATCH" not in text
+    through = re.search(r"Through import -> LRP -> compress check -> removal -> ONNX: (\d+) of (\d+)", text)
+    assert through is not None and int(through.group(2)) == len(rows)
+    passing = [line for line in rows if _through(_cells(line))]
+    assert int(through.group(1)) == len(passing)
+    for line in rows:  # every architecture that does not pass is refused with a numbered message
+        if line not in passing:
+            assert "refused [" in line, line
+
+
+def _cells(line: str) -> list[str]:
+    return [cell.strip() for cell in line.strip("|").split("|")]
+
+
+def _through(cells: list[str]) -> bool:
+    """arch, input, units, lrp, dlb, ig, magnitude, compress, removal global, removal per layer, onnx, seconds."""
+    lrp, compress, removal, onnx = cells[3], cells[7], cells[8], cells[10]
+    return lrp == "ok" and compress.startswith("ok") and removal.startswith("ok") and onnx.startswith("ok")
