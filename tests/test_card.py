@@ -148,7 +148,9 @@ def test_decision_section_reads_the_measured_numbers() -> None:
     assert "> **Warning:** look" in text
     assert "75.0% of the parameters (1,000 -> 250)" in text and "64.9% of the multiply-accumulates" in text
     assert "batch 1: 0.99 -> 0.67 ms (1.48x)" in text
-    assert "non-inferior at margin 0.02 (change -0.002, 95% lower bound -0.012; 3 test images newly wrong" in text
+    assert "yes: non-inferior at margin 0.02 (change -0.002, 95% lower bound -0.012; 3 test images newly wrong" in text
+    verdict["verdict"] = "not shown"
+    assert "**Kept on test?** no: non-inferiority not shown (change" in "\n".join(decision_lines(record))
     assert "pruned from `model.safetensors`, SHA-256 `abababababab…`" in text
 
 

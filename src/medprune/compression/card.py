@@ -489,14 +489,17 @@ def decision_lines(record: CompressionRecord) -> list[str]:
     if promise:
         verdict = promise["non-inferiority"].get(choice.get("metric"), {})
         lines.append(
-            f"- **Kept on test?** {verdict.get('verdict', 'not shown')} (change {change(verdict.get('difference'))}, "
+            f"- **Kept on test?** {_verdict(verdict)} (change {change(verdict.get('difference'))}, "
             f"{promise['confidence']:.0%} lower bound {change(verdict.get('lower bound'))}; "
             f"{sum(f['newly_wrong'] for f in promise['flips'])} test images newly wrong, "
             f"{sum(f['newly_right'] for f in promise['flips'])} newly right)."
         )
     if int8 and quantization.get("promise"):
         verdict = quantization["promise"]["non-inferiority"].get(choice.get("metric"), {})
-        lines.append(f"- **int8 on test:** {verdict.get('verdict', 'not shown')}.")
+        lines.append(
+            f"- **int8 on test:** {_verdict(verdict)} (change against the original "
+            f"{change(verdict.get('difference'))}, lower bound {change(verdict.get('lower bound'))})."
+        )
     elif quantization:
         lines.append(f"- **int8 not shipped:** {quantization['why not']}.")
     if record.calibration:
@@ -507,6 +510,12 @@ def decision_lines(record: CompressionRecord) -> list[str]:
             + "."
         )
     return lines + [""]
+
+
+def _verdict(verdict: dict[str, Any]) -> str:
+    """A test verdict as a sentence: "not shown" alone reads as if nothing was tested."""
+    text = verdict.get("verdict", "not shown")
+    return "no: non-inferiority not shown" if text == "not shown" else f"yes: {text}"
 
 
 def _preprocessing_lines(preprocessing: dict[str, Any]) -> list[str]:
