@@ -181,6 +181,8 @@ def test_monai_bundle_of_the_shipped_model(run: dict[str, Any]) -> None:
     metadata = json.loads((folder / "configs" / "metadata.json").read_text())
     assert metadata["medprune"]["relation"] == card["relation"] == "pruned+quantized"
     assert metadata["medprune"]["base_model"] == card["base_model"]
+    int8 = card["quantization"]["equivalence"]["test"]["ONNX Runtime int8"]
+    assert metadata["eval_metrics"] == {f"test {k} (int8)": int8[k] for k in ("accuracy", "balanced_accuracy")}
     assert (folder / "models" / INT8_FILE).read_bytes() == (run["out"] / INT8_FILE).read_bytes()
     assert (folder / "docs" / "README.md").read_text() == (run["out"] / "card.md").read_text()
     assert (folder / "docs" / "reliability.png").is_file()
