@@ -35,8 +35,9 @@ def search_section(summary_csv: Path, tolerance: str = "0.01", top: int = 5) -> 
                 + (f" ({protocol_name(r)})" if protocol_name(r) else ""),
                 "rate": f"{float(r[f'achieved@{tolerance}']):.3f}",
                 "ci": f"[{float(r[f'low@{tolerance}'] or 0):.2f}, {float(r[f'high@{tolerance}'] or 0):.2f}]",
-                "test": f"{float(r[f'test_drop@{tolerance}']):.3f}",
-                "n": str(int(r["n"])),
+                "test": "–" if r.get(f"test_drop@{tolerance}") is None else f"{float(r[f'test_drop@{tolerance}']):.3f}",
+                # reports since issue 21: n = training checkpoints beside the distinct runs (rows)
+                "n": str(int(r["n"])) + (f" ckpt ({int(r['rows'])} rows)" if r.get("rows") is not None else " runs"),
             }
             for r in ranked
         ]
@@ -45,7 +46,7 @@ def search_section(summary_csv: Path, tolerance: str = "0.01", top: int = 5) -> 
             markdown_table(
                 shown,
                 ["setting", "rate", "ci", "test", "n"],
-                ["setting", "lossless rate (val)", "95% CI", "test drop there", "runs"],
+                ["setting", "lossless rate (val)", "95% CI", "test drop there", "n"],
             )
         )
     return "\n".join(parts)

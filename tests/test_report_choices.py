@@ -92,7 +92,9 @@ def test_bootstrap_intervals_are_reproducible_for_a_fixed_seed():
     again = table1(rows, (0.4,), n_resamples=500, seed=3)
     other = table1(rows, (0.4,), n_resamples=500, seed=4)
     lrp = [r for r in first if r["method"] == "lrp"][0]
-    assert lrp["n"] == 6 and lrp["ci@0.40"] == "images x runs"
+    # 2 training checkpoints x 3 selection seeds: the effective n is 2, beside the 6 runs
+    assert lrp["n"] == 2 and lrp["rows"] == 6 and lrp["n@0.40"] == 2 and lrp["rows@0.40"] == 6
+    assert lrp["ci@0.40"] == "checkpoints x seeds x test images"
     assert lrp["low@0.40"] < lrp["mean@0.40"] < lrp["high@0.40"]
     assert [(r["low@0.40"], r["high@0.40"]) for r in first] == [(r["low@0.40"], r["high@0.40"]) for r in again]
     assert [(r["low@0.40"], r["high@0.40"]) for r in first] != [(r["low@0.40"], r["high@0.40"]) for r in other]
@@ -103,7 +105,8 @@ def test_table1_uses_the_row_nearest_in_achieved_rate():
     # lrp's achieved rates are nominal + 0.01: at target 0.39 the row of nominal 0.4 (achieved 0.41) is nearest
     lrp = [r for r in table1(rows, (0.39, 0.35), n_resamples=200) if r["method"] == "lrp"][0]
     assert lrp["achieved@0.39"] == pytest.approx(0.41) and lrp["mean@0.39"] == pytest.approx(0.3)
-    assert lrp["achieved@0.35"] == pytest.approx(0.31) and lrp["mean@0.35"] == pytest.approx(0.0)
+    # at 0.35 no row is within 0.025 (achieved 0.31 and 0.41): the cell stays empty rather than borrow a neighbour
+    assert lrp["n@0.35"] == 0 and lrp["low@0.35"] is None and lrp["ci@0.35"] == "no row at 0.35"
 
 
 def test_paired_verdicts_use_matched_runs_only():
@@ -111,7 +114,9 @@ def test_paired_verdicts_use_matched_runs_only():
     rows = [r for r in rows if not (r["method"] == "random" and r["checkpoint"] == "c2" and r["seed"] == 2)]
     paired = paired_comparisons(rows, (0.2, 0.1), metric="accuracy", n_resamples=500)
     at_02 = [p for p in paired if p["rate"] == 0.2 and p["a"] == "lrp/random" and p["b"] == "random/none"][0]
-    assert at_02["n"] == 5  # (c2, seed 2) has no random curve: left out of the pairs
+    assert at_02["rows"] == 5 and at_02["n"] == 2  # (c2, seed 2) has no random curve: left out of the pairs
     assert at_02["difference"] == pytest.approx(0.4) and at_02["verdict"] == "better"
     at_01 = [p for p in paired if p["rate"] == 0.1 and p["a"] == "lrp/random"][0]
-    assert at_01["difference"] == pytest.approx(0.0) and at_01["verdict"] == "not distinguishable"
+    # equal accuracy on different images of 60, 2 checkpoints: neither a difference nor equivalence within 1 point
+    assert at_01["difference"] == pytest.approx(0.0) and at_01["verdict"] == "inconclusive"
+    assert at_01["family"] == "d / paper / rate 0.10 / accuracy" and at_01["family_size"] == 1

@@ -83,3 +83,18 @@ def test_report_from_small_sweep(sweep_dir, tmp_path):
     assert smaller and all(r["params"] < result.efficiency[0]["params"] for r in smaller)
     for name in ("table1.csv", "lossless_rates.csv", "efficiency.csv", "paper_table1.csv", "paired.csv"):
         assert (tmp_path / "report" / name).is_file()
+    # the efficiency rows name the metric their rate was chosen on (the lossless metric, balanced accuracy)
+    assert {r["criterion"].split(" ≤ ")[0] for r in smaller} <= {"balanced accuracy drop", "worst-class recall drop"}
+    # one checkpoint: n = 1 beside the rows, a verdict from the four words with its family, the method notes
+    assert result.table1[0]["n"] == 1 and "n=1 ckpt (1 rows) †" in page
+    assert {p["verdict"] for p in result.paired} <= {"better", "worse", "equivalent", "inconclusive"}
+    assert all(p["family"].startswith("pneumoniamnist / paper / rate ") for p in result.paired)
+    assert "Holm" in page and "hierarchical (clustered) bootstrap" in page and "validation images" in page
+
+
+def test_report_refuses_a_negative_equivalence_margin(sweep_dir, tmp_path):
+    out, _, _ = sweep_dir
+    config = ReportConfig(results=[str(out)], out=str(tmp_path / "report"), equivalence_margin=-0.01)
+    with pytest.raises(ValueError, match="equivalence_margin must be a finite number >= 0"):
+        run_report(config)
+    assert not (tmp_path / "report").exists()

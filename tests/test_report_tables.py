@@ -53,14 +53,14 @@ def test_drops_against_own_baseline():
 def test_table1_mean_and_sample_std():
     rows = {(r["method"], r["sampling"]): r for r in table1(_table())}
     lrp = rows[("lrp", "random")]
-    assert lrp["n"] == 2 and lrp["protocol"] == "paper"
+    assert lrp["n"] == 2 and lrp["rows"] == 2 and lrp["protocol"] == "paper"
     assert lrp["mean@0.15"] == pytest.approx(0.01)
-    assert lrp["std@0.15"] == pytest.approx(math.sqrt(2) * 0.01)  # sample std of (0, 0.02)
+    assert lrp["std@0.15"] == pytest.approx(math.sqrt(2) * 0.01)  # sd over the 2 checkpoints of (0, 0.02)
     assert lrp["mean@0.50"] == pytest.approx(0.15)
-    # no row near 0.70: each run's nearest achieved rate (0.50) stands in, and says so in achieved@
-    assert lrp["n@0.70"] == 2 and lrp["mean@0.70"] == pytest.approx(0.15) and lrp["achieved@0.70"] == 0.5
+    # no row at 0.70: the cell stays empty (never filled from the 0.50 rows under a 0.70 label)
+    assert lrp["n@0.70"] == 0 and lrp["mean@0.70"] is None and lrp["low@0.70"] is None
     control = rows[("random", "none")]
-    assert control["mean@0.30"] == pytest.approx(0.30) and math.isnan(control["std@0.30"])
+    assert control["mean@0.30"] == pytest.approx(0.30) and control["std@0.30"] is None  # one checkpoint: no sd
 
 
 def test_table1_splits_on_varying_variants():

@@ -1,17 +1,31 @@
 """The report's tables as Markdown (``results.md``): for docs/results.md and anyone reading results in a terminal.
 
 Every table heading names its split: Table 1 and the paired verdicts are on test; lossless rates are chosen on
-validation and confirmed on test.
+validation and confirmed on test. Every number shows its effective n (training checkpoints) beside its rows, and
+every verdict its family.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 
+from medprune.report.clustered import LOSSLESS_NOTE
 from medprune.report.html import fmt
-from medprune.report.page import ReportTables, table1_cell
-from medprune.stats import METHOD_NOTE
+from medprune.report.page import (
+    TABLE1_CELL,
+    ReportTables,
+    interval_text,
+    lossless_cells,
+    lossless_headers,
+    missing_rates_note,
+    n_text,
+    paired_family,
+    paired_note,
+    swept_rates,
+    table1_cell,
+)
+from medprune.report.tables import protocol_label
+from medprune.stats import CLUSTERED_METHOD_NOTE
 from medprune.sweep.protocols import setting_text
 from medprune.sweep.table import Row, format_rate
 
@@ -31,13 +45,12 @@ def markdown_table(rows: Sequence[Row], columns: Sequence[str], headers: Sequenc
 
 
 def _setting(row: Row) -> str:
-    text = setting_text(row)
     name = row.get("protocol") or ""
-    return f"{name} ({text})" if name else text
+    return f"{name} ({setting_text(row)})" if name else protocol_label(row)
 
 
 def _table1(rows: Sequence[Row], rates: Sequence[float]) -> str:
-    labels = [format_rate(r)[:4] for r in rates]
+    labels = [format_rate(r)[:4] for r in swept_rates(rows, rates)]
     shown = [
         {
             "line": f"{r['method']} / {r['sampling']}",
@@ -70,48 +83,60 @@ def results_markdown(
         + f" (datasets: {', '.join(datasets)}).\n"
     )
     protocols = sorted({str(r.get("protocol") or "") for r in tables.table1}, key=lambda p: (p != "paper", p))
+    missing = missing_rates_note(tables.table1, rates)
     for protocol in protocols:
         name = protocol or "other settings"
         rows = [r for r in tables.table1 if str(r.get("protocol") or "") == protocol]
-        parts.append(f"### Table 1, {name}: accuracy drop (test split; mean ± sd [95% CI] n; † n < 3)\n")
+        parts.append(f"### Table 1, {name}: accuracy drop (test split; {TABLE1_CELL})\n")
         parts.append(_table1(rows, rates))
         metric_rows = [r for r in tables.table1_metric if str(r.get("protocol") or "") == protocol]
         if metric_rows:
-            parts.append(f"### Table 1, {name}: {tables.metric} drop (test split)\n")
+            parts.append(f"### Table 1, {name}: {tables.metric.replace('_', ' ')} drop (test split)\n")
             parts.append(_table1(metric_rows, rates))
-    parts.append(f"### Lossless rates on {tables.metric}: chosen on validation, confirmed on test\n")
+    if missing:
+        parts.append(missing + "\n")
+    metric = tables.metric.replace("_", " ")
+    parts.append(f"### Lossless rates on {metric}: chosen on validation, confirmed on test\n")
     summary = []
     for row in tables.summary:
-        out: Row = {"line": f"{row['method']} / {row['sampling']}", "setting": _setting(row), "n": str(row["n"])}
+        out: Row = {
+            "line": f"{row['method']} / {row['sampling']}",
+            "model": str(row.get("model") or ""),
+            "setting": f"{protocol_label(row)} ({setting_text(row)})",
+            "n": n_text(int(row["n"]), int(row.get("rows") or row["n"]), int(row.get("copies") or 0)),
+        }
         for tol in tolerances:
-            label = f"{tol:g}"
-            low, high = row.get(f"low@{label}"), row.get(f"high@{label}")
-            interval = "" if low is None or high is None else f" [{low:.2f}, {high:.2f}]"
-            out[f"rate {label}"] = f"{fmt(row[f'achieved@{label}'], 2)}{interval}"
-            out[f"test {label}"] = f"{fmt(row[f'test_drop@{label}'])} ({row[f'confirmed@{label}']:.0%} confirmed)"
+            out.update({f"{k}@{tol:g}": v for k, v in lossless_cells(row, f"{tol:g}").items()})
         summary.append(out)
-    columns = ["line", "setting", "n"]
+    columns = ["line", "model", "setting", "n"]
+    headers = ["method / sampling", "model", "setting", "n"]
     for tol in tolerances:
-        columns += [f"rate {tol:g}", f"test {tol:g}"]
-    headers = ["method / sampling", "setting", "runs"]
-    for tol in tolerances:
-        headers += [f"lossless rate, drop ≤ {tol:g} (val) [95% CI]", "test drop there (runs within tolerance)"]
+        columns += [f"{k}@{tol:g}" for k in ("rate", "confirmed_rate", "test_drop", "held")]
+        headers += lossless_headers(f"{tol:g}", metric)
     parts.append(markdown_table(summary, columns, headers))
-    parts.append("### Paired comparisons at the Table 1 rates (test split, matched checkpoint x seed runs)\n")
-    verdicts = Counter(str(r["verdict"]) for r in tables.paired)
-    parts.append(", ".join(f"{k}: {v}" for k, v in sorted(verdicts.items())) + "\n")
-    shown = [{**r, "setting": _setting(r), "ci": _interval(r)} for r in tables.paired]
+    parts.append("### Paired comparisons at the Table 1 rates (test split, matched runs, verdicts per family)\n")
+    parts.append(paired_note(tables.paired) + "\n")
+    shown = [
+        {
+            **r,
+            "family": paired_family(r),
+            "n": n_text(int(r["n"]), int(r.get("rows") or 0), int(r.get("copies") or 0)),
+            "ci": _interval(r),
+            "p_holm": f"{float(r['p_holm']):.3g}",
+        }
+        for r in tables.paired
+    ]
     parts.append(
         markdown_table(
             shown,
-            ["dataset", "setting", "rate", "a", "b", "metric", "n", "difference", "ci", "verdict"],
-            ["dataset", "setting", "rate", "A", "B", "metric", "runs", "mean A − B", "95% CI", "verdict"],
+            ["family", "model", "a", "b", "n", "difference", "ci", "p_holm", "verdict"],
+            ["family", "model", "A", "B", "n", "mean A − B", "simultaneous CI", "Holm p", "verdict"],
         )
     )
-    parts.append(f"_Method:_ {METHOD_NOTE}\n")
+    parts.append(f"_Method:_ {CLUSTERED_METHOD_NOTE}\n")
+    parts.append(f"_Lossless rates:_ {LOSSLESS_NOTE}\n")
     return "\n".join(parts)
 
 
 def _interval(row: Row) -> str:
-    low, high = row.get("low"), row.get("high")
-    return "–" if low is None or high is None else f"[{low:.3f}, {high:.3f}]"
+    return interval_text(row.get("low"), row.get("high"), 3)

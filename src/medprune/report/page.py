@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import html
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from medprune.report.clustered import LOSSLESS_NOTE
 from medprune.report.html import fmt, image_html, page, table_html
-from medprune.report.tables import PAPER_TABLE1
-from medprune.stats import METHOD_NOTE
+from medprune.report.tables import PAPER_TABLE1, TABLE1_RATES, protocol_label
+from medprune.stats import CLUSTERED_METHOD_NOTE, FEW_CLUSTERS, VERDICT_NOTE, VERDICTS
 from medprune.sweep.table import BASELINE, RECOVERY_FIELDS, Row, format_rate
+
+#: What Table 1's cells hold, for a heading or a note.
+TABLE1_CELL = (
+    "mean ± sd over checkpoints [95% clustered CI], n = training checkpoints (runs behind them); "
+    f"† fewer than {FEW_CLUSTERS} checkpoints (the interval is a lower bound on the uncertainty)"
+)
 
 DEFINITIONS = (
     "<ul class='note'>"
@@ -19,17 +28,29 @@ DEFINITIONS = (
     "<b>test</b> split (each heading says which).</li>"
     "<li><b>drop</b> = unpruned − pruned metric on the same split, absolute (0.05 = 5 percentage points); negative = "
     "pruning helped. Pruning is the paper's masked zeroing of the lowest-scored units.</li>"
-    "<li><b>rate</b>: the achieved fraction of units removed (coupled members counted individually); Table 1 at a "
-    "target rate uses each run's row whose achieved rate is nearest.</li>"
-    "<li><b>run</b>: one (training checkpoint, selection seed); <b>n</b> = runs in a cell; † marks n &lt; 3.</li>"
-    "<li><b>setting</b> = scope/normalize/sign/recalibrate; <b>paper</b> = global/none/signed/none; "
+    "<li><b>rate</b>: the achieved fraction of units removed (coupled members counted individually); a column "
+    "labelled with a rate holds only rows at that rate (nominal rate, or achieved rate within 0.025 of it): a rate "
+    "the sweep did not run is left out, never filled from a neighbouring rate.</li>"
+    "<li><b>run</b>: one (training checkpoint, selection seed). <b>n</b> = independent training checkpoints behind "
+    "a number (the effective n), shown beside the runs (rows) behind it; runs of one checkpoint with identical "
+    "predictions (a deterministic criterion's selection seeds) are copies and count once. † marks fewer than "
+    f"{FEW_CLUSTERS} checkpoints.</li>"
+    "<li><b>setting</b> = scope/normalize/sign/recalibrate; <b>paper</b> = global/none/signed/none with residual "
+    "writers pruned independently, as in the paper; <b>+coupled</b>: residual writers pruned together (a coupled "
+    "set ranked by the sum of its members' scores, so not the paper's protocol); "
     "<b>recalibrate bn</b>: BatchNorm statistics re-estimated on training images after masking.</li>"
     "<li><b>finetune_epochs</b> / <b>distill</b> (labels <b>+ftE</b>, <b>+kd</b>): each pruned model fine-tuned E "
     "epochs with the pruned units held at exactly zero, distilled from the unpruned model for +kd; 0 / false is the "
     "paper (masking only). Rate 0 stays the unpruned model.</li>"
     "<li><b>lossless rate</b>: the largest swept rate whose validation drop of the criterion metric is ≤ the "
-    "tolerance{contiguous}; <b>confirmed</b>: the test drop at that rate is within the tolerance too. "
+    "tolerance{contiguous}; <b>test-confirmed rate</b>: that rate if its test drop is within the tolerance too, else "
+    "the largest smaller rate of the curve whose test drop is; <b>confirmed on test</b>: of the runs whose lossless "
+    "rate is above 0, how many keep it on test (a rate of 0 has nothing to confirm). "
     "<b>clinically lossless</b>: the same on the worst per-class recall drop.</li>"
+    "<li><b>verdicts</b> (paired comparisons): <b>better</b> / <b>worse</b> when the family-corrected test excludes "
+    "no difference, <b>equivalent</b> when the difference lies within the equivalence margin, else "
+    "<b>inconclusive</b> (not evidence of no effect). A <b>family</b> is every method-vs-control comparison of one "
+    "dataset, protocol, rate and metric, corrected together (Holm).</li>"
     "<li><b>heatmap similarity</b>: Pearson correlation between the unpruned and the pruned model's LRP input "
     "relevance maps of the same test image (maps flattened; 1 = same pattern up to scale).</li>"
     "<li><b>controls</b>: random and weight-magnitude scores (data-free, sampling “none”) and the other controls, "
@@ -66,29 +87,55 @@ def _paper_cell(method: Any, sampling: Any, index: int) -> str:
     return "" if entry is None else f"{entry[index][0]:.3f} ± {entry[index][1]:.2f}"
 
 
+def n_text(n: int, rows: int, copies: int = 0) -> str:
+    """The effective n beside the rows: ``5 ckpt (10 rows)``, ``2 ckpt (2 rows; 4 copies) †``."""
+    extra = f"; {copies} copies" if copies else ""
+    return f"{n} ckpt ({rows} rows{extra})" + (" †" if n < FEW_CLUSTERS else "")
+
+
 def table1_cell(row: Row, text: str) -> str:
-    """``mean ± sd [low, high] n=k`` of one Table 1 cell (``†`` when n < 3)."""
+    """``mean ± sd [low, high] n=k ckpt (r rows)`` of one Table 1 cell (``†`` with fewer than
+    :data:`~medprune.stats.FEW_CLUSTERS` checkpoints; ``no <rate>`` when no run has a row at that rate)."""
     mean, std, n = row.get(f"mean@{text}"), row.get(f"std@{text}"), row.get(f"n@{text}")
     if not n:
-        return "–"
-    cell = f"{mean:.3f}" + ("" if std is None or std != std else f" ± {std:.3f}")
+        return f"no {text}"
+    cell = "–" if mean is None or mean != mean else f"{mean:.3f}"
+    cell += "" if std is None or std != std else f" ± {std:.3f}"
     low, high = row.get(f"low@{text}"), row.get(f"high@{text}")
     if low is not None and high is not None:
         cell += f" [{low:.3f}, {high:.3f}]"
-    return cell + f" n={n}" + (" †" if n < 3 else "")
+    return f"{cell} n={n_text(int(n), int(row.get(f'rows@{text}') or 0))}"
+
+
+def swept_rates(summary: Sequence[Row], rates: Sequence[float]) -> list[float]:
+    """The ``rates`` at which some line of ``summary`` has a row (a rate nobody ran is left out of the table)."""
+    return [r for r in rates if any(row.get(f"n@{format_rate(r)[:4]}") for row in summary)]
+
+
+def missing_rates_note(summary: Sequence[Row], rates: Sequence[float]) -> str:
+    """A sentence naming the rates left out because no run has a row there (``""`` when none)."""
+    missing = [format_rate(r)[:4] for r in rates if r not in swept_rates(summary, rates)]
+    return (
+        f"No run has a row at rate {', '.join(missing)}: left out (never filled from another rate)." if missing else ""
+    )
 
 
 def table1_display(summary: Sequence[Row], rates: Sequence[float], with_paper: bool = True) -> list[Row]:
-    """Table 1 rows as text cells ``mean ± sd [95% CI] n`` (ours) beside the paper's value."""
+    """Table 1 rows as text cells ``mean ± sd [95% CI] n`` (ours) beside the paper's value, at the swept ``rates``."""
     rows = []
     for row in summary:
-        out: Row = {k: v for k, v in row.items() if "@" not in k}
-        for index, rate in enumerate(rates):
+        out: Row = {k: v for k, v in row.items() if "@" not in k and k not in ("n", "rows", "copies")}
+        out["n"] = n_text(int(row.get("n") or 0), int(row.get("rows") or 0), int(row.get("copies") or 0))
+        for rate in swept_rates(summary, rates):
+            paper_texts = [format_rate(r) for r in TABLE1_RATES]
+            index = paper_texts.index(format_rate(rate)) if format_rate(rate) in paper_texts else None
             text = format_rate(rate)[:4]
             out[f"{text} ours"] = table1_cell(row, text)
             out[f"{text} achieved"] = fmt(row.get(f"achieved@{text}"), 3)
             if with_paper:
-                out[f"{text} paper"] = _paper_cell(row.get("method"), row.get("sampling"), index) if index < 4 else ""
+                out[f"{text} paper"] = (
+                    "" if index is None else _paper_cell(row.get("method"), row.get("sampling"), index)
+                )
         rows.append(out)
     return rows
 
@@ -113,33 +160,76 @@ def _sweep_summary(rows: Sequence[Row]) -> str:
     )
 
 
-def _lossless_table(summary: Sequence[Row], tolerances: Sequence[float]) -> str:
-    columns = ["dataset", "method", "sampling", "scope", "normalize", "sign", "recalibrate", *RECOVERY_FIELDS, "n"]
-    headers = list(columns)
+def interval_text(low: float | None, high: float | None, digits: int = 2) -> str:
+    """``[low, high]`` or an en dash without bounds."""
+    return "–" if low is None or high is None else f"[{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def lossless_cells(row: Row, label: str) -> dict[str, str]:
+    """Text cells of one tolerance of a lossless summary row: the rate with its CI, the test-confirmed rate with its
+    CI, the mean test drop at the chosen rates, and how many chosen rates held on test."""
+    chosen = int(row.get(f"chosen@{label}") or 0)
+    confirmed = row.get(f"confirmed@{label}")
+    held = round(float(confirmed) * chosen) if confirmed is not None and chosen else 0
+    return {
+        "rate": f"{fmt(row.get(f'achieved@{label}'), 2)} "
+        f"{interval_text(row.get(f'low@{label}'), row.get(f'high@{label}'))}",
+        "confirmed_rate": (
+            f"{fmt(row.get(f'confirmed_rate@{label}'), 2)} "
+            f"{interval_text(row.get(f'confirmed_low@{label}'), row.get(f'confirmed_high@{label}'))}"
+        ),
+        "test_drop": fmt(row.get(f"test_drop@{label}")) if chosen else "–",
+        "held": f"{held} of {chosen}" if chosen else "– (rate 0: nothing to confirm)",
+    }
+
+
+def lossless_headers(label: str, metric: str) -> list[str]:
+    """Headers of :func:`lossless_cells`' four columns."""
+    return [
+        f"lossless rate, {metric} drop ≤ {label} (val) [95% CI]",
+        "test-confirmed rate [95% CI]",
+        "test drop at the val rate",
+        "runs whose rate > 0 held on test",
+    ]
+
+
+def _lossless_table(summary: Sequence[Row], tolerances: Sequence[float], metric: str) -> str:
+    columns = ["dataset", "model", "method", "sampling", "protocol", "n"]
+    headers = ["dataset", "model", "method", "sampling", "protocol", "n"]
+    shown = []
+    for row in summary:
+        out: Row = {c: row.get(c) for c in columns[:4]}
+        out["protocol"] = f"{protocol_label(row)}"
+        out["n"] = n_text(int(row["n"]), int(row.get("rows") or row["n"]), int(row.get("copies") or 0))
+        for tol in tolerances:
+            out.update({f"{k}@{tol:g}": v for k, v in lossless_cells(row, f"{tol:g}").items()})
+        shown.append(out)
     for tol in tolerances:
-        label = f"{tol:g}"
-        columns += [f"achieved@{label}", f"ci@{label}", f"test_drop@{label}", f"confirmed@{label}"]
-        headers += [f"lossless rate ≤ {label} (val)", "95% CI", "test drop there", "confirmed on test"]
+        columns += [f"{k}@{tol:g}" for k in ("rate", "confirmed_rate", "test_drop", "held")]
+        headers += lossless_headers(f"{tol:g}", metric)
+    return table_html(shown, columns, headers, lambda row, column: str(row.get(column, "")))
 
-    def cell(row: Row, column: str) -> str:
-        if column.startswith("ci@"):
-            label = column[3:]
-            low, high = row.get(f"low@{label}"), row.get(f"high@{label}")
-            return "–" if low is None or high is None else f"[{low:.2f}, {high:.2f}]"
-        if column.startswith("confirmed@"):
-            return f"{row[column]:.0%}"
-        if column == "n":
-            return f"{row['n']}" + (" †" if row["n"] < 3 else "")
-        return fmt(row.get(column))
 
-    return table_html(summary, columns, headers, cell)
+def paired_family(row: Row) -> str:
+    """The family of a paired verdict with its size and the confidence of its simultaneous intervals."""
+    return f"{row['family']} (m = {row['family_size']}, {100 * float(row['confidence']):.2f}% intervals)"
 
 
 def _paired_table(paired: Sequence[Row]) -> str:
-    columns = ["dataset", "scope", "normalize", "sign", "recalibrate", *RECOVERY_FIELDS, "rate", "a", "b"]
-    columns += ["metric", "n", "difference", "low", "high", "verdict"]
-    headers = [*columns[:-3], "95% CI low", "95% CI high", "verdict (A vs B)"]
-    return table_html(paired, columns, headers)
+    def cell(row: Row, column: str) -> str:
+        if column == "n":
+            return n_text(int(row["n"]), int(row.get("rows") or 0), int(row.get("copies") or 0))
+        if column == "interval":
+            return interval_text(row.get("low"), row.get("high"), 3)
+        if column == "family":
+            return paired_family(row)
+        if column in ("p_holm", "tost_p_holm"):
+            return f"{float(row[column]):.3g}"
+        return fmt(row.get(column))
+
+    columns = ["family", "model", "a", "b", "n", "difference", "interval", "p_holm", "tost_p_holm", "verdict"]
+    headers = ["family", "model", "A", "B", "n", "mean A − B", "simultaneous CI", "Holm p", "TOST Holm p"]
+    return table_html(paired, columns, [*headers, "verdict (A vs B)"], cell)
 
 
 def _efficiency_table(rows: Sequence[Row]) -> str:
@@ -156,6 +246,23 @@ def _efficiency_table(rows: Sequence[Row]) -> str:
     columns = ["model", "method", "sampling", "setting", "seed", "criterion", "rate", "params", "macs", "latency_ms"]
     columns += ["speedup", "masks"]
     return table_html(rows, columns, [*columns[:9], "CPU latency (ms)", "speed-up", "masks"], cell)
+
+
+def paired_note(paired: Sequence[Row]) -> str:
+    """What the paired verdicts are (margin, families, what is compared) and how many of each, as text."""
+    if not paired:
+        return "No method and control share a run at these rates: no paired comparison."
+    margins = sorted({float(r["margin"]) for r in paired})
+    counts = Counter(str(r["verdict"]) for r in paired)
+    families = len({r["family"] for r in paired})
+    return (
+        f"{len(paired)} comparisons in {families} families: "
+        + ", ".join(f"{k} {counts[k]}" for k in VERDICTS if counts[k])
+        + f". Equivalence margin ±{', '.join(f'{m:g}' for m in margins)} of the metric (report option "
+        "equivalence_margin). Every attribution method is compared with every control on the runs both have "
+        "(same checkpoint, selection seed and test images); methods are not compared among themselves here. "
+        + VERDICT_NOTE
+    )
 
 
 class PageOptions(Protocol):
@@ -180,12 +287,15 @@ def render(
     rates = list(config.table1_rates)
     contiguous = ", with every smaller swept rate within it too" if config.contiguous else ""
     metric = tables.metric.replace("_", " ")
+    missing = missing_rates_note(tables.table1, rates)
     sections = [
         *extra,
         ("What was swept", _sweep_summary(tables.rows)),
         (
             "Table 1 (test split): accuracy drop at fixed pruning rates, as the paper (ours beside the paper)",
-            f"<p class='note'>{METHOD_NOTE}</p>" + table_html(table1_display(list(tables.table1), rates)),
+            f"<p class='note'>Cells: {html.escape(TABLE1_CELL)}. {html.escape(missing)}</p>"
+            f"<p class='note'>{html.escape(CLUSTERED_METHOD_NOTE)}</p>"
+            + table_html(table1_display(list(tables.table1), rates)),
         ),
     ]
     if tables.table1_metric:
@@ -201,10 +311,14 @@ def render(
             table_html(table1_display(list(tables.clinical), rates, False)),
         ),
         (
-            f"Lossless pruning rates: chosen on validation ({metric}), confirmed on test",
-            _lossless_table(tables.summary, config.tolerances),
+            f"Lossless pruning rates on {metric}: chosen on validation, confirmed on test",
+            f"<p class='note'>{html.escape(LOSSLESS_NOTE)}</p>"
+            + _lossless_table(tables.summary, config.tolerances, metric),
         ),
-        ("Paired comparisons at the Table 1 rates (test split, matched runs)", _paired_table(tables.paired)),
+        (
+            "Paired comparisons at the Table 1 rates (test split, matched runs, verdicts corrected per family)",
+            f"<p class='note'>{html.escape(paired_note(tables.paired))}</p>" + _paired_table(tables.paired),
+        ),
         (
             "Accuracy and AUROC vs achieved pruning rate (test split, Fig. 2 style)",
             "".join(image_html(p) for p in curve_paths),

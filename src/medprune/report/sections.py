@@ -45,7 +45,10 @@ def _unpruned_row(key: str, item: SweepModel, latency_batch: int) -> tuple[Row, 
 def efficiency_rows(
     lossless: Sequence[Row], tolerances: Sequence[float], swept: Mapping[str, SweepModel], latency_batch: int
 ) -> list[Row]:
-    """Params, MACs and CPU latency of each model unpruned and physically pruned at each curve's lossless rates."""
+    """Params, MACs and CPU latency of each model unpruned and physically pruned at each curve's lossless rates.
+
+    ``criterion`` names the metric the rate was chosen on (the lossless metric of ``lossless``, e.g. ``balanced
+    accuracy drop ≤ 0.01 (val)``, or the worst-class recall drop)."""
     result: list[Row] = []
     curves = {key: first_seed([c for c in lossless if c["checkpoint"] == key]) for key in swept}
     bar = progress(sum(map(len, curves.values())), "report: efficiency", "curve")
@@ -56,7 +59,11 @@ def efficiency_rows(
         for curve in curves[key]:
             bar.update()
             for tol in tolerances:
-                for criterion, column in (("accuracy", f"lossless@{tol:g}"), ("worst recall", f"clinical@{tol:g}")):
+                metric = str(curve.get("metric") or "accuracy").replace("_", " ")
+                for criterion, column in (
+                    (f"{metric} drop", f"lossless@{tol:g}"),
+                    ("worst-class recall drop", f"clinical@{tol:g}"),
+                ):
                     rate = float(curve[column])
                     ident = (*(curve.get(f) for f in LINE_FIELDS), format_rate(rate))
                     if rate == 0 or ident in seen:

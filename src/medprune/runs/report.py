@@ -81,6 +81,13 @@ class ReportConfig(OutputFolder):
     controls: list[str] = option(
         default_factory=lambda: list(CONTROLS), help="methods treated as controls in the paired comparisons"
     )
+    equivalence_margin: float = option(
+        0.01,
+        help=(
+            "equivalence margin of the paired verdicts, in metric units (0.01 = 1 point): 'equivalent' when the "
+            "family-corrected interval of A - B lies inside +/- this"
+        ),
+    )
     n_resamples: int = option(DEFAULT_RESAMPLES, help="bootstrap resamples of every interval", limit=1_000_000)
     bootstrap_seed: int = option(0, help="their seed (same seed, same CIs)")
 
@@ -91,7 +98,8 @@ class ReportResult:
 
     Attributes:
         html: the report page. table1: Table 1 rows (accuracy drop, test). lossless: lossless rates per run (chosen
-        on val, confirmed on test). summary: lossless rates per line. paired: paired comparisons (test).
+        on val, confirmed on test). summary: lossless rates per line. paired: paired comparisons (test), verdicts
+        corrected within their family.
         markdown: results.md.
         efficiency: params/MACs/latency rows (empty when not measured). figures: every PNG.
         similarity: heatmap-similarity rows. rows: number of result rows read.
@@ -122,11 +130,20 @@ def _write_tables(rows: list[Row], config: ReportConfig, out: Path) -> ReportTab
     )
     clinical = table1(rows, config.table1_rates, column="worst_recall_drop", **boot)
     lossless = lossless_rates(rows, config.tolerances, config.contiguous, config.lossless_metric)
-    lines = lossless_summary(lossless, config.tolerances, seed=config.bootstrap_seed)
+    lines = lossless_summary(
+        lossless,
+        config.tolerances,
+        config.bootstrap_seed,
+        rows=rows,
+        contiguous=config.contiguous,
+        n_resamples=config.n_resamples,
+    )
     paired = [
         row
         for metric in config.paired_metrics
-        for row in paired_comparisons(rows, config.table1_rates, metric, config.controls, **boot)
+        for row in paired_comparisons(
+            rows, config.table1_rates, metric, config.controls, margin=config.equivalence_margin, **boot
+        )
     ]
     write_csv(summary, out / "table1.csv", ordered_columns(summary))
     if metric_drop:
@@ -181,10 +198,14 @@ def check_inputs(config: ReportConfig) -> list[Row]:
     """Every check of ``config`` before the folder is touched; return the rows of its results tables.
 
     Raises:
-        ValueError: no results given. FileNotFoundError / ValueError: a missing or empty table (naming it).
+        ValueError: no results given, or a negative or non-finite ``equivalence_margin``. FileNotFoundError /
+            ValueError: a missing or empty table (naming it).
     """
     if not config.results:
         raise ValueError("no results given; pass sweep folders or results CSV files")
+    margin = config.equivalence_margin
+    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not np.isfinite(margin) or margin < 0:
+        raise ValueError(f"equivalence_margin must be a finite number >= 0 (metric units), got {margin!r}")
     return read_results(config.results)
 
 
