@@ -76,8 +76,8 @@ LOSSLESS_NOTE = (
     "The test-confirmed rate (the chosen rate if its test drop is within the tolerance, else the largest smaller "
     "rate of that curve whose test drop is; docs/analysis-plan.md §5(a)) resamples the test images the same way, "
     "with each curve's validation choice held fixed. A curve whose lossless rate is 0 has nothing to confirm and is "
-    "left out of the 'confirmed on test' count. Without per-image predictions (or for AUROC) only checkpoints and "
-    "seeds are resampled, as each row says."
+    "left out of the count of runs whose rate held on test. Without per-image predictions (or for AUROC) only "
+    "checkpoints and seeds are resampled, as each row says."
 )
 
 #: Elements of one chunk of replicates x columns in the lossless statistic (memory, not results).
