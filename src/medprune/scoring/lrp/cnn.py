@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 from torch import Tensor, nn
 
-from medprune.models.units import UnitGroup, capture_activations
+from medprune.models.units import UnitGroup
+from medprune.scoring.lrp.backward import composite_relevance
 from medprune.scoring.lrp.rules import build_cnn_composite
-from medprune.scoring.lrp.targets import check_targets
 
 
 def cnn_relevance(
@@ -42,24 +41,4 @@ def cnn_relevance(
     """
     x = inputs.detach().clone().requires_grad_(True)
     zennit_composite = build_cnn_composite(composite, family, x, **rules)
-    for group in groups:
-        if group.site != "output":
-            raise ValueError(f"CNN unit group {group.name!r} must be read at a module output")
-    with torch.enable_grad():
-        try:
-            zennit_composite.register(model)
-            # registered after zennit's hooks, so they see each module's final output; the network goes on with a
-            # clone, so in-place operations downstream cannot change what is recorded
-            with capture_activations(model, groups, for_backward=True) as store:
-                logits = model(x)
-            target = check_targets(logits.shape[1], targets.to(logits.device), x.shape[0])
-            missing = [g.name for g in groups if g.name not in store]
-            if missing:
-                raise RuntimeError(f"LRP: no activation recorded for groups {missing} (modules not used in forward?)")
-            start = torch.zeros_like(logits).scatter_(1, target[:, None], 1.0) * logits.detach()
-            tensors = [x] + [store[g.name] for g in groups]
-            grads = torch.autograd.grad(logits, tensors, grad_outputs=start, allow_unused=True)
-        finally:
-            zennit_composite.remove()
-    relevance = [torch.zeros_like(t) if g is None else g for t, g in zip(tensors, grads)]
-    return {group.name: r for group, r in zip(groups, relevance[1:])}, relevance[0]
+    return composite_relevance(model, zennit_composite, x, targets, groups)

@@ -44,8 +44,8 @@ from zennit.canonizers import MergeBatchNorm, SequentialMergeBatchNorm
 from zennit.layer import Sum
 
 from medprune.models.support import register_rule_check
-from medprune.models.units import UnitGroup, capture_activations
-from medprune.scoring.lrp.targets import check_targets
+from medprune.models.units import UnitGroup
+from medprune.scoring.lrp.backward import composite_relevance
 
 logger = logging.getLogger(__name__)
 
@@ -488,28 +488,10 @@ def graph_relevance(
     Returns:
         ``({group.name: activation-shaped relevance}, input relevance (B, C, H, W))``.
     """
-    for group in groups:
-        if group.site != "output":
-            raise ValueError(f"CNN unit group {group.name!r} must be read at a module output")
     traced, merges = trace_for_lrp(model, inputs[:1].detach())
     composite = build_composite(graph_canonizers(merges))
     x = inputs.detach().clone().requires_grad_(True)
-    with torch.enable_grad():
-        try:
-            composite.register(traced)
-            with capture_activations(traced, groups, for_backward=True) as store:
-                logits = traced(x)
-            target = check_targets(logits.shape[1], targets.to(logits.device), x.shape[0])
-            missing = [g.name for g in groups if g.name not in store]
-            if missing:
-                raise RuntimeError(f"LRP: no activation recorded for groups {missing} (modules not used in forward?)")
-            start = torch.zeros_like(logits).scatter_(1, target[:, None], 1.0) * logits.detach()
-            tensors = [x] + [store[g.name] for g in groups]
-            grads = torch.autograd.grad(logits, tensors, grad_outputs=start, allow_unused=True)
-        finally:
-            composite.remove()
-    relevance = [torch.zeros_like(t) if g is None else g for t, g in zip(tensors, grads)]
-    return {group.name: r for group, r in zip(groups, relevance[1:])}, relevance[0]
+    return composite_relevance(traced, composite, x, targets, groups)
 
 
 def total_relevance(relevance: Tensor) -> Tensor:
