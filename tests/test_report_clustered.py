@@ -301,3 +301,16 @@ def test_tolerances_read_from_one_draw_equal_each_alone():
     assert both is not None and alone is not None
     assert both[1].estimate == alone[0].estimate and np.array_equal(both[1].replicates, alone[0].replicates)
     assert both[1].note == alone[0].note and both[0].estimate <= both[1].estimate
+
+
+def test_a_family_too_large_for_its_resamples_says_no_difference_is_attainable():
+    """Two comparisons and 30 resamples: Holm's smallest p is 2 x 2/31 > 0.05, so even lrp's 10-image lead over random
+    cannot be called 'better'; the rows and the report say why."""
+    rows = _paired_rows()
+    coarse = {p["b"]: p for p in paired_comparisons(rows, (0.3,), metric="accuracy", n_resamples=30)}
+    assert coarse["random/none"]["verdict"] == "inconclusive" and coarse["random/none"]["p_holm"] >= 0.05
+    assert "no better/worse attainable" in coarse["random/none"]["note"] and ">= 80" in coarse["random/none"]["note"]
+    text = results_markdown(ReportTables(rows, [], [], [], [], [], list(coarse.values())), (0.3,), (0.05,))
+    assert "cannot resolve a corrected difference" in text
+    fine = {p["b"]: p for p in paired_comparisons(rows, (0.3,), metric="accuracy", n_resamples=80)}
+    assert fine["random/none"]["verdict"] == "better" and "attainable" not in fine["random/none"]["note"]

@@ -255,10 +255,20 @@ def paired_note(paired: Sequence[Row]) -> str:
     margins = sorted({float(r["margin"]) for r in paired})
     counts = Counter(str(r["verdict"]) for r in paired)
     families = len({r["family"] for r in paired})
+    floors = {r["family"]: n for r in paired for n in str(r.get("note") or "").split("; ") if "attainable" in n}
+    example = next(iter(floors.items()), None)
+    warning = (
+        f" In {len(floors)} of these families the resamples cannot resolve a corrected difference (e.g. "
+        f"'{example[0]}': {example[1]}), so the absence of 'better' / 'worse' there is not evidence of no difference."
+        if example
+        else ""
+    )
     return (
         f"{len(paired)} comparisons in {families} families: "
         + ", ".join(f"{k} {counts[k]}" for k in VERDICTS if counts[k])
-        + f". Equivalence margin ±{', '.join(f'{m:g}' for m in margins)} of the metric (report option "
+        + "."
+        + warning
+        + f" Equivalence margin ±{', '.join(f'{m:g}' for m in margins)} of the metric (report option "
         "equivalence_margin). Every attribution method is compared with every control on the runs both have "
         "(same checkpoint, selection seed and test images); methods are not compared among themselves here. "
         + VERDICT_NOTE

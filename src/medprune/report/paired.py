@@ -15,6 +15,7 @@ equivalence margin) / ``inconclusive`` (:data:`medprune.stats.VERDICT_NOTE`).
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
@@ -32,7 +33,7 @@ from medprune.report.tables import (
 from medprune.stats import DEFAULT_RESAMPLES, BootstrapEstimate, decide_family
 from medprune.sweep.table import RECOVERY_COLUMNS, Row, format_rate
 
-__all__ = ["CONTROLS", "SETTING_GROUP", "family_name", "paired_comparisons"]
+__all__ = ["CONTROLS", "SETTING_GROUP", "family_name", "paired_comparisons", "resolution_note"]
 
 #: Methods that are controls (compared against, not compared among themselves).
 CONTROLS: tuple[str, ...] = ("random", "magnitude", "taylor", "activation")
@@ -160,6 +161,7 @@ def paired_comparisons(
             alpha=alpha,
             better="higher",
         )
+        floor = resolution_note(len(members), n_resamples, alpha)
         for (row, _), decision in zip(members.values(), decisions, strict=True):
             result.append(
                 {
@@ -178,7 +180,28 @@ def paired_comparisons(
                     "verdict": decision.verdict,
                     "family": family,
                     "family_size": decision.family_size,
-                    "note": decision.note,
+                    "note": "; ".join(n for n in (decision.note, floor) if n),
                 }
             )
     return result
+
+
+def resolution_note(family_size: int, n_resamples: int, alpha: float = 0.05) -> str:
+    """Why a family cannot call a difference, or ``""``: a bootstrap's two-sided p is at least ``2 / (B + 1)``, so
+    Holm's smallest adjusted p over ``m`` comparisons is ``2m / (B + 1)``; at or above ``alpha`` no comparison can be
+    ``better`` or ``worse`` however large the difference (equivalence, whose floor is ``m / (B + 1)``, may still be
+    shown).
+
+    >>> resolution_note(135, 4000)[:49]
+    'no better/worse attainable: smallest Holm p 0.067'
+    >>> resolution_note(27, 4000)
+    ''
+    """
+    floor = 2 * family_size / (n_resamples + 1)
+    if floor < alpha:
+        return ""
+    needed = math.ceil(2 * family_size / alpha)
+    return (
+        f"no better/worse attainable: smallest Holm p {floor:.3g} >= {alpha:g} with {family_size} comparisons and "
+        f"{n_resamples} resamples (n_resamples >= {needed} makes it attainable)"
+    )
