@@ -70,7 +70,7 @@ __all__ = ["StudyConfig", "StudyResult", "check_inputs", "run_study", "shrink", 
 _REPORT_OWNED = frozenset({"results", "out", "overwrite"})
 _TRAIN_MARKER = "study_train.json"
 #: Bumped when report.html's layout changes, so a finished study rebuilds its report (2: claims inside the page).
-_REPORT_LAYOUT = 2
+_REPORT_LAYOUT = 3
 #: Training fields ``quick`` sets on top of every recipe.
 QUICK_TRAIN: dict[str, Any] = {
     "epochs": 1,
