@@ -262,6 +262,32 @@ def markdown_table(table: Sequence[dict[str, object]]) -> str:
     return "\n".join(lines)
 
 
+def pooled_table(table: Sequence[dict[str, object]]) -> str:
+    """Every dataset together, per rule and tolerance: the fraction of shipped models that kept the promise on test
+    (Wilson interval over checkpoints), how many shipped, and the MACs they removed (mean, and how many removed at
+    least half)."""
+    lines = [
+        "| rule | tolerance | checkpoints | shipped | promise kept on test | 95% CI (Wilson) | mean MACs removed "
+        "(shipped) | shipped removing >= 50% of MACs |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    present = {str(r["rule"]) for r in table}
+    for rule in (r for r in RULES if r in present):
+        runs = [r for r in table if r["rule"] == rule]
+        shipped = [r for r in runs if _yes(r.get("shipped"))]
+        kept = sum(_yes(r["kept"]) for r in shipped)
+        low, high = wilson_interval(kept, len(shipped))
+        interval = f"[{low:.2f}, {high:.2f}]" if low is not None else "-"
+        macs = [float(str(r["macs_removed"])) for r in shipped]
+        mean = f"{np.mean(macs):.1%}" if macs else "-"
+        half = sum(m >= 0.5 for m in macs)
+        lines.append(
+            f"| {rule.split('_')[0]} | {RULES[rule][0] * 100:g} pt | {len(runs)} | {len(shipped)} | "
+            f"{kept}/{len(shipped)} | {interval} | {mean} | {half} |"
+        )
+    return "\n".join(lines)
+
+
 _SMALLEST = re.compile(r"smallest tolerance this split certifies is ([0-9.]+)")
 #: Validation images per dataset (PneumoniaMNIST and BreastMNIST: the official splits; chestbreast: the fixture).
 VALIDATION_IMAGES = {"pneumoniamnist": 524, "breastmnist": 78, "chestbreast": sum(c[4] for c in CHESTBREAST)}
