@@ -27,17 +27,21 @@ def _unpack(packed: Path, staging: Path) -> None:
                 handle.extractall(staging, filter="data")
 
 
+def _move_if_new(item: Path, destination: Path, counts: dict[str, int]) -> None:
+    """Move ``item`` to ``destination`` unless something is there already (then it is kept, and counted)."""
+    if destination.exists():
+        counts["kept"] += 1
+        return
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(item), destination)
+    counts["moved"] += 1
+
+
 def _move_new(source: Path, target: Path, counts: dict[str, int]) -> None:
     """Move every entry of ``source`` (two levels: group / item) into ``target`` unless it is there already."""
     for group in sorted(p for p in source.iterdir() if p.is_dir()) if source.is_dir() else []:
         for item in sorted(group.iterdir()):
-            destination = target / group.name / item.name
-            if destination.exists():
-                counts["kept"] += 1
-                continue
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(str(item), destination)
-            counts["moved"] += 1
+            _move_if_new(item, target / group.name / item.name, counts)
 
 
 def merge(packed: Path, target: Path) -> dict[str, int]:
@@ -55,13 +59,7 @@ def merge(packed: Path, target: Path) -> dict[str, int]:
             # checkpoints/<name>, sweeps/<variant-key>/<checkpoint>, rows/<variant-key>/<checkpoint>.jsonl
             if (part / "checkpoints").is_dir():
                 for item in sorted((part / "checkpoints").iterdir()):
-                    destination = target / "checkpoints" / item.name
-                    if destination.exists():
-                        counts["kept"] += 1
-                        continue
-                    destination.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.move(str(item), destination)
-                    counts["moved"] += 1
+                    _move_if_new(item, target / "checkpoints" / item.name, counts)
             _move_new(part / "sweeps", target / "sweeps", counts)
             _move_new(part / "rows", target / "rows", counts)
             record = part / "study.json"
