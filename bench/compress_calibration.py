@@ -31,7 +31,7 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -238,6 +238,47 @@ def _yes(value: object) -> bool:
     return value is True or value == "True"
 
 
+class _RuleRuns:
+    """One rule's runs (of one dataset, or all): what shipped, how many kept the promise, and the Wilson interval.
+
+    A plain class, not a dataclass: the tests load this script by path, outside ``sys.modules``."""
+
+    def __init__(self, rule: str, runs: list[dict[str, object]]) -> None:
+        self.rule, self.runs = rule, runs
+
+    @property
+    def shipped(self) -> list[dict[str, object]]:
+        return [r for r in self.runs if _yes(r.get("shipped"))]
+
+    @property
+    def kept(self) -> int:
+        return sum(_yes(r["kept"]) for r in self.shipped)
+
+    @property
+    def macs(self) -> list[float]:
+        return [float(str(r["macs_removed"])) for r in self.shipped]
+
+    def cells(self) -> str:
+        """``rule | tolerance | checkpoints | shipped``: the columns both tables open with."""
+        label = f"{self.rule.split('_')[0]} | {RULES[self.rule][0] * 100:g} pt"
+        return f"{label} | {len(self.runs)} | {len(self.shipped)}"
+
+    def kept_cells(self) -> str:
+        """``kept/shipped | Wilson interval``."""
+        low, high = wilson_interval(self.kept, len(self.shipped))
+        interval = f"[{low:.2f}, {high:.2f}]" if low is not None else "-"
+        return f"{self.kept}/{len(self.shipped)} | {interval}"
+
+    def mean_macs(self) -> str:
+        return f"{np.mean(self.macs):.1%}" if self.macs else "-"
+
+
+def _by_rule(table: Sequence[dict[str, object]], keep: Callable[[dict[str, object]], bool]) -> list[_RuleRuns]:
+    """The rules present in ``table`` (in :data:`RULES` order), each with its runs that ``keep`` selects."""
+    present = {str(r["rule"]) for r in table}
+    return [_RuleRuns(rule, [r for r in table if r["rule"] == rule and keep(r)]) for rule in RULES if rule in present]
+
+
 def markdown_table(table: Sequence[dict[str, object]]) -> str:
     """The calibration table from per-run rows (as :func:`rows` returns them or as read back from the CSV)."""
     lines = [
@@ -245,19 +286,12 @@ def markdown_table(table: Sequence[dict[str, object]]) -> str:
         "classes lost | mean MACs removed (shipped) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    present = {str(r["rule"]) for r in table}
     for dataset in sorted({str(r["dataset"]) for r in table}):
-        for rule in (r for r in RULES if r in present):
-            runs = [r for r in table if r["dataset"] == dataset and r["rule"] == rule]
-            shipped = [r for r in runs if _yes(r.get("shipped"))]
-            kept = sum(_yes(r["kept"]) for r in shipped)
-            low, high = wilson_interval(kept, len(shipped))
-            macs = f"{np.mean([float(r['macs_removed']) for r in shipped]):.1%}" if shipped else "-"
-            interval = f"[{low:.2f}, {high:.2f}]" if low is not None else "-"
+        for group in _by_rule(table, lambda r, d=dataset: r["dataset"] == d):
+            lost = sum(_yes(r.get("class_lost")) for r in group.shipped)
+            refused = len(group.runs) - len(group.shipped)
             lines.append(
-                f"| {dataset} | {rule.split('_')[0]} | {RULES[rule][0] * 100:g} pt | {len(runs)} | {len(shipped)} | "
-                f"{len(runs) - len(shipped)} | "
-                f"{kept}/{len(shipped)} | {interval} | {sum(_yes(r.get('class_lost')) for r in shipped)} | {macs} |"
+                f"| {dataset} | {group.cells()} | {refused} | {group.kept_cells()} | {lost} | {group.mean_macs()} |"
             )
     return "\n".join(lines)
 
@@ -271,20 +305,9 @@ def pooled_table(table: Sequence[dict[str, object]]) -> str:
         "(shipped) | shipped removing >= 50% of MACs |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    present = {str(r["rule"]) for r in table}
-    for rule in (r for r in RULES if r in present):
-        runs = [r for r in table if r["rule"] == rule]
-        shipped = [r for r in runs if _yes(r.get("shipped"))]
-        kept = sum(_yes(r["kept"]) for r in shipped)
-        low, high = wilson_interval(kept, len(shipped))
-        interval = f"[{low:.2f}, {high:.2f}]" if low is not None else "-"
-        macs = [float(str(r["macs_removed"])) for r in shipped]
-        mean = f"{np.mean(macs):.1%}" if macs else "-"
-        half = sum(m >= 0.5 for m in macs)
-        lines.append(
-            f"| {rule.split('_')[0]} | {RULES[rule][0] * 100:g} pt | {len(runs)} | {len(shipped)} | "
-            f"{kept}/{len(shipped)} | {interval} | {mean} | {half} |"
-        )
+    for group in _by_rule(table, lambda r: True):
+        half = sum(m >= 0.5 for m in group.macs)
+        lines.append(f"| {group.cells()} | {group.kept_cells()} | {group.mean_macs()} | {half} |")
     return "\n".join(lines)
 
 
