@@ -29,9 +29,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import re
-import tempfile
 import types
 import typing
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -41,6 +39,8 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import yaml
+
+from medprune.atomic import write_text_atomic
 
 T = TypeVar("T")
 
@@ -637,13 +637,4 @@ def save_config(config: Any, out_dir: str | Path, name: str = "config.yaml") -> 
     its path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / name
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(yaml.safe_dump(config_to_dict(config), sort_keys=False))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_text_atomic(out / name, yaml.safe_dump(config_to_dict(config), sort_keys=False))

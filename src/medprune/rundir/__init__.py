@@ -37,18 +37,23 @@ True
 
 from __future__ import annotations
 
-from medprune.rundir.errors import ConfigMismatchError, DiskFullError, FolderLockedError, RunDirError
+from medprune.atomic import (
+    DiskFullError,
+    atomic_path,
+    atomic_writer,
+    disk_full_is_user_error,
+    is_disk_full,
+    write_json_atomic,
+    write_text_atomic,
+)
+from medprune.rundir.errors import ConfigMismatchError, FolderLockedError, RunDirError
 from medprune.rundir.files import (
     HOLDER_FILE,
     LOCK_FILE,
     OLD_PREFIX,
     RECORD_FILE,
     RUN_OUTPUTS,
-    atomic_path,
-    atomic_writer,
     check_writable,
-    disk_full_is_user_error,
-    is_disk_full,
     move_aside,
     quarantine,
     remove_leftover_tmp,
@@ -56,8 +61,6 @@ from medprune.rundir.files import (
     structural_problem,
     verify_cached,
     verify_or_quarantine,
-    write_json_atomic,
-    write_text_atomic,
 )
 from medprune.rundir.lock import FolderLock, LockHolder
 from medprune.rundir.output import OutputFolder, output_folder

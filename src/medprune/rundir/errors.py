@@ -13,7 +13,3 @@ class FolderLockedError(RunDirError):
 
 class ConfigMismatchError(RunDirError):
     """The folder holds results of another config; the message lists the differing keys (``old -> new``)."""
-
-
-class DiskFullError(RunDirError):
-    """The disk (or the quota) filled up while medprune wrote a file; the message names the file."""

@@ -19,8 +19,9 @@ from pathlib import Path
 
 from filelock import FileLock, SoftFileLock, Timeout
 
+from medprune.atomic import write_json_atomic
 from medprune.rundir.errors import FolderLockedError
-from medprune.rundir.files import HOLDER_FILE, LOCK_FILE, utc_now, write_json_atomic
+from medprune.rundir.files import HOLDER_FILE, LOCK_FILE, utc_now
 
 logger = logging.getLogger(__name__)
 

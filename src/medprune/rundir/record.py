@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from medprune.atomic import write_json_atomic
 from medprune.config import config_to_dict, flat_keys, flat_names, leaf_defaults, leaf_values
 from medprune.rundir.errors import ConfigMismatchError, RunDirError
 from medprune.rundir.files import (
@@ -26,7 +27,6 @@ from medprune.rundir.files import (
     run_content,
     run_outputs,
     utc_now,
-    write_json_atomic,
 )
 from medprune.rundir.lock import FolderLock, LockHolder
 

@@ -35,6 +35,7 @@ from typing import Any
 
 import torch
 
+from medprune.atomic import write_json_atomic
 from medprune.checkpoint import read_meta
 from medprune.config import ConfigError, build_config, config_to_dict, option, save_config
 from medprune.executors import (
@@ -50,7 +51,6 @@ from medprune.executors import (
 )
 from medprune.models import create_model
 from medprune.rundir import OutputFolder, RunDir, output_folder
-from medprune.rundir.files import write_json_atomic
 from medprune.runs.report import ReportConfig, run_report
 from medprune.runs.sweep import run_sweep
 from medprune.runs.train import run_train

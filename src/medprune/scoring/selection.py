@@ -39,9 +39,9 @@ from scipy.optimize import linear_sum_assignment
 from sklearn.cluster import KMeans
 from torch import Tensor, nn
 
+from medprune.atomic import write_json_atomic
 from medprune.models.units import Probe, capture_activations, classifier_name
 from medprune.options import SAMPLINGS, Sampling, check_option
-from medprune.rundir.files import write_json_atomic
 from medprune.runtime import eval_mode, resolve_device
 
 logger = logging.getLogger(__name__)

@@ -19,7 +19,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from medprune.rundir.files import utc_now, write_json_atomic
+from medprune.atomic import write_json_atomic
+from medprune.rundir.files import utc_now
 
 logger = logging.getLogger(__name__)
 

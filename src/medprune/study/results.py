@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from medprune.rundir.files import atomic_writer
+from medprune.atomic import atomic_writer
 from medprune.sweep.table import BASELINE, Row, RowLog, row_key, write_csv
 
 __all__ = ["STUDY_COLUMNS", "tag_rows", "write_rows", "read_rows", "merge_rows", "write_results", "row_digest"]

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from medprune.rundir.files import atomic_writer, disk_full_is_user_error
+from medprune.atomic import atomic_writer, disk_full_is_user_error
 
 logger = logging.getLogger(__name__)
 

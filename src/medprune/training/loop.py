@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from medprune.atomic import atomic_writer, write_text_atomic
 from medprune.checkpoint import save_checkpoint
 from medprune.config import config_to_dict
 from medprune.data import DatasetSplits, build_transform
@@ -33,7 +34,6 @@ from medprune.metrics import evaluate, summary_line
 from medprune.progress import Progress
 from medprune.provenance import to_jsonable
 from medprune.recovery.recalibration import recalibrate_batchnorm, recalibration_subset
-from medprune.rundir.files import atomic_writer, write_text_atomic
 from medprune.runtime import autocast, grad_scaler, resolve_device
 from medprune.training.config import SelectOn, TrainConfig, TrainResult
 
