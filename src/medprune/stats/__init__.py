@@ -47,6 +47,7 @@ from medprune.stats.hierarchical import (
     clustered_paired_metric,
     hierarchical_bootstrap,
     hierarchical_bootstrap_counts,
+    tail_probability,
 )
 from medprune.stats.verdicts import VERDICT_NOTE, VERDICTS, FamilyDecision, Verdict, decide, decide_family, holm
 
@@ -78,6 +79,7 @@ __all__ = [
     "hierarchical_bootstrap",
     "hierarchical_bootstrap_counts",
     "holm",
+    "tail_probability",
     "metric_ci",
     "paired_difference",
     "paired_metric_difference",

@@ -53,7 +53,19 @@ __all__ = [
     "clustered_paired_mean",
     "clustered_metric",
     "clustered_paired_metric",
+    "tail_probability",
 ]
+
+
+def tail_probability(replicates: np.ndarray, in_tail: np.ndarray) -> float:
+    """A bootstrap tail probability, ``(count + 1) / (B + 1)`` over ``B`` replicates (never exactly 0): the one
+    convention of every p-value in :mod:`medprune.stats` and the study's claims.
+
+    >>> tail_probability(np.array([-1.0, 0.5, 2.0]), np.array([-1.0, 0.5, 2.0]) <= 0)
+    0.5
+    """
+    return float((int(np.count_nonzero(in_tail)) + 1) / (np.asarray(replicates).size + 1))
+
 
 #: Below this many training checkpoints a clustered interval is too narrow: a lower bound on the uncertainty.
 FEW_CLUSTERS = 5
@@ -162,8 +174,8 @@ class BootstrapEstimate:
         b = self.replicates.size
         if not self.has_replicates:
             return 1.0
-        below = (np.count_nonzero(self.replicates <= null) + 1) / (b + 1)
-        above = (np.count_nonzero(self.replicates >= null) + 1) / (b + 1)
+        below = tail_probability(self.replicates, self.replicates <= null)
+        above = tail_probability(self.replicates, self.replicates >= null)
         return float(np.clip(2.0 * min(below, above), 1.0 / (b + 1), 1.0))
 
     def tost_p(self, margin: float) -> float:
@@ -180,8 +192,8 @@ class BootstrapEstimate:
         b = self.replicates.size
         if not self.has_replicates:
             return 1.0
-        below = (np.count_nonzero(self.replicates <= -margin) + 1) / (b + 1)
-        above = (np.count_nonzero(self.replicates >= margin) + 1) / (b + 1)
+        below = tail_probability(self.replicates, self.replicates <= -margin)
+        above = tail_probability(self.replicates, self.replicates >= margin)
         return float(np.clip(max(below, above), 1.0 / (b + 1), 1.0))
 
     def as_dict(self, confidence: float = 0.95) -> dict[str, Any]:

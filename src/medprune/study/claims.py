@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from medprune.stats import BootstrapEstimate, clustered_mean, clustered_paired_mean, decide, holm
+from medprune.stats import BootstrapEstimate, clustered_mean, clustered_paired_mean, decide, holm, tail_probability
 from medprune.sweep.protocols import protocol_name, setting_text
 from medprune.sweep.table import BASELINE, Row, format_rate, recovery_label
 
@@ -172,11 +172,6 @@ def _confirmed(
     return 0.0
 
 
-def _tail(replicates: np.ndarray, mask: np.ndarray) -> float:
-    """A bootstrap tail probability with the (count + 1) / (B + 1) convention (never exactly 0)."""
-    return float((int(mask.sum()) + 1) / (replicates.size + 1))
-
-
 @dataclass
 class _SubTest:
     """One corrected test of a claim: its row, its bootstrap estimate and the two p-values the family corrects.
@@ -206,7 +201,7 @@ def _compare(row: Row, estimate: BootstrapEstimate, margin: float, better: str, 
         p_for = 1.0
     elif resolution > 0:
         r = estimate.replicates
-        p_for = min(1.0, 2 * min(_tail(r, r <= resolution), _tail(r, r >= -resolution)))
+        p_for = min(1.0, 2 * min(tail_probability(r, r <= resolution), tail_probability(r, r >= -resolution)))
     else:
         p_for = estimate.p_value()
     p_against = estimate.tost_p(margin) if estimate.has_replicates else 1.0
@@ -217,15 +212,16 @@ def _band(row: Row, estimate: BootstrapEstimate, low: float, high: float, s: Cla
     if not estimate.has_replicates or math.isnan(low):
         return _SubTest(row, estimate, "band", 1.0, 1.0)
     r, half = estimate.replicates, s.rate_margin / 2
-    inside = max(_tail(r, r <= low - half), _tail(r, r >= high + half))  # two one-sided tests, both must reject
-    outside = min(1.0, 2 * min(_tail(r, r >= low - s.rate_margin), _tail(r, r <= high + s.rate_margin)))
+    tail = tail_probability
+    inside = max(tail(r, r <= low - half), tail(r, r >= high + half))  # two one-sided tests, both must reject
+    outside = min(1.0, 2 * min(tail(r, r >= low - s.rate_margin), tail(r, r <= high + s.rate_margin)))
     return _SubTest(row, estimate, "band", inside, outside)
 
 
 def _exists(row: Row, estimate: BootstrapEstimate) -> _SubTest:
     if not estimate.has_replicates:
         return _SubTest(row, estimate, "exists", 1.0, 1.0)
-    return _SubTest(row, estimate, "exists", _tail(estimate.replicates, estimate.replicates <= 0), 1.0)
+    return _SubTest(row, estimate, "exists", tail_probability(estimate.replicates, estimate.replicates <= 0), 1.0)
 
 
 def _finish(tests: Sequence[_SubTest], family: str, s: ClaimSettings) -> list[Row]:
