@@ -82,6 +82,14 @@ def test_1_requests_beyond_a_bound_are_refused_before_any_work(tmp_path, capsys,
     assert named in line and f"bound {bound}" in line and "--no-limits" in line, line
 
 
+def test_1_a_study_asking_its_claims_for_unbounded_resamples_is_refused_before_any_work(tmp_path, capsys):
+    config = tmp_path / "study.yaml"
+    config.write_text("claims:\n  n_resamples: 1000000000\n")
+    out = tmp_path / "out"
+    line = refused(["study", "--config", str(config), "--out", str(out)], out, capsys)
+    assert "claims.n_resamples=1000000000" in line and "bound 1000000" in line and "--no-limits" in line, line
+
+
 def test_1_no_limits_lifts_every_bound_for_that_command_only(tmp_path, capsys):
     config = build_config(TrainConfig, overrides={"epochs": "20000", "limits": "false"})
     assert config.epochs == 20000

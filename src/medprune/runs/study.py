@@ -120,7 +120,9 @@ class StudyConfig(OutputFolder, ExecutorSettings):
         default_factory=dict, help="ReportConfig fields (efficiency and heatmaps are off by default)"
     )
     claims: dict[str, Any] = option(
-        default_factory=dict, help="ClaimSettings fields (tolerance, table1_rates, small_rate, ...)"
+        default_factory=dict,
+        help="ClaimSettings fields (tolerance, table1_rates, small_rate, ...)",
+        limit={"n_resamples": 1_000_000},  # the report's bound: each resample redoes every claim's statistic
     )
     device: str = option("cpu", help="cpu, cuda or auto, for training and sweeps unless train / sweep set it")
     threads: int | None = option(
