@@ -24,7 +24,7 @@ import yaml
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'medprune[ray]'")
 
 from medprune.checkpoint import save_checkpoint  # noqa: E402
-from medprune.config import build_config, config_to_dict  # noqa: E402
+from medprune.config import build_config, config_to_dict, limits_enabled, limits_scope  # noqa: E402
 from medprune.executors import LocalExecutor, RayExecutor, Resources, Task, TaskFailedError, raise_failures  # noqa: E402
 from medprune.models import create_model  # noqa: E402
 from medprune.runs.score import ScoreConfig, run_score  # noqa: E402
@@ -79,6 +79,13 @@ def test_results_come_back_with_their_keys_and_put_is_resolved(executor: RayExec
     tasks = [Task(f"t{i}", _total, (shared, i), resources=Resources(num_cpus=0.5)) for i in range(6)]
     values = {o.key: o.value for o in executor.run(tasks)}
     assert values == {f"t{i}": 499500 + i for i in range(6)}
+
+
+def test_no_limits_on_the_driver_reaches_the_workers(executor: RayExecutor) -> None:
+    with limits_scope(False):
+        lifted = [o.value for o in executor.run([Task("lifted", limits_enabled, ())])]
+    bounded = [o.value for o in executor.run([Task("bounded", limits_enabled, ())])]
+    assert lifted == [False] and bounded == [True]
 
 
 def test_a_task_whose_worker_is_killed_is_retried_and_the_others_kept(executor: RayExecutor, tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from medprune.config import ConfigError, option
+from medprune.config import ConfigError, limits_enabled, limits_scope, option
 
 logger = logging.getLogger(__name__)
 
@@ -218,9 +218,11 @@ class LocalExecutor:
         self.close()
 
 
-def _invoke(fn: Callable[..., Any], kwargs: Mapping[str, Any], *args: Any) -> Any:
-    """The one remote function every task runs through (top-level ``args`` so Ray resolves references in them)."""
-    return fn(*args, **kwargs)
+def _invoke(fn: Callable[..., Any], kwargs: Mapping[str, Any], limits: bool, *args: Any) -> Any:
+    """The one remote function every task runs through (top-level ``args`` so Ray resolves references in them), under
+    the driver's limits switch (``--no-limits`` reaches the worker, whose own default is bounded)."""
+    with limits_scope(limits):
+        return fn(*args, **kwargs)
 
 
 class RayExecutor:
@@ -272,7 +274,7 @@ class RayExecutor:
 
     def _submit(self, task: Task) -> Any:
         options = {"num_cpus": task.resources.num_cpus, "num_gpus": task.resources.num_gpus, "name": task.key}
-        return self._remote.options(**options).remote(task.fn, dict(task.kwargs), *task.args)
+        return self._remote.options(**options).remote(task.fn, dict(task.kwargs), limits_enabled(), *task.args)
 
     def run(self, tasks: Iterable[Task]) -> Generator[Outcome, None, None]:
         ray = self._ray
