@@ -75,7 +75,7 @@ def test_report_from_small_sweep(sweep_dir, tmp_path):
     page = result.html.read_text()
     assert "Table 1 (test split)" in page and "data:image/png;base64," in page and "chosen on validation" in page
     assert "Paired comparisons" in page and result.paired and result.markdown.is_file()
-    assert {p.name.split("_")[0] for p in result.figures} >= {"curve", "heatmaps", "similarity"}
+    assert {p.name.split("_")[0] for p in result.figures} >= {"key", "class", "curve", "heatmaps", "similarity"}
     assert all(p.stat().st_size > 5000 for p in result.figures)
     assert len(result.lossless) == 3
     # the efficiency table measured a physically smaller model for some curve (tolerance 0.5 allows rate 0.3)
@@ -86,7 +86,12 @@ def test_report_from_small_sweep(sweep_dir, tmp_path):
     # the efficiency rows name the metric their rate was chosen on (the lossless metric, balanced accuracy)
     assert {r["criterion"].split(" ≤ ")[0] for r in smaller} <= {"balanced accuracy drop", "worst-class recall drop"}
     # one checkpoint: n = 1 beside the rows, a verdict from the four words with its family, the method notes
-    assert result.table1[0]["n"] == 1 and "n=1 ckpt (1 rows) †" in page
+    assert result.table1[0]["n"] == 1 and "<td>1 ckpt (1 rows) †</td>" in page
+    # the answer first, its key figure next, the tables (folded, their CSV linked) after every figure
+    answer, key = page.index("class='answer'"), page.index('alt="key figure: resnet_small on pneumoniamnist"')
+    assert answer < key < page.index("Per-class recall") < page.index("<details><summary>Table 1 (test split)")
+    assert "<a href='table1.csv'>" in page and "<a href='paired.csv'>" in page
+    assert "The answer" in result.markdown.read_text().split("### Table 1")[0]
     assert {p["verdict"] for p in result.paired} <= {"better", "worse", "equivalent", "inconclusive"}
     assert all(p["family"].startswith("pneumoniamnist / paper / rate ") for p in result.paired)
     assert "Holm" in page and "hierarchical (clustered) bootstrap" in page and "validation images" in page

@@ -222,15 +222,17 @@ def plot_similarity(similarity: Sequence[Row], path: str | Path) -> Path:
     for row in similarity:
         lines[str(row["label"])].append(row)
     samplings = sorted({label.split()[-1] for label in lines} - {NO_SAMPLING}) or [NO_SAMPLING]
-    fig, axes = plt.subplots(1, len(samplings), figsize=(4.6 * len(samplings), 4.0), squeeze=False, sharey=True)
+    settings = {label.split()[0].partition("@")[2] for label in lines}
+    fig, axes = plt.subplots(1, len(samplings), figsize=(4.2 * len(samplings), 3.0), squeeze=False, sharey=True)
     for axis, sampling in zip(axes[0], samplings):
         for label, points in sorted(lines.items()):
             if label.split()[-1] not in (sampling, NO_SAMPLING):
                 continue
             points = sorted(points, key=lambda r: float(r["rate"]))
-            method = label.split()[0].lower()
-            style = dict(METHOD_STYLE.get(method, {"marker": "."}))
+            method, _, setting = label.split()[0].partition("@")
+            style = dict(METHOD_STYLE.get(method.lower(), {"marker": "."}))
             name = method.upper() if label.split()[-1] != NO_SAMPLING else method
+            name += f" ({setting})" if len(settings) > 1 else ""
             axis.plot(
                 [float(p["rate"]) for p in points],
                 [float(p["pearson_mean"]) for p in points],
@@ -238,11 +240,119 @@ def plot_similarity(similarity: Sequence[Row], path: str | Path) -> Path:
                 markersize=4,
                 **style,
             )
-        axis.set_title(f"{sampling} sampling", fontsize=10)
-        axis.set_xlabel("pruning rate")
+        only = next(iter(settings)) if len(settings) == 1 else ""
+        axis.set_title(f"{sampling} sampling" + (f", {only}" if only else ""), fontsize=9)
+        axis.set_xlabel("pruning rate", fontsize=8)
         axis.set_ylim(-0.5, 1.02)
         axis.axhline(0, color="black", linewidth=0.6)
+        axis.tick_params(labelsize=7)
         axis.grid(alpha=0.3)
-        axis.legend(fontsize=8, loc="lower left")
-    axes[0][0].set_ylabel("mean Pearson r, pruned vs unpruned LRP heatmap")
+    axes[0][0].set_ylabel("mean Pearson r with the unpruned heatmap", fontsize=8)
+    _legend_outside(fig, axes[0])
+    return _save(fig, Path(path))
+
+
+def _legend_outside(fig: Any, axes: Sequence[Any]) -> None:
+    """One legend for the figure, right of the panels (never over the data); entries deduplicated by label."""
+    seen: dict[str, Any] = {}
+    for axis in axes:
+        for handle, label in zip(*axis.get_legend_handles_labels()):
+            seen.setdefault(label, handle)
+    if seen:
+        fig.legend(list(seen.values()), list(seen), fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
+
+
+def _value(row: Row, column: str) -> float:
+    value = row.get(column)
+    return math.nan if value is None else float(value)
+
+
+#: Panels of the key figure: (lossless metric / row column, axis label).
+KEY_PANELS: tuple[tuple[str, str], ...] = (("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"))
+
+
+def plot_key_figure(
+    lines: Mapping[str, Sequence[Row]],
+    unpruned: Mapping[str, float],
+    path: str | Path,
+    title: str,
+    controls: Sequence[str] = (),
+) -> Path:
+    """The key figure: each metric vs the achieved pruning rate, one line per method (solid) or control (dashed),
+    the band its 95% interval.
+
+    Args:
+        lines: ``{metric: Table 1 rows}`` at every swept rate (:func:`medprune.report.tables.table1` of
+            ``drop_<metric>``): ``method``, ``sampling``, ``mean@r``, ``low@r``, ``high@r``, ``achieved@r``.
+        unpruned: ``{metric: mean unpruned value}``; a point is ``unpruned - drop``, its band ``unpruned - high`` to
+            ``unpruned - low`` (the interval of the change from unpruned).
+        path: PNG path. title: above the panels. controls: methods drawn dashed.
+    """
+    panels = [(m, label) for m, label in KEY_PANELS if m in lines]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.1 * len(panels), 3.3), squeeze=False)
+    for axis, (metric, label) in zip(axes[0], panels):
+        base = unpruned[metric]
+        for row in sorted(lines[metric], key=lambda r: (str(r["method"]) in controls, str(r["method"]))):
+            method = str(row["method"])
+            control = method in controls
+            style = dict(METHOD_STYLE.get(method, {"marker": "."}))
+            style["linestyle"] = "--" if control else "-"
+            rates = sorted(k.split("@")[1] for k in row if k.startswith("mean@") and row[k] is not None)
+            x = [0.0] + [float(row[f"achieved@{r}"]) for r in rates]
+            y = [base] + [base - float(row[f"mean@{r}"]) for r in rates]
+            low = [base] + [base - _value(row, f"high@{r}") for r in rates]
+            high = [base] + [base - _value(row, f"low@{r}") for r in rates]
+            name = method if control else f"{method.upper()}/{row['sampling']}"
+            axis.plot(x, y, label=name, markersize=3.5, linewidth=1.5, **style)
+            axis.fill_between(x, low, high, color=style.get("color"), alpha=0.12, linewidth=0)
+        axis.axhline(base, color="black", linestyle=":", linewidth=1, label="unpruned")
+        axis.set_xlabel("achieved pruning rate (fraction of units removed)", fontsize=8)
+        axis.set_ylabel(f"{label} (test)", fontsize=8)
+        axis.set_xlim(-0.01, 1.0)
+        axis.tick_params(labelsize=7)
+        axis.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=9)
+    _legend_outside(fig, axes[0])
+    fig.tight_layout()
+    return _save(fig, Path(path))
+
+
+def plot_class_recall(rows: Sequence[Row], path: str | Path, title: str, controls: Sequence[str] = ()) -> Path:
+    """Per-class recall vs achieved pruning rate on the test split: one panel per class, one line per (method,
+    sampling) of ``rows`` (mean over runs; controls dashed), the unpruned recall dotted.
+
+    Args:
+        rows: results rows of the lines to draw, with their baselines (``recall_<class>`` columns).
+        path: PNG path. title: above the panels. controls: methods drawn dashed.
+    """
+    rows = on_split(rows, "test")
+    base = [r for r in rows if r["method"] == "baseline"]
+    classes = sorted({k for r in base for k in r if k.startswith("recall_")})
+    grouped: dict[tuple[str, str], list[list[Row]]] = defaultdict(list)
+    for curve in curves(rows).values():
+        grouped[(str(curve[0]["method"]), str(curve[0]["sampling"]))].append(curve)
+    columns = min(4, max(1, len(classes)))
+    count = -(-max(1, len(classes)) // columns)
+    fig, axes = plt.subplots(count, columns, figsize=(3.4 * columns, 2.8 * count), squeeze=False)
+    for axis, column in zip(axes.flat, classes):
+        for (method, sampling), runs in sorted(grouped.items(), key=lambda kv: (kv[0][0] in controls, kv[0])):
+            control = method in controls
+            style = dict(METHOD_STYLE.get(method, {"marker": "."}))
+            style["linestyle"] = "--" if control else "-"
+            x, mean, _, _ = _mean_curve(runs, column)
+            axis.plot(x, mean, label=method if control else f"{method.upper()}/{sampling}", markersize=3, **style)
+        reference = [float(r[column]) for r in base if r.get(column) is not None]
+        if reference:
+            axis.axhline(float(np.mean(reference)), color="black", linestyle=":", linewidth=1, label="unpruned")
+        axis.set_title(column.removeprefix("recall_"), fontsize=9)
+        axis.set_xlabel("achieved pruning rate", fontsize=8)
+        axis.set_ylabel("recall (test)", fontsize=8)
+        axis.set_ylim(-0.02, 1.02)
+        axis.tick_params(labelsize=7)
+        axis.grid(alpha=0.3)
+    for axis in list(axes.flat)[len(classes) :]:
+        axis.axis("off")
+    fig.suptitle(title, fontsize=9)
+    _legend_outside(fig, list(axes.flat))
+    fig.tight_layout()
     return _save(fig, Path(path))

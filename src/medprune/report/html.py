@@ -12,10 +12,15 @@ from typing import Any
 from medprune.sweep.table import Row
 
 STYLE = """
-body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
-h1{font-size:1.6em}h2{margin-top:2em;border-bottom:1px solid #ccc}table{border-collapse:collapse;margin:1em 0;
-font-size:.85em}th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}th{background:#f2f2f2}
-td:first-child,th:first-child{text-align:left}img{max-width:100%;margin:.5em 0}.note{color:#555;font-size:.9em}
+body{font-family:system-ui,sans-serif;max-width:1250px;margin:.6em auto;padding:0 1em;color:#222;font-size:15px}
+h1{font-size:1.35em;margin:.3em 0}h2{font-size:1.2em;margin-top:1.6em;border-bottom:1px solid #ccc}
+table{border-collapse:collapse;margin:.6em 0;font-size:.82em}th,td{border:1px solid #ccc;padding:2px 6px;
+text-align:right;white-space:nowrap}th{background:#f2f2f2;white-space:normal;vertical-align:bottom}
+td:first-child,th:first-child{text-align:left}img{max-width:100%;margin:.3em 0}.note{color:#555;font-size:.88em}
+.scroll{overflow-x:auto}details{margin:.5em 0}summary{cursor:pointer;color:#1f4e79}
+.answer{border:1px solid #9ab;background:#f6f9fc;padding:.3em .8em;margin:.3em 0}.answer p{margin:.3em 0}
+.answer table{margin:.3em 0}.answer td:last-child{white-space:normal;text-align:left}tr.control td{color:#555}
+td.better{background:#dff0d8}td.worse{background:#f2dede}td.equivalent{background:#eef}
 """
 
 
@@ -45,6 +50,15 @@ def table_html(
         "<tr>" + "".join(f"<td>{html.escape(render(row, c))}</td>" for c in columns) + "</tr>" for row in rows
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def details(summary: str, content: str, link: str = "", opened: bool = False) -> str:
+    """``content`` folded under ``summary`` (HTML text), with a link to the file ``link`` (a CSV beside the page)."""
+    href = f" (<a href='{html.escape(link)}'>{html.escape(link)}</a>)" if link else ""
+    return (
+        f"<details{' open' if opened else ''}><summary>{summary}{href}</summary>"
+        f"<div class='scroll'>{content}</div></details>"
+    )
 
 
 def image_html(path: str | Path, alt: str = "") -> str:

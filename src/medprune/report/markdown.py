@@ -14,6 +14,7 @@ from medprune.report.html import fmt
 from medprune.report.page import (
     TABLE1_CELL,
     ReportTables,
+    compact_cell,
     interval_text,
     lossless_cells,
     lossless_headers,
@@ -22,8 +23,8 @@ from medprune.report.page import (
     paired_family,
     paired_note,
     swept_rates,
-    table1_cell,
 )
+from medprune.report.summary import Answer, answer_markdown
 from medprune.report.tables import protocol_label
 from medprune.stats import CLUSTERED_METHOD_NOTE
 from medprune.sweep.protocols import setting_text
@@ -55,22 +56,29 @@ def _table1(rows: Sequence[Row], rates: Sequence[float]) -> str:
         {
             "line": f"{r['method']} / {r['sampling']}",
             "setting": _setting(r),
-            **{label: table1_cell(r, label) for label in labels},
-            **{f"ach {label}": fmt(r.get(f"achieved@{label}"), 2) for label in labels},
+            "n": n_text(int(r.get("n") or 0), int(r.get("rows") or 0), int(r.get("copies") or 0)),
+            **{label: compact_cell(r, label) for label in labels},
         }
         for r in rows
     ]
-    columns = ["line", "setting", *labels, *[f"ach {label}" for label in labels]]
-    headers = ["method / sampling", "setting", *[f"drop @{label}" for label in labels]]
-    headers += [f"achieved @{label}" for label in labels]
+    columns = ["line", "setting", "n", *labels]
+    headers = ["method / sampling", "setting", "n", *[f"drop @{label} [95% CI]" for label in labels]]
     return markdown_table(shown, columns, headers)
 
 
 def results_markdown(
-    tables: ReportTables, rates: Sequence[float], tolerances: Sequence[float], title: str = "Results"
+    tables: ReportTables,
+    rates: Sequence[float],
+    tolerances: Sequence[float],
+    title: str = "Results",
+    answers: Sequence[Answer] = (),
 ) -> str:
-    """Markdown of Table 1 per protocol (test), lossless rates (val -> test) and the paired verdicts (test)."""
+    """Markdown of the answer (:mod:`medprune.report.summary`) first, then Table 1 per protocol (test), lossless rates
+    (val -> test) and the paired verdicts (test)."""
     parts = [f"## {title}\n"]
+    if answers:
+        parts.append("### The answer: how much can be pruned, with which method, how sure\n")
+        parts += [answer_markdown(a) for a in answers]
     datasets = sorted({str(r["dataset"]) for r in tables.rows})
     baselines = [r for r in tables.rows if r["method"] == "baseline"]
     parts.append(

@@ -10,14 +10,17 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from medprune.report.clustered import LOSSLESS_NOTE
-from medprune.report.html import fmt, image_html, page, table_html
+from medprune.report.html import details, fmt, image_html, page, table_html
+from medprune.report.summary import Answer, answer_html, interval
 from medprune.report.tables import PAPER_TABLE1, TABLE1_RATES, protocol_label
 from medprune.stats import CLUSTERED_METHOD_NOTE, FEW_CLUSTERS, VERDICT_NOTE, VERDICTS
+from medprune.sweep.protocols import setting_text
 from medprune.sweep.table import BASELINE, RECOVERY_FIELDS, Row, format_rate
 
 #: What Table 1's cells hold, for a heading or a note.
 TABLE1_CELL = (
-    "mean ± sd over checkpoints [95% clustered CI], n = training checkpoints (runs behind them); "
+    "mean over checkpoints [95% clustered CI] at the column's rate (the achieved rate beside it when it differs), "
+    "n = training checkpoints (runs behind them); "
     f"† fewer than {FEW_CLUSTERS} checkpoints (the interval is a lower bound on the uncertainty)"
 )
 
@@ -121,23 +124,44 @@ def missing_rates_note(summary: Sequence[Row], rates: Sequence[float]) -> str:
 
 
 def table1_display(summary: Sequence[Row], rates: Sequence[float], with_paper: bool = True) -> list[Row]:
-    """Table 1 rows as text cells ``mean ± sd [95% CI] n`` (ours) beside the paper's value, at the swept ``rates``."""
+    """Table 1 rows as one-line text cells at the swept ``rates``: the line, its protocol (setting), its effective n,
+    then per rate ``mean [95% CI]`` (test), with the achieved rate when it is not the column's and the cell's n when
+    it is not the line's; the paper's value beside ours (``with_paper``)."""
     rows = []
     for row in summary:
-        out: Row = {k: v for k, v in row.items() if "@" not in k and k not in ("n", "rows", "copies")}
-        out["n"] = n_text(int(row.get("n") or 0), int(row.get("rows") or 0), int(row.get("copies") or 0))
+        sampling = str(row.get("sampling"))
+        out: Row = {
+            "line": f"{row.get('method')}" + ("" if sampling == "none" else f"/{sampling}"),
+            "protocol": f"{protocol_label(row)} ({setting_text(row)})",
+            "n": n_text(int(row.get("n") or 0), int(row.get("rows") or 0), int(row.get("copies") or 0)),
+        }
         for rate in swept_rates(summary, rates):
-            paper_texts = [format_rate(r) for r in TABLE1_RATES]
-            index = paper_texts.index(format_rate(rate)) if format_rate(rate) in paper_texts else None
             text = format_rate(rate)[:4]
-            out[f"{text} ours"] = table1_cell(row, text)
-            out[f"{text} achieved"] = fmt(row.get(f"achieved@{text}"), 3)
+            out[f"drop at rate {text} (test) [95% CI]"] = compact_cell(row, text)
             if with_paper:
-                out[f"{text} paper"] = (
+                paper_texts = [format_rate(r) for r in TABLE1_RATES]
+                index = paper_texts.index(format_rate(rate)) if format_rate(rate) in paper_texts else None
+                out[f"paper at {text}"] = (
                     "" if index is None else _paper_cell(row.get("method"), row.get("sampling"), index)
                 )
         rows.append(out)
     return rows
+
+
+def compact_cell(row: Row, text: str) -> str:
+    """One Table 1 cell in one line: ``0.003 [-0.005, 0.016]``, ``(achieved 0.31)`` when the rows' mean achieved rate
+    is off the column's rate by more than 0.005, ``n=2`` when fewer checkpoints than the line's have a row there,
+    ``no row at 0.15`` when none has."""
+    mean, n = row.get(f"mean@{text}"), row.get(f"n@{text}")
+    if not n:
+        return f"no row at {text}"
+    cell = interval(mean, row.get(f"low@{text}"), row.get(f"high@{text}"), 3)
+    reached = row.get(f"achieved@{text}")
+    if reached is not None and abs(float(reached) - float(text)) > 0.005:
+        cell += f" (achieved {float(reached):.2f})"
+    if int(n) != int(row.get("n") or 0):
+        cell += f" n={n}"
+    return cell
 
 
 def _sweep_summary(rows: Sequence[Row]) -> str:
@@ -233,19 +257,58 @@ def _paired_table(paired: Sequence[Row]) -> str:
 
 
 def _efficiency_table(rows: Sequence[Row]) -> str:
+    """Parameters and MACs of the physically pruned models, with the fraction removed from their checkpoint's
+    unpruned model; latency stays in the CSV (a median without spread on a shared CPU is not shown)."""
+    unpruned = {r["checkpoint"]: r for r in rows if r["method"] == "unpruned"}
+
     def cell(row: Row, column: str) -> str:
         value = row.get(column)
-        if column == "params" and value is not None:
-            return f"{value / 1e6:.3f} M"
-        if column == "macs" and value is not None:
-            return f"{value / 1e6:.2f} M"
-        if column == "speedup":
-            return "" if value is None else f"{value:.2f}×"
+        base = unpruned.get(row.get("checkpoint"))
+        if column in ("params", "macs") and value is not None:
+            text = f"{value / 1e6:.3f} M" if column == "params" else f"{value / 1e6:.2f} M"
+            if base is not None and row["method"] != "unpruned" and base.get(column):
+                text += f" (−{100 * (1 - value / base[column]):.1f}%)"
+            return text
+        if column == "rate":
+            return "0" if value in (None, 0, 0.0) else f"{float(value):.2f}"
         return fmt(value, 2)
 
-    columns = ["model", "method", "sampling", "setting", "seed", "criterion", "rate", "params", "macs", "latency_ms"]
-    columns += ["speedup", "masks"]
-    return table_html(rows, columns, [*columns[:9], "CPU latency (ms)", "speed-up", "masks"], cell)
+    columns = ["model", "method", "sampling", "setting", "seed", "criterion", "rate", "params", "macs", "masks"]
+    headers = [*columns[:5], "rate chosen on", "rate (nominal)", "parameters", "MACs per image", "masks"]
+    return table_html(rows, columns, headers, cell)
+
+
+def paired_matrix(paired: Sequence[Row]) -> list[tuple[str, str]]:
+    """The paired verdicts as matrices, one per (dataset, model, protocol, metric): a row per method-vs-control pair,
+    a column per rate, each cell ``verdict mean A − B`` (test). Returns ``(title, html)`` pairs."""
+    groups: dict[tuple[str, ...], list[Row]] = {}
+    for row in paired:
+        key = (str(row.get("dataset")), str(row.get("model")), str(row["protocol"]), str(row["metric"]))
+        groups.setdefault(key, []).append(row)
+    result = []
+    for (dataset, model, protocol, metric), members in groups.items():
+        rates = sorted({format_rate(r["rate"])[:4] for r in members})
+        pairs: dict[tuple[str, str], dict[str, Row]] = {}
+        for row in members:
+            pairs.setdefault((str(row["a"]), str(row["b"])), {})[format_rate(row["rate"])[:4]] = row
+        head = "<th>A vs B (n = checkpoints)</th>" + "".join(f"<th>rate {r}</th>" for r in rates)
+        body = []
+        for (a, b), cells in sorted(pairs.items()):
+            first = next(iter(cells.values()))
+            label = f"{a} vs {b.split('/')[0]} ({first['n']} ckpt)"
+            tds = []
+            for rate in rates:
+                row = cells.get(rate)
+                if row is None:
+                    tds.append("<td>–</td>")
+                    continue
+                verdict = str(row["verdict"])
+                tds.append(f"<td class='{verdict}'>{verdict} {float(row['difference']):+.3f}</td>")
+            body.append(f"<tr><td>{html.escape(label)}</td>{''.join(tds)}</tr>")
+        title = f"{model} on {dataset}, {protocol}, test {metric.replace('_', ' ')}"
+        table = f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+        result.append((title, table))
+    return result
 
 
 def paired_note(paired: Sequence[Row]) -> str:
@@ -284,6 +347,16 @@ class PageOptions(Protocol):
     latency_batch: int
 
 
+def _similarity_table(similarity: Sequence[Row]) -> str:
+    """Mean Pearson r per curve (rows) and rate (columns)."""
+    rates = sorted({format_rate(r["rate"])[:4] for r in similarity})
+    lines: dict[str, dict[str, Any]] = {}
+    for row in similarity:
+        lines.setdefault(str(row["label"]), {})[format_rate(row["rate"])[:4]] = row["pearson_mean"]
+    shown = [{"curve": label, **{f"r @{k}": fmt(v.get(k), 2) for k in rates}} for label, v in sorted(lines.items())]
+    return table_html(shown, cell=lambda row, column: str(row.get(column, "")))
+
+
 def render(
     config: PageOptions,
     tables: ReportTables,
@@ -291,70 +364,125 @@ def render(
     heat_paths: Sequence[Path],
     notes: Sequence[str],
     extra: Sequence[tuple[str, str]] = (),
+    *,
+    answers: Sequence[Answer] = (),
+    key_figures: Sequence[Path] = (),
+    recall_figures: Sequence[Path] = (),
 ) -> str:
-    """The full HTML document (PNG files are embedded); ``extra`` ``(heading, html)`` sections come first (a study puts
-    its claims there)."""
+    """The full HTML document (PNG files are embedded): ``extra`` ``(heading, html)`` sections first (a study puts its
+    claims there), then the answer (:mod:`medprune.report.summary`) with the key figure, the other figures, and the
+    tables last, long ones folded with their CSV linked."""
     rates = list(config.table1_rates)
     contiguous = ", with every smaller swept rate within it too" if config.contiguous else ""
     metric = tables.metric.replace("_", " ")
     missing = missing_rates_note(tables.table1, rates)
-    sections = [
-        *extra,
-        ("What was swept", _sweep_summary(tables.rows)),
-        (
-            "Table 1 (test split): accuracy drop at fixed pruning rates, as the paper (ours beside the paper)",
-            f"<p class='note'>Cells: {html.escape(TABLE1_CELL)}. {html.escape(missing)}</p>"
-            f"<p class='note'>{html.escape(CLUSTERED_METHOD_NOTE)}</p>"
-            + table_html(table1_display(list(tables.table1), rates)),
-        ),
-    ]
-    if tables.table1_metric:
+    sections = list(extra)
+    if answers:
+        blocks = []
+        for i, answer in enumerate(answers):
+            blocks.append(answer_html(answer))
+            if i < len(key_figures):
+                blocks.append(image_html(key_figures[i], f"key figure: {answer.model} on {answer.dataset}"))
         sections.append(
             (
-                f"Table 1 (test split): {metric} drop at the same rates",
-                table_html(table1_display(list(tables.table1_metric), rates, False)),
+                "The answer: how much can be pruned, with which method, how sure",
+                "".join(blocks)
+                + "<p class='note'>Lossless rates are chosen on validation; the figure, the confirmed rates and the "
+                "paired verdicts are on test. Bands: 95% clustered bootstrap interval of the change from unpruned "
+                "(checkpoints × seeds × test images). Methods solid, controls dashed.</p>",
             )
         )
-    sections += [
-        (
-            "Worst-class recall drop at the same rates (test split)",
-            table_html(table1_display(list(tables.clinical), rates, False)),
-        ),
-        (
-            f"Lossless pruning rates on {metric}: chosen on validation, confirmed on test",
-            f"<p class='note'>{html.escape(LOSSLESS_NOTE)}</p>"
-            + _lossless_table(tables.summary, config.tolerances, metric),
-        ),
-        (
-            "Paired comparisons at the Table 1 rates (test split, matched runs, verdicts corrected per family)",
-            f"<p class='note'>{html.escape(paired_note(tables.paired))}</p>" + _paired_table(tables.paired),
-        ),
-        (
-            "Accuracy and AUROC vs achieved pruning rate (test split, Fig. 2 style)",
-            "".join(image_html(p) for p in curve_paths),
-        ),
-    ]
-    if tables.efficiency:
+    sections.append(("What was swept", _sweep_summary(tables.rows)))
+    if recall_figures:
         sections.append(
             (
-                "Physically pruned models at the validation lossless rates: parameters, MACs (per image), CPU latency",
-                "<p class='note'>Latency: median of timed forward passes, batch "
-                f"{config.latency_batch}, on this machine's CPU. “coupled for removal”: the model has "
-                "residual couplings the sweep did not impose, so physical removal uses coupled masks at the "
-                "same rate. On a machine shared with other jobs latency is noisy (a speed-up below 1 is "
-                "noise, not a slowdown); MACs and parameters are exact.</p>" + _efficiency_table(tables.efficiency),
+                "Per-class recall vs achieved pruning rate (test split; the answer's lines)",
+                "".join(image_html(p) for p in recall_figures),
+            )
+        )
+    if tables.paired:
+        matrices = paired_matrix(tables.paired)
+        shown = "".join(f"<h3>{html.escape(t)}</h3>{m}" for t, m in matrices[:2])
+        rest = "".join(f"<h3>{html.escape(t)}</h3>{m}" for t, m in matrices[2:])
+        sections.append(
+            (
+                "Paired comparisons with the controls at the Table 1 rates (test split, verdicts corrected per family)",
+                f"<p class='note'>{html.escape(paired_note(tables.paired))}</p>"
+                + f"<div class='scroll'>{shown}</div>"
+                + (details(f"{len(matrices) - 2} more matrices", rest) if rest else "")
+                + details(
+                    f"All {len(tables.paired)} comparisons, one row each", _paired_table(tables.paired), "paired.csv"
+                ),
             )
         )
     if heat_paths:
-        mean = {}
-        for s in tables.similarity:
-            if format_rate(s["rate"]) in (format_rate(0.5),):
-                mean[s["label"]] = s["pearson_mean"]
-        text = ", ".join(f"{k}: {fmt(v, 2)}" for k, v in sorted(mean.items()))
         sections.append(
             (
-                "Do explanations survive pruning? LRP heatmaps before and after (test images)",
-                f"<p>Mean Pearson r of heatmaps at rate 0.50: {text}.</p>" + "".join(image_html(p) for p in heat_paths),
+                "Do explanations survive pruning? LRP heatmaps of the answer's method and a control (test images)",
+                "".join(image_html(p) for p in heat_paths)
+                + details(
+                    "Mean Pearson r of every curve's heatmaps with the unpruned model's, per rate",
+                    _similarity_table(tables.similarity),
+                    "heatmap_similarity.csv",
+                ),
+            )
+        )
+    sections.append(
+        (
+            "Every curve: accuracy and AUROC vs achieved pruning rate (test split; band: min–max over runs)",
+            details(f"{len(curve_paths)} figures", "".join(image_html(p) for p in curve_paths)),
+        )
+    )
+    sections.append(
+        (
+            f"Lossless pruning rates on {metric}, every line: chosen on validation, confirmed on test",
+            f"<p class='note'>{html.escape(LOSSLESS_NOTE)}</p>"
+            + details(
+                f"{len(tables.summary)} lines",
+                _lossless_table(tables.summary, config.tolerances, metric),
+                "lossless_summary.csv",
+            ),
+        )
+    )
+    tables_html = [
+        details(
+            "Table 1 (test split): accuracy drop at fixed pruning rates, ours beside the paper's",
+            table_html(table1_display(list(tables.table1), rates)),
+            "table1.csv",
+        )
+    ]
+    if tables.table1_metric:
+        tables_html.append(
+            details(
+                f"Table 1 (test split): {metric} drop at the same rates",
+                table_html(table1_display(list(tables.table1_metric), rates, False)),
+                f"table1_{tables.metric}.csv",
+            )
+        )
+    tables_html.append(
+        details(
+            "Worst-class recall drop at the same rates (test split)",
+            table_html(table1_display(list(tables.clinical), rates, False)),
+            "table1_worst_class_recall.csv",
+        )
+    )
+    sections.append(
+        (
+            "Table 1: drop at fixed pruning rates (test split)",
+            f"<p class='note'>Cells: mean drop over checkpoints [95% clustered CI] at the column's rate; n = training "
+            f"checkpoints (runs behind them). {html.escape(missing)}</p>"
+            f"<p class='note'>{html.escape(CLUSTERED_METHOD_NOTE)}</p>" + "".join(tables_html),
+        )
+    )
+    if tables.efficiency:
+        sections.append(
+            (
+                "Physically pruned models at the validation lossless rates: parameters and MACs per image",
+                "<p class='note'>“coupled for removal”: the model has residual couplings the sweep did not impose, so "
+                "physical removal uses coupled masks at the same rate. MACs and parameters are exact. CPU latency "
+                f"(median of timed passes, batch {config.latency_batch}) is in efficiency.csv, not shown: it was "
+                "timed once per model on a shared machine, without a spread.</p>"
+                + details(f"{len(tables.efficiency)} models", _efficiency_table(tables.efficiency), "efficiency.csv"),
             )
         )
     sections.append(("Definitions", DEFINITIONS.format(contiguous=contiguous)))

@@ -16,6 +16,7 @@ from medprune.progress import progress
 from medprune.pruning.cost import efficiency
 from medprune.report import figures
 from medprune.report.heatmaps import heatmaps_under_masks, pick_images, relevance, similarity_curve
+from medprune.report.paired import SETTING_GROUP
 from medprune.report.tables import LINE_FIELDS, best_line
 from medprune.sweep.artifacts import SweepModel
 from medprune.sweep.protocols import setting_text
@@ -90,25 +91,53 @@ def efficiency_rows(
     return result
 
 
+#: A line the heatmap section shows: (method, sampling, a row carrying its setting fields).
+Focus = tuple[str, str, Row]
+
+
+def _same_setting(curve: Row, reference: Row) -> bool:
+    return all(str(curve.get(f)) == str(reference.get(f)) for f in SETTING_GROUP)
+
+
+def _matches(curve: Row, focus: Focus) -> bool:
+    method, sampling, reference = focus
+    return curve["method"] == method and curve["sampling"] == sampling and _same_setting(curve, reference)
+
+
 def _heatmap_figure(
-    key: str, item: SweepModel, curves_here: Sequence[Row], tolerances: Sequence[float], per_class: int, out: Path
+    key: str,
+    item: SweepModel,
+    shown: Sequence[Row],
+    tolerances: Sequence[float],
+    per_class: int,
+    out: Path,
 ) -> Path:
-    """Heatmaps of a few test images under the best curve's masks at its lossless rates and at 0.5 and 0.7."""
+    """Heatmaps of ``per_class`` test images of every class under the masks of the ``shown`` curves (the summary's
+    attribution method first, then a control for contrast) at the method's lossless rate and at 0.5, each control
+    beside the method at the same rate."""
     test = item.splits.test
-    best = best_line(list(curves_here), max(tolerances))
     x, y = stack_samples(test, pick_images(test.labels, per_class, seed=0))
-    variants = {}
-    for tol in tolerances:
-        rate = float(best[f"lossless@{tol:g}"])
-        if rate != 0:
-            variants[f"{best['method']} {best['sampling']} @{rate:.2f}"] = rate
-    for rate in (0.5, 0.7):
-        variants.setdefault(f"{best['method']} {best['sampling']} @{rate:.2f}", rate)
-    masks = {label: item.masks(best, rate) for label, rate in variants.items()}
+    lead = shown[0]
+    rates = [float(lead[f"lossless@{min(tolerances):g}"])]
+    rates = sorted({r for r in rates if r > 0} | {0.5})
+    masks = {}
+    for rate in rates:
+        for curve in shown:
+            name = str(curve["method"])
+            name = name if curve["sampling"] == "none" else f"{name.upper()}/{curve['sampling']}"
+            masks[f"{name} @{rate:.2f}"] = item.masks(curve, rate)
     maps, corr = heatmaps_under_masks(item.model, x, y, masks)
     titles = [f"{test.class_names[int(c)]}" for c in y]
     path = out / f"heatmaps_{item.meta['model']['name']}_{key[:8]}.png"
     return figures.plot_heatmaps(x.numpy(), maps, path, titles, corr)
+
+
+def _shown_curves(curves_here: Sequence[Row], focus: Sequence[Focus], tolerances: Sequence[float]) -> list[Row]:
+    """The curves of the heatmap figure: the first ``focus`` line present (the summary's method) and the next one (its
+    control); without focus, the best line at the largest tolerance alone."""
+    picked = [next((c for c in curves_here if _matches(c, f)), None) for f in focus]
+    shown = [c for c in picked if c is not None][:2]
+    return shown or [best_line(list(curves_here), max(tolerances))]
 
 
 def heatmap_section(
@@ -120,8 +149,15 @@ def heatmap_section(
     heatmap_per_class: int,
     similarity_images: int,
     similarity_rates: Sequence[float],
+    focus: Sequence[Focus] = (),
+    controls: Sequence[str] = (),
 ) -> tuple[list[Path], list[Row]]:
-    """Per model: a heatmap figure and the heatmap-similarity curves of every curve; returns figures and rows."""
+    """Per model: a heatmap figure and the heatmap-similarity curves of every curve; returns figures and rows.
+
+    ``focus``: the lines the figures show (the summary's attribution method first, then a control): the heatmap
+    figure shows the first two present, the similarity figure every focus line and every control (``controls``) of
+    their setting; the similarity CSV rows cover every curve.
+    """
     paths: list[Path] = []
     similarity: list[Row] = []
     curves = {key: first_seed([c for c in lossless if c["checkpoint"] == key]) for key in swept}
@@ -130,15 +166,20 @@ def heatmap_section(
         curves_here = curves[key]
         if not curves_here:
             continue
-        paths.append(_heatmap_figure(key, item, curves_here, tolerances, heatmap_per_class, out))
+        shown = _shown_curves(curves_here, focus, tolerances)
+        paths.append(_heatmap_figure(key, item, shown, tolerances, heatmap_per_class, out))
         test = item.splits.test
         xs, ys = stack_samples(test, pick_images(test.labels, similarity_images, seed=1))
         reference = relevance(item.model, xs, ys)
         rates = sorted({float(r["rate"]) for r in lossless_rate_rows(curves_here)} | set(similarity_rates))
+        drawn: set[str] = set()
         for curve in curves_here:
             label = f"{curve['method']} {curve['sampling']}"
             if len({setting_text(c) for c in curves_here}) > 1:
                 label = f"{curve['method']}@{setting_text(curve)} {curve['sampling']}"
+            control = curve["method"] in controls and any(_same_setting(curve, f[2]) for f in focus)
+            if not focus or control or any(_matches(curve, f) for f in focus):
+                drawn.add(label)
             at = {r: item.masks(curve, r) for r in rates if r > 0}
             similarity.extend(
                 {**s, "checkpoint": key} for s in similarity_curve(item.model, xs, ys, at, label, reference)
@@ -146,7 +187,7 @@ def heatmap_section(
             bar.update()
         paths.append(
             figures.plot_similarity(
-                [s for s in similarity if s["checkpoint"] == key],
+                [s for s in similarity if s["checkpoint"] == key and s["label"] in drawn],
                 out / f"similarity_{item.meta['model']['name']}_{key[:8]}.png",
             )
         )

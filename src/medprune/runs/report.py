@@ -26,8 +26,9 @@ from medprune.report import figures
 from medprune.report.markdown import results_markdown
 from medprune.report.page import ReportTables, render
 from medprune.report.paired import CONTROLS, paired_comparisons
-from medprune.report.sections import efficiency_rows, heatmap_section, ordered_columns
-from medprune.report.tables import PAPER_TABLE1, TABLE1_RATES, lossless_rates, lossless_summary, table1
+from medprune.report.sections import Focus, efficiency_rows, heatmap_section, ordered_columns
+from medprune.report.summary import Answer, answers, key_rows
+from medprune.report.tables import METRIC_COLUMNS, PAPER_TABLE1, TABLE1_RATES, lossless_rates, lossless_summary, table1
 from medprune.rundir import OutputFolder, RunDir, atomic_path, output_folder, write_text_atomic
 from medprune.stats import DEFAULT_RESAMPLES
 from medprune.sweep.artifacts import SweepModel, is_sweep_dir, load_swept_models
@@ -194,6 +195,61 @@ def _swept_models(config: ReportConfig) -> tuple[dict[str, SweepModel], list[str
     return swept, notes
 
 
+def _answers(tables: ReportTables, config: ReportConfig, efficiency: Sequence[Row] = ()) -> list[Answer]:
+    """The summary of every (dataset, model), read at the strictest tolerance."""
+    return answers(
+        tables.summary,
+        tables.lossless,
+        tables.paired,
+        tables.rows,
+        min(config.tolerances),
+        controls=config.controls,
+        efficiency=efficiency,
+    )
+
+
+def _focus(found: Sequence[Answer]) -> list[Focus]:
+    """The lines the heatmaps show: per answer its best attribution line, then its best control."""
+    focus: list[Focus] = []
+    for answer in found:
+        methods = [k for k in answer.lines if not k.control]
+        controls = sorted((k for k in answer.lines if k.control), key=lambda k: -(k.rate or 0.0))
+        focus += [(k.method, k.sampling, answer.recommended) for k in (methods[:1] + controls[:1])]
+    return focus
+
+
+def _key_figures(
+    found: Sequence[Answer], results: Sequence[Row], config: ReportConfig, out: Path
+) -> tuple[list[Path], list[Path]]:
+    """Per answer: the key figure (accuracy and balanced accuracy vs achieved rate with 95% intervals, test) and the
+    per-class recall figure of its lines."""
+    keys, recalls = [], []
+    boot = {"n_resamples": config.n_resamples, "seed": config.bootstrap_seed}
+    for answer in found:
+        rows = key_rows(answer, results)
+        rates = sorted({float(r["rate"]) for r in rows if r["method"] != "baseline" and float(r["rate"]) > 0})
+        test_base = [r for r in rows if r["method"] == "baseline" and str(r.get("split") or "test") == "test"]
+        lines, unpruned = {}, {}
+        for metric in figures.KEY_PANELS:
+            column = METRIC_COLUMNS[metric[0]]
+            values = [float(r[column]) for r in test_base if r.get(column) not in (None, "")]
+            if values:
+                lines[metric[0]] = table1(rows, rates, column=f"drop_{metric[0]}", **boot)
+                unpruned[metric[0]] = float(np.mean(values))
+        slug = f"{answer.model}_{answer.dataset}".replace("/", "-")
+        title = (
+            f"{answer.model} on {answer.dataset}, {answer.protocol} ({answer.setting}), {answer.sampling} sampling: "
+            "test split, mean over runs"
+        )
+        keys.append(figures.plot_key_figure(lines, unpruned, out / f"key_{slug}.png", title, config.controls))
+        recalls.append(
+            figures.plot_class_recall(
+                rows, out / f"class_recall_{slug}.png", f"Per-class recall: {title}", config.controls
+            )
+        )
+    return keys, recalls
+
+
 def check_inputs(config: ReportConfig) -> list[Row]:
     """Every check of ``config`` before the folder is touched; return the rows of its results tables.
 
@@ -232,6 +288,10 @@ def _report(config: ReportConfig, rows: list[Row], sections: Sequence[tuple[str,
     curve_paths = figures.plot_curves(rows, out, tolerance=max(config.tolerances))
     logger.info("report: Table 1, lossless rates and %d curve figures written", len(curve_paths))
 
+    found = _answers(tables, config)
+    key_paths, recall_paths = _key_figures(found, rows, config, out)
+    logger.info("report: the answer of %d model(s) and its key figures written", len(found))
+
     swept, notes = _swept_models(config)
     efficiency: list[Row] = []
     if config.efficiency and swept:
@@ -249,16 +309,30 @@ def _report(config: ReportConfig, rows: list[Row], sections: Sequence[tuple[str,
             heatmap_per_class=config.heatmap_per_class,
             similarity_images=config.similarity_images,
             similarity_rates=config.similarity_rates,
+            focus=_focus(found),
+            controls=config.controls,
         )
         write_csv(similarity, out / "heatmap_similarity.csv", ordered_columns(similarity))
         logger.info("report: heatmaps and similarity curves written")
 
     tables = dataclasses.replace(tables, efficiency=efficiency, similarity=similarity)
+    found = _answers(tables, config, efficiency)
     page_path = out / "report.html"
-    write_text_atomic(page_path, render(config, tables, curve_paths, heat_paths, notes, sections))
+    page_html = render(
+        config,
+        tables,
+        curve_paths,
+        heat_paths,
+        notes,
+        sections,
+        answers=found,
+        key_figures=key_paths,
+        recall_figures=recall_paths,
+    )
+    write_text_atomic(page_path, page_html)
     markdown = out / "results.md"
     title = "Results: " + ", ".join(sorted({str(r["dataset"]) for r in rows}))
-    write_text_atomic(markdown, results_markdown(tables, config.table1_rates, config.tolerances, title))
+    write_text_atomic(markdown, results_markdown(tables, config.table1_rates, config.tolerances, title, found))
     logger.info("report: %s, %s", page_path, markdown)
     mean_similarity = float(np.nanmean([s["pearson_mean"] for s in similarity])) if similarity else None
     return ReportResult(
@@ -269,7 +343,7 @@ def _report(config: ReportConfig, rows: list[Row], sections: Sequence[tuple[str,
         list(tables.paired),
         markdown,
         efficiency,
-        [*curve_paths, *heat_paths],
+        [*key_paths, *recall_paths, *curve_paths, *heat_paths],
         similarity,
         len(rows),
         mean_similarity,
