@@ -10,17 +10,12 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from medprune.compression.card import (
-    ClassRates,
-    CompressionRecord,
-    Latency,
-    LayerChange,
-    SearchRow,
-    SplitMetrics,
+from medprune.compression.card import ClassRates, CompressionRecord, Latency, LayerChange, SearchRow, SplitMetrics
+from medprune.compression.card_html import render_html
+from medprune.compression.card_page import (
     decision_lines,
     format_number,
     milliseconds,
-    render_html,
     render_markdown,
     score,
     times,

@@ -15,7 +15,7 @@ import torch
 from medprune.checkpoint import load_checkpoint, save_checkpoint
 from medprune.checkpoint.with_data import splits_for_checkpoint
 from medprune.cli.main import main
-from medprune.compression.card import milliseconds, percent, score
+from medprune.compression.card_page import milliseconds, percent, score
 from medprune.compression.decision import AcceptanceRule
 from medprune.compression.evidence import predictions_and_metrics
 from medprune.data import stack_samples
@@ -23,6 +23,7 @@ from medprune.deploy.calibration import expected_calibration_error, fit_temperat
 from medprune.deploy.quantize import INT8_FILE, judge_quantized
 from medprune.deploy.runtimes import onnx_logits, torch_logits
 from medprune.models import create_model
+from medprune.report.heatmaps import pearson, pick_images, relevance
 from medprune.runs.compress import compress
 
 DEPLOY = dict(
@@ -173,6 +174,29 @@ def test_card_for_a_person_shows_the_measured_decision(run: dict[str, Any]) -> N
     assert "28 x 28 pixels" in text.split("## Preprocessing")[1]
     page = (run["out"] / "card.html").read_text()
     assert "<h2>Decision</h2>" in page and "data:image/png;base64," in page  # the reliability diagram, embedded
+
+
+def test_explanation_drift_is_recomputed_from_the_written_models(run: dict[str, Any]) -> None:
+    card = json.loads((run["out"] / "card.json").read_text())
+    drift = card["explanations"]
+    splits = run["splits"]
+    test = stack_samples(splits.test, range(len(splits.test)))
+    assert drift["images per class"] == 8 and drift["indices"] == pick_images(test[1].numpy(), 8, seed=0)
+    x, y = test[0][drift["indices"]], test[1][drift["indices"]]
+    small, _ = load_checkpoint(run["out"] / "model.safetensors")
+    original, _ = load_checkpoint(run["checkpoint"])
+    r = pearson(relevance(original, x, y), relevance(small, x, y))
+    assert drift["per_image"] == pytest.approx(r.tolist(), abs=1e-6)
+    for c, row in enumerate(drift["per_class"]):
+        mine = r[y.numpy() == c]
+        assert row["n"] == 8 and row["median"] == pytest.approx(float(np.median(mine)), abs=1e-6)
+        assert row["IQR"] == pytest.approx(np.percentile(mine, [25, 75]).tolist(), abs=1e-6)
+        assert row["mean"] == pytest.approx(float(mine.mean()), abs=1e-6)
+    assert "explanations" in card["timings"]
+    decision = (run["out"] / "card.md").read_text().split("## Preprocessing")[0]
+    first = drift["per_class"][0]
+    assert f"{first['class']} {score(first['median'])} [{score(first['IQR'][0])}, {score(first['IQR'][1])}]" in decision
+    assert "<h3>Explanations on test" in (run["out"] / "card.html").read_text()
 
 
 def test_monai_bundle_of_the_shipped_model(run: dict[str, Any]) -> None:

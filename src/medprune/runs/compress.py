@@ -17,7 +17,10 @@ Stages (one log line each), reading top to bottom:
 4. **remove** the units physically and check the smaller model's outputs against the masked model's;
 5. **export** ``model.onnx`` and check it against onnxruntime;
 6. **test**: the test split is read here for the first time, for the original and the compressed model;
-7. **card**: ``card.json`` + ``card.md`` with every number measured above, CPU latency at batch 1 and 32.
+7. **explanations**: LRP heatmaps of the original and the compressed model on a seeded sample of test images (up
+   to 8 per class), their per-image correlation per class (skipped, and said so, where LRP cannot explain the model);
+8. **card**: ``card.json`` + ``card.md`` + ``card.html`` with every number measured above, CPU latency at batch 1 and
+   32.
 
 A killed run restarts where it stopped: score files, search rows and fine-tune checkpoints are reused (the output
 folder's ``run.json`` guarantees they were made by the same config).
@@ -36,7 +39,8 @@ from torch import Tensor, nn
 
 from medprune.checkpoint import load_checkpoint, read_meta
 from medprune.checkpoint.with_data import load_with_splits
-from medprune.compression.card import CompressionRecord, write_card
+from medprune.compression.card import CompressionRecord
+from medprune.compression.card_page import write_card
 from medprune.compression.config import SEARCH_FILE, CompressConfig, CompressResult
 from medprune.compression.decision import AcceptanceRule
 from medprune.compression.evidence import (
@@ -69,6 +73,7 @@ from medprune.data import stack_samples
 from medprune.data.splitting import limit_dataset
 from medprune.deploy.bundle import preprocessing, write_monai_bundle
 from medprune.deploy.calibration import calibration_summary, fit_temperature, softmax_with_temperature
+from medprune.deploy.explanations import explanation_drift
 from medprune.deploy.quantize import CALIBRATION_SAMPLES, INT8_FILE, ort_latency, quantize_and_judge, runtime_evidence
 from medprune.deploy.runtimes import onnx_logits, torch_logits
 from medprune.options import NO_SAMPLING
@@ -267,6 +272,13 @@ def run_compress(config: CompressConfig) -> CompressResult:
             rule=config.decision_rule,
         )
         timer.lap("test")
+        explanations = explanation_drift(original, small, test[0], test[1], names, seed=config.seed)
+        timer.lap("explanations")
+        logger.info(
+            "explanation drift on test (%s): %.2f s",
+            explanations.get("skipped") or f"{len(explanations['per_image'])} images",
+            timer.laps["explanations"],
+        )
         before_cost, after_cost = model_cost(original), model_cost(small)
         macs_ratio = before_cost["macs"] / after_cost["macs"] if after_cost["macs"] else None
         latency = latency_rows(
@@ -317,6 +329,7 @@ def run_compress(config: CompressConfig) -> CompressResult:
             quantization=quantization,
             relation="pruned+quantized" if quantization.get("shipped") else "pruned",
             preprocessing=preprocessing(meta, getattr(splits.test, "transform", None)),
+            explanations=explanations,
         )
         card_json, card_md = write_card(record, out)
         files.update(card_json=str(card_json), card_md=str(card_md))

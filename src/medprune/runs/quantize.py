@@ -26,7 +26,7 @@ from typing import Any
 
 from medprune.checkpoint import load_checkpoint, read_meta
 from medprune.checkpoint.with_data import load_with_splits
-from medprune.compression.card import calibration_lines, quantization_lines
+from medprune.compression.card_page import calibration_lines, quantization_lines
 from medprune.compression.config import CompressConfig
 from medprune.compression.decision import AcceptanceRule
 from medprune.compression.evidence import predictions_and_metrics, promise_on_test
