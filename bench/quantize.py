@@ -8,9 +8,14 @@ The compress folders are only read; every output goes under ``--out``. The machi
 each run (a shared CPU: latency medians move with it; the three models are timed interleaved so the load falls on all
 of them alike).
 
+    python bench/quantize.py formats --folders runs/calibration-cpu/compress/pneumoniamnist-s6-point ... \\
+        --out /tmp/quantize-formats --threads 1 --repeats 500
     python bench/quantize.py run --folders runs/calibration-cpu/compress/pneumoniamnist-s6-point ... \\
-        --out /tmp/quantize-bench --threads 1 --repeats 30
-    python bench/quantize.py table --out /tmp/quantize-bench > bench/quantize_results.md
+        --out /tmp/quantize-bench --threads 1 --repeats 200
+    python bench/quantize.py table --out /tmp/quantize-bench --formats /tmp/quantize-formats > bench/quantize_results.md
+
+``formats`` times the int8 model's two ONNX Runtime layouts (QDQ, QOperator) beside the fp32 model and an identity
+model (the per-call floor) in one run, each judged on validation by the folder's rule.
 """
 
 from __future__ import annotations
@@ -23,8 +28,21 @@ import time
 from pathlib import Path
 from typing import Any
 
+import onnx
+from onnx import TensorProto, helper
+
+from medprune.checkpoint import load_checkpoint
+from medprune.checkpoint.with_data import load_with_splits
+from medprune.compression.evidence import predictions_and_metrics
 from medprune.config import build_config
-from medprune.runs.quantize import QuantizeConfig, run_quantize
+from medprune.data import stack_samples
+from medprune.deploy.quantize import judge_quantized, quantize_int8
+from medprune.deploy.runtimes import onnx_latency, onnx_logits
+from medprune.provenance import to_jsonable
+from medprune.pruning import export_onnx
+from medprune.recovery.recalibration import recalibration_subset
+from medprune.runs.quantize import QuantizeConfig, check_inputs, run_quantize
+from medprune.runtime import fixed_threads
 
 METRIC_KEYS = ("accuracy", "balanced_accuracy")
 
@@ -54,6 +72,144 @@ def run(folders: list[str], out: Path, threads: int, repeats: int, samples: int,
         (target / "bench.json").write_text(json.dumps(record, indent=2) + "\n")
 
 
+#: The int8 layouts compared by the ``formats`` step.
+FORMATS = ("QDQ", "QOperator")
+#: QOperator would replace QDQ as the default only if it were at least this many times faster in some row.
+QOPERATOR_WINS = 1.1
+#: The ``formats`` step's models, in the order they are timed (interleaved, rotating).
+FORMAT_MODELS = ("compressed fp32", "int8 QDQ", "int8 QOperator", "per-call floor")
+
+
+def _identity(path: Path, shape: tuple[int, ...]) -> Path:
+    """An ONNX model that returns its input: ONNX Runtime's per-call cost with no computation."""
+    spec = helper.make_tensor_value_info
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["images"], ["logits"])],
+        "identity",
+        [spec("images", TensorProto.FLOAT, ["batch", *shape[1:]])],
+        [spec("logits", TensorProto.FLOAT, ["batch", *shape[1:]])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def formats(folders: list[str], out: Path, threads: int, repeats: int, samples: int, data_root: str | None) -> None:
+    """One run over every folder: the compressed fp32 model, its int8 model in both layouts (:data:`FORMATS`, the
+    same calibration images) and an identity model (the per-call floor) timed interleaved; each int8 model judged on
+    validation by the folder's own rule, as ``medprune quantize`` judges. Writes ``out/<folder name>/formats.json``."""
+    for folder in folders:
+        target = out / Path(folder).name
+        target.mkdir(parents=True, exist_ok=True)
+        config = build_config(QuantizeConfig, overrides={"target": folder, "out": str(target / "unused")})
+        inputs = check_inputs(config)
+        with fixed_threads(1):
+            compressed, _, splits = load_with_splits(
+                str(inputs.checkpoint),
+                augment=False,
+                data_root=data_root,
+                label=f"checkpoint {inputs.checkpoint}",
+                override_is_same_data=True,
+            )
+            compressed = compressed.cpu().eval()
+            original = load_checkpoint(inputs.original)[0].cpu().eval()
+            names = list(splits.class_names)
+            val = stack_samples(splits.val, range(len(splits.val)))
+            fp32 = export_onnx(compressed, target / "model.onnx", val[0][:1])
+            predicted, baseline = predictions_and_metrics(original, val, names)
+            subset = recalibration_subset(splits.train, samples, config.seed)
+            images = stack_samples(subset, range(len(subset)))[0]
+            paths: dict[str, Path] = {"compressed fp32": fp32}
+            judged = {}
+            for layout in FORMATS:
+                path = quantize_int8(fp32, target / f"model.{layout}.onnx", images, quant_format=layout)
+                logits = onnx_logits(path, val[0])
+                judged[layout] = judge_quantized(inputs.rule, val[1].numpy(), predicted, baseline, logits, names)
+                paths[f"int8 {layout}"] = path
+            paths["per-call floor"] = _identity(target / "identity.onnx", tuple(val[0][:1].shape))
+            load_before, started, cpu = os.getloadavg(), time.time(), time.process_time()
+            rows = onnx_latency(paths, val[0][:1], threads=threads, repeats=repeats)
+        record = {
+            "target": str(inputs.checkpoint),
+            "calibration images": len(images),
+            "validation": judged,
+            "latency": rows,
+            "load average before": load_before,
+            "load average after": os.getloadavg(),
+            "timing wall seconds": time.time() - started,
+            "timing CPU seconds": time.process_time() - cpu,
+        }
+        (target / "formats.json").write_text(json.dumps(to_jsonable(record), indent=2) + "\n")
+        print(f"{folder}: {json.dumps([(r['batch'], r['model'], round(r['median ms'], 4)) for r in rows])}")
+
+
+def formats_section(out: Path) -> list[str]:
+    """The results of the ``formats`` step: wall and CPU medians per model, the fp32 / int8 ratio of each layout,
+    the per-call floor, each layout's decision on validation and the load."""
+    folders = sorted(p for p in out.iterdir() if (p / "formats.json").is_file())
+    if not folders:
+        return []
+    documents = {folder.name: json.loads((folder / "formats.json").read_text()) for folder in folders}
+    first = next(iter(documents.values()))["latency"][0]
+    lines = [
+        "## int8 layouts: QDQ against QOperator, measured in one run",
+        "",
+        f"Generated by `python bench/quantize.py table --formats OUT` from the `formats` step's files. One process "
+        f"timed, for each run folder in turn, the compressed fp32 model, its int8 model in both layouts (the same "
+        f"{next(iter(documents.values()))['calibration images']} calibration images, the same scheme otherwise) and "
+        f"an identity model (ONNX Runtime's cost of a call that computes nothing), interleaved with rotating order: "
+        f"ONNX Runtime CPU, {first['threads']} intra-op thread, {first['repeats']} timed passes per model and batch "
+        "after warm-up; medians of the wall time and of the process's CPU time per pass. Each int8 model is judged on "
+        "validation by its folder's own rule (as `medprune quantize` does). One compressed checkpoint per row: the "
+        "ratios are one machine's, with no interval across runs. Where the wall time is well above the CPU time the "
+        "process was waiting for a core (the machine was shared): a long pass is more often interrupted than a short "
+        "one, so there the CPU-time ratio is the fairer comparison of the models.",
+        "",
+        "| run | batch | fp32 ms (CPU) | QDQ ms (CPU) | QOperator ms (CPU) | per-call floor ms | fp32 / QDQ (CPU) | "
+        "fp32 / QOperator (CPU) | QDQ passes rule | QOperator passes rule | load (1 min) before, after |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    better = []
+    for name, document in documents.items():
+        rows, judged = document["latency"], document["validation"]
+        for batch in sorted({r["batch"] for r in rows}):
+            ms = {m: _ms(rows, batch, m) for m in FORMAT_MODELS}
+            cells = [name, str(batch)]
+            cells += [f"{ms[m]['median ms']:.3f} ({ms[m]['CPU median ms']:.3f})" for m in FORMAT_MODELS[:3]]
+            cells.append(f"{ms['per-call floor']['median ms']:.4f}")
+            ratios = [ms["compressed fp32"]["median ms"] / ms[f"int8 {f}"]["median ms"] for f in FORMATS]
+            cpu = [ms["compressed fp32"]["CPU median ms"] / ms[f"int8 {f}"]["CPU median ms"] for f in FORMATS]
+            cells += [f"{r:.2f}x ({c:.2f}x)" for r, c in zip(ratios, cpu)]
+            cells += ["yes" if judged[f]["accepted"] else f"no ({judged[f]['why not']})" for f in FORMATS]
+            load = document["load average before"][0], document["load average after"][0]
+            cells.append(f"{load[0]:.1f}, {load[1]:.1f}")
+            lines.append("| " + " | ".join(cells) + " |")
+            better += [ratios[1] / ratios[0], cpu[1] / cpu[0]]
+    floor = [
+        _ms(d["latency"], 1, "per-call floor")["median ms"] / _ms(d["latency"], 1, "compressed fp32")["median ms"]
+        for d in documents.values()
+    ]
+    same_decisions = all(
+        d["validation"]["QDQ"]["accepted"] == d["validation"]["QOperator"]["accepted"] for d in documents.values()
+    )
+    verdict = (
+        "QOperator is not faster than QDQ beyond the noise of these runs, so QDQ stays the default "
+        "(`quantize_int8(..., quant_format='QOperator')` remains for such measurements)"
+        if max(better) < QOPERATOR_WINS
+        else f"QOperator is faster than QDQ by at least {QOPERATOR_WINS:.2f}x in some row: see the table"
+    )
+    lines += [
+        "",
+        f"QOperator's speed-up over QDQ's, per run and batch, wall or CPU time: {min(better):.2f}x to "
+        f"{max(better):.2f}x (1.00x = the same; {len(better) // 2} rows); the two layouts' decisions on validation are "
+        f"{'the same' if same_decisions else 'different'} in every run. {verdict}. ONNX Runtime's per-call floor at "
+        f"batch 1 is {100 * min(floor):.0f}-{100 * max(floor):.0f}% of the compressed fp32 model's time.",
+        "",
+    ]
+    return lines
+
+
 def _ms(rows: list[dict[str, Any]], batch: int, model: str) -> dict[str, Any]:
     return next(r for r in rows if r["batch"] == batch and r["model"] == model)
 
@@ -62,10 +218,17 @@ def _ms(rows: list[dict[str, Any]], batch: int, model: str) -> dict[str, Any]:
 TARGET_SPEEDUP = 1.5
 
 
+def _ratio(rows: list[dict[str, Any]], batch: int, key: str) -> float | None:
+    """Compressed fp32 over int8 in ``key`` (``None`` where rows written before CPU time was recorded lack it)."""
+    fp32, int8 = _ms(rows, batch, "compressed fp32").get(key), _ms(rows, batch, "compressed int8").get(key)
+    return None if fp32 is None or int8 is None else fp32 / int8
+
+
 def _summary(folders: list[Path]) -> list[str]:
     """One line per run (decision, batch-1 ratio, ECE fp32 -> int8), and how many runs met the target speed-up."""
     lines = [
-        "| run | int8 shipped | batch-1 fp32 / int8 | batch-32 fp32 / int8 | test ECE fp32 -> int8 | load (1 min) |",
+        "| run | int8 shipped | batch-1 fp32 / int8 (CPU) | batch-32 fp32 / int8 (CPU) | test ECE fp32 -> int8 | "
+        "load (1 min) |",
         "|---|---|---|---|---|---|",
     ]
     met = 0
@@ -73,13 +236,12 @@ def _summary(folders: list[Path]) -> list[str]:
         document = json.loads((folder / "quantization.json").read_text())
         bench = json.loads((folder / "bench.json").read_text())
         q, ece = document["quantization"], document["calibration"]["ece"]
-        ratios = [
-            _ms(q["latency"], b, "compressed fp32")["median ms"] / _ms(q["latency"], b, "compressed int8")["median ms"]
-            for b in (1, 32)
-        ]
+        ratios = [_ratio(q["latency"], b, "median ms") for b in (1, 32)]
+        cpu = [_ratio(q["latency"], b, "CPU median ms") for b in (1, 32)]
         met += ratios[0] >= TARGET_SPEEDUP and q["shipped"]
+        shown = [f"{r:.2f}x" + ("" if c is None else f" ({c:.2f}x)") for r, c in zip(ratios, cpu)]
         lines.append(
-            f"| {folder.name} | {'yes' if q['shipped'] else 'no'} | {ratios[0]:.2f}x | {ratios[1]:.2f}x | "
+            f"| {folder.name} | {'yes' if q['shipped'] else 'no'} | {shown[0]} | {shown[1]} | "
             f"{ece['compressed fp32']:.3f} -> {ece['compressed int8']:.3f} | {bench['load average before'][0]:.1f} |"
         )
     lines += [
@@ -91,27 +253,35 @@ def _summary(folders: list[Path]) -> list[str]:
     return lines
 
 
-def table(out: Path) -> str:
-    """The results page: one table per run, generated from each run's ``quantization.json`` and ``bench.json``."""
+def table(out: Path, formats_out: Path | None = None) -> str:
+    """The results page: one table per run, generated from each run's ``quantization.json`` and ``bench.json``, then
+    the ``formats`` step's section when ``formats_out`` is given."""
     lines = ["# int8 on top of pruning: `medprune quantize` on compressed models (issue 22)", ""]
     lines += [
         "Generated by `python bench/quantize.py table` from the run folders (every number below is read from "
         "`quantization.json` / `bench.json`; none typed). Reproduce:",
         "",
-        "    python bench/quantize.py run --folders FOLDER ... --out OUT --threads 1 --repeats 30",
-        "    python bench/quantize.py table --out OUT > bench/quantize_results.md",
+        "    python bench/quantize.py formats --folders FOLDER ... --out FORMATS --threads 1 --repeats 500",
+        "    python bench/quantize.py run --folders FOLDER ... --out OUT --threads 1 --repeats 200",
+        "    python bench/quantize.py table --out OUT --formats FORMATS > bench/quantize_results.md",
+        "",
+        "(both steps in one background job, one after the other, on the four folders below).",
         "",
         "Inputs: compress folders of `runs/calibration-cpu` (the issue-20 calibration runs: point rule, tolerance 1 "
         "point, PneumoniaMNIST resnet_small and BreastMNIST vgg_small checkpoints, rates as their cards say), read "
         "only; each run's original is the unpruned checkpoint its card names, and the int8 model is judged by that "
-        "card's own rule. Machine: the shared 2-core x86_64 box (AVX-512 VNNI), a calibration job running beside "
-        "it: the load average is given per run. Latency: ONNX Runtime CPU, the three models timed interleaved in one "
+        "card's own rule. Machine: the shared 2-core x86_64 box (AVX-512 VNNI), other jobs running beside it: "
+        "the load average is given per run. Latency: ONNX Runtime CPU, the three models timed interleaved in one "
         "loop (rotating order), median and interquartile range.",
         "",
-        "Reading: the MedMNIST models are tiny (28 x 28 inputs, well under a millisecond per image), so ONNX "
-        "Runtime's per-call overhead and the quantize / dequantize steps at the graph's edges weigh as much as the "
-        "convolutions; int8 gains most where convolutions dominate (batch 32, the less pruned model), and a busy "
-        "machine widens every interval.",
+        "Reading: the MedMNIST models are tiny (28 x 28 inputs, well under a millisecond per image). ONNX Runtime's "
+        "cost of a call that computes nothing is a small part of that (measured in the last section), so it does "
+        "not explain the batch-1 ratios; int8 gains most where the convolutions have many multiply-accumulates per "
+        "call (batch 32, the less pruned models), and least on the most pruned, narrowest models at batch 1, probably "
+        "because there each layer's fixed cost (re-quantization, packing small integer matrices) is comparable to "
+        "its arithmetic (not measured per layer). Under load the batch-32 wall times stretch with waiting (compare "
+        "the CPU times beside them). "
+        "A busy machine widens every interval.",
         "",
     ]
     folders = sorted(p for p in out.iterdir() if (p / "quantization.json").is_file())
@@ -145,7 +315,8 @@ def table(out: Path) -> str:
             f"{bench['wall seconds']:.0f} s wall",
             "",
             "| model | val accuracy | val balanced acc. | test accuracy | test balanced acc. | test ECE "
-            f"({calibration['bins']} bins) | agreement with fp32 (test) | batch 1 ms (IQR) | batch 32 ms (IQR) |",
+            f"({calibration['bins']} bins) | agreement with fp32 (test) | batch 1 ms (IQR) CPU | "
+            "batch 32 ms (IQR) CPU |",
             "|---|---|---|---|---|---|---|---|---|",
         ]
         named = {
@@ -164,7 +335,8 @@ def table(out: Path) -> str:
             cells.append("—" if runtime is None else f"{100 * test[runtime]['agreement']:.1f}%")
             for batch in (1, 32):
                 row = _ms(rows, batch, latency_label)
-                cells.append(f"{row['median ms']:.3f} ({row['IQR ms'][0]:.3f}-{row['IQR ms'][1]:.3f})")
+                cpu_ms = "" if row.get("CPU median ms") is None else f" {row['CPU median ms']:.3f}"
+                cells.append(f"{row['median ms']:.3f} ({row['IQR ms'][0]:.3f}-{row['IQR ms'][1]:.3f}){cpu_ms}")
             lines.append("| " + " | ".join(cells) + " |")
         lines += [
             "",
@@ -174,6 +346,8 @@ def table(out: Path) -> str:
             f"{test['ONNX Runtime fp32']['max |logit difference|']:.1e}. Settings: {json.dumps(config)}",
             "",
         ]
+    if formats_out is not None:
+        lines += formats_section(formats_out)
     return "\n".join(lines)
 
 
@@ -187,13 +361,23 @@ def main() -> None:
     go.add_argument("--repeats", type=int, default=30, help="interleaved timed passes per model and batch")
     go.add_argument("--samples", type=int, default=256, help="calibration images (stratified, clean, training)")
     go.add_argument("--data-root", default=os.environ.get("MEDPRUNE_DATA"))
+    layouts = sub.add_parser("formats", help="QDQ against QOperator on the same folders, timed in one run")
+    layouts.add_argument("--folders", nargs="+", required=True, help="compress output folders (read only)")
+    layouts.add_argument("--out", type=Path, required=True)
+    layouts.add_argument("--threads", type=int, default=1)
+    layouts.add_argument("--repeats", type=int, default=500)
+    layouts.add_argument("--samples", type=int, default=256)
+    layouts.add_argument("--data-root", default=os.environ.get("MEDPRUNE_DATA"))
     show = sub.add_parser("table")
     show.add_argument("--out", type=Path, required=True)
+    show.add_argument("--formats", type=Path, default=None, help="the formats step's --out")
     args = parser.parse_args()
     if args.step == "run":
         run(args.folders, args.out, args.threads, args.repeats, args.samples, args.data_root)
+    elif args.step == "formats":
+        formats(args.folders, args.out, args.threads, args.repeats, args.samples, args.data_root)
     else:
-        print(table(args.out))
+        print(table(args.out, args.formats))
 
 
 if __name__ == "__main__":

@@ -133,6 +133,20 @@ def test_latency_rows_state_batch_threads_and_repeats(tiny: dict) -> None:
     for row in rows:
         assert row["threads"] == 1 and row["repeats"] == 3
         assert 0 < row["IQR ms"][0] <= row["median ms"] <= row["IQR ms"][1]
+        assert row["CPU median ms"] > 0
+
+
+def test_qoperator_layout_writes_integer_operators_that_agree(tiny: dict) -> None:
+    path = quantize_int8(
+        tiny["fp32"], tiny["root"] / "qop" / "model.onnx", tiny["images"][:64], quant_format="QOperator"
+    )
+    ops = {node.op_type for node in onnx.load(str(path)).graph.node}
+    assert "QLinearConv" in ops and "DequantizeLinear" in ops  # integer kernels in the file; fp32 logits out
+    held_out = tiny["images"][64:]
+    layouts = [onnx_logits(p, held_out).argmax(1) for p in (tiny["int8"], path)]
+    assert (layouts[0] == layouts[1]).mean() >= MIN_AGREEMENT
+    with pytest.raises(ValueError, match="quant_format='QInt8' is not allowed; valid values: QDQ, QOperator"):
+        quantize_int8(tiny["fp32"], tiny["root"] / "x.onnx", tiny["images"][:8], quant_format="QInt8")  # type: ignore[arg-type]
 
 
 def test_compress_defaults_are_the_deploy_defaults() -> None:

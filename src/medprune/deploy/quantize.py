@@ -15,7 +15,7 @@ import os
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from torch import Tensor, nn
@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "QUANTIZATION",
+    "QuantFormatName",
     "CALIBRATION_SAMPLES",
     "INT8_FILE",
     "REFUSED_FILE",
@@ -50,6 +51,10 @@ QUANTIZATION = {
     "activations": "uint8, per tensor",
     "calibration method": "MinMax",
 }
+#: ONNX Runtime's two layouts of a quantized graph: QuantizeLinear/DequantizeLinear pairs around float operators,
+#: fused into integer kernels when the session loads (``QDQ``, the default), or integer operators written into the
+#: file (``QOperator``: QLinearConv, ...). Measured alike on the MedMNIST models (bench/quantize_results.md).
+QuantFormatName = Literal["QDQ", "QOperator"]
 #: Clean training images the activation ranges are calibrated on (a stratified subset).
 CALIBRATION_SAMPLES = 256
 #: The shipped int8 model's file name, and the name a refused one is kept under (for inspection, not shipped).
@@ -57,13 +62,16 @@ INT8_FILE = "model.int8.onnx"
 REFUSED_FILE = "refused.int8.onnx"
 
 
-def quantize_int8(fp32: str | Path, int8: str | Path, images: Tensor, batch_size: int = 32) -> Path:
+def quantize_int8(
+    fp32: str | Path, int8: str | Path, images: Tensor, batch_size: int = 32, quant_format: QuantFormatName = "QDQ"
+) -> Path:
     """Quantize the ONNX model ``fp32`` into ``int8`` (see the module docstring for the scheme).
 
     Args:
         fp32: the exported float32 model (input ``images``). int8: where the quantized model goes.
         images: (N, C, H, W) calibration images, preprocessed as the model expects (clean training images).
         batch_size: images per calibration pass.
+        quant_format: the graph's layout (:data:`QuantFormatName`; the card's scheme is ``QDQ``).
 
     Returns:
         The path written.
@@ -77,6 +85,8 @@ def quantize_int8(fp32: str | Path, int8: str | Path, images: Tensor, batch_size
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    if quant_format not in ("QDQ", "QOperator"):
+        raise ValueError(f"quant_format={quant_format!r} is not allowed; valid values: QDQ, QOperator")
     if images.dim() != 4 or len(images) == 0:
         raise ValueError(f"images must be a non-empty (N, C, H, W) batch, got shape {tuple(images.shape)}")
     array = np.ascontiguousarray(images.detach().cpu().numpy(), dtype=np.float32)
@@ -97,7 +107,7 @@ def quantize_int8(fp32: str | Path, int8: str | Path, images: Tensor, batch_size
             str(prepared),
             str(int8),
             Reader(),
-            quant_format=QuantFormat.QDQ,
+            quant_format=QuantFormat.QDQ if quant_format == "QDQ" else QuantFormat.QOperator,
             per_channel=True,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
