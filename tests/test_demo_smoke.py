@@ -50,6 +50,12 @@ def test_demo_quick_end_to_end(tmp_path, data_root, monkeypatch):
         balanced = evaluate(small, stack_samples(test, range(len(test))))["balanced_accuracy"]
         assert balanced == pytest.approx(shipped["test_balanced_accuracy"][1], abs=1e-12)
         assert Path(shipped["onnx"]).is_file() and Path(shipped["card"]).read_text().startswith("#")
+        # the demo asks for int8 too: the summary repeats the card's decision and its ONNX Runtime batch-1 latency
+        quantization = card["quantization"]
+        assert shipped["int8"]["shipped"] == quantization["shipped"] and quantization["calibration"]["images"] == 32
+        assert (shipped["int8"]["onnx"] is not None) == quantization["shipped"]
+        batch1 = {r["model"]: r["median ms"] for r in quantization["latency"] if r["batch"] == 1}
+        assert shipped["int8"]["ort_batch1_ms"] == [batch1["compressed fp32"], batch1["compressed int8"]]
 
         # same command again: training, scores and sweep rows are reused, not recomputed
         stamps = {
