@@ -147,6 +147,19 @@ def test_decision_section_reads_the_measured_numbers() -> None:
     verdict["verdict"] = "not shown"
     assert "**Kept on test?** no: non-inferiority not shown (change" in "\n".join(decision_lines(record))
     assert "pruned from `model.safetensors`, SHA-256 `abababababab…`" in text
+    assert "Not removable" not in text  # nothing recorded: no line
+
+
+def test_decision_names_the_units_compress_could_not_remove() -> None:
+    metrics = SplitMetrics(10, 0.9, 0.85, None, 0.8, [])
+    fixed = {f"blocks.{i}.attn": "heads feed a reshape" for i in range(5)}
+    removal = {"units": 1200, "removable units": 1000, "removable share": 1000 / 1200, "fixed groups": fixed}
+    record = CompressionRecord("m", {}, {}, [], {}, [], metrics, metrics, [], {}, [], {}, {}, removal=removal)
+    line = next(x for x in decision_lines(record) if "Not removable" in x)
+    assert "keeps 5 unit group(s) whole (200 of 1,200 units; rates count the other 1,000)" in line
+    assert "`blocks.0.attn` (heads feed a reshape)" in line and "`blocks.2.attn`" in line
+    assert "`blocks.3.attn`" not in line and line.endswith("; and 2 more.")
+    assert CompressionRecord.from_dict(record.to_dict()).removal == removal
 
 
 @settings(max_examples=10, deadline=None)

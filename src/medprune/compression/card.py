@@ -169,6 +169,9 @@ class CompressionRecord:
         explanations: explanation drift on test: the per-image Pearson r of the original's and the compressed
             model's LRP heatmaps, summarised per class (:func:`medprune.deploy.explanations.explanation_drift`), or
             why it was skipped (empty: not measured, e.g. cards written before it existed).
+        removal: which unit groups physical removal keeps whole and why (``units``, ``removable units``,
+            ``fixed groups`` ``{group: reason}``, ...: :meth:`medprune.pruning.physical.RemovalPlan.summary`; empty:
+            not recorded).
     """
 
     title: str
@@ -194,6 +197,7 @@ class CompressionRecord:
     relation: str = "pruned"
     preprocessing: dict[str, Any] = field(default_factory=dict)
     explanations: dict[str, Any] = field(default_factory=dict)
+    removal: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The strict-JSON content of ``card.json``."""

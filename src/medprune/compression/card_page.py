@@ -338,7 +338,26 @@ def decision_lines(record: CompressionRecord) -> list[str]:
         )
     if record.explanations:
         lines.append(_explanation_decision(record.explanations))
+    if record.removal.get("fixed groups"):
+        lines.append(_removal_line(record.removal))
     return lines + [""]
+
+
+#: Fixed groups named on the decision line (the rest are counted).
+NAMED_GROUPS = 3
+
+
+def _removal_line(removal: dict[str, Any]) -> str:
+    """Which units compress could not remove, and why (one line)."""
+    fixed = removal["fixed groups"]
+    kept = removal["units"] - removal["removable units"]
+    named = "; ".join(f"`{name}` ({reason})" for name, reason in list(fixed.items())[:NAMED_GROUPS])
+    more = f"; and {len(fixed) - NAMED_GROUPS} more" if len(fixed) > NAMED_GROUPS else ""
+    return (
+        f"- **Not removable:** physical removal keeps {len(fixed)} unit group(s) whole ({format_number(kept)} of "
+        f"{format_number(removal['units'])} units; rates count the other {format_number(removal['removable units'])}): "
+        f"{named}{more}."
+    )
 
 
 def _verdict(verdict: dict[str, Any]) -> str:

@@ -330,6 +330,7 @@ def run_compress(config: CompressConfig) -> CompressResult:
             relation="pruned+quantized" if quantization.get("shipped") else "pruned",
             preprocessing=preprocessing(meta, getattr(splits.test, "transform", None)),
             explanations=explanations,
+            removal=achieved.get("removal") or {},
         )
         card_json, card_md = write_card(record, out)
         files.update(card_json=str(card_json), card_md=str(card_md))
