@@ -19,6 +19,7 @@ import torch
 
 from medprune.checkpoint import save_checkpoint
 from medprune.models import create_model
+from medprune.runs.compress import compress
 from medprune.runs.report import ReportConfig, run_report
 from medprune.runs.sweep import SweepConfig, run_sweep
 from medprune.scoring.request import ScoreRecipe
@@ -54,6 +55,8 @@ window.addEventListener('load', function () {
     broken: images.filter(function (i) { return !i.complete || i.naturalWidth === 0; })
                   .map(function (i) { return i.alt; }),
     answer: box(answer),
+    first_heading: box(document.querySelector('h2')),
+    first_heading_text: document.querySelector('h2') ? document.querySelector('h2').textContent : null,
     key_figure: key && key.tagName === 'IMG' ? box(key) : null,
     viewport: [window.innerWidth, window.innerHeight]
   };
@@ -117,17 +120,22 @@ needs_browser = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def report_page(tmp_path_factory, data_root) -> Path:
+def untrained(tmp_path_factory) -> Path:
+    """An untrained resnet_small checkpoint for PneumoniaMNIST (28 px)."""
+    torch.manual_seed(0)
+    model = create_model("resnet_small", num_classes=2, image_size=28)
+    meta = {"class_names": ["normal", "pneumonia"], "dataset": {"name": "pneumoniamnist"}}
+    return save_checkpoint(tmp_path_factory.mktemp("browser_train") / "model", model, meta)
+
+
+@pytest.fixture(scope="module")
+def report_page(tmp_path_factory, data_root, untrained) -> Path:
     """report.html of a small real sweep (untrained resnet_small on PneumoniaMNIST, LRP and the controls, 3 rates)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("browser")
-    torch.manual_seed(0)
-    model = create_model("resnet_small", num_classes=2, image_size=28)
-    meta = {"class_names": ["normal", "pneumonia"], "dataset": {"name": "pneumoniamnist"}}
-    checkpoint = save_checkpoint(root / "train" / "model", model, meta)
     sweep = SweepConfig(
-        checkpoints=[str(checkpoint)],
+        checkpoints=[str(untrained)],
         out=str(root / "sweep"),
         data_root=str(data_root),
         methods=["lrp"],
@@ -184,3 +192,39 @@ def test_browser_check_fails_on_a_script_error_and_a_buried_summary(report_page,
         assert_readable(result)
     with pytest.raises(AssertionError, match="below the first screen"):
         assert_readable({**result, "problems": [], "console": []})
+
+
+@needs_browser
+def test_card_reads_in_a_browser(untrained, data_root, tmp_path):
+    """card.html of a tiny compress run (magnitude scores, two rates, BN recalibration in the search): its decision
+    heads the first screen, no image is broken and nothing errs."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    out = tmp_path / "compress"
+    compress(
+        str(untrained),
+        str(out),
+        data_root=str(data_root),
+        method="magnitude",
+        rates=[0.3, 0.5],
+        metric="accuracy",
+        tolerance=0.9,  # an untrained model: every rate is "within tolerance"; the page is under test
+        decision_rule="point",
+        max_class_recall_drop=1.0,
+        search_recovery="recalibrate",
+        finetune_epochs=1,
+        max_train_samples=48,
+        recalibration_samples=32,
+        batch_size=16,
+        latency_repeats=1,
+        latency_threads=1,
+    )
+    torch.set_num_threads(threads)
+    card = out / "card.html"
+    if not card.is_file():
+        pytest.skip(f"compress wrote no card.html in {out} (card.md / card.json only)")
+    result = browser_check(card, tmp_path / "check")
+    assert not result["broken"], f"broken images: {result['broken']}"
+    assert not result["problems"] and not result["console"], f"errors: {result['problems']} {result['console']}"
+    assert result["first_heading"] is not None and result["first_heading"][1] <= result["viewport"][1]
+    assert "Decision" in result["first_heading_text"]

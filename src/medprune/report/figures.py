@@ -5,6 +5,7 @@ Every function takes plain data (rows, arrays), writes one PNG and returns its p
 
 from __future__ import annotations
 
+import io
 import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -16,6 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from medprune.options import NO_SAMPLING
 from medprune.report.tables import achieved, baselines, curves, on_split  # noqa: E402
@@ -38,9 +40,16 @@ def _slug(*parts: Any) -> str:
 
 
 def _save(fig: Any, path: Path) -> Path:
+    """Write ``fig`` as a PNG with a 256-colour palette (a third of the RGB file's size, the same plot to the eye:
+    the report embeds every figure, so the page weight is mostly these files)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=110, bbox_inches="tight", format="png")
     plt.close(fig)
+    buffer.seek(0)
+    with Image.open(buffer) as image:
+        palette = image.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+    palette.save(path, format="PNG", optimize=True)
     return path
 
 
@@ -242,7 +251,7 @@ def plot_similarity(similarity: Sequence[Row], path: str | Path) -> Path:
             )
         only = next(iter(settings)) if len(settings) == 1 else ""
         axis.set_title(f"{sampling} sampling" + (f", {only}" if only else ""), fontsize=9)
-        axis.set_xlabel("pruning rate", fontsize=8)
+        axis.set_xlabel("pruning rate (nominal)", fontsize=8)
         axis.set_ylim(-0.5, 1.02)
         axis.axhline(0, color="black", linewidth=0.6)
         axis.tick_params(labelsize=7)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import html
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -357,6 +357,22 @@ def _similarity_table(similarity: Sequence[Row]) -> str:
     return table_html(shown, cell=lambda row, column: str(row.get(column, "")))
 
 
+#: Rows above which a folded table stays in its CSV only (the page embeds everything it shows: a study's thousands of
+#: paired rows would weigh more than its figures).
+FOLD_LIMIT = 400
+
+
+def folded(summary: str, rows: Sequence[Row], table: Callable[[Sequence[Row]], str], link: str) -> str:
+    """``table(rows)`` folded under ``summary`` with its CSV linked; only the link when there are more than
+    :data:`FOLD_LIMIT` rows."""
+    if len(rows) > FOLD_LIMIT:
+        return (
+            f"<p>{html.escape(summary)}: {len(rows)} rows, more than the page shows ({FOLD_LIMIT}), in "
+            f"<a href='{html.escape(link)}'>{html.escape(link)}</a>.</p>"
+        )
+    return details(html.escape(summary), table(rows), link)
+
+
 def render(
     config: PageOptions,
     tables: ReportTables,
@@ -410,8 +426,8 @@ def render(
                 f"<p class='note'>{html.escape(paired_note(tables.paired))}</p>"
                 + f"<div class='scroll'>{shown}</div>"
                 + (details(f"{len(matrices) - 2} more matrices", rest) if rest else "")
-                + details(
-                    f"All {len(tables.paired)} comparisons, one row each", _paired_table(tables.paired), "paired.csv"
+                + folded(
+                    f"All {len(tables.paired)} comparisons, one row each", tables.paired, _paired_table, "paired.csv"
                 ),
             )
         )
@@ -437,9 +453,10 @@ def render(
         (
             f"Lossless pruning rates on {metric}, every line: chosen on validation, confirmed on test",
             f"<p class='note'>{html.escape(LOSSLESS_NOTE)}</p>"
-            + details(
+            + folded(
                 f"{len(tables.summary)} lines",
-                _lossless_table(tables.summary, config.tolerances, metric),
+                tables.summary,
+                lambda rows: _lossless_table(rows, config.tolerances, metric),
                 "lossless_summary.csv",
             ),
         )

@@ -125,7 +125,7 @@ def _heatmap_figure(
         for curve in shown:
             name = str(curve["method"])
             name = name if curve["sampling"] == "none" else f"{name.upper()}/{curve['sampling']}"
-            masks[f"{name} @{rate:.2f}"] = item.masks(curve, rate)
+            masks[f"{name}, rate {rate:.2f}"] = item.masks(curve, rate)
     maps, corr = heatmaps_under_masks(item.model, x, y, masks)
     titles = [f"{test.class_names[int(c)]}" for c in y]
     path = out / f"heatmaps_{item.meta['model']['name']}_{key[:8]}.png"

@@ -69,8 +69,9 @@ __all__ = ["StudyConfig", "StudyResult", "check_inputs", "run_study", "shrink", 
 #: ReportConfig fields the study sets.
 _REPORT_OWNED = frozenset({"results", "out", "overwrite"})
 _TRAIN_MARKER = "study_train.json"
-#: Bumped when report.html's layout changes, so a finished study rebuilds its report (2: claims inside the page).
-_REPORT_LAYOUT = 3
+#: Bumped when report.html's layout changes, so a finished study rebuilds its report (2: claims inside the page; 4: the
+#: answer and key figure after the claims, figures before folded tables, palette PNGs).
+_REPORT_LAYOUT = 4
 #: Training fields ``quick`` sets on top of every recipe.
 QUICK_TRAIN: dict[str, Any] = {
     "epochs": 1,
