@@ -120,3 +120,9 @@ def test_the_verdict_matrix_has_a_row_per_pair_and_a_column_per_rate():
     assert title == "m on d, paper, test accuracy"
     assert table.count("<tr>") == 1 + 2 and "<th>rate 0.20</th><th>rate 0.30</th>" in table
     assert "lrp/random vs random (2 ckpt)" in table and "class='better'" in table
+
+
+def test_a_control_that_samples_images_shows_at_the_answers_sampling_only():
+    _, (answer,) = _answer({"lrp/random": 0.3, "taylor/random": 0.1, "taylor/confidence": 0.2, "random/none": 0.1})
+    assert [k.name for k in answer.lines] == ["LRP/random", "random", "taylor/random"]
+    assert "taylor/random @0.20, 0.30" in answer.lines[0].verdict and "confidence" not in answer.lines[0].verdict

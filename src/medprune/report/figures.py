@@ -20,6 +20,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from medprune.options import NO_SAMPLING
+from medprune.report.summary import line_name  # noqa: E402
 from medprune.report.tables import achieved, baselines, curves, on_split  # noqa: E402
 from medprune.sweep.table import Row, recovery_label  # noqa: E402
 
@@ -311,7 +312,7 @@ def plot_key_figure(
             y = [base] + [base - float(row[f"mean@{r}"]) for r in rates]
             low = [base] + [base - _value(row, f"high@{r}") for r in rates]
             high = [base] + [base - _value(row, f"low@{r}") for r in rates]
-            name = method if control else f"{method.upper()}/{row['sampling']}"
+            name = line_name(method, str(row["sampling"]), control)
             axis.plot(x, y, label=name, markersize=3.5, linewidth=1.5, **style)
             axis.fill_between(x, low, high, color=style.get("color"), alpha=0.12, linewidth=0)
         axis.axhline(base, color="black", linestyle=":", linewidth=1, label="unpruned")
@@ -349,7 +350,7 @@ def plot_class_recall(rows: Sequence[Row], path: str | Path, title: str, control
             style = dict(METHOD_STYLE.get(method, {"marker": "."}))
             style["linestyle"] = "--" if control else "-"
             x, mean, _, _ = _mean_curve(runs, column)
-            axis.plot(x, mean, label=method if control else f"{method.upper()}/{sampling}", markersize=3, **style)
+            axis.plot(x, mean, label=line_name(method, sampling, control), markersize=3, **style)
         reference = [float(r[column]) for r in base if r.get(column) is not None]
         if reference:
             axis.axhline(float(np.mean(reference)), color="black", linestyle=":", linewidth=1, label="unpruned")

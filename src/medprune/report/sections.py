@@ -17,6 +17,7 @@ from medprune.pruning.cost import efficiency
 from medprune.report import figures
 from medprune.report.heatmaps import heatmaps_under_masks, pick_images, relevance, similarity_curve
 from medprune.report.paired import SETTING_GROUP
+from medprune.report.summary import line_name
 from medprune.report.tables import LINE_FIELDS, best_line
 from medprune.sweep.artifacts import SweepModel
 from medprune.sweep.protocols import setting_text
@@ -111,6 +112,7 @@ def _heatmap_figure(
     tolerances: Sequence[float],
     per_class: int,
     out: Path,
+    controls: Sequence[str] = (),
 ) -> Path:
     """Heatmaps of ``per_class`` test images of every class under the masks of the ``shown`` curves (the summary's
     attribution method first, then a control for contrast) at the method's lossless rate and at 0.5, each control
@@ -123,8 +125,7 @@ def _heatmap_figure(
     masks = {}
     for rate in rates:
         for curve in shown:
-            name = str(curve["method"])
-            name = name if curve["sampling"] == "none" else f"{name.upper()}/{curve['sampling']}"
+            name = line_name(str(curve["method"]), str(curve["sampling"]), curve["method"] in controls)
             masks[f"{name}, rate {rate:.2f}"] = item.masks(curve, rate)
     maps, corr = heatmaps_under_masks(item.model, x, y, masks)
     titles = [f"{test.class_names[int(c)]}" for c in y]
@@ -167,7 +168,7 @@ def heatmap_section(
         if not curves_here:
             continue
         shown = _shown_curves(curves_here, focus, tolerances)
-        paths.append(_heatmap_figure(key, item, shown, tolerances, heatmap_per_class, out))
+        paths.append(_heatmap_figure(key, item, shown, tolerances, heatmap_per_class, out, controls))
         test = item.splits.test
         xs, ys = stack_samples(test, pick_images(test.labels, similarity_images, seed=1))
         reference = relevance(item.model, xs, ys)

@@ -33,7 +33,7 @@ from medprune.stats import FEW_CLUSTERS
 from medprune.sweep.protocols import setting_text
 from medprune.sweep.table import Row, format_rate
 
-__all__ = ["Answer", "KeyLine", "answer_html", "answer_markdown", "answers", "interval", "key_rows"]
+__all__ = ["Answer", "KeyLine", "answer_html", "answer_markdown", "answers", "interval", "key_rows", "line_name"]
 
 
 @dataclass(frozen=True)
@@ -63,8 +63,20 @@ class KeyLine:
 
     @property
     def name(self) -> str:
-        """``IG/confidence`` for a method, ``random`` for a control."""
-        return self.method if self.control else f"{self.method.upper()}/{self.sampling}"
+        """``IG/confidence`` for a method, ``random`` or ``taylor/confidence`` for a control."""
+        return line_name(self.method, self.sampling, self.control)
+
+
+def line_name(method: str, sampling: str, control: bool) -> str:
+    """How the summary names a line: ``IG/confidence`` (a method), ``random`` (a data-free control),
+    ``taylor/confidence`` (a control that samples images).
+
+    >>> line_name("ig", "confidence", False), line_name("random", "none", True), line_name("taylor", "random", True)
+    ('IG/confidence', 'random', 'taylor/random')
+    """
+    if not control:
+        return f"{method.upper()}/{sampling}"
+    return method if sampling == NO_SAMPLING else f"{method}/{sampling}"
 
 
 @dataclass(frozen=True)
@@ -74,9 +86,10 @@ class Answer:
     Attributes:
         dataset, model: what it is about. metric: the lossless metric; tolerance: the tolerance the rates are read
         at. protocol, setting: the recommended setting's protocol label and setting text. sampling: the sampling of
-        the attribution lines shown. lines: the key lines, methods first. recommended: the recommended run
-        (a row of the per-run lossless table). removal: what pruning it removes (``{}`` when the sweep has no row
-        for it). paired_metric: the metric of the verdicts (``""`` when none). headline: one sentence.
+        the attribution lines shown. lines: the key lines, methods first. recommended: the recommended run (a row
+        of the per-run lossless table); recommended_control: whether it is a control. removal: what pruning it
+        removes (``{}`` when the sweep has no row for it). paired_metric: the metric of the verdicts (``""`` when
+        none). headline: one sentence.
     """
 
     dataset: str
@@ -88,6 +101,7 @@ class Answer:
     sampling: str
     lines: list[KeyLine]
     recommended: Row
+    recommended_control: bool = False
     removal: dict[str, Any] = field(default_factory=dict)
     paired_metric: str = ""
     headline: str = ""
@@ -124,6 +138,7 @@ def _verdict_text(paired: Sequence[Row], line: Row, metric: str) -> str:
         p
         for p in paired
         if p["a"] == f"{line['method']}/{line['sampling']}"
+        and str(p["b"]).split("/")[-1] in (NO_SAMPLING, str(line["sampling"]))
         and p["metric"] == metric
         and _same_setting(p, line)
         and str(p.get("protocol")) == protocol_label(line)
@@ -132,7 +147,8 @@ def _verdict_text(paired: Sequence[Row], line: Row, metric: str) -> str:
         return "no paired comparison"
     by_verdict: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
     for p in sorted(mine, key=lambda p: float(p["rate"])):
-        by_verdict[str(p["verdict"])][str(p["b"]).split("/")[0]].append(format_rate(p["rate"])[:4])
+        control = str(p["b"]).removesuffix(f"/{NO_SAMPLING}")
+        by_verdict[str(p["verdict"])][control].append(format_rate(p["rate"])[:4])
     parts = []
     for verdict in ("better", "worse", "equivalent"):
         if verdict in by_verdict:
@@ -256,7 +272,7 @@ def answers(
             if str(s["dataset"]) == dataset
             and str(s.get("model")) == model
             and _same_setting(s, recommended)
-            and (str(s["method"]) in controls or str(s["sampling"]) == sampling)
+            and str(s["sampling"]) in (sampling, NO_SAMPLING)
         ]
         lines.sort(key=lambda k: (k.control, -(k.rate or 0.0), k.method))
         rate = float(recommended[f"lossless@{label}"])
@@ -270,6 +286,7 @@ def answers(
             sampling=sampling,
             lines=lines,
             recommended=recommended,
+            recommended_control=str(recommended["method"]) in controls,
             removal=_removal(rows, recommended, rate, efficiency),
             paired_metric=paired_metric,
         )
@@ -308,8 +325,7 @@ def _n(line: KeyLine) -> str:
 def _recommended_text(answer: Answer) -> str:
     run = answer.recommended
     rate = float(run[f"lossless@{answer.tolerance:g}"])
-    name = str(run["method"])
-    name = name if str(run["sampling"]) == NO_SAMPLING else f"{name.upper()}/{run['sampling']}"
+    name = line_name(str(run["method"]), str(run["sampling"]), answer.recommended_control)
     return (
         f"{name}, setting {answer.protocol} ({answer.setting}), checkpoint {str(run['checkpoint'])[:8]}, selection "
         f"seed {run.get('seed')}, rate {rate:.2f} (the line with the largest mean validation lossless rate at "
