@@ -1,9 +1,9 @@
 """Issue 25, step 1: no traceback and no hang on architectures outside the paper's three, on tiny random-init models.
 
 Each test reproduces one reported failure: a grouped convolution emptied by surgery (regnet_y_400mf: ``Given
-groups=6 ...``), timm ViT compress cards failing on torch-pruning's uncounted attention MACs (``int() ...
-NoneType``), efficientvit_b0's ``INDICES element is out of DATA bounds`` and efficientvit_m0's endless coupling
-search. Each must now either work exactly or refuse with one line naming the layer.
+groups=6 ...``; now removed group by group), timm ViT compress cards failing on torch-pruning's uncounted attention
+MACs (``int() ... NoneType``), efficientvit_b0's ``INDICES element is out of DATA bounds`` and efficientvit_m0's
+endless coupling search. Each must now either work exactly or refuse with one line naming the layer.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from medprune.models.units import Probe, capture_activations
 from medprune.pruning import apply_masks, coupled_groups, mask_model, masks_from_scores, remove_units
 from medprune.pruning.cost import layer_costs
 from medprune.pruning.masked import following_batchnorms
-from medprune.pruning.physical import check_compressible, dependency_graph
+from medprune.pruning.physical import check_compressible, dependency_graph, removal_plan
 from medprune.pruning.support import grouped_not_depthwise, pruning_group, removal_blocker
 from medprune.scoring.registry import score
 
@@ -48,21 +48,19 @@ def _magnitude_masks(model: nn.Module, rate: float, scope: str = "global", input
     return masks_from_scores(scores, rate, scope=scope, couplings=coupled_groups(model, example_inputs=inputs) or None)
 
 
-def test_grouped_conv_is_refused_by_name_not_emptied() -> None:
+def test_grouped_conv_masks_that_would_empty_a_group_are_refused_by_name() -> None:
     model = _Grouped(groups=2).eval()
     inputs = torch.randn(2, 3, 16, 16)
     masks = {"conv1": torch.tensor([True] * 3 + [False] * 5), "conv2": torch.ones(8, dtype=torch.bool)}
-    with pytest.raises(UnsupportedModelError, match=r"grouped Conv2d at 'conv2' \(groups=2\)") as caught:
+    with pytest.raises(UnsupportedModelError, match=r"'conv1': their channels are split into 2 equal groups") as caught:
         remove_units(model, masks, example_inputs=inputs)
     assert "\n" not in str(caught.value)
-    # its own output channels: per-group row counts must stay equal, so they are refused too; unpruned is fine
-    own = {"conv1": torch.ones(8, dtype=torch.bool), "conv2": torch.tensor([True, False] * 4)}
-    with pytest.raises(UnsupportedModelError, match="grouped Conv2d at 'conv2'"):
-        remove_units(model, own, example_inputs=inputs)
-    whole = {"conv1": torch.ones(8, dtype=torch.bool), "conv2": torch.ones(8, dtype=torch.bool)}
-    unchanged = remove_units(model, whole, example_inputs=inputs)
+    # as many from each group (different positions): removed group by group, exactly
+    own = {"conv1": torch.tensor([True, False] * 4), "conv2": torch.tensor([1, 1, 0, 1, 0, 1, 1, 1], dtype=torch.bool)}
+    small = remove_units(model, own, example_inputs=inputs)
+    assert small.conv2.groups == 2 and tuple(small.conv2.weight.shape[:2]) == (6, 2)
     with torch.no_grad():
-        assert torch.equal(unchanged(inputs), model(inputs))
+        assert torch.allclose(small(inputs), mask_model(model, own)(inputs), atol=1e-5)
 
 
 def test_depthwise_conv_is_removed_with_its_input_and_never_emptied() -> None:
@@ -80,20 +78,43 @@ def test_depthwise_conv_is_removed_with_its_input_and_never_emptied() -> None:
         assert torch.allclose(small(inputs), mask_model(model, masks)(inputs), atol=1e-5)
 
 
-def test_regnet_removal_is_refused_up_front_naming_the_grouped_conv() -> None:
-    model = create_model("torchvision:regnet_y_400mf", num_classes=2, image_size=32)
-    masks = _magnitude_masks(model, 0.3)
-    reason = removal_blocker(model, masks, dependency_graph(model))
-    assert reason is not None and "grouped Conv2d at 'trunk_output." in reason and "groups=" in reason
-    with pytest.raises(UnsupportedModelError, match="grouped Conv2d"):
-        remove_units(model, masks)
+def test_regnet_is_removed_group_by_group_and_never_emptied() -> None:
+    """The old crash: ``Given groups=6 ... weight of size [1, 0, 3, 3]`` (a grouped conv emptied by surgery)."""
+    model = create_model("torchvision:regnet_y_400mf", num_classes=2, image_size=32).eval()
+    scores = score(model, torch.zeros(1, 3, 32, 32), torch.tensor([0]), "magnitude")
+    unbalanced = masks_from_scores(scores, 0.3, couplings=coupled_groups(model) or None)
+    reason = removal_blocker(model, unbalanced, dependency_graph(model))
+    assert reason is not None and "equal groups" in reason and "\n" not in reason
+    plan = removal_plan(model)
+    assert plan.fixed == {} and plan.balanced["trunk_output.block1.block1-0.f.b.0"] == 6
+    inputs = torch.randn(2, 3, 32, 32)
+    for rate, scope in ((0.3, "global"), (0.95, "layer")):
+        masks = masks_from_scores(scores, rate, scope=scope, **plan.mask_keywords())
+        small = remove_units(model, masks)
+        convs = [m for m in small.modules() if isinstance(m, nn.Conv2d) and m.groups > 1]
+        assert convs and all(m.out_channels % m.groups == 0 and m.weight.shape[1] >= 1 for m in convs)
+        with torch.no_grad():
+            assert torch.allclose(small(inputs), mask_model(model, masks)(inputs), atol=1e-5)
 
 
 def test_efficientvit_b0_removal_refuses_instead_of_an_index_error() -> None:
-    model = create_model("timm:efficientvit_b0", num_classes=2, image_size=32)
+    model = create_model("timm:efficientvit_b0", num_classes=2, image_size=32).eval()
     masks = _magnitude_masks(model, 0.5)
     with pytest.raises(UnsupportedModelError, match=r"grouped Conv2d at '[\w.]+'"):
         remove_units(model, masks)
+
+
+@pytest.mark.slow  # about 20 s on 2 cores: the full-size efficientvit_b0 traced and pruned (the matrix runs it too)
+def test_efficientvit_b0_keeps_its_attention_convs_whole_and_removes_the_rest_exactly() -> None:
+    """Its attention's grouped convs see concatenated channels: those groups are kept whole, the rest is removed."""
+    model = create_model("timm:efficientvit_b0", num_classes=2, image_size=32).eval()
+    plan = removal_plan(model)
+    assert "stages.2.blocks.1.context_module.main.qkv.conv" in plan.fixed and plan.removable_share > 0.5
+    scores = score(model, torch.zeros(1, 3, 32, 32), torch.tensor([0]), "magnitude")
+    masks = masks_from_scores(scores, 0.5, **plan.mask_keywords())
+    inputs, small = torch.randn(2, 3, 32, 32), remove_units(model, masks)
+    with torch.no_grad():
+        assert torch.allclose(small(inputs), mask_model(model, masks)(inputs), atol=1e-5)
 
 
 def test_timm_vit_layer_costs_count_attention_layers() -> None:

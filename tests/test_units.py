@@ -7,7 +7,7 @@ import torch
 from helpers import has_hooks
 
 from medprune.models import available_models, create_model, model_family
-from medprune.models.units import capture_activations, unit_groups, units_per_sample
+from medprune.models.units import capture_activations, classifier_name, unit_groups, units_per_sample
 
 SMALL = ["vgg_small", "resnet_small", "resnet18", "vit_small"]
 
@@ -94,3 +94,15 @@ def test_pretrained_unreachable_host_names_the_host_and_the_way_out(monkeypatch,
         create_model("resnet50", num_classes=2, image_size=224, pretrained=True)
     with pytest.raises(ValueError, match="in_channels=3"):
         create_model("resnet50", num_classes=2, in_channels=1, pretrained=True)
+
+
+def test_a_convolutional_head_with_num_classes_channels_is_the_classifier() -> None:
+    """SqueezeNet has no Linear: its logits come from the last Conv2d, which has num_classes output channels."""
+    model = create_model("torchvision:squeezenet1_1", num_classes=3, image_size=32)
+    assert classifier_name(model) == "classifier.1"
+    names = [g.name for g in unit_groups(model)]
+    assert "classifier.1" not in names and "features.0" in names
+    del model.medprune_spec  # without the number of classes the head cannot be told from any other conv
+    with pytest.raises(ValueError, match=r"no Linear classifier and its last Conv2d 'classifier.1' has 3 output") as e:
+        classifier_name(model)
+    assert "the last Conv2d with num_classes output channels" in str(e.value) and "\n" not in str(e.value)

@@ -19,7 +19,7 @@ convolutions and linear layers only, microseconds) gives the first guess, so a c
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -27,7 +27,7 @@ from torch import Tensor
 
 from medprune.options import Normalize, Scope
 from medprune.pruning.cost import MacsMeter
-from medprune.pruning.masks import achieved_rate, masks_from_scores
+from medprune.pruning.masks import achieved_rate, fixed_closure, masks_from_scores
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,14 @@ class Candidate:
 
 
 def floor_candidate(
-    cut: Callable[[float], dict[str, Tensor]], rate: float, *, total: int, cap: int, meter: MacsMeter | None
+    cut: Callable[[float], dict[str, Tensor]],
+    rate: float,
+    *,
+    total: int,
+    cap: int,
+    meter: MacsMeter | None,
+    fixed: Collection[str] = (),
+    macs_rate: float | None = None,
 ) -> Candidate:
     """The masks of candidate ``rate`` under the MACs floor.
 
@@ -63,6 +70,8 @@ def floor_candidate(
         rate: the candidate rate. total: the number of units. cap: the largest unit count the ranking may remove
             (below ``total``: a rate below 1, and what ``min_keep`` allows).
         meter: counts the MACs removed (``None`` or unsupported: no floor, ``macs_floor="off"``).
+        fixed: groups the ranking keeps whole (not counted in ``total``).
+        macs_rate: the fraction of the MACs to remove (default ``rate``).
 
     Returns:
         ``met`` (the masks at ``rate`` already remove ``rate`` of the MACs), ``raised`` (unit rate ``k / total``
@@ -71,8 +80,9 @@ def floor_candidate(
     masks = cut(rate)
     if meter is None or not meter.supported:
         return Candidate(rate, rate, masks, None, "off")
+    target = rate if macs_rate is None else macs_rate
     macs = meter.removed(masks)
-    if macs >= rate - _EPS:
+    if macs >= target - _EPS:
         return Candidate(rate, rate, masks, macs, "met")
     tried: dict[int, tuple[dict[str, Tensor], float]] = {}
 
@@ -80,10 +90,10 @@ def floor_candidate(
         if count not in tried:
             trial = cut(count / total)
             tried[count] = (trial, meter.removed(trial))
-        return tried[count][1] >= rate - _EPS
+        return tried[count][1] >= target - _EPS
 
-    low = round(achieved_rate(masks) * total)  # known to fall short
-    count = _smallest(reaches, low, cap + 1, _guess(cut, meter, rate, low, cap, total))
+    low = round(achieved_rate(masks, exclude=fixed) * total)  # known to fall short
+    count = _smallest(reaches, low, cap + 1, _guess(cut, meter, target, low, cap, total))
     if count > cap:
         reaches(cap)  # measured (cached when the search tried it)
         return Candidate(rate, cap / total, *tried[cap], "unreachable")
@@ -99,18 +109,36 @@ def ranked_candidate(
     normalize: Normalize = "none",
     min_keep: int = 1,
     couplings: Sequence[Sequence[str]] | None = None,
+    fixed: Collection[str] | None = None,
+    balanced: Mapping[str, int] | None = None,
 ) -> Candidate:
     """:func:`floor_candidate` of the ranking :func:`~medprune.pruning.masks.masks_from_scores` makes of ``scores``
     (the ranking keywords as there); the cap keeps rates below 1 and, for a global cut, at what ``min_keep`` allows.
+    Rates and unit counts are those of the groups not ``fixed`` (the units the ranking may remove); with fixed groups
+    the MACs floor asks for ``rate`` of the MACs the ranking can remove at all (those of the cut at ``cap``), since
+    the fixed groups' MACs stay whatever the rate.
     """
-    sizes = [int(torch.as_tensor(values).numel()) for values in scores.values()]
+    held = fixed_closure(fixed or (), couplings)
+    sizes = [int(torch.as_tensor(values).numel()) for name, values in scores.items() if name not in held]
     cap = sum(sizes) - 1  # rates stay below 1
     if scope == "global":  # beyond this count the global cut stops at min_keep (with a warning)
         cap = min(cap, sum(max(n - max(min_keep, 1), 0) for n in sizes))
-    ranking = {"scope": scope, "normalize": normalize, "min_keep": min_keep, "couplings": couplings}
-    return floor_candidate(
-        lambda r: masks_from_scores(scores, r, **ranking), rate, total=sum(sizes), cap=cap, meter=meter
-    )
+    ranking = {
+        "scope": scope,
+        "normalize": normalize,
+        "min_keep": min_keep,
+        "couplings": couplings,
+        "fixed": sorted(held),
+        "balanced": balanced,
+    }
+
+    def cut(unit_rate: float) -> dict[str, Tensor]:
+        return masks_from_scores(scores, unit_rate, **ranking)
+
+    total = sum(sizes)
+    reachable = meter.removed(cut(cap / total)) if held and meter is not None and meter.supported else None
+    macs_rate = None if reachable is None else rate * reachable
+    return floor_candidate(cut, rate, total=total, cap=cap, meter=meter, fixed=held, macs_rate=macs_rate)
 
 
 def _guess(

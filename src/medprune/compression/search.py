@@ -32,6 +32,7 @@ from medprune.provenance import to_jsonable
 from medprune.pruning.cost import MacsMeter
 from medprune.pruning.iterative import iterative_prune
 from medprune.pruning.masks import achieved_rate, masks_from_scores
+from medprune.pruning.physical import RemovalPlan
 from medprune.pruning.ranking import Ranking
 from medprune.recovery.finetune import recover as recover_masked
 from medprune.recovery.recipe import FinetuneRecipe
@@ -71,6 +72,8 @@ class Workbench:
         baseline: validation metrics of the unpruned model. baseline_predictions: its predicted class per
             validation image (the candidates are judged against them, image by image).
         macs: counts the MACs masks remove from ``model``; with it, the MACs floor is on (``None``: off).
+        removal: the model's :class:`~medprune.pruning.physical.RemovalPlan` (its fixed groups stay whole, its
+            balanced ones lose as many units per conv group; rates are fractions of the removable units).
     """
 
     model: nn.Module
@@ -87,10 +90,14 @@ class Workbench:
     baseline: dict[str, Any]
     baseline_predictions: np.ndarray
     macs: MacsMeter | None = None
+    removal: RemovalPlan | None = None
 
     def mask_keywords(self) -> dict[str, Any]:
         """The ranking as keywords of :func:`~medprune.pruning.masks.masks_from_scores` (and of iterative pruning)."""
-        return {**self.ranking.keywords(), "couplings": self.couplings}
+        limits = (
+            {} if self.removal is None else {"fixed": sorted(self.removal.fixed), "balanced": self.removal.balanced}
+        )
+        return {**self.ranking.keywords(), "couplings": self.couplings, **limits}
 
 
 def evaluate_split(model: nn.Module, data: tuple[Tensor, Tensor], names: Sequence[str]) -> dict[str, Any]:
@@ -182,7 +189,7 @@ def search(
             judgement = rule.judge(labels, bench.baseline_predictions, predicted, bench.class_names, drop)
             row = SearchRow(
                 rate=rate,
-                achieved_rate=achieved_rate(candidate.masks),
+                achieved_rate=achieved_rate(candidate.masks, exclude=bench.mask_keywords().get("fixed", ())),
                 value=value,
                 drop=drop,
                 within_tolerance=rule.within_tolerance(drop),

@@ -12,8 +12,10 @@ layer. Rather than failing deep inside a backward pass or a surgery, each stage 
   CNNs (:data:`RULE_CHECKS`, :mod:`medprune.scoring.lrp.graph`), and refuses, naming it, the first operation without
   one; DLB refuses other models, naming the first layer outside its rules. Gradient- and weight-based scorers (IG,
   magnitude, Taylor, activation, random) work on every model unit discovery accepts.
-- **physical removal** (``medprune.pruning.support.check_removable``): the smaller model must give the masked model's
-  outputs, which fails when a pruned channel reaches a normalisation that does not directly follow its layer.
+- **physical removal** (``medprune.pruning.support.removal_limits``): the smaller model must give the masked model's
+  outputs, which fails when a pruned channel reaches a normalisation that does not directly follow its layer; such
+  unit groups are kept whole (the rest of the model is still pruned) and ``compress`` refuses a model only when less
+  than ``medprune.pruning.physical.MIN_REMOVABLE_SHARE`` of its units are removable.
 
 The support matrix of common architectures is ``docs/support.md`` (written by ``scripts/support_matrix.py``).
 

@@ -59,11 +59,22 @@ def get_module(model: nn.Module, path: str) -> nn.Module:
 
 
 def classifier_name(model: nn.Module) -> str:
-    """Path of the final classifier: the last Linear module registered."""
+    """Path of the final classifier: the last Linear module registered; in a model without one (SqueezeNet's
+    convolutional head), the last Conv2d registered when its output channels are the model's classes
+    (``model.medprune_spec["num_classes"]``, set by ``create_model``)."""
     linears = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
-    if not linears:
-        raise ValueError(f"{type(model).__name__} has no Linear classifier; cannot tell which outputs are logits")
-    return linears[-1]
+    if linears:
+        return linears[-1]
+    convs = [(name, module) for name, module in model.named_modules() if isinstance(module, nn.Conv2d)]
+    classes = (getattr(model, "medprune_spec", None) or {}).get("num_classes")
+    if convs and classes is not None and convs[-1][1].out_channels == classes:
+        return convs[-1][0]
+    last = f"its last Conv2d {convs[-1][0]!r} has {convs[-1][1].out_channels} output channels" if convs else "no Conv2d"
+    raise ValueError(
+        f"{type(model).__name__} has no Linear classifier and {last}, not the model's {classes or 'unknown'} classes; "
+        "cannot tell which outputs are logits (the logits must come from the last Linear, or from the last Conv2d "
+        "with num_classes output channels)"
+    )
 
 
 def unit_groups(model: nn.Module, kinds: Sequence[UnitKind] | None = None) -> list[UnitGroup]:
@@ -94,7 +105,7 @@ def unit_groups(model: nn.Module, kinds: Sequence[UnitKind] | None = None) -> li
     else:
         classifier = classifier_name(model)
         for name, module in model.named_modules():
-            if isinstance(module, nn.Conv2d):
+            if isinstance(module, nn.Conv2d) and name != classifier:
                 groups.append(UnitGroup(name, name, "conv", module.out_channels))
             elif isinstance(module, nn.Linear) and name != classifier:
                 groups.append(UnitGroup(name, name, "linear", module.out_features))

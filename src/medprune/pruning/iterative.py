@@ -14,7 +14,7 @@ and the recovery (BatchNorm recalibration, :func:`medprune.recovery.finetune.fin
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from medprune.models.units import unit_groups
 from medprune.options import Normalize, Scope
 from medprune.pruning.masked import mask_model
-from medprune.pruning.masks import achieved_rate, check_rate, masks_from_scores
+from medprune.pruning.masks import achieved_rate, check_rate, fixed_closure, masks_from_scores
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +68,8 @@ def nested_masks(
     normalize: Normalize = "none",
     min_keep: int = 1,
     couplings: Sequence[Sequence[str]] | None = None,
+    fixed: Collection[str] | None = None,
+    balanced: Mapping[str, int] | None = None,
 ) -> dict[str, Tensor]:
     """Masks that remove ``rate`` of all units, keeping every removal of ``previous``; survivors ranked by ``scores``.
 
@@ -75,8 +77,10 @@ def nested_masks(
         scores: ``{group.name: Tensor(num_units)}`` for the current model.
         previous: the masks of the previous round (True = keep); identical inside every coupled set.
         rate: cumulative fraction of all units removed after this round (at least the previous one).
-        scope, normalize, min_keep, couplings: as for :func:`medprune.pruning.masks.masks_from_scores`, applied to
-            the survivors (``min_keep`` survivors stay in every group).
+        scope, normalize, min_keep, couplings, fixed, balanced: as for
+            :func:`medprune.pruning.masks.masks_from_scores`, applied to the survivors (``min_keep`` survivors stay in
+            every group; fixed groups are kept whole and ``rate`` is the fraction of the other groups' units; a
+            balanced group's survivors stay balanced, so it keeps its number of parts).
 
     Returns:
         ``{group.name: BoolTensor}`` with ``result <= previous`` elementwise.
@@ -84,13 +88,16 @@ def nested_masks(
     rate = check_rate(rate)
     previous = {name: torch.as_tensor(previous[name]).to(torch.bool).cpu() for name in scores}
     reduced = {name: torch.as_tensor(scores[name]).detach().cpu()[keep] for name, keep in previous.items()}
-    sets = [list(members) for members in couplings or []]
+    held = fixed_closure(fixed or (), couplings)
+    sets = [list(members) for members in couplings or [] if not set(members) & held]
+    kept: dict[str, Tensor] = {name: torch.ones_like(reduced[name], dtype=torch.bool) for name in held}
+    ranked = [name for name in scores if name not in held]
     if scope == "layer":
         in_set = {name for members in sets for name in members}
-        blocks = sets + [[name] for name in scores if name not in in_set]
+        blocks = sets + [[name] for name in ranked if name not in in_set]
     else:
-        blocks = [list(scores)]
-    kept: dict[str, Tensor] = {}
+        blocks = [ranked] if ranked else []
+    parts = dict(balanced or {})
     for block in blocks:
         total = sum(previous[name].numel() for name in block)
         survivors = sum(int(previous[name].sum()) for name in block)
@@ -107,6 +114,7 @@ def nested_masks(
             normalize=normalize,
             min_keep=min_keep,
             couplings=members or None,
+            balanced={name: parts[name] for name in block if name in parts},
         )
         kept.update(chosen)
     masks = {}
@@ -148,6 +156,8 @@ def iterative_prune(
     normalize: Normalize = "none",
     min_keep: int = 1,
     couplings: Sequence[Sequence[str]] | None = None,
+    fixed: Collection[str] | None = None,
+    balanced: Mapping[str, int] | None = None,
 ) -> IterativeResult:
     """Prune ``model`` to ``target_rate`` in ``rounds`` rounds of score -> prune a step -> recover.
 
@@ -158,7 +168,8 @@ def iterative_prune(
         rounds: number of rounds (1 = one-shot pruning followed by one recovery).
         recover_fn: ``recover_fn(masked_model, masks) -> model`` after every round (``None``: no recovery).
         schedule: ``linear`` or ``geometric`` (see :func:`round_rates`).
-        scope, normalize, min_keep, couplings: ranking settings (see :func:`nested_masks`).
+        scope, normalize, min_keep, couplings, fixed, balanced: ranking settings (see :func:`nested_masks`);
+            ``target_rate`` is then the fraction of the units of the groups not fixed.
 
     Returns:
         An :class:`IterativeResult`; its masks are nested across rounds and remove ``target_rate`` of the units
@@ -166,17 +177,26 @@ def iterative_prune(
     """
     groups = unit_groups(model)
     masks = {g.name: torch.ones(g.num_units, dtype=torch.bool) for g in groups}
-    total = sum(g.num_units for g in groups)
+    held = fixed_closure(fixed or (), couplings)
+    total = sum(g.num_units for g in groups if g.name not in held)
     current = model
     history: list[IterativeRound] = []
     for index, rate in enumerate(round_rates(target_rate, rounds, schedule), start=1):
         scores = score_fn(current, dict(masks))
         masks = nested_masks(
-            scores, masks, rate, scope=scope, normalize=normalize, min_keep=min_keep, couplings=couplings
+            scores,
+            masks,
+            rate,
+            scope=scope,
+            normalize=normalize,
+            min_keep=min_keep,
+            couplings=couplings,
+            fixed=fixed,
+            balanced=balanced,
         )
         masked = mask_model(current, masks)
         current = recover_fn(masked, dict(masks)) if recover_fn is not None else masked
-        achieved = achieved_rate(masks, groups)
+        achieved = achieved_rate(masks, groups, exclude=held)
         history.append(IterativeRound(index, rate, achieved, round(achieved * total)))
         logger.info("iterative round %d/%d: target %.3f, removed %.3f of the units", index, rounds, rate, achieved)
     return IterativeResult(current, masks, history)

@@ -40,6 +40,18 @@ where this is exactly ``round(rate * N)`` as above): the achieved rate is within
 ``layer`` scope prunes ``round(rate * n)`` positions of each entry, so every member of a set is at its layer's rate.
 The ``min_keep`` floor can stop short of the target (with a warning).
 
+Fixed groups (``fixed``: groups physical removal cannot shrink exactly, e.g. a ConvNeXt's LayerNorm'd residual
+channels; :func:`medprune.pruning.physical.removal_plan`) keep every unit and are left out of the ranking: ``rate`` is
+then the fraction of the *removable* units (``N`` counts the other groups; ``achieved_rate(masks, exclude=fixed)``
+gives it back, ``achieved_rate(masks)`` the fraction of all units).
+
+Balanced groups (``balanced={name: parts}``: the channels of a grouped convolution, split into ``parts`` equal
+contiguous groups that must keep equal sizes) are ranked by rows: position ``j`` of such an entry removes the
+``j``-th lowest-scored unit of every part at once (its score is their mean), so it counts ``parts`` units (times the
+members of its coupled set) and every part loses as many units as the others, its lowest-scored ones; ``min_keep``
+keeps ``ceil(min_keep / parts)`` units per part, so no part is emptied. Counts then round to whole rows: within half
+a row of the target, as for coupled sets.
+
 >>> import torch
 >>> masks = masks_from_scores({"a": torch.tensor([3.0, 1.0, 2.0]), "b": torch.tensor([0.5, 4.0])}, 0.4)
 >>> masks["a"].tolist(), masks["b"].tolist()
@@ -50,7 +62,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -161,10 +174,23 @@ def average_ranks(values: Tensor) -> Tensor:
     return ranks
 
 
+class _Entry(NamedTuple):
+    """One ranking entry: its member groups, one score per position and the unit indices each position removes."""
+
+    members: list[str]
+    values: Tensor  # (positions,) float64
+    units: Tensor  # (positions, parts) long: removing a position removes these units of every member
+    floor: int  # positions that always stay (min_keep)
+
+
 def _entries(
-    scores: Mapping[str, Tensor], normalize: Normalize, couplings: Sequence[Sequence[str]] | None
-) -> list[tuple[list[str], Tensor]]:
-    """Ranking entries: (member names, shared normalised scores); a coupled set is one entry."""
+    scores: Mapping[str, Tensor],
+    normalize: Normalize,
+    couplings: Sequence[Sequence[str]] | None,
+    balanced: Mapping[str, int],
+    min_keep: int,
+) -> list[_Entry]:
+    """Ranking entries in order of group name: a coupled set is one entry, a balanced group ranks whole rows."""
     couplings = [list(c) for c in couplings or [] if len(c) > 0]
     seen: dict[str, int] = {}
     for index, members in enumerate(couplings):
@@ -177,17 +203,35 @@ def _entries(
         sizes = {scores[name].numel() for name in members}
         if len(sizes) > 1:
             raise ValueError(f"coupled groups {members} have different numbers of units {sorted(sizes)}")
-    entries: list[tuple[list[str], Tensor]] = []
+    entries: list[_Entry] = []
     done: set[int] = set()
     for name in sorted(scores):
         if name not in seen:
-            entries.append(([name], normalize_scores(scores[name], normalize)))
+            members, shared = [name], normalize_scores(scores[name], normalize)
         elif seen[name] not in done:
-            members = couplings[seen[name]]
+            members = sorted(couplings[seen[name]])
             done.add(seen[name])
-            shared = torch.stack([normalize_scores(scores[m], normalize) for m in members]).sum(0)
-            entries.append((sorted(members), normalize_scores(shared, normalize)))
+            summed = torch.stack([normalize_scores(scores[m], normalize) for m in members]).sum(0)
+            shared = normalize_scores(summed, normalize)
+        else:
+            continue
+        parts = math.lcm(*(int(balanced.get(m, 1)) for m in members))
+        entries.append(_balanced_entry(members, shared, parts, min_keep))
     return entries
+
+
+def _balanced_entry(members: list[str], values: Tensor, parts: int, min_keep: int) -> _Entry:
+    """Position ``j`` of an entry split into ``parts`` equal contiguous parts removes the ``j``-th lowest-scored unit
+    of every part (score: their mean), so every part always loses as many units as every other."""
+    n = values.numel()
+    if parts == 1:
+        return _Entry(members, values, torch.arange(n).unsqueeze(1), min(min_keep, n))
+    if n % parts:
+        raise ValueError(f"groups {members} have {n} units, which cannot be split into {parts} equal parts")
+    size = n // parts
+    ordered, order = torch.sort(values.reshape(parts, size), dim=1, stable=True)
+    units = (order + torch.arange(parts).unsqueeze(1) * size).T.contiguous()  # (size, parts)
+    return _Entry(members, ordered.mean(0), units, min(math.ceil(min_keep / parts), size))
 
 
 def masks_from_scores(
@@ -198,12 +242,14 @@ def masks_from_scores(
     normalize: Normalize = "none",
     min_keep: int = 1,
     couplings: Sequence[Sequence[str]] | None = None,
+    fixed: Collection[str] | None = None,
+    balanced: Mapping[str, int] | None = None,
 ) -> dict[str, Tensor]:
-    """Keep-masks (True = keep) removing the lowest-scored fraction ``rate`` of units.
+    """Keep-masks (True = keep) removing the lowest-scored fraction ``rate`` of the units that may be removed.
 
     Args:
         scores: ``{group.name: Tensor(num_units)}`` (finite values).
-        rate: fraction of units to prune, in [0, 1).
+        rate: fraction of units to prune, in [0, 1): of the units of the groups not in ``fixed``.
         scope: ``global`` (one ranking over all units) or ``layer`` (the same rate in every group).
         normalize: per-layer normalisation before a global ranking: ``none``, ``total`` (sum of absolute values),
             ``max`` (max absolute value), ``l2``, ``mean`` (mean absolute value) or ``rank`` (percentile rank);
@@ -212,13 +258,19 @@ def masks_from_scores(
         min_keep: units every group keeps at least (``0`` allows emptying a layer).
         couplings: sets of group names whose units are pruned together (one shared score, one shared mask). Every
             member's units count toward the rate; :func:`achieved_rate` gives the fraction actually removed.
+        fixed: groups kept whole (all True) and left out of the ranking and of the rate's denominator (units
+            physical removal cannot drop exactly, :func:`medprune.pruning.physical.removal_plan`); a coupled set
+            with one fixed member is fixed as a whole.
+        balanced: ``{group name: parts}`` for groups whose units are split into ``parts`` equal contiguous parts
+            that must stay equal (the channels of a grouped convolution): every part loses the same number of
+            units, its lowest-scored ones; the counts round to multiples of ``parts`` (see the module docstring).
 
     Returns:
         ``{group.name: BoolTensor(num_units)}`` in the order of ``scores``.
 
     Raises:
         ValueError: rate outside [0, 1), unknown scope or normalize, negative min_keep, non-finite or non-1-D scores,
-            inconsistent couplings.
+            inconsistent couplings, unknown fixed or balanced groups, a balanced group not divisible by its parts.
     """
     rate = check_rate(rate)
     if scope not in SCOPES:
@@ -234,24 +286,58 @@ def masks_from_scores(
         if not torch.isfinite(values).all():
             raise ValueError(f"scores[{name!r}] contains NaN or inf")
     scores = {name: torch.as_tensor(values).detach().cpu() for name, values in scores.items()}
-    entries = _entries(scores, normalize, couplings)
-    keep = [torch.ones(values.numel(), dtype=torch.bool) for _, values in entries]
+    balanced = dict(balanced or {})
+    unknown = sorted((set(fixed or ()) | set(balanced)) - set(scores))
+    if unknown:
+        raise ValueError(f"fixed / balanced name groups without scores: {_short(unknown)}")
+    bad = [
+        f"{name}={parts!r}"
+        for name, parts in balanced.items()
+        if isinstance(parts, bool) or not isinstance(parts, int) or parts < 1
+    ]
+    if bad:
+        raise ValueError(f"balanced parts must be ints >= 1, got {_short(bad)}")
+    held = fixed_closure(fixed or (), couplings)
+    ranked = {name: values for name, values in scores.items() if name not in held}
+    sets = [members for members in couplings or [] if not set(members) & held]
+    entries = _entries(ranked, normalize, sets, balanced, min_keep)
+    keep = [torch.ones(entry.values.numel(), dtype=torch.bool) for entry in entries]
     if scope == "layer":
-        for mask, (_, values) in zip(keep, entries):
-            n = values.numel()
-            k = min(pruned_count(rate, n), max(n - min_keep, 0))
-            mask[torch.sort(values, stable=True).indices[:k]] = False
+        for mask, entry in zip(keep, entries):
+            n = entry.values.numel()
+            k = min(pruned_count(rate, n), max(n - entry.floor, 0))
+            mask[torch.sort(entry.values, stable=True).indices[:k]] = False
     else:
-        _prune_global(keep, [values for _, values in entries], [len(members) for members, _ in entries], rate, min_keep)
-    by_name = {name: mask for (members, _), mask in zip(entries, keep) for name in members}
-    return {name: by_name[name].clone() for name in scores}
+        weights = [len(entry.members) * entry.units.shape[1] for entry in entries]
+        _prune_global(keep, [entry.values for entry in entries], weights, rate, [e.floor for e in entries], min_keep)
+    by_name: dict[str, Tensor] = {}
+    for entry, positions in zip(entries, keep):
+        mask = torch.ones(entry.units.numel(), dtype=torch.bool)
+        mask[entry.units[~positions].flatten()] = False
+        by_name.update({name: mask for name in entry.members})
+    return {
+        name: by_name[name].clone() if name in by_name else torch.ones(scores[name].numel(), dtype=torch.bool)
+        for name in scores
+    }
 
 
-def _prune_global(keep: list[Tensor], values: list[Tensor], weights: list[int], rate: float, min_keep: int) -> None:
+def fixed_closure(fixed: Collection[str], couplings: Sequence[Sequence[str]] | None) -> set[str]:
+    """``fixed`` with every member of a coupled set that has a fixed member (they share their channels)."""
+    held = set(fixed)
+    for members in couplings or []:
+        if held & set(members):
+            held |= set(members)
+    return held
+
+
+def _prune_global(
+    keep: list[Tensor], values: list[Tensor], weights: list[int], rate: float, floors: list[int], min_keep: int
+) -> None:
     """Cut one stable ascending ranking at the prefix whose unit count is nearest ``rate * N``; full layers skipped.
 
-    Entry ``i`` has ``values[i].numel()`` positions and ``weights[i]`` members, so pruning one of its positions
-    removes ``weights[i]`` units. The walk order does not depend on ``rate``, so masks are nested across rates.
+    Entry ``i`` has ``values[i].numel()`` positions, each removing ``weights[i]`` units, and keeps its last
+    ``floors[i]`` positions in the ranking. The walk order does not depend on ``rate``, so masks are nested across
+    rates.
     """
     if not values:
         return
@@ -263,12 +349,12 @@ def _prune_global(keep: list[Tensor], values: list[Tensor], weights: list[int], 
     owner = torch.cat([torch.full((n,), i, dtype=torch.long) for i, n in enumerate(sizes)])
     offset = torch.tensor([0, *sizes[:-1]]).cumsum(0)
     order = torch.sort(flat, stable=True).indices
-    if min_keep > 0:  # a layer's positions beyond its first n - min_keep in the ranking are never pruned
+    if any(floors):  # a layer's positions beyond its first n - floor in the ranking are never pruned
         layer = owner[order]
         by_layer = torch.sort(layer, stable=True).indices
         within = torch.empty_like(order)
         within[by_layer] = torch.arange(order.numel()) - offset[layer[by_layer]]
-        removable = torch.tensor([max(n - min_keep, 0) for n in sizes])
+        removable = torch.tensor([max(n - floor, 0) for n, floor in zip(sizes, floors)])
         order = order[within < removable[layer]]
     removed = torch.cat([torch.zeros(1, dtype=torch.long), torch.tensor(weights)[owner[order]].cumsum(0)])
     k = int((removed <= exact).sum()) - 1  # removed[k] <= rate * N < removed[k + 1]
@@ -287,13 +373,20 @@ def _prune_global(keep: list[Tensor], values: list[Tensor], weights: list[int], 
         )
 
 
-def achieved_rate(masks: Mapping[str, Tensor], groups: Sequence[UnitGroup] | Mapping[str, int] | None = None) -> float:
+def achieved_rate(
+    masks: Mapping[str, Tensor],
+    groups: Sequence[UnitGroup] | Mapping[str, int] | None = None,
+    *,
+    exclude: Collection[str] = (),
+) -> float:
     """The fraction of units that ``masks`` remove (every member of a coupled set counted): the real pruning rate.
 
     Args:
         masks: ``{group.name: BoolTensor(num_units)}`` (True = keep), e.g. from :func:`masks_from_scores`.
         groups: optional unit groups (or ``{name: num_units}``) to check the masks against, so a mask dict that
             misses a group cannot understate the rate.
+        exclude: groups left out of both counts (the ``fixed`` groups of :func:`masks_from_scores`: the rate is
+            then the fraction of the removable units, the ``rate`` that function was given).
 
     Returns:
         ``removed units / all units`` in [0, 1]; 0.0 for no units.
@@ -304,6 +397,7 @@ def achieved_rate(masks: Mapping[str, Tensor], groups: Sequence[UnitGroup] | Map
     if groups is not None:
         sizes = dict(groups) if isinstance(groups, Mapping) else {g.name: g.num_units for g in groups}
         check_sizes(masks, sizes, what="masks")
-    total = sum(torch.as_tensor(m).numel() for m in masks.values())
-    removed = sum(int((~torch.as_tensor(m).to(torch.bool)).sum()) for m in masks.values())
+    counted = [torch.as_tensor(m) for name, m in masks.items() if name not in set(exclude)]
+    total = sum(m.numel() for m in counted)
+    removed = sum(int((~m.to(torch.bool)).sum()) for m in counted)
     return removed / total if total else 0.0

@@ -79,10 +79,10 @@ from medprune.deploy.runtimes import onnx_logits, torch_logits
 from medprune.options import NO_SAMPLING
 from medprune.progress import visible_logs
 from medprune.provenance import file_sha256, model_checksum
-from medprune.pruning import coupled_groups, export_onnx, model_cost, remove_units, run_onnx
+from medprune.pruning import export_onnx, model_cost, remove_units, run_onnx
 from medprune.pruning.cost import MacsMeter
 from medprune.pruning.masks import achieved_rate
-from medprune.pruning.physical import check_compressible
+from medprune.pruning.physical import check_compressible, removal_plan
 from medprune.recovery.recalibration import recalibration_subset
 from medprune.rundir import RunDir
 from medprune.runtime import fixed_threads
@@ -201,7 +201,13 @@ def run_compress(config: CompressConfig) -> CompressResult:
             "physical vs masked max |difference|": max_output_difference(small, final, probe)
         }
         compression = {"method": config.method, "sampling": sampling, "rate": chosen.rate}
-        achieved = {"unit_rate": chosen.unit_rate, "achieved_rate": achieved_rate(masks)}
+        fixed = sorted(bench.removal.fixed) if bench.removal else []
+        achieved = {
+            "unit_rate": chosen.unit_rate,
+            "achieved_rate": achieved_rate(masks, exclude=fixed),  # of the removable units, as the rate
+            "achieved_rate_all_units": achieved_rate(masks),
+            "removal": bench.removal.summary() if bench.removal else None,
+        }
         files = save_compressed(small, meta, {**compression, **achieved}, out)
         timer.lap("remove")
         export_onnx(small, out / "model.onnx", probe[:1])
@@ -366,6 +372,17 @@ def run_compress(config: CompressConfig) -> CompressResult:
 
 
 def _workbench(config: CompressConfig, model: nn.Module, splits: Any, out: Path) -> Workbench:
+    removal = removal_plan(model)
+    if removal.fixed:  # the units physical removal cannot drop exactly stay; the rate is a fraction of the others
+        logger.warning(
+            "physical removal keeps %d unit group(s) whole (%d of %d units): rates are fractions of the other %d "
+            "units; e.g. %s",
+            len(removal.fixed),
+            sum(removal.units.values()) - removal.removable_units,
+            sum(removal.units.values()),
+            removal.removable_units,
+            next(iter(removal.fixed.values())),
+        )
     recalibration = None
     if config.recalibration_samples:
         recalibration = recalibration_subset(splits.train, config.recalibration_samples, config.seed)
@@ -378,7 +395,7 @@ def _workbench(config: CompressConfig, model: nn.Module, splits: Any, out: Path)
         val=val,
         class_names=names,
         recalibration=recalibration,
-        couplings=coupled_groups(model),
+        couplings=removal.couplings,
         ranking=config.ranking,
         recipe=config.finetune,
         seed=config.seed,
@@ -387,6 +404,7 @@ def _workbench(config: CompressConfig, model: nn.Module, splits: Any, out: Path)
         baseline=baseline,
         baseline_predictions=predicted,
         macs=MacsMeter(model) if config.macs_floor else None,
+        removal=removal,
     )
 
 
