@@ -204,6 +204,8 @@ def test_report_page_holds_the_claims_section_with_scale(tiny_study):
     claims = read_csv(result.claims_csv)
     assert claims_html(result.claims, result.scale, plan(config).claims) in page  # statistics, CIs, verdicts, notes
     assert page.index("Claims of the paper, tested") < page.index("What was swept")  # the study's answer comes first
+    # then the report's own layout: the answer per model with its key figure, before the sweep and the tables
+    assert page.index("Claims of the paper, tested") < page.index("class='answer'") < page.index("What was swept")
     assert html.escape(result.scale.describe()) in page and "28 px" in page and "NOT the paper" in page
     for row in claims:  # every claim with its statistic and verdict, as in claims.csv
         statement = row["statement"] if row["claim"] in ("b", "c") else f"({row['claim']}) {row['statement']}"
