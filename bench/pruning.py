@@ -9,24 +9,62 @@ load from other processes on a shared machine hits both alike. Both wall-clock a
 loaded machine wall time mostly measures the other processes, while CPU time with ``--threads 1`` measures the model.
 ``efficiency = speed-up / MACs reduction`` (target >= 0.8).
 
+``--variants`` times, in one interleaved run per model, scope and rate, what the shipped model could be made of:
+the unpruned model (``base``; ``base+fold``: its BatchNorms folded), the pruned model (``pruned``), it with its
+BatchNorms folded into the convolutions (``+fold``, :func:`medprune.pruning.folding.fold_batchnorms`), with the
+kept channel counts rounded up to ``--multiple`` along the same ranking (``round``,
+:func:`medprune.pruning.rounding.round_masks`: fewer MACs removed at the same rate), the same ranking cut deeper until
+the rounded masks remove at least the unrounded masks' convolution / linear MACs (``round@MACs``: what compress's MACs
+floor would ship with rounding on) and in ``channels_last`` memory format (``+cl``, weights and input).
+Each variant's speed-up is against ``base`` measured in the same run; its MACs reduction is that of its (unfolded)
+masks, so folding moves the efficiency only through latency.
+
     .venv/bin/python bench/pruning.py                                  # vgg19, resnet50, vit_b_16; 30/50/70 %
     .venv/bin/python bench/pruning.py --models resnet50 --rates 0.5 --scopes layer --batch 4 --repeats 5
     .venv/bin/python bench/pruning.py --threads 1 --batch 4    # shared machine: read the CPU-time columns
+    .venv/bin/python bench/pruning.py --threads 1 --variants --models resnet50 --rates 0.5 0.7 --batches 1 4
+
+``--accuracy RUN ...`` measures what rounding costs or buys in accuracy on compress runs (their checkpoint and their
+saved scores, compress's ranking and MACs floor; the validation split only): at each rate, the masks compress cuts
+(``floor``), the same masks rounded (``floor+round``: a superset) and the masks compress would cut with rounding on
+(``round+floor``: rounded masks cut deeper until they remove the rate's MACs), each masked and BatchNorm-recalibrated
+on 512 clean training images as compress's candidates are, without fine-tuning; validation balanced accuracy.
+
+    .venv/bin/python bench/pruning.py --threads 1 --accuracy runs/calibration-cpu/compress/*-certified --rates 0.5 0.7
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import json
 import logging
+import os
 import platform
 import statistics
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import torch
+from torch import nn
 
+from medprune.checkpoint.with_data import load_with_splits
+from medprune.compression.evidence import metric_value, predictions_and_metrics
+from medprune.compression.floor import floor_candidate, ranked_candidate
+from medprune.data import stack_samples
 from medprune.models import create_model
+from medprune.models.units import unit_groups
 from medprune.pruning import coupled_groups, masks_from_scores, model_cost, remove_units
+from medprune.pruning.cost import MacsMeter
+from medprune.pruning.folding import fold_batchnorms
+from medprune.pruning.masks import achieved_rate
+from medprune.pruning.rounding import round_masks
+from medprune.recovery.finetune import recover
+from medprune.recovery.recalibration import recalibration_subset
+from medprune.recovery.recipe import FinetuneRecipe
 from medprune.scoring.registry import score
+from medprune.scoring.store import load_scores
 
 logger = logging.getLogger("bench.pruning")
 
@@ -59,7 +97,9 @@ def paired_latency(base: torch.nn.Module, pruned: torch.nn.Module, x: torch.Tens
     ]
 
 
-def bench_model(name: str, rates: list[float], scopes: list[str], method: str, batch: int, repeats: int) -> list[dict]:
+def bench_model(
+    name: str, rates: list[float], scopes: list[str], method: str, batch: int, repeats: int, normalize: str = "max"
+) -> list[dict]:
     torch.manual_seed(0)
     model = create_model(name, num_classes=2, image_size=224).eval()
     example = torch.zeros(1, 3, 224, 224)
@@ -70,7 +110,7 @@ def bench_model(name: str, rates: list[float], scopes: list[str], method: str, b
     rows = []
     for scope in scopes:
         for rate in rates:
-            masks = masks_from_scores(scores, rate, scope=scope, normalize="max", couplings=couplings)
+            masks = masks_from_scores(scores, rate, scope=scope, normalize=normalize, couplings=couplings)
             start = time.perf_counter()
             pruned = remove_units(model, masks, example).eval()
             surgery = time.perf_counter() - start
@@ -108,6 +148,223 @@ def bench_model(name: str, rates: list[float], scopes: list[str], method: str, b
     return rows
 
 
+def interleaved(models: dict[str, nn.Module], inputs: dict[str, torch.Tensor], repeats: int) -> dict[str, list[float]]:
+    """Median ``[wall, CPU]`` seconds per batch of every model, timed round-robin after one warm-up each, so load
+    from other processes hits all of them alike."""
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in models}
+    with torch.inference_mode():
+        for name, model in models.items():
+            _time_once(model, inputs[name])
+        for _ in range(repeats):
+            for name, model in models.items():
+                times[name].append(_time_once(model, inputs[name]))
+    return {
+        name: [statistics.median(t[0] for t in ts), statistics.median(t[1] for t in ts)] for name, ts in times.items()
+    }
+
+
+def _channels_last(model: nn.Module) -> nn.Module:
+    return model.to(memory_format=torch.channels_last)
+
+
+def rounded_at_macs(
+    cut: Callable[[float], dict[str, torch.Tensor]], rounding: Callable, meter: MacsMeter, rate: float, total: int
+) -> dict[str, torch.Tensor]:
+    """Rounded masks of the same ranking cut at the smallest unit count whose rounded masks remove at least the
+    convolution and linear MACs the unrounded masks at ``rate`` remove (what the MACs floor of compress would ship)."""
+    target = meter.estimate(cut(rate))
+    low, high = round(rate * total), total - 1  # the rounded masks at ``low`` remove at most the target
+    if meter.estimate(rounding(cut(low / total))) >= target:
+        return rounding(cut(low / total))
+    while high - low > 1:
+        middle = (low + high) // 2
+        if meter.estimate(rounding(cut(middle / total))) >= target:
+            high = middle
+        else:
+            low = middle
+    return rounding(cut(high / total))
+
+
+def bench_variants(
+    name: str,
+    rates: list[float],
+    scopes: list[str],
+    method: str,
+    batches: list[int],
+    repeats: int,
+    multiple: int,
+    normalize: str,
+) -> list[dict]:
+    """Rows of ``--variants`` (module docstring): one interleaved timing run per scope, rate and batch size."""
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=2, image_size=224).eval()
+    example = torch.zeros(1, 3, 224, 224)
+    before = model_cost(model, example)["macs"]
+    scores = score(model, example, torch.zeros(1, dtype=torch.long), method=method, seed=0)
+    couplings = coupled_groups(model, example_inputs=example)
+    heads = {g.name for g in unit_groups(model) if g.kind == "head"}
+    total = sum(g.num_units for g in unit_groups(model))
+    meter = MacsMeter(model)
+    base_folded = fold_batchnorms(model)
+    fold = bool(base_folded.medprune_folded)
+    rows = []
+    for scope in scopes:
+        ranking = {"scope": scope, "normalize": normalize, "couplings": couplings}
+
+        def cut(rate: float, ranking: dict = ranking) -> dict[str, torch.Tensor]:
+            return masks_from_scores(scores, rate, **ranking)
+
+        def rounding(masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            return round_masks(masks, scores, multiple, normalize=normalize, couplings=couplings, skip=heads)
+
+        for rate in rates:
+            masks = cut(rate)
+            variants: dict[str, nn.Module] = {"base": model}
+            macs = {"base": before}
+            if fold:
+                variants["base+fold"] = base_folded
+                macs["base+fold"] = before
+            cuts = {
+                "pruned": (masks, ["", "+fold", "+fold+cl"] if fold else ["", "+cl"]),
+                f"round{multiple}": (rounding(masks), ["", "+fold", "+fold+cl"] if fold else ["", "+cl"]),
+                f"round{multiple}@MACs": (
+                    rounded_at_macs(cut, rounding, meter, rate, total),
+                    ["+fold", "+fold+cl"] if fold else ["", "+cl"],
+                ),
+            }
+            for label, (chosen, suffixes) in cuts.items():
+                small = remove_units(model, chosen, example).eval()
+                count = model_cost(small, example)["macs"]
+                for suffix in suffixes:
+                    variant = fold_batchnorms(small) if "+fold" in suffix else copy.deepcopy(small)
+                    variants[label + suffix] = _channels_last(variant) if suffix.endswith("+cl") else variant
+                    macs[label + suffix] = count
+                if fold:
+                    with torch.no_grad():
+                        difference = float((fold_batchnorms(small)(example) - small(example)).abs().max())
+                    logger.info(
+                        "%s %s %.2f %s: folded vs unfolded max |diff| %.2e", name, scope, rate, label, difference
+                    )
+            for batch in batches:
+                x = torch.randn(batch, 3, 224, 224)
+                inputs = {
+                    k: x.contiguous(memory_format=torch.channels_last) if k.endswith("+cl") else x for k in variants
+                }
+                load = os.getloadavg()[0]
+                timed = interleaved(variants, inputs, repeats)
+                base_wall, base_cpu = timed["base"]
+                for label, (wall, cpu) in timed.items():
+                    reduction = before / macs[label]
+                    rows.append(
+                        {
+                            "model": name,
+                            "scope": scope,
+                            "rate": rate,
+                            "batch": batch,
+                            "variant": label,
+                            "macs": f"{macs[label] / 1e9:.2f}G",
+                            "macs_x": reduction,
+                            "cpu_ms": 1000 * cpu,
+                            "cpu_speedup": base_cpu / cpu,
+                            "cpu_efficiency": base_cpu / cpu / reduction,
+                            "wall_speedup": base_wall / wall,
+                            "load": load,
+                        }
+                    )
+                logger.info(
+                    "%s %s %.2f batch %d: %s",
+                    name,
+                    scope,
+                    rate,
+                    batch,
+                    ", ".join(f"{k} {timed['base'][1] / v[1]:.2f}x" for k, v in timed.items()),
+                )
+    return rows
+
+
+def print_variants(rows: list[dict]) -> None:
+    print(
+        "| model | scope | rate | batch | variant | MACs | MACs red. | CPU ms | CPU speed-up | CPU eff. "
+        "| wall speed-up | load |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['model']} | {r['scope']} | {r['rate']:.2f} | {r['batch']} | {r['variant']} | {r['macs']} | "
+            f"{r['macs_x']:.2f}x | {r['cpu_ms']:.1f} | {r['cpu_speedup']:.2f}x | {r['cpu_efficiency']:.2f} | "
+            f"{r['wall_speedup']:.2f}x | {r['load']:.1f} |"
+        )
+
+
+def rounding_accuracy(runs: list[str], rates: list[float], multiple: int) -> list[dict]:
+    """Rows of ``--accuracy`` (module docstring): one per run, rate and cut."""
+    rows = []
+    for run in runs:
+        config = json.loads((Path(run) / "run.json").read_text())["config"]
+        model, _meta, splits = load_with_splits(config["checkpoint"], label=run)
+        names = list(splits.class_names)
+        val = stack_samples(splits.val, range(len(splits.val)))
+        recalibration = recalibration_subset(splits.train, 512, config["seed"])
+        files = sorted((Path(run) / "scores").glob(f"{config['method']}_*.safetensors"))
+        if not files:
+            logger.warning("%s: no %s score file (scored elsewhere?); skipped", run, config["method"])
+            continue
+        scores = load_scores(files[0], model).scores
+        ranking = {k: v for k, v in config["ranking"].items() if k != "couplings"}
+        couplings = coupled_groups(model)
+        meter = MacsMeter(model)
+        total = sum(v.numel() for v in scores.values())
+
+        def cut(rate: float, ranking: dict = ranking, scores: dict = scores, couplings: list = couplings) -> dict:
+            return masks_from_scores(scores, rate, couplings=couplings, **ranking)
+
+        def rounding(masks: dict, scores: dict = scores, ranking: dict = ranking, couplings: list = couplings) -> dict:
+            return round_masks(masks, scores, multiple, normalize=ranking["normalize"], couplings=couplings)
+
+        base = metric_value(predictions_and_metrics(model, val, names)[1], "balanced_accuracy")
+        for rate in rates:
+            floor = ranked_candidate(scores, rate, meter=meter, couplings=couplings, **ranking).masks
+            rounded_floor = floor_candidate(
+                lambda r, c=cut, f=rounding: f(c(r)), rate, total=total, cap=total - len(scores), meter=meter
+            ).masks
+            for label, masks in (("floor", floor), ("floor+round", rounding(floor)), ("round+floor", rounded_floor)):
+                recovered = recover(model, masks, FinetuneRecipe(epochs=0), recalibration=recalibration)
+                value = metric_value(predictions_and_metrics(recovered, val, names)[1], "balanced_accuracy")
+                rows.append(
+                    {
+                        "run": Path(run).name,
+                        "rate": rate,
+                        "cut": label,
+                        "units": achieved_rate(masks),
+                        "macs": meter.removed(masks),
+                        "base": base,
+                        "value": value,
+                    }
+                )
+                logger.info("%s %.2f %s: balanced accuracy %.4f (unpruned %.4f)", run, rate, label, value, base)
+    return rows
+
+
+def print_accuracy(rows: list[dict]) -> None:
+    print("| run | rate | cut | units removed | MACs removed | val BA unpruned | val BA masked+recalibrated |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['run']} | {r['rate']:.2f} | {r['cut']} | {r['units']:.3f} | {r['macs']:.3f} | {r['base']:.4f} | "
+            f"{r['value']:.4f} |"
+        )
+    print("\nPaired over runs (difference of validation balanced accuracy, mean and [min, max]):\n")
+    for rate in sorted({r["rate"] for r in rows}):
+        by = {(r["run"], r["cut"]): r["value"] for r in rows if r["rate"] == rate}
+        runs = sorted({run for run, _ in by})
+        for other in ("floor+round", "round+floor"):
+            diffs = [by[(run, other)] - by[(run, "floor")] for run in runs]
+            print(
+                f"- rate {rate:.2f}, {other} - floor: {statistics.mean(diffs):+.4f} "
+                f"[{min(diffs):+.4f}, {max(diffs):+.4f}] over {len(diffs)} runs"
+            )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["vgg19", "resnet50", "vit_b_16"])
@@ -117,13 +374,40 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--variants", action="store_true", help="time fold / rounding / channels_last variants")
+    parser.add_argument("--batches", nargs="+", type=int, default=[1, 4], help="batch sizes of --variants")
+    parser.add_argument("--multiple", type=int, default=8, help="channel multiple of --variants' rounding")
+    parser.add_argument("--normalize", default="max", help="per-layer normalisation of the global ranking")
+    parser.add_argument("--accuracy", nargs="+", metavar="RUN", help="compress run folders: rounding's accuracy effect")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.accuracy:
+        rows = rounding_accuracy(args.accuracy, args.rates, args.multiple)
+        print(
+            f"\nmultiple {args.multiple}, validation split, one checkpoint per run, masked + recalibrated, "
+            "no fine-tuning\n"
+        )
+        print_accuracy(rows)
+        return 0
+    if args.variants:
+        start_load = os.getloadavg()
+        rows = []
+        for name in args.models:
+            rows += bench_variants(
+                name, args.rates, args.scopes, args.scores, args.batches, args.repeats, args.multiple, args.normalize
+            )
+        print(
+            f"\n{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
+            f"median of {args.repeats} interleaved repeats, scores={args.scores}, normalize={args.normalize}, "
+            f"224 px, random init; load average {start_load[0]:.1f} at start, {os.getloadavg()[0]:.1f} at end\n"
+        )
+        print_variants(rows)
+        return 0
     rows = []
     for name in args.models:
-        rows += bench_model(name, args.rates, args.scopes, args.scores, args.batch, args.repeats)
+        rows += bench_model(name, args.rates, args.scopes, args.scores, args.batch, args.repeats, args.normalize)
     print(
         f"\n{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
         f"batch {args.batch}, median of {args.repeats}, scores={args.scores}, 224 px, random init\n"

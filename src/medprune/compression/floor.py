@@ -111,12 +111,15 @@ def ranked_candidate(
     couplings: Sequence[Sequence[str]] | None = None,
     fixed: Collection[str] | None = None,
     balanced: Mapping[str, int] | None = None,
+    finish: Callable[[dict[str, Tensor]], dict[str, Tensor]] | None = None,
 ) -> Candidate:
     """:func:`floor_candidate` of the ranking :func:`~medprune.pruning.masks.masks_from_scores` makes of ``scores``
     (the ranking keywords as there); the cap keeps rates below 1 and, for a global cut, at what ``min_keep`` allows.
     Rates and unit counts are those of the groups not ``fixed`` (the units the ranking may remove); with fixed groups
     the MACs floor asks for ``rate`` of the MACs the ranking can remove at all (those of the cut at ``cap``), since
-    the fixed groups' MACs stay whatever the rate.
+    the fixed groups' MACs stay whatever the rate. ``finish``, when given, maps every cut's masks before they are
+    measured (channel rounding, :func:`medprune.pruning.rounding.round_masks`; it must keep the cuts nested, as
+    rounding up does).
     """
     held = fixed_closure(fixed or (), couplings)
     sizes = [int(torch.as_tensor(values).numel()) for name, values in scores.items() if name not in held]
@@ -133,7 +136,8 @@ def ranked_candidate(
     }
 
     def cut(unit_rate: float) -> dict[str, Tensor]:
-        return masks_from_scores(scores, unit_rate, **ranking)
+        masks = masks_from_scores(scores, unit_rate, **ranking)
+        return masks if finish is None else finish(masks)
 
     total = sum(sizes)
     reachable = meter.removed(cut(cap / total)) if held and meter is not None and meter.supported else None

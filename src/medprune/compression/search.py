@@ -6,6 +6,11 @@ measured, and rows already there are reused, so a killed search restarts at the 
 
 With the MACs floor (``Workbench.macs``, :mod:`medprune.compression.floor`) a candidate rate ``r`` removes at
 least ``r`` of the units and ``r`` of the MACs: its masks are cut deeper in the same ranking when needed.
+
+With channel rounding (``Workbench.channel_multiple`` > 1, :func:`medprune.pruning.rounding.round_masks`) every cut's
+kept channel counts are rounded up to the multiple before anything is measured, so the MACs floor, the validation
+search, the final masks and the physical removal all see the same rounded masks (iterative pruning, ``rounds`` > 1,
+is not rounded).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from medprune.compression.card import SearchRow
 from medprune.compression.decision import AcceptanceRule
 from medprune.compression.evidence import metric_value, predictions_and_metrics
 from medprune.compression.floor import Candidate, ranked_candidate
+from medprune.models.units import unit_groups
 from medprune.options import LOSSLESS_METRICS
 from medprune.progress import progress
 from medprune.provenance import to_jsonable
@@ -34,6 +40,7 @@ from medprune.pruning.iterative import iterative_prune
 from medprune.pruning.masks import achieved_rate, masks_from_scores
 from medprune.pruning.physical import RemovalPlan
 from medprune.pruning.ranking import Ranking
+from medprune.pruning.rounding import round_masks
 from medprune.recovery.finetune import recover as recover_masked
 from medprune.recovery.recipe import FinetuneRecipe
 
@@ -44,6 +51,7 @@ __all__ = [
     "evaluate_split",
     "masks_at",
     "candidate_masks",
+    "channel_rounding",
     "recover",
     "search",
     "final_model",
@@ -74,6 +82,7 @@ class Workbench:
         macs: counts the MACs masks remove from ``model``; with it, the MACs floor is on (``None``: off).
         removal: the model's :class:`~medprune.pruning.physical.RemovalPlan` (its fixed groups stay whole, its
             balanced ones lose as many units per conv group; rates are fractions of the removable units).
+        channel_multiple: kept channel counts are rounded up to this multiple (1: not rounded; attention heads never).
     """
 
     model: nn.Module
@@ -91,6 +100,7 @@ class Workbench:
     baseline_predictions: np.ndarray
     macs: MacsMeter | None = None
     removal: RemovalPlan | None = None
+    channel_multiple: int = 1
 
     def mask_keywords(self) -> dict[str, Any]:
         """The ranking as keywords of :func:`~medprune.pruning.masks.masks_from_scores` (and of iterative pruning)."""
@@ -105,15 +115,43 @@ def evaluate_split(model: nn.Module, data: tuple[Tensor, Tensor], names: Sequenc
     return predictions_and_metrics(model, data, names)[1]
 
 
+def channel_rounding(
+    bench: Workbench, scores: dict[str, Tensor]
+) -> Callable[[dict[str, Tensor]], dict[str, Tensor]] | None:
+    """The bench's channel rounding of masks cut from ``scores`` (``None`` when ``channel_multiple`` is 1)."""
+    if bench.channel_multiple == 1:
+        return None
+    keywords = bench.mask_keywords()
+    heads = [group.name for group in unit_groups(bench.model) if group.kind == "head"]
+
+    def finish(masks: dict[str, Tensor]) -> dict[str, Tensor]:
+        return round_masks(
+            masks,
+            scores,
+            bench.channel_multiple,
+            normalize=keywords["normalize"],
+            couplings=keywords["couplings"],
+            balanced=keywords.get("balanced"),
+            skip=heads,
+        )
+
+    return finish
+
+
 def masks_at(bench: Workbench, scores: dict[str, Tensor], rate: float) -> dict[str, Tensor]:
-    """Keep-masks at ``rate`` under the bench's ranking, identical inside every coupled set."""
-    return masks_from_scores(scores, rate, **bench.mask_keywords())
+    """Keep-masks at ``rate`` under the bench's ranking (and channel rounding), identical inside every coupled set."""
+    masks = masks_from_scores(scores, rate, **bench.mask_keywords())
+    finish = channel_rounding(bench, scores)
+    return masks if finish is None else finish(masks)
 
 
 def candidate_masks(bench: Workbench, scores: dict[str, Tensor], rate: float) -> Candidate:
     """The masks of candidate ``rate``: at unit rate ``rate``, cut deeper when the MACs floor asks for it
-    (:func:`medprune.compression.floor.ranked_candidate`; off without ``bench.macs``)."""
-    return ranked_candidate(scores, rate, meter=bench.macs, **bench.mask_keywords())
+    (:func:`medprune.compression.floor.ranked_candidate`; off without ``bench.macs``), channel-rounded as
+    :func:`masks_at` rounds them."""
+    return ranked_candidate(
+        scores, rate, meter=bench.macs, finish=channel_rounding(bench, scores), **bench.mask_keywords()
+    )
 
 
 def recover(bench: Workbench, source: nn.Module, masks: dict[str, Tensor], epochs: int, tag: str) -> nn.Module:
@@ -259,6 +297,10 @@ def final_model(
     if rounds == 1:
         masks = masks_at(bench, scores, rate)
         return recover(bench, bench.model, masks, epochs, tag), masks
+    if bench.channel_multiple > 1:
+        logger.warning(
+            "channel_multiple=%d: iterative pruning (rounds=%d) is not rounded", bench.channel_multiple, rounds
+        )
     counter = {"score": 0, "recover": 0}
 
     def score_fn(current: nn.Module, _masks: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -124,6 +124,7 @@ def run_compress(config: CompressConfig) -> CompressResult:
         "quantize": "none",
         "calibration_samples": CALIBRATION_SAMPLES,
         "export": "onnx",
+        "channel_multiple": 1,
     }
     rule = AcceptanceRule(
         metric=config.metric,
@@ -405,6 +406,7 @@ def _workbench(config: CompressConfig, model: nn.Module, splits: Any, out: Path)
         baseline_predictions=predicted,
         macs=MacsMeter(model) if config.macs_floor else None,
         removal=removal,
+        channel_multiple=config.channel_multiple,
     )
 
 
