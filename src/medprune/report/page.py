@@ -311,8 +311,9 @@ def paired_matrix(paired: Sequence[Row]) -> list[tuple[str, str]]:
     return result
 
 
-def paired_note(paired: Sequence[Row]) -> str:
-    """What the paired verdicts are (margin, families, what is compared) and how many of each, as text."""
+def paired_note(paired: Sequence[Row], method: bool = True) -> str:
+    """What the paired verdicts are (margin, families, what is compared) and how many of each, as text; ``method``:
+    with :data:`~medprune.stats.VERDICT_NOTE` (how a verdict is reached) at the end."""
     if not paired:
         return "No method and control share a run at these rates: no paired comparison."
     margins = sorted({float(r["margin"]) for r in paired})
@@ -333,8 +334,8 @@ def paired_note(paired: Sequence[Row]) -> str:
         + warning
         + f" Equivalence margin ±{', '.join(f'{m:g}' for m in margins)} of the metric (report option "
         "equivalence_margin). Every attribution method is compared with every control on the runs both have "
-        "(same checkpoint, selection seed and test images); methods are not compared among themselves here. "
-        + VERDICT_NOTE
+        "(same checkpoint, selection seed and test images); methods are not compared among themselves here."
+        + (" " + VERDICT_NOTE if method else "")
     )
 
 
@@ -423,7 +424,8 @@ def render(
         sections.append(
             (
                 "Paired comparisons with the controls at the Table 1 rates (test split, verdicts corrected per family)",
-                f"<p class='note'>{html.escape(paired_note(tables.paired))}</p>"
+                f"<p class='note'>{html.escape(paired_note(tables.paired, method=False))}</p>"
+                + details("How a verdict is reached", f"<p class='note'>{html.escape(VERDICT_NOTE)}</p>")
                 + f"<div class='scroll'>{shown}</div>"
                 + (details(f"{len(matrices) - 2} more matrices", rest) if rest else "")
                 + folded(
@@ -452,7 +454,7 @@ def render(
     sections.append(
         (
             f"Lossless pruning rates on {metric}, every line: chosen on validation, confirmed on test",
-            f"<p class='note'>{html.escape(LOSSLESS_NOTE)}</p>"
+            details("How the intervals are computed", f"<p class='note'>{html.escape(LOSSLESS_NOTE)}</p>")
             + folded(
                 f"{len(tables.summary)} lines",
                 tables.summary,
@@ -488,7 +490,8 @@ def render(
             "Table 1: drop at fixed pruning rates (test split)",
             f"<p class='note'>Cells: mean drop over checkpoints [95% clustered CI] at the column's rate; n = training "
             f"checkpoints (runs behind them). {html.escape(missing)}</p>"
-            f"<p class='note'>{html.escape(CLUSTERED_METHOD_NOTE)}</p>" + "".join(tables_html),
+            + details("How the intervals are computed", f"<p class='note'>{html.escape(CLUSTERED_METHOD_NOTE)}</p>")
+            + "".join(tables_html),
         )
     )
     if tables.efficiency:
