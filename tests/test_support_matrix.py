@@ -44,6 +44,7 @@ def test_the_committed_matrix_covers_25_architectures_without_a_failure(matrix) 
     assert through is not None and int(through.group(2)) == len(rows)
     passing = [line for line in rows if _through(_cells(line))]
     assert int(through.group(1)) == len(passing)
+    assert len(passing) >= 20  # issue 25's acceptance: at least 20 of 25 architectures all the way through
     for line in rows:  # every architecture that does not pass is refused with a numbered message
         if line not in passing:
             assert "refused [" in line, line
