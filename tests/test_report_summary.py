@@ -9,6 +9,8 @@ from medprune.report.page import compact_cell, paired_matrix, table1_display
 from medprune.report.paired import paired_comparisons
 from medprune.report.summary import answer_html, answer_markdown, answers, interval, key_rows
 from medprune.report.tables import lossless_rates, lossless_summary, table1
+from medprune.runs.report import ReportConfig, run_report
+from medprune.sweep.table import write_csv
 
 RATES = (0.0, 0.1, 0.2, 0.3, 0.4)
 PARAMS = 1000
@@ -126,3 +128,25 @@ def test_a_control_that_samples_images_shows_at_the_answers_sampling_only():
     _, (answer,) = _answer({"lrp/random": 0.3, "taylor/random": 0.1, "taylor/confidence": 0.2, "random/none": 0.1})
     assert [k.name for k in answer.lines] == ["LRP/random", "random", "taylor/random"]
     assert "taylor/random @0.20, 0.30" in answer.lines[0].verdict and "confidence" not in answer.lines[0].verdict
+
+
+def test_a_bare_table_gets_the_answer_first_and_its_key_figure(tmp_path):
+    rows = [
+        {k: v for k, v in r.items() if k != "balanced_accuracy"}
+        for r in _table({"lrp/random": 0.3, "random/none": 0.1})
+    ]
+    write_csv(rows, tmp_path / "results.csv")
+    config = ReportConfig(
+        results=[str(tmp_path / "results.csv")],
+        out=str(tmp_path / "report"),
+        lossless_metric="accuracy",
+        paired_metrics=["accuracy"],
+        n_resamples=200,
+    )
+    result = run_report(config)
+    page = result.html.read_text(encoding="utf-8")
+    assert page.index("class='answer'") < page.index('alt="key figure: m on d"') < page.index("What was swept")
+    assert "LRP/random prunes 0.30" in page and "bare table" in page  # no efficiency or heatmaps, and it says so
+    key = tmp_path / "report" / "key_m_d.png"
+    assert key in result.figures and key.stat().st_size > 5000  # accuracy only: the balanced-accuracy panel is left out
+    assert "The answer" in result.markdown.read_text(encoding="utf-8").split("### Table 1")[0]

@@ -383,7 +383,7 @@ def render(
     extra: Sequence[tuple[str, str]] = (),
     *,
     answers: Sequence[Answer] = (),
-    key_figures: Sequence[Path] = (),
+    key_figures: Sequence[Path | None] = (),
     recall_figures: Sequence[Path] = (),
 ) -> str:
     """The full HTML document (PNG files are embedded): ``extra`` ``(heading, html)`` sections first (a study puts its
@@ -398,8 +398,9 @@ def render(
         blocks = []
         for i, answer in enumerate(answers):
             blocks.append(answer_html(answer))
-            if i < len(key_figures):
-                blocks.append(image_html(key_figures[i], f"key figure: {answer.model} on {answer.dataset}"))
+            figure = key_figures[i] if i < len(key_figures) else None
+            if figure is not None:
+                blocks.append(image_html(figure, f"key figure: {answer.model} on {answer.dataset}"))
         sections.append(
             (
                 "The answer: how much can be pruned, with which method, how sure",

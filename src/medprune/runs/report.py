@@ -220,10 +220,12 @@ def _focus(found: Sequence[Answer]) -> list[Focus]:
 
 def _key_figures(
     found: Sequence[Answer], results: Sequence[Row], config: ReportConfig, out: Path
-) -> tuple[list[Path], list[Path]]:
-    """Per answer: the key figure (accuracy and balanced accuracy vs achieved rate with 95% intervals, test) and the
-    per-class recall figure of its lines."""
-    keys, recalls = [], []
+) -> tuple[list[Path | None], list[Path]]:
+    """Per answer: the key figure (accuracy and balanced accuracy vs achieved rate with 95% intervals, test; ``None``
+    when the table has neither metric or no pruned rate) and the per-class recall figure of its lines (when the rows
+    have per-class recalls)."""
+    keys: list[Path | None] = []
+    recalls: list[Path] = []
     boot = {"n_resamples": config.n_resamples, "seed": config.bootstrap_seed}
     for answer in found:
         rows = key_rows(answer, results)
@@ -241,12 +243,16 @@ def _key_figures(
             f"{answer.model} on {answer.dataset}, {answer.protocol} ({answer.setting}), {answer.sampling} sampling: "
             "test split, mean over runs"
         )
-        keys.append(figures.plot_key_figure(lines, unpruned, out / f"key_{slug}.png", title, config.controls))
-        recalls.append(
-            figures.plot_class_recall(
-                rows, out / f"class_recall_{slug}.png", f"Per-class recall: {title}", config.controls
-            )
+        drawn = lines and rates
+        keys.append(
+            figures.plot_key_figure(lines, unpruned, out / f"key_{slug}.png", title, config.controls) if drawn else None
         )
+        if any(k.startswith("recall_") for r in test_base for k in r):
+            recalls.append(
+                figures.plot_class_recall(
+                    rows, out / f"class_recall_{slug}.png", f"Per-class recall: {title}", config.controls
+                )
+            )
     return keys, recalls
 
 
@@ -343,7 +349,7 @@ def _report(config: ReportConfig, rows: list[Row], sections: Sequence[tuple[str,
         list(tables.paired),
         markdown,
         efficiency,
-        [*key_paths, *recall_paths, *curve_paths, *heat_paths],
+        [*(p for p in key_paths if p is not None), *recall_paths, *curve_paths, *heat_paths],
         similarity,
         len(rows),
         mean_similarity,
