@@ -301,3 +301,23 @@ def test_compress_keeps_fixed_groups_whole_and_records_why(tmp_path: Path, data_
     assert sorted(recorded["removal"]["fixed groups"]) == ["dwconv", "fc2", "stem"]
     small, _ = load_checkpoint(result.files["weights"])
     assert small.fc1.out_features == 16
+
+
+def test_prune_physical_output_keeps_fixed_groups_whole_and_matches_masking(tmp_path: Path, data_root: Path) -> None:
+    from medprune.config import build_config
+    from medprune.runs.prune import PruneConfig, run_prune
+
+    torch.manual_seed(0)
+    model = create_model(_NAME, num_classes=2, image_size=28)
+    meta = {"class_names": ["normal", "pneumonia"], "dataset": {"name": "pneumoniamnist"}}
+    checkpoint = str(save_checkpoint(tmp_path / "train" / "model", model, meta))
+    overrides = {"checkpoint": checkpoint, "out": str(tmp_path / "prune"), "data_root": str(data_root)}
+    # at 0.7 of all units a global ranking takes LayerNorm'd channels too, which physical removal must refuse
+    config = build_config(PruneConfig, overrides={**overrides, "method": "magnitude", "rate": 0.7, "output": "both"})
+    result = run_prune(config)
+    # before: a ConvNeXt-like model's LayerNorm'd channels made physical removal refuse the whole model
+    assert result.physical["accuracy"] == result.masked["accuracy"] == result.reloaded_accuracy
+    recorded = read_meta(result.checkpoint)["pruning"]
+    assert sorted(recorded["removal"]["fixed groups"]) == ["dwconv", "fc2", "stem"]
+    small, _ = load_checkpoint(result.checkpoint)
+    assert small.fc1.out_features == 32 - round(0.7 * 32) and small.stem.out_channels == model.stem.out_channels

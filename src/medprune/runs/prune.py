@@ -27,7 +27,15 @@ from medprune.data import stack_samples
 from medprune.data.validate import validate_splits
 from medprune.options import NO_SAMPLING, check_method_option_limits
 from medprune.provenance import model_checksum, to_jsonable
-from medprune.pruning import check_rate, coupled_groups, mask_model, masks_from_scores, model_cost, remove_units
+from medprune.pruning import (
+    check_rate,
+    coupled_groups,
+    mask_model,
+    masks_from_scores,
+    model_cost,
+    remove_units,
+)
+from medprune.pruning.physical import removal_plan
 from medprune.pruning.ranking import Ranking
 from medprune.rundir import OutputFolder, RunDir, output_folder, write_text_atomic
 from medprune.scoring import scorer_entry, validate_method_request
@@ -286,14 +294,25 @@ def _prune(config: PruneConfig, rate: float, sampling: str) -> PruneResult:
             method_options={method: config.method_options} if config.method_options else None,
         )
         scores = store.scores(method, sampling)
-    couplings = coupled_groups(model) if config.ranking.couplings else None
+    removal: dict[str, Any] | None = None
+    if config.output in ("physical", "both"):
+        # the masks physical removal can match: coupled residual writers, groups it cannot shrink exactly kept whole,
+        # grouped convolutions' channels taken evenly from their groups (the masked output uses the same masks)
+        plan = removal_plan(model)
+        keywords: dict[str, Any] = plan.mask_keywords()
+        removal = plan.summary()
+        if plan.fixed:
+            logger.warning("kept whole (physical removal could not match masking): %s", sorted(plan.fixed))
+    else:
+        keywords = {"couplings": coupled_groups(model) if config.ranking.couplings else None}
+    couplings = keywords["couplings"]
     masks = masks_from_scores(
         scores,
         rate,
         scope=config.ranking.scope,
         normalize=config.ranking.normalize,
         min_keep=config.ranking.min_keep,
-        couplings=couplings,
+        **keywords,
     )
     test = stack_samples(splits.test, range(len(splits.test)))
     pruning = {
@@ -304,6 +323,7 @@ def _prune(config: PruneConfig, rate: float, sampling: str) -> PruneResult:
         "scope": config.ranking.scope,
         "normalize": config.ranking.normalize,
         "couplings": bool(couplings),
+        **({"removal": removal} if removal else {}),
     }
     result = save_pruned(model, masks, out, test, list(splits.class_names), {**meta, "pruning": pruning}, config.output)
     logger.info(
