@@ -1,10 +1,12 @@
 """Scoring cost per image on CPU: every registered method vs one forward pass, for the paper's architectures.
 
     .venv/bin/python bench/scoring.py [--models vgg19 resnet50 vit_b_16] [--methods ig lrp ...] [--images 2]
+    .venv/bin/python bench/scoring.py --models resnet50 --methods lrp --threads 1 --images 1 --profile
 
 Random init, 224 px, ``--threads`` torch threads (default 2). The forward pass is timed on
-one image (median of ``--repeats``); each method scores ``--images`` images in one :func:`medprune.scoring.score` call
-and is reported as seconds per image and as a multiple of the forward pass. IG's target: <= 3 x steps forwards
+one image (median of ``--repeats``, after a warm-up); each method scores one image as a warm-up, then ``--images``
+images in one :func:`medprune.scoring.score` call, reported as seconds per image and as a multiple of the forward
+pass, in wall time and in process CPU time. IG's target: <= 3 x steps forwards
 (forward + backward at steps + 1 points).
 """
 
@@ -17,6 +19,7 @@ import sys
 import time
 
 import torch
+from torch.profiler import ProfilerActivity, profile
 
 from medprune.models import create_model
 from medprune.scoring.registry import available_scorers, score, scorer_entry
@@ -24,15 +27,16 @@ from medprune.scoring.registry import available_scorers, score, scorer_entry
 PAPER_MODELS = ["vgg19", "resnet50", "vit_b_16"]
 
 
-def _forward_seconds(model: torch.nn.Module, x: torch.Tensor, repeats: int) -> float:
+def _forward_seconds(model: torch.nn.Module, x: torch.Tensor, repeats: int) -> tuple[float, float]:
+    """Median (wall, process CPU) seconds of one forward pass."""
     times = []
     with torch.no_grad():
         model(x)  # warm-up
         for _ in range(repeats):
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             model(x)
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+            times.append((time.perf_counter() - start, time.process_time() - cpu))
+    return statistics.median(t[0] for t in times), statistics.median(t[1] for t in times)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="forward-pass timings (median)")
     parser.add_argument("--steps", type=int, default=20, help="IG steps")
     parser.add_argument("--chunk-size", type=int, default=None, help="IG chunk size (default: the method's)")
+    parser.add_argument("--profile", action="store_true", help="also print torch.profiler's top operations per method")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
@@ -58,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.image_size} px, random init, "
         f"{args.images} image(s) per method; IG steps={args.steps}"
     )
-    header = f"| model | forward s/img | {' | '.join(methods)} |"
+    header = f"| model | forward s/img (CPU s) | {' | '.join(methods)} |"
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     for name in args.models:
@@ -66,19 +71,34 @@ def main(argv: list[str] | None = None) -> int:
         model = create_model(name, num_classes=3, image_size=args.image_size)
         x = torch.randn(args.images, 3, args.image_size, args.image_size)
         y = torch.arange(args.images) % 3
-        forward = _forward_seconds(model, x[:1], args.repeats)
+        forward, forward_cpu = _forward_seconds(model, x[:1], args.repeats)
         cells = []
         for method in methods:
-            start = time.perf_counter()
+            try:  # warm-up on one image, as the forward pass is warmed up (first calls pay one-off set-up costs)
+                score(model, x[:1], y[:1], method, batch_size=1, **options.get(method, {}))
+            except NotImplementedError:
+                pass
+            start, cpu = time.perf_counter(), time.process_time()
             try:
                 score(model, x, y, method, batch_size=args.images, **options.get(method, {}))
             except NotImplementedError as error:
                 cells.append(f"n/a ({error})")
                 continue
-            per_image = (time.perf_counter() - start) / (1 if scorer_entry(method).data_free else args.images)
-            cells.append(f"{per_image:.3g} s ({per_image / forward:.1f}x)")
-        print(f"| {name} | {forward:.3f} | {' | '.join(cells)} |", flush=True)
-    print("cells: seconds per image (multiple of one forward pass); data-free methods: seconds per call")
+            count = 1 if scorer_entry(method).data_free else args.images
+            per_image, per_image_cpu = (time.perf_counter() - start) / count, (time.process_time() - cpu) / count
+            if args.profile:  # after the timing: the profiler slows what it records
+                with profile(activities=[ProfilerActivity.CPU]) as prof:
+                    score(model, x, y, method, batch_size=args.images, **options.get(method, {}))
+                print(f"\n{name} {method}:\n" + prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+            cells.append(
+                f"{per_image:.3g} s ({per_image / forward:.1f}x; CPU {per_image_cpu:.3g} s, "
+                f"{per_image_cpu / forward_cpu:.1f}x)"
+            )
+        print(f"| {name} | {forward:.3f} ({forward_cpu:.3f}) | {' | '.join(cells)} |", flush=True)
+    print(
+        "cells: wall seconds per image (multiple of one forward pass; process CPU time and its multiple beside); "
+        "data-free methods: seconds per call"
+    )
     return 0
 
 
