@@ -69,6 +69,7 @@ BOUNDED = [
     (["sweep", "--checkpoints", "ck", "--set", "finetune_epochs=0,100000000"], "finetune_epochs[1]=100000000", "10000"),
     (["sweep", "--checkpoints", "ck", "--set", f"rates={RATES}"], "rates holds 10000 entries", "200"),
     (["compress", "ck", "--set", "finetune_steps=1000000000"], "finetune_steps=1000000000", "100000"),
+    (["compress", "ck", "--set", f"rates={RATES}"], "rates holds 10000 entries", "200"),
     (["report", "--results", "x.csv", "--set", "n_resamples=1000000000000"], "n_resamples=1000000000000", "1000000"),
     (["score", "ck", "--methods", "ig", "--option", "ig.steps=1e9"], "--option ig.steps=1000000000.0", "10000"),
     (["import", "--arch", "resnet18", "--weights", "w.pt", "--num-classes", "100000000"], "num_classes=100000000", ""),

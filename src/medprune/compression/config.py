@@ -11,7 +11,7 @@ from medprune.compression.card import CompressionRecord
 from medprune.compression.decision import BOUND_METRICS
 from medprune.config import ConfigError, option
 from medprune.options import LOSSLESS_METRICS, LosslessMetric, check_option
-from medprune.pruning.masks import check_rate
+from medprune.pruning.masks import MAX_RATES, check_rate
 from medprune.pruning.ranking import Ranking
 from medprune.pruning.rounding import check_multiple
 from medprune.recovery.recipe import FinetuneRecipe
@@ -65,7 +65,9 @@ class CompressConfig(OutputFolder):
     )
     tolerance: float = option(0.01, help="largest allowed drop of metric on validation (0.01 = 1 point)")
     rates: list[float] = option(
-        default_factory=lambda: [0.3, 0.5, 0.6, 0.7, 0.8, 0.9], help="candidate rates, tried in increasing order"
+        default_factory=lambda: [0.3, 0.5, 0.6, 0.7, 0.8, 0.9],
+        help="candidate rates, tried in increasing order",
+        max_items=MAX_RATES,
     )
     rate: float | None = option(None, help="a fixed rate (no search; still checked on validation)")
     macs_floor: bool = option(

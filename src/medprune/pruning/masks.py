@@ -119,6 +119,11 @@ def _short(items: list[str], limit: int = 5) -> str:
     return f"[{head}{', ...' if len(items) > limit else ''}] ({len(items)} in all)"
 
 
+#: The most rates one command may ask for (``--no-limits`` lifts it): each rate is one masked evaluation (a sweep's:
+#: of every curve on every split; compress's: a search step, with its recovery), and a sweep's default grid holds 20.
+MAX_RATES = 200
+
+
 def check_rate(rate: float, name: str = "rate") -> float:
     """Return ``rate`` as a float if it lies in [0, 1), else raise a ValueError naming the parameter and range."""
     if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not (0.0 <= float(rate) < 1.0):

@@ -27,6 +27,7 @@ from medprune.compression.search import NoCandidateError
 from medprune.config import build_config, config_to_dict, option, save_config
 from medprune.options import LosslessMetric
 from medprune.provenance import to_jsonable
+from medprune.pruning.masks import MAX_RATES
 from medprune.pruning.ranking import Ranking
 from medprune.report.tables import best_line, lossless_rates
 from medprune.rundir import OutputFolder, RunDir, config_diff, output_folder, write_text_atomic
@@ -37,7 +38,6 @@ from medprune.runs.sweep import SweepConfig, run_sweep
 from medprune.runs.train import COSMETIC as TRAIN_COSMETIC
 from medprune.runs.train import TrainConfig, run_train
 from medprune.scoring.request import ScoreRecipe
-from medprune.sweep.config import MAX_RATES
 from medprune.sweep.protocols import setting_text
 from medprune.sweep.table import Row
 from medprune.training.config import MAX_EPOCHS, MAX_IMAGE_SIZE

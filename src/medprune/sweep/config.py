@@ -25,7 +25,7 @@ from medprune.options import (
     Split,
     check_options,
 )
-from medprune.pruning import check_rate
+from medprune.pruning.masks import MAX_RATES, check_rate
 from medprune.pruning.ranking import Ranking
 from medprune.recovery.recipe import FinetuneRecipe
 from medprune.rundir import OutputFolder, output_folder
@@ -38,7 +38,6 @@ from medprune.sweep.protocols import Setting, settings_from
 from medprune.sweep.recovery_step import SWEEP_RECIPE, Recovery, recovery_variants
 
 __all__ = [
-    "MAX_RATES",
     "COSMETIC",
     "DEFAULT_CONTROLS",
     "LATER_DEFAULTS",
@@ -49,9 +48,6 @@ __all__ = [
     "validate_config",
 ]
 
-#: The most rates a sweep may ask for (``--no-limits`` lifts it): each rate is one evaluation of every curve on every
-#: split, and the default grid holds 20.
-MAX_RATES = 200
 #: Data-free controls scored once (sampling ``none``) and swept beside every method by default.
 DEFAULT_CONTROLS: tuple[str, ...] = ("random", "magnitude")
 #: SweepConfig fields that may differ between runs into one folder (rows do not depend on them).
