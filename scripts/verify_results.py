@@ -58,6 +58,7 @@ ALLOWED: tuple[tuple[str, str], ...] = (
 
 DEMO_CARD = "docs/results/demo/card.json"
 DEMO_SUMMARY = "docs/results/demo/summary.json"
+SUPPORT = "docs/support.md"
 CALIBRATION = "docs/results/compress_calibration_cpu.csv"
 DATASET_NAMES = {"pneumoniamnist": "PneumoniaMNIST", "breastmnist": "BreastMNIST", "chestbreast": "chestbreast"}
 METHOD_NAMES = {"lrp": "LRP", "dlb": "DLB", "ig": "IG", "taylor": "Taylor"}
@@ -203,6 +204,18 @@ def _signed(digits: int) -> Callable[[object], str]:
     return lambda value: f"{float(value):+.{digits}f}"  # type: ignore[arg-type]
 
 
+def _support(index: int) -> Callable[[Path], int]:
+    """From the generated support matrix's closing line: architectures through every stage (0) or listed (1)."""
+
+    def compute(root: Path) -> int:
+        found = re.search(r"^Through import .*: (\d+) of (\d+) architectures\.$", (root / SUPPORT).read_text(), re.M)
+        if found is None:
+            raise ValueError(f"{SUPPORT}: no 'Through import ...: N of M architectures.' line")
+        return int(found.group(index + 1))
+
+    return compute
+
+
 #: Every anchored prose figure: name -> where it comes from, how it is computed and written.
 FIGURES: dict[str, Figure] = {
     "demo.tolerance_points": Figure(
@@ -242,6 +255,8 @@ FIGURES: dict[str, Figure] = {
         _signed(3),
         "clustering - random, paper protocol: upper end of the corrected interval",
     ),
+    "support.through": Figure((SUPPORT,), _support(0), _plain, "architectures through every stage"),
+    "support.listed": Figure((SUPPORT,), _support(1), _plain, "architectures in the support matrix"),
     "calibration.smallest_certifiable": Figure(
         (CALIBRATION,), _smallest_certifiable((CALIBRATION,), None), _range, "smallest certifiable tolerance, points"
     ),
