@@ -30,6 +30,10 @@ def root(tmp_path: Path) -> Path:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / name, tmp_path / name)
     shutil.copytree(REPO / "docs" / "results", tmp_path / "docs" / "results")
+    for name in {source for figure in verify_results.FIGURES.values() for source in figure.sources}:
+        if not (tmp_path / name).exists():  # a source outside docs/results (e.g. the generated support matrix)
+            (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(REPO / name, tmp_path / name)
     return tmp_path
 
 
