@@ -31,17 +31,11 @@ from typing import Any
 import onnx
 from onnx import TensorProto, helper
 
-from medprune.checkpoint import load_checkpoint
-from medprune.checkpoint.with_data import load_with_splits
-from medprune.compression.evidence import predictions_and_metrics
 from medprune.config import build_config
-from medprune.data import stack_samples
 from medprune.deploy.quantize import judge_quantized, quantize_int8
 from medprune.deploy.runtimes import onnx_latency, onnx_logits
 from medprune.provenance import to_jsonable
-from medprune.pruning import export_onnx
-from medprune.recovery.recalibration import recalibration_subset
-from medprune.runs.quantize import QuantizeConfig, check_inputs, run_quantize
+from medprune.runs.quantize import QuantizeConfig, check_inputs, prepare, run_quantize
 from medprune.runtime import fixed_threads
 
 METRIC_KEYS = ("accuracy", "balanced_accuracy")
@@ -102,24 +96,13 @@ def formats(folders: list[str], out: Path, threads: int, repeats: int, samples: 
     for folder in folders:
         target = out / Path(folder).name
         target.mkdir(parents=True, exist_ok=True)
-        config = build_config(QuantizeConfig, overrides={"target": folder, "out": str(target / "unused")})
+        overrides = {"target": folder, "out": str(target / "unused"), "calibration_samples": samples}
+        config = build_config(QuantizeConfig, overrides={**overrides, "data_root": data_root})
         inputs = check_inputs(config)
         with fixed_threads(1):
-            compressed, _, splits = load_with_splits(
-                str(inputs.checkpoint),
-                augment=False,
-                data_root=data_root,
-                label=f"checkpoint {inputs.checkpoint}",
-                override_is_same_data=True,
-            )
-            compressed = compressed.cpu().eval()
-            original = load_checkpoint(inputs.original)[0].cpu().eval()
-            names = list(splits.class_names)
-            val = stack_samples(splits.val, range(len(splits.val)))
-            fp32 = export_onnx(compressed, target / "model.onnx", val[0][:1])
-            predicted, baseline = predictions_and_metrics(original, val, names)
-            subset = recalibration_subset(splits.train, samples, config.seed)
-            images = stack_samples(subset, range(len(subset)))[0]
+            ready = prepare(inputs, config, target)
+            val, fp32, predicted, baseline = ready.val, ready.fp32, ready.predicted, ready.baseline
+            names, images = ready.names, ready.calibration_images
             paths: dict[str, Path] = {"compressed fp32": fp32}
             judged = {}
             for layout in FORMATS:

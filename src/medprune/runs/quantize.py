@@ -24,6 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from torch import Tensor, nn
+
 from medprune.checkpoint import load_checkpoint, read_meta
 from medprune.checkpoint.with_data import load_with_splits
 from medprune.compression.card_page import calibration_lines, quantization_lines
@@ -31,7 +34,7 @@ from medprune.compression.config import CompressConfig
 from medprune.compression.decision import AcceptanceRule
 from medprune.compression.evidence import predictions_and_metrics, promise_on_test
 from medprune.config import ConfigError, config_to_dict, option
-from medprune.data import stack_samples
+from medprune.data import DatasetSplits, stack_samples
 from medprune.deploy.calibration import ECE_BINS, calibration_summary, softmax_with_temperature
 from medprune.deploy.quantize import CALIBRATION_SAMPLES, ort_latency, quantize_and_judge, runtime_evidence
 from medprune.deploy.runtimes import onnx_logits, torch_logits
@@ -135,32 +138,65 @@ def check_inputs(config: QuantizeConfig) -> Inputs:
     return Inputs(checkpoint, original, rule, relation)
 
 
+@dataclass
+class Prepared:
+    """What quantizing starts from: both models, the splits, the validation tensors, the fp32 ONNX export, the original
+    model's validation predictions and metrics (the rule's baseline) and the calibration images."""
+
+    compressed: nn.Module
+    original: nn.Module
+    splits: DatasetSplits
+    names: list[str]
+    val: tuple[Tensor, Tensor]
+    fp32: Path
+    predicted: np.ndarray
+    baseline: dict[str, Any]
+    calibration_images: Tensor
+
+
+def prepare(inputs: Inputs, config: QuantizeConfig, out: Path) -> Prepared:
+    """Load the target (with its data) and the original, export the target to ``out/model.onnx``, take the original's
+    validation baseline and the clean training images int8 is calibrated on (``medprune quantize`` and
+    bench/quantize.py start here)."""
+    compressed, _, splits = load_with_splits(
+        str(inputs.checkpoint),
+        augment=False,
+        dataset=config.dataset,
+        data_root=config.data_root,
+        label=f"checkpoint {inputs.checkpoint}",
+        override_is_same_data=True,
+    )
+    compressed = compressed.cpu().eval()
+    original = load_checkpoint(inputs.original)[0].cpu().eval()
+    names = list(splits.class_names)
+    val = stack_samples(splits.val, range(len(splits.val)))
+    fp32 = export_onnx(compressed, out / "model.onnx", val[0][:1])
+    logger.info("exported %s to %s", inputs.checkpoint, fp32)
+    predicted, baseline = predictions_and_metrics(original, val, names)
+    subset = recalibration_subset(splits.train, config.calibration_samples, config.seed)
+    images = stack_samples(subset, range(len(subset)))[0]
+    return Prepared(compressed, original, splits, names, val, fp32, predicted, baseline, images)
+
+
 def run_quantize(config: QuantizeConfig) -> QuantizeResult:
     """Export, quantize, judge on validation, test, time and write the record (see the module docstring)."""
     inputs = check_inputs(config)
     out = Path(config.out)
     cosmetic = ("latency_threads", "latency_repeats", "overwrite", "out", "ece_bins")
     with RunDir(out, "quantize", config, cosmetic=cosmetic, overwrite=config.overwrite), fixed_threads(config.threads):
-        compressed, meta, splits = load_with_splits(
-            str(inputs.checkpoint),
-            augment=False,
-            dataset=config.dataset,
-            data_root=config.data_root,
-            label=f"checkpoint {inputs.checkpoint}",
-            override_is_same_data=True,
+        ready = prepare(inputs, config, out)
+        compressed, original, splits, names, val = (
+            ready.compressed,
+            ready.original,
+            ready.splits,
+            ready.names,
+            ready.val,
         )
-        compressed = compressed.cpu().eval()
-        original = load_checkpoint(inputs.original)[0].cpu().eval()
-        names = list(splits.class_names)
-        val = stack_samples(splits.val, range(len(splits.val)))
-        fp32 = export_onnx(compressed, out / "model.onnx", val[0][:1])
-        logger.info("exported %s to %s", inputs.checkpoint, fp32)
-        predicted, baseline = predictions_and_metrics(original, val, names)
-        subset = recalibration_subset(splits.train, config.calibration_samples, config.seed)
+        fp32, predicted, baseline = ready.fp32, ready.predicted, ready.baseline
         record = quantize_and_judge(
             fp32,
             out,
-            stack_samples(subset, range(len(subset)))[0],
+            ready.calibration_images,
             calibration_source=f"clean training images, a stratified subset drawn with seed {config.seed}",
             rule=inputs.rule,
             val=val,
