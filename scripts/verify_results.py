@@ -136,6 +136,22 @@ def _stage_seconds(root: Path) -> float:
     return sum(load_json(root, DEMO_CARD)["timings"].values())
 
 
+def _int8(root: Path) -> dict:
+    return load_json(root, DEMO_SUMMARY)["compressed"]["int8"]
+
+
+def _drift_median(name: str) -> Callable[[Path], float]:
+    """The median per-image heatmap correlation (compressed vs original) of one class on the demo's card."""
+
+    def compute(root: Path) -> float:
+        rows = [r for r in load_json(root, DEMO_CARD)["explanations"]["per_class"] if r["class"] == name]
+        if len(rows) != 1:
+            raise ValueError(f"{DEMO_CARD}: {len(rows)} explanation rows for class {name!r}, expected 1")
+        return float(rows[0]["median"])
+
+    return compute
+
+
 def _calibration_runs(root: Path, files: Sequence[str], dataset: str | None, rule: str) -> list[dict[str, str]]:
     rows = [row for name in files for row in read_rows(root / name)]
     return [r for r in rows if r["rule"] == rule and (dataset is None or r["dataset"] == dataset)]
@@ -243,6 +259,17 @@ FIGURES: dict[str, Figure] = {
     "demo.wall_seconds": Figure(
         (DEMO_SUMMARY,), lambda root: load_json(root, DEMO_SUMMARY)["wall_time_s"], _fixed(0), "demo wall time, s"
     ),
+    "demo.int8": Figure(
+        (DEMO_SUMMARY,), lambda root: "shipped" if _int8(root)["shipped"] else "refused", _plain, "int8 decision"
+    ),
+    "demo.int8_speedup": Figure(
+        (DEMO_SUMMARY,),
+        lambda root: _int8(root)["ort_batch1_ms"][0] / _int8(root)["ort_batch1_ms"][1],
+        _fixed(2),
+        "ONNX Runtime batch-1 latency, compressed fp32 / int8",
+    ),
+    "demo.drift_normal": Figure((DEMO_CARD,), _drift_median("normal"), _fixed(2), "heatmap r, class normal"),
+    "demo.drift_pneumonia": Figure((DEMO_CARD,), _drift_median("pneumonia"), _fixed(2), "heatmap r, class pneumonia"),
     "study.paper.clustering_random.low": Figure(
         (STUDY_CLAIMS,),
         _claim("main:paper", "c:clustering-random", "low"),
