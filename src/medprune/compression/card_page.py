@@ -52,6 +52,10 @@ def format_number(value: Any) -> str:
     return str(value)
 
 
+def _threads(count: Any) -> str:
+    return f"{count} thread" if str(count) == "1" else f"{count} threads"
+
+
 def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += [
@@ -294,7 +298,7 @@ def decision_lines(record: CompressionRecord) -> list[str]:
     ]
     if faster:
         threads = record.latency[0].threads
-        lines.append(f"- **Faster (PyTorch CPU, {threads} threads, median):** " + "; ".join(faster) + ".")
+        lines.append(f"- **Faster (PyTorch CPU, {_threads(threads)}, median):** " + "; ".join(faster) + ".")
     if quantization.get("latency"):
         rows = quantization["latency"]
         ort = []
@@ -305,7 +309,7 @@ def decision_lines(record: CompressionRecord) -> list[str]:
                 f"batch {batch}: {milliseconds(base_ms)} -> {milliseconds(steps[0])} (fp32) -> "
                 f"{milliseconds(steps[1])} ms (int8, {times(base_ms / steps[1] if base_ms and steps[1] else None)})"
             )
-        lines.append(f"- **Faster (ONNX Runtime, {rows[0]['threads']} threads, median):** " + "; ".join(ort) + ".")
+        lines.append(f"- **Faster (ONNX Runtime, {_threads(rows[0]['threads'])}, median):** " + "; ".join(ort) + ".")
     choice, promise = record.choice, record.promise
     if choice.get("metric") is not None:
         metric = str(choice["metric"]).replace("_", " ")
