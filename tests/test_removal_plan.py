@@ -321,3 +321,22 @@ def test_prune_physical_output_keeps_fixed_groups_whole_and_matches_masking(tmp_
     assert sorted(recorded["removal"]["fixed groups"]) == ["dwconv", "fc2", "stem"]
     small, _ = load_checkpoint(result.checkpoint)
     assert small.fc1.out_features == 32 - round(0.7 * 32) and small.stem.out_channels == model.stem.out_channels
+
+
+def test_a_sweeps_physical_artefacts_use_the_removal_plan(tmp_path: Path) -> None:
+    from medprune.config import build_config
+    from medprune.sweep.artifacts import SweepModel
+    from medprune.sweep.config import SweepConfig
+
+    model = _ready(create_model(_NAME, num_classes=2, image_size=28))  # float64, with the spec removal traces
+    config = build_config(SweepConfig, overrides={"checkpoints": ["unused"], "out": str(tmp_path / "sweep")})
+    item = SweepModel("k", model, {}, None, config, tmp_path / "scores", "checksum")
+    scores = _scores(model, seed=3)
+    item.scores_for = lambda *args, **kwargs: scores  # type: ignore[method-assign]
+    curve = {"method": "magnitude", "sampling": "none", "scope": "global", "normalize": "none"}
+    swept = item.masks(curve, 0.7)
+    assert not all(bool(swept[name].all()) for name in ("stem", "dwconv", "fc2"))  # the paper's masks take them too
+    physical = item.masks(curve, 0.7, physical=True)
+    assert all(bool(physical[name].all()) for name in ("stem", "dwconv", "fc2"))
+    _removed_equals_masked(model, physical)
+    assert not item.physical_matches_sweep()

@@ -499,8 +499,10 @@ def render(
         sections.append(
             (
                 "Physically pruned models at the validation lossless rates: parameters and MACs per image",
-                "<p class='note'>“coupled for removal”: the model has residual couplings the sweep did not impose, so "
-                "physical removal uses coupled masks at the same rate. MACs and parameters are exact. CPU latency "
+                "<p class='note'>“adjusted for removal”: physical removal uses the masks it can match at the same rate "
+                "(residual writers the sweep did not couple are coupled; groups it cannot shrink exactly, such as "
+                "LayerNorm'd or concatenated channels, are kept whole; grouped convolutions lose as many channels in "
+                "every group). MACs and parameters are exact. CPU latency "
                 f"(median of timed passes, batch {config.latency_batch}) is in efficiency.csv, not shown: it was "
                 "timed once per model on a shared machine, without a spread.</p>"
                 + details(f"{len(tables.efficiency)} models", _efficiency_table(tables.efficiency), "efficiency.csv"),

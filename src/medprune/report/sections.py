@@ -85,7 +85,7 @@ def efficiency_rows(
                             "rate": rate,
                             **{k: stats[k] for k in ("params", "macs", "latency_ms")},
                             "speedup": reference_ms / stats["latency_ms"],
-                            "masks": "as swept" if item.physical_matches_sweep() else "coupled for removal",
+                            "masks": "as swept" if item.physical_matches_sweep() else "adjusted for removal",
                         }
                     )
     bar.close()

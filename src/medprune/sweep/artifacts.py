@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from medprune.config import build_config
 from medprune.provenance import model_checksum
 from medprune.pruning import masks_from_scores
-from medprune.pruning.physical import coupled_groups
+from medprune.pruning.physical import RemovalPlan, removal_plan
 from medprune.scoring.store import ScoreStore
 from medprune.sweep.config import SweepConfig
 from medprune.sweep.inputs import load_for_sweep, recalibration_images, score_store
@@ -37,13 +37,18 @@ class SweepModel:
     cache: Path
     checksum: str
     _stores: dict[str, ScoreStore] = field(default_factory=dict, repr=False)
-    _couplings: list[list[str]] | None = field(default=None, repr=False)
+    _plan: RemovalPlan | None = field(default=None, repr=False)
+
+    def removal(self) -> RemovalPlan:
+        """How the model's units can be removed physically (couplings, groups kept whole, grouped convolutions),
+        computed once."""
+        if self._plan is None:
+            self._plan = removal_plan(self.model)
+        return self._plan
 
     def couplings(self) -> list[list[str]]:
-        """Coupled groups (residual streams) of the model, computed once."""
-        if self._couplings is None:
-            self._couplings = coupled_groups(self.model)
-        return self._couplings
+        """Coupled groups (residual streams) of the model."""
+        return self.removal().couplings
 
     def scores_for(self, method: str, sampling: str, seed: int | None = None, sign: str | None = None) -> Any:
         """The cached scores of a curve (default: the sweep's first seed and its sign)."""
@@ -54,8 +59,12 @@ class SweepModel:
 
     def masks(self, curve: Mapping[str, Any], rate: float, physical: bool = False) -> dict[str, Tensor]:
         """Keep-masks of a curve (a row: method, sampling, seed, sign, scope, normalize) at ``rate``, as swept;
-        ``physical=True`` couples residual writers so removal is possible."""
-        coupled = self.config.ranking.couplings or (physical and bool(self.couplings()))
+        ``physical=True``: the masks removal can match (:meth:`removal`: residual writers coupled, groups it cannot
+        shrink exactly kept whole, grouped convolutions cut evenly)."""
+        if physical:
+            keywords: dict[str, Any] = self.removal().mask_keywords()
+        else:
+            keywords = {"couplings": self.couplings() if self.config.ranking.couplings else None}
         scope = str(curve.get("scope") or self.config.ranking.scope)
         normalize = str(curve.get("normalize") or self.config.ranking.normalize)
         return masks_from_scores(
@@ -64,7 +73,7 @@ class SweepModel:
             scope=scope,  # type: ignore[arg-type]
             normalize=normalize,  # type: ignore[arg-type]
             min_keep=max(1, self.config.ranking.min_keep) if physical else self.config.ranking.min_keep,
-            couplings=self.couplings() if coupled else None,
+            **keywords,
         )
 
     def recalibration(self, seed: int) -> Tensor:
@@ -72,8 +81,11 @@ class SweepModel:
         return recalibration_images(self.splits, self.config.recalibrate_samples, int(seed))
 
     def physical_matches_sweep(self) -> bool:
-        """Whether physical removal uses exactly the swept masks (no residual couplings, or the sweep coupled them)."""
-        return self.config.ranking.couplings or not self.couplings()
+        """Whether physical removal uses exactly the swept masks: no residual couplings or the sweep coupled them, and
+        no group kept whole or cut evenly."""
+        plan = self.removal()
+        coupled = self.config.ranking.couplings or not plan.couplings
+        return coupled and not plan.fixed and not plan.balanced
 
 
 def is_sweep_dir(path: str | Path) -> bool:
