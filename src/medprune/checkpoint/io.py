@@ -1,8 +1,9 @@
 """Checkpoints without pickle: weights in ``<stem>.safetensors``, everything else in a ``<stem>.json`` sidecar.
 
 Loading rebuilds the architecture from the sidecar with :func:`medprune.models.create_model`, shrinks it to the saved
-pruned shapes when the sidecar says it was pruned, checks the weights file's SHA-256 and loads the state dict
-strictly. Nothing is ever unpickled: ``.pt``/``.pth``/``.pkl`` files are refused.
+pruned shapes when the sidecar says it was pruned, folds its BatchNorms into their convolutions when the sidecar lists
+``folded_batchnorms`` (a model saved after :func:`medprune.pruning.fold_batchnorms`), checks the weights file's
+SHA-256 and loads the state dict strictly. Nothing is ever unpickled: ``.pt``/``.pth``/``.pkl`` files are refused.
 
 >>> from medprune.models import create_model
 >>> import tempfile, pathlib
@@ -30,6 +31,7 @@ from torch import nn
 
 from medprune.models import create_model
 from medprune.provenance import file_sha256, model_checksum, package_versions, to_jsonable
+from medprune.pruning.folding import fold_batchnorms
 from medprune.pruning.physical import apply_structure
 from medprune.rundir import atomic_path, atomic_writer
 from medprune.training.memory import check_batch_memory
@@ -92,6 +94,8 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any] | N
         meta: extra sidecar fields, stored as given (JSON-converted). Recognised keys: ``class_names`` (default
             ``"0"``…), ``normalization`` (``{"mean": [...], "std": [...]}``), ``train_config``, ``dataset``
             (name, fingerprint), ``metrics``, ``pruned`` (the structure ``apply_structure`` restores).
+            ``folded_batchnorms`` is set here, from ``model.medprune_folded`` (the BatchNorm paths
+            :func:`medprune.pruning.fold_batchnorms` folded; absent when none were).
 
     Returns:
         The path of the weights file.
@@ -101,7 +105,8 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any] | N
     if not isinstance(spec, dict) or any(key not in spec for key in _MODEL_KEYS):
         raise ValueError("model has no medprune_spec; build it with medprune.models.create_model to save it")
     meta = dict(meta or {})
-    reserved = sorted(set(meta) & {"format", "model", "weights_file", "weights_sha256", "versions", "created"})
+    own = {"format", "model", "weights_file", "weights_sha256", "versions", "created", "folded_batchnorms"}
+    reserved = sorted(set(meta) & own)
     if reserved:
         raise ValueError(f"meta keys {reserved} are set by save_checkpoint itself; remove them")
     class_names = [str(c) for c in meta.pop("class_names", range(spec["num_classes"]))]
@@ -125,6 +130,7 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any] | N
         "image_size": int(meta.pop("image_size", spec["image_size"])),
         "in_channels": int(meta.pop("in_channels", spec["in_channels"])),
         **meta,
+        **({"folded_batchnorms": list(folded)} if (folded := getattr(model, "medprune_folded", None)) else {}),
         "weights_file": weights_path.name,
         "weights_sha256": file_sha256(weights_path),
         "model_checksum": model_checksum(model),
@@ -193,6 +199,11 @@ def _check_field_types(meta: dict[str, Any], sidecar_path: Path) -> None:
     half = meta.get("weights_dtype", "float32")
     if half != "float32" and half not in HALF_DTYPES:
         raise ValueError(f"{sidecar_path}: weights_dtype must be float32, float16 or bfloat16, got {half!r}")
+    folded = meta.get("folded_batchnorms", [])
+    if not isinstance(folded, list) or not all(isinstance(path, str) and path for path in folded):
+        raise ValueError(
+            f"{sidecar_path}: folded_batchnorms must be a list of BatchNorm paths (names of modules), got {folded!r}"
+        )
     names = meta["class_names"]
     if not isinstance(names, list) or len(names) != meta["model"]["num_classes"]:
         raise ValueError(
@@ -242,6 +253,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
         if shrunk is not None and shrunk is not model:
             shrunk.medprune_spec = getattr(shrunk, "medprune_spec", model.medprune_spec)  # type: ignore[assignment]
             model = shrunk
+    if meta.get("folded_batchnorms"):
+        model = _fold_as_saved(model, meta["folded_batchnorms"], sidecar_path)
     header = read_safetensors_header(weights_path)
     check_tensors(header, model.state_dict(), weights_path, meta)
     try:
@@ -261,6 +274,20 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
         raise ValueError(f"{weights_path}: weights do not fit {meta['model']['name']!r}: {error}") from error
     model.medprune_meta = meta  # type: ignore[assignment]
     return model.to(device).eval(), meta
+
+
+def _fold_as_saved(model: nn.Module, saved: list[str], sidecar_path: Path) -> nn.Module:
+    """``model`` with its BatchNorms folded as the saved model's were (the architecture its weights fit)."""
+    folded = fold_batchnorms(model)
+    if list(folded.medprune_folded) != list(saved):
+        missing = sorted(set(saved) - set(folded.medprune_folded))
+        extra = sorted(set(folded.medprune_folded) - set(saved))
+        raise ValueError(
+            f"{sidecar_path}: folded_batchnorms lists {len(saved)} BatchNorm(s) but folding the model it describes "
+            f"folds {len(folded.medprune_folded)} (not folded here: {missing[:3]}; folded but not listed: "
+            f"{extra[:3]}); the sidecar belongs to another architecture or medprune version"
+        )
+    return folded
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -172,6 +172,9 @@ class CompressionRecord:
         removal: which unit groups physical removal keeps whole and why (``units``, ``removable units``,
             ``fixed groups`` ``{group: reason}``, ...: :meth:`medprune.pruning.physical.RemovalPlan.summary`; empty:
             not recorded).
+        folding: the BatchNorms folded into their convolutions in the shipped model (``fold_batchnorm``:
+            :func:`medprune.compression.evidence.folding_record`; empty: not folded). Not pruning: ``totals`` and
+            ``layers`` are the unfolded pruned model's.
     """
 
     title: str
@@ -198,6 +201,7 @@ class CompressionRecord:
     preprocessing: dict[str, Any] = field(default_factory=dict)
     explanations: dict[str, Any] = field(default_factory=dict)
     removal: dict[str, Any] = field(default_factory=dict)
+    folding: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The strict-JSON content of ``card.json``."""

@@ -344,7 +344,25 @@ def decision_lines(record: CompressionRecord) -> list[str]:
         lines.append(_explanation_decision(record.explanations))
     if record.removal.get("fixed groups"):
         lines.append(_removal_line(record.removal))
+    if record.folding:
+        lines.append(_folding_line(record.folding, record.checks))
     return lines + [""]
+
+
+def _folding_line(folding: dict[str, Any], checks: dict[str, Any]) -> str:
+    """That BatchNorm was folded, apart from pruning (one line)."""
+    difference = checks.get("folded vs masked max |difference|")
+    return (
+        f"- **BatchNorm folded (not pruning):** {format_number(folding['BatchNorm layers folded'])} BatchNorm "
+        f"layer(s) folded into the convolution before each, for eager PyTorch inference "
+        f"({format_number(folding['BatchNorm layers left'])} left). The sizes above are removal's "
+        f"({format_number(folding['params after removal'])} parameters); the shipped model holds "
+        f"{format_number(folding['params shipped'])}, its {format_number(folding['BatchNorm parameters folded'])} "
+        f"BatchNorm parameters now in the convolutions' weights and "
+        f"{format_number(folding['convolution biases added'])} added biases. Every other figure is the folded model's; "
+        f"folded vs masked max |difference| "
+        f"{'—' if difference is None else f'{difference:.1e}'} (tolerance {folding['tolerance']:g})."
+    )
 
 
 #: Fixed groups named on the decision line (the rest are counted).
@@ -463,6 +481,8 @@ def render_markdown(record: CompressionRecord) -> str:
             for c in record.layers
         ],
     )
+    if record.folding:
+        lines += ["### BatchNorm folding (after removal; not counted in the sizes above)", "", *_pairs(record.folding)]
     lines += ["### PyTorch CPU latency (ms per batch; original and compressed timed interleaved after warm-up)", ""]
     lines += _table(
         ["batch", "threads", "repeats", "original ms (median)", "IQR", "CPU ms", "compressed ms (median)", "IQR"]

@@ -175,6 +175,17 @@ class CompressConfig(OutputFolder):
     export: Export = option(
         "onnx", help="onnx: model.onnx (always written); monai: also a MONAI bundle of the shipped model in bundle/"
     )
+    fold_batchnorm: bool = option(
+        False,
+        help=(
+            "fold every BatchNorm into the convolution before it in the shipped model, right after physical removal "
+            "(medprune.pruning.fold_batchnorms: the same outputs up to float32 rounding, one layer fewer per pair), "
+            "so test metrics, latency, ONNX, calibration, explanations, the bundle and int8 are measured on the "
+            "folded model; the card counts removal's parameters and states the folding apart. For eager PyTorch "
+            "inference: off by default because a folded model has no BatchNorm left to recalibrate or fine-tune, and "
+            "ONNX Runtime, the deployment path, folds BatchNorm by itself"
+        ),
+    )
 
     def __post_init__(self) -> None:
         check_option("metric", self.metric, LOSSLESS_METRICS)

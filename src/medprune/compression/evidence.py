@@ -35,7 +35,8 @@ from medprune.config import config_to_dict, flat_record
 from medprune.metrics import metrics_from_predictions, predict
 from medprune.models.units import unit_groups
 from medprune.options import LOSSLESS_METRICS
-from medprune.pruning.cost import interleaved_latency, layer_costs
+from medprune.pruning.cost import interleaved_latency, layer_costs, model_cost
+from medprune.pruning.folding import batchnorm_pairs
 from medprune.pruning.physical import example_inputs_for
 from medprune.report.figures import plot_gallery
 from medprune.runtime import fixed_threads
@@ -60,6 +61,8 @@ __all__ = [
     "latency_rows",
     "max_output_difference",
     "size_totals",
+    "FOLD_TOLERANCE",
+    "folding_record",
     "StageTimer",
 ]
 
@@ -347,6 +350,32 @@ def max_output_difference(a: nn.Module, b: nn.Module, inputs: Tensor) -> float:
     """Largest |difference| between the two models' outputs on ``inputs`` (both put in eval mode)."""
     with torch.no_grad():
         return float((a.eval()(inputs) - b.eval()(inputs)).abs().max())
+
+
+#: Largest |logit difference| the folded model may show against the masked one on the validation probe (float32: the
+#: folding reorders a few products and sums per channel; tests/test_folding.py measures ~1e-5 on outputs of size ~1).
+FOLD_TOLERANCE = 1e-4
+
+
+def folding_record(unfolded: nn.Module, folded: nn.Module) -> dict[str, Any]:
+    """The card's "BatchNorm folded" line: how many BatchNorms :func:`medprune.pruning.fold_batchnorms` moved into
+    their convolutions, their parameters (gone as layers, kept as the convolutions' weights and biases: not pruning),
+    the biases folding added, and the parameter counts of the pruned model before and after folding."""
+    pairs = batchnorm_pairs(unfolded)
+    norms = [unfolded.get_submodule(norm) for _, norm in pairs]
+    left = sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in folded.modules())
+    added = sum(conv.out_channels for conv in (unfolded.get_submodule(path) for path, _ in pairs) if conv.bias is None)
+    return {
+        "BatchNorm layers folded": len(pairs),
+        "BatchNorm layers left": left,
+        "BatchNorm parameters folded": sum(p.numel() for m in norms for p in m.parameters()),
+        "convolution biases added": added,
+        "params after removal": model_cost(unfolded)["params"],
+        "params shipped": model_cost(folded)["params"],
+        "tolerance": FOLD_TOLERANCE,
+        "why": "inference only: each BatchNorm's eval-mode affine map moves into the convolution before it "
+        "(medprune.pruning.fold_batchnorms); no unit is removed, so the sizes above are removal's",
+    }
 
 
 def size_totals(masks: dict[str, Tensor], before: dict[str, int], after: dict[str, int]) -> dict[str, float | int]:

@@ -14,7 +14,10 @@ Stages (one log line each), reading top to bottom:
 3. **recover** at the chosen rate: recalibration, then fine-tuning with the pruned units held at exactly zero, by
    default distilled from the unpruned model without label targets (the same recovery each search candidate got,
    so the search already judged this model), or ``rounds`` > 1 rounds of iterative pruning;
-4. **remove** the units physically and check the smaller model's outputs against the masked model's;
+4. **remove** the units physically and check the smaller model's outputs against the masked model's; with
+   ``fold_batchnorm``, fold each BatchNorm into its convolution (:func:`medprune.pruning.fold_batchnorms`) and check
+   the folded model against the masked one too: from here on every figure is the folded model's, the one that
+   ships, except the sizes, which stay removal's (the folding is stated on its own line);
 5. **export** ``model.onnx`` and check it against onnxruntime;
 6. **test**: the test split is read here for the first time, for the original and the compressed model;
 7. **explanations**: LRP heatmaps of the original and the compressed model on a seeded sample of test images (up
@@ -44,10 +47,12 @@ from medprune.compression.card_page import write_card
 from medprune.compression.config import SEARCH_FILE, CompressConfig, CompressResult
 from medprune.compression.decision import AcceptanceRule
 from medprune.compression.evidence import (
+    FOLD_TOLERANCE,
     StageTimer,
     card_warnings,
     choice_record,
     flip_gallery,
+    folding_record,
     latency_rows,
     layer_changes,
     max_output_difference,
@@ -79,7 +84,7 @@ from medprune.deploy.runtimes import onnx_logits, torch_logits
 from medprune.options import NO_SAMPLING
 from medprune.progress import visible_logs
 from medprune.provenance import file_sha256, model_checksum
-from medprune.pruning import export_onnx, model_cost, remove_units, run_onnx
+from medprune.pruning import export_onnx, fold_batchnorms, model_cost, remove_units, run_onnx
 from medprune.pruning.cost import MacsMeter
 from medprune.pruning.masks import achieved_rate
 from medprune.pruning.physical import check_compressible, removal_plan
@@ -125,6 +130,7 @@ def run_compress(config: CompressConfig) -> CompressResult:
         "calibration_samples": CALIBRATION_SAMPLES,
         "export": "onnx",
         "channel_multiple": 1,
+        "fold_batchnorm": False,
     }
     rule = AcceptanceRule(
         metric=config.metric,
@@ -196,12 +202,24 @@ def run_compress(config: CompressConfig) -> CompressResult:
         final_val = evaluate_split(final, bench.val, names)
         timer.lap("recover")
         original = model.cpu().eval()
-        small = remove_units(final, masks)
+        small = remove_units(final, masks)  # its sizes are removal's; what ships is `shipped`
         probe = bench.val[0][:64]
         checks: dict[str, float | bool | None] = {
             "physical vs masked max |difference|": max_output_difference(small, final, probe)
         }
-        compression = {"method": config.method, "sampling": sampling, "rate": chosen.rate}
+        folding: dict[str, Any] = {}
+        shipped = small
+        if config.fold_batchnorm:
+            shipped = fold_batchnorms(small)
+            folding = folding_record(small, shipped)
+            folded_diff = max_output_difference(shipped, final, probe)
+            checks["folded vs masked max |difference|"] = folded_diff
+            checks[f"folded within {FOLD_TOLERANCE:g} of masked"] = folded_diff <= FOLD_TOLERANCE
+            if folded_diff > FOLD_TOLERANCE:
+                logger.warning("folded model differs from the masked one by %.2e (> %g)", folded_diff, FOLD_TOLERANCE)
+        compression: dict[str, Any] = {"method": config.method, "sampling": sampling, "rate": chosen.rate}
+        if config.fold_batchnorm:  # the folded BatchNorm paths: the sidecar's folded_batchnorms (save_checkpoint)
+            compression["folded_batchnorms"] = True
         fixed = sorted(bench.removal.fixed) if bench.removal else []
         achieved = {
             "unit_rate": chosen.unit_rate,
@@ -209,11 +227,11 @@ def run_compress(config: CompressConfig) -> CompressResult:
             "achieved_rate_all_units": achieved_rate(masks),
             "removal": bench.removal.summary() if bench.removal else None,
         }
-        files = save_compressed(small, meta, {**compression, **achieved}, out)
+        files = save_compressed(shipped, meta, {**compression, **achieved}, out)
         timer.lap("remove")
-        export_onnx(small, out / "model.onnx", probe[:1])
+        export_onnx(shipped, out / "model.onnx", probe[:1])
         with torch.no_grad():
-            onnx_diff = float((run_onnx(out / "model.onnx", probe) - small(probe)).abs().max())
+            onnx_diff = float((run_onnx(out / "model.onnx", probe) - shipped(probe)).abs().max())
         checks.update({"ONNX vs PyTorch max |diff|": onnx_diff, "ONNX within 1e-4": onnx_diff <= 1e-4})
         files["onnx"] = str(out / "model.onnx")
         timer.lap("export")
@@ -236,7 +254,7 @@ def run_compress(config: CompressConfig) -> CompressResult:
             timer.lap("quantize")
         test = stack_samples(splits.test, range(len(splits.test)))  # the first and only read of the test split
         test_original, predicted_original = split_metrics(original, test, names)
-        test_compressed, predicted_compressed = split_metrics(small, test, names)
+        test_compressed, predicted_compressed = split_metrics(shipped, test, names)
         promise = promise_on_test(
             test[1].numpy(),
             predicted_original,
@@ -251,11 +269,11 @@ def run_compress(config: CompressConfig) -> CompressResult:
         )
         if gallery is not None:
             promise["gallery"] = gallery
-        calibration = _calibration(config, original, small, bench.val, test, out)
+        calibration = _calibration(config, original, shipped, bench.val, test, out)
         if quantization:
             int8 = out / quantization["file"]
             quantization["equivalence"] = runtime_evidence(
-                small,
+                shipped,
                 out / "model.onnx",
                 int8,
                 {"validation": (bench.val[0].cpu(), bench.val[1].cpu()), "test": test},
@@ -279,17 +297,17 @@ def run_compress(config: CompressConfig) -> CompressResult:
             rule=config.decision_rule,
         )
         timer.lap("test")
-        explanations = explanation_drift(original, small, test[0], test[1], names, seed=config.seed)
+        explanations = explanation_drift(original, shipped, test[0], test[1], names, seed=config.seed)
         timer.lap("explanations")
         logger.info(
             "explanation drift on test (%s): %.2f s",
             explanations.get("skipped") or f"{len(explanations['per_image'])} images",
             timer.laps["explanations"],
         )
-        before_cost, after_cost = model_cost(original), model_cost(small)
+        before_cost, after_cost = model_cost(original), model_cost(small)  # removal's sizes, before any folding
         macs_ratio = before_cost["macs"] / after_cost["macs"] if after_cost["macs"] else None
         latency = latency_rows(
-            original, small, threads=config.latency_threads, repeats=config.latency_repeats, macs_ratio=macs_ratio
+            original, shipped, threads=config.latency_threads, repeats=config.latency_repeats, macs_ratio=macs_ratio
         )
         if quantization:
             quantization["latency"] = ort_latency(
@@ -338,20 +356,21 @@ def run_compress(config: CompressConfig) -> CompressResult:
             preprocessing=preprocessing(meta, getattr(splits.test, "transform", None)),
             explanations=explanations,
             removal=achieved.get("removal") or {},
+            folding=folding,
         )
         card_json, card_md = write_card(record, out)
         files.update(card_json=str(card_json), card_md=str(card_md))
         if config.export == "monai":
-            shipped = {"model.onnx": out / "model.onnx"}
+            onnx_files = {"model.onnx": out / "model.onnx"}
             if quantization.get("shipped"):
-                shipped[INT8_FILE] = out / INT8_FILE
+                onnx_files[INT8_FILE] = out / INT8_FILE
             bundle = write_monai_bundle(
                 out / "bundle",
-                model=small,
+                model=shipped,
                 example=probe[:1].cpu(),
                 card=record.to_dict(),
                 card_md=card_md,
-                onnx_files=shipped,
+                onnx_files=onnx_files,
             )
             files["bundle"] = str(bundle)
             logger.info("MONAI bundle written to %s", bundle)
@@ -369,7 +388,7 @@ def run_compress(config: CompressConfig) -> CompressResult:
         _fmt(getattr(test_compressed, config.metric)),
         card_md,
     )
-    return CompressResult(chosen.rate, masks, record, small, files)
+    return CompressResult(chosen.rate, masks, record, shipped, files)
 
 
 def _workbench(config: CompressConfig, model: nn.Module, splits: Any, out: Path) -> Workbench:
