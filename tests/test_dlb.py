@@ -238,8 +238,10 @@ def test_start_options_and_registry():
 
 
 def test_unsupported_model_is_refused_clearly():
-    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 30 * 30, 2))
-    with pytest.raises(NotImplementedError, match="VGG/ResNet"):
+    """Outside the family walks a model goes through the traced graph (tests/test_dlb_graph.py); an operation without
+    a DLB rule is refused by name, leaving no hook behind."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Softmax(dim=1), nn.Flatten(), nn.Linear(4 * 30 * 30, 2))
+    with pytest.raises(NotImplementedError, match="no DLB rule for module Softmax at '1'"):
         dlb_relevance(model, torch.randn(1, 3, 32, 32), torch.tensor([0]))
     assert not has_hooks(model)
 

@@ -8,10 +8,10 @@ layer. Rather than failing deep inside a backward pass or a surgery, each stage 
   ``nn.MultiheadAttention`` (torchvision ViTs) hides its heads in fused parameters and is refused, as are timm blocks
   without ``attn.qkv`` / ``attn.proj`` / ``mlp.fc1`` Linear layers.
 - **scoring** (:func:`check_scorable`): LRP and DLB have exact, fast propagation rules for torchvision VGG / ResNet and
-  timm VisionTransformer (:data:`FAMILY_SCORERS`); LRP also has rules per operation over the traced graph of other
-  CNNs (:data:`RULE_CHECKS`, :mod:`medprune.scoring.lrp.graph`), and refuses, naming it, the first operation without
-  one; DLB refuses other models, naming the first layer outside its rules. Gradient- and weight-based scorers (IG,
-  magnitude, Taylor, activation, random) work on every model unit discovery accepts.
+  timm VisionTransformer (:data:`FAMILY_SCORERS`); both also have rules per operation over the traced graph of other
+  CNNs (:data:`RULE_CHECKS`, :mod:`medprune.scoring.lrp.graph`, :mod:`medprune.scoring.dlb.graph`), and refuse,
+  naming it, the first operation without one. Gradient- and weight-based scorers (IG, magnitude, Taylor, activation,
+  random) work on every model unit discovery accepts.
 - **physical removal** (``medprune.pruning.support.removal_limits``): the smaller model must give the masked model's
   outputs, which fails when a pruned channel reaches a normalisation that does not directly follow its layer; such
   unit groups are kept whole (the rest of the model is still pruned) and ``compress`` refuses a model only when less
