@@ -73,6 +73,13 @@ def test_refusal_names_the_smallest_tolerance_the_split_certifies() -> None:
         choose(rows, rule, 0.9)
 
 
+def test_a_point_rule_refusal_names_the_class_guard_when_it_refused() -> None:
+    rule = AcceptanceRule("balanced_accuracy", 0.99, rule="point")
+    rows = [_row(0.3, False, guard=["b: recall 0.50 -> 0.00 (never predicted correctly any more)"])]
+    with pytest.raises(NoCandidateError, match=r"passes the class guard \(rate 0\.3: b: recall 0\.50 -> 0\.00 \(never"):
+        choose(rows, rule, 0.42)
+
+
 def _compress_with_threads(out: Path, data_root: Path, ambient: int) -> dict:
     before = torch.get_num_threads()
     torch.set_num_threads(ambient)  # the machine's default; compress pins its own (threads=1)

@@ -369,9 +369,16 @@ def choose(
             f"the validation images); {offer}"
         )
     else:
+        guarded = [row for row in rows if row.class_guard]
+        first = guarded[0] if guarded else None
+        guard = (
+            ""
+            if first is None
+            else f" and passes the class guard (rate {first.rate:g}: {'; '.join(first.class_guard)})"
+        )
         message = (
-            f"no candidate rate of {tried} keeps validation {rule.metric} within {rule.tolerance} of {base}; try "
-            "smaller rates, more fine-tuning, or a larger tolerance (rows in search.jsonl)"
+            f"no candidate rate of {tried} keeps validation {rule.metric} within {rule.tolerance} of {base}{guard}; "
+            "try smaller rates, more fine-tuning, or a larger tolerance (rows in search.jsonl)"
         )
     raise NoCandidateError(message + ("" if resolution is None else f"; validation resolution: {resolution}"))
 
