@@ -59,6 +59,7 @@ ALLOWED: tuple[tuple[str, str], ...] = (
 DEMO_CARD = "docs/results/demo/card.json"
 DEMO_SUMMARY = "docs/results/demo/summary.json"
 SUPPORT = "docs/support.md"
+SUPPORT_COMPRESS = "docs/support-compress.md"
 CALIBRATION = "docs/results/compress_calibration_cpu.csv"
 DATASET_NAMES = {"pneumoniamnist": "PneumoniaMNIST", "breastmnist": "BreastMNIST", "chestbreast": "chestbreast"}
 METHOD_NAMES = {"lrp": "LRP", "dlb": "DLB", "ig": "IG", "taylor": "Taylor"}
@@ -232,6 +233,15 @@ def _support(index: int) -> Callable[[Path], int]:
     return compute
 
 
+def _compressed(root: Path) -> int:
+    """From the generated compress table's closing line: architectures compressed end to end."""
+    text = (root / SUPPORT_COMPRESS).read_text()
+    found = re.search(r"^Compressed end to end: (\d+) of \d+ architectures", text, re.M)
+    if found is None:
+        raise ValueError(f"{SUPPORT_COMPRESS}: no 'Compressed end to end: N of M architectures' line")
+    return int(found.group(1))
+
+
 #: Every anchored prose figure: name -> where it comes from, how it is computed and written.
 FIGURES: dict[str, Figure] = {
     "demo.tolerance_points": Figure(
@@ -284,6 +294,7 @@ FIGURES: dict[str, Figure] = {
     ),
     "support.through": Figure((SUPPORT,), _support(0), _plain, "architectures through every stage"),
     "support.listed": Figure((SUPPORT,), _support(1), _plain, "architectures in the support matrix"),
+    "support.compressed": Figure((SUPPORT_COMPRESS,), _compressed, _plain, "architectures compressed end to end"),
     "calibration.smallest_certifiable": Figure(
         (CALIBRATION,), _smallest_certifiable((CALIBRATION,), None), _range, "smallest certifiable tolerance, points"
     ),
