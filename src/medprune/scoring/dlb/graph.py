@@ -41,7 +41,6 @@ from typing import Any
 
 import torch
 import torch.fx
-import torch.nn.functional as F
 import torchvision.ops
 from torch import Tensor, nn
 
@@ -49,6 +48,18 @@ from medprune.models.support import register_rule_check
 from medprune.runtime import eval_mode
 from medprune.scoring.dlb.rules import add_rule, align_rule, conv2d_rule, linear_rule, start_relevance
 from medprune.scoring.dlb.walk import Collector
+from medprune.scoring.graph_ops import (
+    ADDS,
+    ELEMENTWISE_FUNCTIONS,
+    ELEMENTWISE_METHODS,
+    MULS,
+    POOL_FUNCTIONS,
+    VALUE_MOVE_METHODS,
+    VALUE_MOVES,
+    LeafTracer,
+    node_location,
+    op_name,
+)
 from medprune.scoring.lrp.graph import PASS_MODULES
 
 logger = logging.getLogger(__name__)
@@ -73,76 +84,18 @@ CONV, LINEAR, POOL, PASS, ADD, MUL, SCALE, MOVE, ITEM, NONE = (
     "none",
 )
 
-_ELEMENTWISE = {
-    F.relu,
-    F.relu6,
-    F.silu,
-    F.gelu,
-    F.hardswish,
-    F.hardsigmoid,
-    F.hardtanh,
-    F.leaky_relu,
-    F.elu,
-    F.mish,
-    F.softplus,
-    torch.relu,
-    torch.sigmoid,
-    torch.tanh,
-    F.sigmoid,
-    F.tanh,
-    F.layer_norm,
-    F.group_norm,
-    F.batch_norm,
-    F.dropout,
-    torchvision.ops.stochastic_depth,  # identity in eval mode
-}
-_ELEMENTWISE_METHODS = {"relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "clamp", "clamp_", "clamp_min"}
-_POOL_FUNCTIONS = {F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d}
-_ADDS = {operator.add, operator.iadd, torch.add}
-_MULS = {operator.mul, operator.imul, torch.mul}
+_ELEMENTWISE = ELEMENTWISE_FUNCTIONS | {torchvision.ops.stochastic_depth}  # identity in eval mode
+_ELEMENTWISE_METHODS = ELEMENTWISE_METHODS
+_POOL_FUNCTIONS = POOL_FUNCTIONS
+_ADDS = ADDS
+_MULS = MULS
 _ARITHMETIC = {*_ADDS, *_MULS, operator.sub, operator.isub, torch.sub, operator.truediv, torch.div}
 _ARITHMETIC_METHODS = {"add", "add_", "mul", "mul_", "sub", "sub_", "div", "div_"}
 #: Functions and tensor methods that only move values: relevance moves with them (their vector-Jacobian product).
-_MOVES = {
-    torch.flatten,
-    torch.cat,
-    torch.concat,
-    torch.reshape,
-    torch.permute,
-    torch.transpose,
-    torch.squeeze,
-    torch.unsqueeze,
-    torch.chunk,
-    torch.split,
-    operator.getitem,
-    F.pad,
-    torch.mean,
-}
-_MOVE_METHODS = {
-    "view",
-    "reshape",
-    "flatten",
-    "permute",
-    "transpose",
-    "contiguous",
-    "squeeze",
-    "unsqueeze",
-    "chunk",
-    "split",
-    "mean",
-    "expand_as",
-    "view_as",
-    "flip",
-    "to",
-    "type_as",
-}
+_MOVES = VALUE_MOVES
+_MOVE_METHODS = VALUE_MOVE_METHODS
 #: Functions whose output is no activation (assertions, sizes): no relevance flows through them.
 _INERT = {torch._assert, getattr}
-
-
-class _Tracer(torch.fx.Tracer):
-    def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
-        return isinstance(module, _LEAVES) or super().is_leaf_module(module, qualified_name)
 
 
 @dataclass
@@ -164,17 +117,6 @@ class GraphPlan:
     kinds: dict[torch.fx.Node, str] = field(default_factory=dict)
     constants: set[torch.fx.Node] = field(default_factory=set)
     output: torch.fx.Node | None = None
-
-
-def _where(node: torch.fx.Node) -> str:
-    stack = node.meta.get("nn_module_stack") or {}
-    path = next(reversed(stack), "") if stack else ""
-    return f" in {path!r}" if path else ""
-
-
-def _op_name(node: torch.fx.Node) -> str:
-    target = node.target
-    return target if isinstance(target, str) else getattr(target, "__name__", str(target))
 
 
 def _constants(nodes: list[torch.fx.Node]) -> set[torch.fx.Node]:
@@ -274,7 +216,7 @@ def _kind(node: torch.fx.Node, modules: dict[str, nn.Module], plan: GraphPlan) -
             return ITEM
         if target in _MOVES:
             return MOVE
-        raise NotImplementedError(f"no DLB rule for {_op_name(node)}{_where(node)}")
+        raise NotImplementedError(f"no DLB rule for {op_name(node)}{node_location(node)}")
     # call_method
     if target in _MOVE_METHODS:
         return MOVE
@@ -283,12 +225,14 @@ def _kind(node: torch.fx.Node, modules: dict[str, nn.Module], plan: GraphPlan) -
     if target in _ARITHMETIC_METHODS:
         name = target.rstrip("_")
         return _arithmetic(node, name == "add", name == "mul", variables, values)
-    raise NotImplementedError(f"no DLB rule for the tensor method {_op_name(node)}{_where(node)}")
+    raise NotImplementedError(f"no DLB rule for the tensor method {op_name(node)}{node_location(node)}")
 
 
 def _single(node: torch.fx.Node, variables: list[torch.fx.Node], kind: str) -> str:
     if len(variables) != 1:
-        raise NotImplementedError(f"no DLB rule for {_op_name(node)} of {len(variables)} activations{_where(node)}")
+        raise NotImplementedError(
+            f"no DLB rule for {op_name(node)} of {len(variables)} activations{node_location(node)}"
+        )
     return kind
 
 
@@ -298,20 +242,22 @@ def _arithmetic(
     if len(variables) == 1:
         return SCALE  # with constants (x * scale, x + shift, c - x): elementwise in x, relevance passes to it
     if len(variables) > 2:
-        raise NotImplementedError(f"no DLB rule for {_op_name(node)} of {len(variables)} activations{_where(node)}")
+        raise NotImplementedError(
+            f"no DLB rule for {op_name(node)} of {len(variables)} activations{node_location(node)}"
+        )
     a, b = (tuple(values[v].shape) for v in variables)
     if add:
         if a == b == tuple(values[node].shape):
             return ADD
-        raise NotImplementedError(f"no DLB rule for an add of activations shaped {a} and {b}{_where(node)}")
+        raise NotImplementedError(f"no DLB rule for an add of activations shaped {a} and {b}{node_location(node)}")
     if mul:
         return MUL
-    raise NotImplementedError(f"no DLB rule for {_op_name(node)} of two activations{_where(node)}")
+    raise NotImplementedError(f"no DLB rule for {op_name(node)} of two activations{node_location(node)}")
 
 
 def _trace(model: nn.Module) -> torch.fx.GraphModule:
     try:
-        graph = _Tracer().trace(model)
+        graph = LeafTracer(_LEAVES).trace(model)
     except Exception as error:  # noqa: BLE001 - any tracing failure is one refusal
         first = str(error).splitlines()[0] if str(error) else ""
         raise NotImplementedError(

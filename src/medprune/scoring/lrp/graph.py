@@ -45,6 +45,18 @@ from zennit.layer import Sum
 
 from medprune.models.support import register_rule_check
 from medprune.models.units import UnitGroup
+from medprune.scoring.graph_ops import (
+    ADDS,
+    ELEMENTWISE_FUNCTIONS,
+    ELEMENTWISE_METHODS,
+    MULS,
+    POOL_FUNCTIONS,
+    VALUE_MOVE_METHODS,
+    VALUE_MOVES,
+    LeafTracer,
+    node_location,
+    op_name,
+)
 from medprune.scoring.lrp.backward import composite_relevance
 
 logger = logging.getLogger(__name__)
@@ -94,76 +106,16 @@ _RULE_MODULES: tuple[type[nn.Module], ...] = (
 )
 _LEAVES = PASS_MODULES + _RULE_MODULES
 
-_ELEMENTWISE = {
-    F.relu,
-    F.relu6,
-    F.silu,
-    F.gelu,
-    F.hardswish,
-    F.hardsigmoid,
-    F.hardtanh,
-    F.leaky_relu,
-    F.elu,
-    F.mish,
-    F.softplus,
-    torch.relu,
-    torch.sigmoid,
-    torch.tanh,
-    F.sigmoid,
-    F.tanh,
-    F.layer_norm,
-    F.group_norm,
-    F.batch_norm,
-    F.dropout,
-}
-_ELEMENTWISE_METHODS = {"relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "clamp", "clamp_", "clamp_min"}
+_ELEMENTWISE = ELEMENTWISE_FUNCTIONS
+_ELEMENTWISE_METHODS = ELEMENTWISE_METHODS
 _GATE_FUNCTIONS = {torch.sigmoid, F.sigmoid, F.hardsigmoid, torch.tanh, F.tanh}
 _GATE_METHODS = {"sigmoid", "sigmoid_", "tanh", "tanh_"}
-_ADDS = {operator.add, operator.iadd, torch.add}
-_MULS = {operator.mul, operator.imul, torch.mul}
-#: Functions and tensor methods that only move values (their gradient conserves relevance).
-_MOVES = {
-    torch.flatten,
-    torch.cat,
-    torch.concat,
-    torch.reshape,
-    torch.permute,
-    torch.transpose,
-    torch.squeeze,
-    torch.unsqueeze,
-    torch.chunk,
-    torch.split,
-    operator.getitem,
-    F.max_pool2d,
-    F.adaptive_max_pool2d,
-    F.adaptive_avg_pool2d,
-    F.avg_pool2d,
-    F.pad,
-    torch.mean,
-    torch._assert,
-    torchvision.ops.stochastic_depth,  # identity in eval mode
-    getattr,
-}
-_MOVE_METHODS = {
-    "view",
-    "reshape",
-    "flatten",
-    "permute",
-    "transpose",
-    "contiguous",
-    "squeeze",
-    "unsqueeze",
-    "chunk",
-    "split",
-    "size",
-    "dim",
-    "mean",
-    "expand_as",
-    "view_as",
-    "flip",
-    "to",
-    "type_as",
-}
+_ADDS = ADDS
+_MULS = MULS
+#: Functions and tensor methods that only move values (their gradient conserves relevance); LRP's pooling, an
+#: assertion, stochastic depth (identity in eval mode) and size queries pass the same way.
+_MOVES = VALUE_MOVES | POOL_FUNCTIONS | {torch._assert, torchvision.ops.stochastic_depth, getattr}
+_MOVE_METHODS = VALUE_MOVE_METHODS | {"size", "dim"}
 
 
 class _PassFn(torch.autograd.Function):
@@ -219,22 +171,6 @@ class ProportionalSum(nn.Module):
         return self.sum(torch.stack([a, b], dim=0))
 
 
-class _Tracer(torch.fx.Tracer):
-    def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
-        return isinstance(module, _LEAVES) or super().is_leaf_module(module, qualified_name)
-
-
-def _where(node: torch.fx.Node) -> str:
-    stack = node.meta.get("nn_module_stack") or {}
-    path = next(reversed(stack), "") if stack else ""
-    return f" in {path!r}" if path else ""
-
-
-def _op_name(node: torch.fx.Node) -> str:
-    target = node.target
-    return target if isinstance(target, str) else getattr(target, "__name__", str(target))
-
-
 def _is_gate(node: Any, modules: dict[str, nn.Module]) -> bool:
     if not isinstance(node, torch.fx.Node):
         return False
@@ -259,7 +195,7 @@ def trace_for_lrp(model: nn.Module, example: Tensor) -> tuple[torch.fx.GraphModu
         NotImplementedError: one line naming the first operation without a rule and where it is.
     """
     try:
-        graph = _Tracer().trace(model)
+        graph = LeafTracer(_LEAVES).trace(model)
     except Exception as error:  # noqa: BLE001 - any tracing failure is one refusal
         raise NotImplementedError(
             f"cannot trace {type(model).__name__} with torch.fx ({type(error).__name__}: "
@@ -337,7 +273,7 @@ def _rewrite_function(
             traced.graph.erase_node(node)
             return 1
         raise NotImplementedError(
-            f"no LRP rule for an add of tensors shaped {shapes[a.name]} and {shapes[b.name]}{_where(node)}"
+            f"no LRP rule for an add of tensors shaped {shapes[a.name]} and {shapes[b.name]}{node_location(node)}"
         )
     variable = [a for a in tensors if not _constant(a)]
     if target in (*_ADDS, *_MULS, operator.sub, torch.sub, operator.truediv) and len(variable) <= 1:
@@ -349,7 +285,7 @@ def _rewrite_function(
         if gate is None and (a is b or _same_source(a, b)):
             gate, x = b, a  # x * act(x) (e.g. swish): the activation's factor is the gate
         if gate is None:
-            raise NotImplementedError(f"no LRP rule for a product of two activations{_where(node)}")
+            raise NotImplementedError(f"no LRP rule for a product of two activations{node_location(node)}")
         with traced.graph.inserting_after(node):
             replacement = traced.graph.call_function(_gated, (x, gate))
         node.replace_all_uses_with(replacement)
@@ -360,7 +296,7 @@ def _rewrite_function(
         return 0
     if target in _MOVES:
         return 0
-    raise NotImplementedError(f"no LRP rule for {_op_name(node)}{_where(node)}")
+    raise NotImplementedError(f"no LRP rule for {op_name(node)}{node_location(node)}")
 
 
 def _replace(traced: torch.fx.GraphModule, node: torch.fx.Node, function: Any) -> None:
@@ -371,7 +307,9 @@ def _replace(traced: torch.fx.GraphModule, node: torch.fx.Node, function: Any) -
         return  # constants only: no relevance flows here
     if index:  # the variable operand first (add / mul commute; others keep their order through a wrapper)
         if function not in (*_ADDS, *_MULS):
-            raise NotImplementedError(f"no LRP rule for {_op_name(node)} with a constant first operand{_where(node)}")
+            raise NotImplementedError(
+                f"no LRP rule for {op_name(node)} with a constant first operand{node_location(node)}"
+            )
         args[0], args[index] = args[index], args[0]
     name = f"lrp_pass_{len([n for n, _ in traced.named_children() if n.startswith('lrp_pass_')])}"
     traced.add_submodule(name, PassThrough(function))
@@ -424,8 +362,8 @@ def _rewrite_method(traced: torch.fx.GraphModule, node: torch.fx.Node, modules: 
             traced.graph.erase_node(node)
             return
     if name in ("add", "add_") and len(node.args) == 2:
-        raise NotImplementedError(f"no LRP rule for the tensor method add{_where(node)} (use +)")
-    raise NotImplementedError(f"no LRP rule for the tensor method {name}{_where(node)}")
+        raise NotImplementedError(f"no LRP rule for the tensor method add{node_location(node)} (use +)")
+    raise NotImplementedError(f"no LRP rule for the tensor method {name}{node_location(node)}")
 
 
 class _MergePairs(MergeBatchNorm):
