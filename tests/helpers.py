@@ -38,3 +38,55 @@ def random_scores(model: nn.Module, seed: Callable[[str], int] = len) -> Callabl
         return {grp.name: torch.rand(grp.num_units, generator=gen) for grp in unit_groups(model)}
 
     return scores_for
+
+
+class SqueezeExcite(nn.Module):
+    """A squeeze-excitation block: global mean -> 1x1 conv (``hidden``) -> ReLU -> 1x1 conv -> ``gate``, times the
+    input (the graph-path tests' gate)."""
+
+    def __init__(self, channels: int, gate: nn.Module, hidden: int) -> None:
+        super().__init__()
+        self.reduce = nn.Conv2d(channels, hidden, 1, bias=False)
+        self.expand = nn.Conv2d(hidden, channels, 1, bias=False)
+        self.gate = gate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = self.gate(self.expand(torch.relu(self.reduce(x.mean((2, 3), keepdim=True)))))
+        return x * scale
+
+
+class OneOp(nn.Module):
+    """stem conv -> [operation under test] -> global average pool -> linear; no biases anywhere."""
+
+    def __init__(self, middle: nn.Module) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.middle = middle
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(8, 2, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pool(self.middle(self.stem(x))).flatten(1))
+
+
+class ResidualBlock(nn.Module):
+    """x + conv(relu(x)) on 8 channels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(8, 8, 3, padding=1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv(torch.relu(x))
+
+
+class ConcatBlock(nn.Module):
+    """A DenseNet-style concatenation of 8 channels with 4 new ones, merged back to 8."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(8, 4, 1, bias=False)
+        self.merge = nn.Conv2d(12, 8, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.merge(torch.cat([x, self.conv(x)], dim=1))

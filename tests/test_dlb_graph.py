@@ -10,6 +10,7 @@ import pytest
 import timm
 import torch
 import torchvision
+from helpers import ConcatBlock, OneOp, ResidualBlock, SqueezeExcite
 from torch import nn
 
 import medprune.runs.score as score_module
@@ -79,51 +80,6 @@ def test_timm_resnet_is_scored_like_torchvision_resnet() -> None:
         torch.testing.assert_close(ours[name], reference[name], rtol=1e-5, atol=1e-6 * TOTAL)
 
 
-class _SqueezeExcite(nn.Module):
-    def __init__(self, channels: int, gate: nn.Module) -> None:
-        super().__init__()
-        self.reduce = nn.Conv2d(channels, 8, 1, bias=False)
-        self.expand = nn.Conv2d(8, channels, 1, bias=False)
-        self.gate = gate
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scale = self.gate(self.expand(torch.relu(self.reduce(x.mean((2, 3), keepdim=True)))))
-        return x * scale
-
-
-class _OneOp(nn.Module):
-    """stem conv -> [operation under test] -> global average pool -> linear; no biases anywhere."""
-
-    def __init__(self, middle: nn.Module) -> None:
-        super().__init__()
-        self.stem = nn.Conv2d(3, 8, 3, padding=1, bias=False)
-        self.middle = middle
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(8, 2, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.pool(self.middle(self.stem(x))).flatten(1))
-
-
-class _Residual(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(8, 8, 3, padding=1, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv(torch.relu(x))
-
-
-class _Concat(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(8, 4, 1, bias=False)
-        self.merge = nn.Conv2d(12, 8, 1, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.merge(torch.cat([x, self.conv(x)], dim=1))
-
-
 class _Shuffle(nn.Module):
     """ShuffleNet's split, branch and channel shuffle (chunk, cat, view, transpose, contiguous)."""
 
@@ -158,16 +114,16 @@ OPERATIONS = {
     "gelu": lambda: nn.GELU(),
     "hardswish": lambda: nn.Hardswish(),
     "swish as x * sigmoid(x)": lambda: _Swish(),
-    "squeeze-excitation (sigmoid gate)": lambda: _SqueezeExcite(8, nn.Sigmoid()),
-    "squeeze-excitation (hardsigmoid gate)": lambda: _SqueezeExcite(8, nn.Hardsigmoid()),
+    "squeeze-excitation (sigmoid gate)": lambda: SqueezeExcite(8, nn.Sigmoid(), hidden=8),
+    "squeeze-excitation (hardsigmoid gate)": lambda: SqueezeExcite(8, nn.Hardsigmoid(), hidden=8),
     "batchnorm (not merged)": lambda: nn.BatchNorm2d(8),
     "groupnorm": lambda: nn.GroupNorm(2, 8),
     "layernorm2d (timm)": lambda: timm.layers.LayerNorm2d(8),
     "layer scale and shift": lambda: _LayerScale(),
     "grouped conv": lambda: nn.Conv2d(8, 8, 3, padding=1, groups=2, bias=False),
     "depthwise conv": lambda: nn.Conv2d(8, 8, 3, padding="same", groups=8, bias=False),
-    "residual add": lambda: _Residual(),
-    "concatenation": lambda: _Concat(),
+    "residual add": lambda: ResidualBlock(),
+    "concatenation": lambda: ConcatBlock(),
     "channel split and shuffle": lambda: _Shuffle(),
     "max pool": lambda: nn.MaxPool2d(3, stride=2, padding=1),
     "average pool": lambda: nn.AvgPool2d(2),
@@ -180,7 +136,7 @@ def test_relevance_is_conserved_through_each_operation(operation: str) -> None:
     pooling by its rescaling, an add or a product half to each operand (both halves come back to the stem), norms and
     activations unchanged, concatenation and reshapes by moving it. So the stem's units carry the start total."""
     torch.manual_seed(0)
-    model = _OneOp(OPERATIONS[operation]()).double().eval()
+    model = OneOp(OPERATIONS[operation]()).double().eval()
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, nn.BatchNorm2d | nn.GroupNorm | nn.LayerNorm):  # DLB ignores scale and shift
@@ -199,7 +155,7 @@ def test_a_product_gives_half_to_each_factor() -> None:
     """The package's Wt_mul: a squeeze-excitation gate is not a constant, its branch receives half (so its convs'
     units are scored, not all zero)."""
     torch.manual_seed(0)
-    model = _OneOp(_SqueezeExcite(8, nn.Sigmoid())).double().eval()
+    model = OneOp(SqueezeExcite(8, nn.Sigmoid(), hidden=8)).double().eval()
     relevance = dlb_relevance(model, torch.randn(2, 3, 16, 16, dtype=torch.float64), torch.tensor([0, 1]))
     expected = torch.full((2,), TOTAL / 2, dtype=torch.float64)
     torch.testing.assert_close(relevance["middle.expand"].sum(1), expected, rtol=1e-9, atol=0)

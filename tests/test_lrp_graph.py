@@ -7,6 +7,7 @@ import pytest
 import timm
 import torch
 import torchvision
+from helpers import ConcatBlock, OneOp, ResidualBlock, SqueezeExcite
 from torch import nn
 
 from medprune.models import create_model
@@ -75,51 +76,6 @@ def test_timm_resnet_blocks_are_torchvision_blocks() -> None:
     _assert_maps_equal(ours, reference, ours_input, reference_input)
 
 
-class _SqueezeExcite(nn.Module):
-    def __init__(self, channels: int, gate: nn.Module) -> None:
-        super().__init__()
-        self.reduce = nn.Conv2d(channels, 4, 1, bias=False)
-        self.expand = nn.Conv2d(4, channels, 1, bias=False)
-        self.gate = gate
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scale = self.gate(self.expand(torch.relu(self.reduce(x.mean((2, 3), keepdim=True)))))
-        return x * scale
-
-
-class _OneOp(nn.Module):
-    """stem conv -> [operation under test] -> global average pool -> linear; no biases anywhere."""
-
-    def __init__(self, middle: nn.Module) -> None:
-        super().__init__()
-        self.stem = nn.Conv2d(3, 8, 3, padding=1, bias=False)
-        self.middle = middle
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(8, 2, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.pool(self.middle(self.stem(x))).flatten(1))
-
-
-class _Residual(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(8, 8, 3, padding=1, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv(torch.relu(x))
-
-
-class _Concat(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(8, 4, 1, bias=False)
-        self.merge = nn.Conv2d(12, 8, 1, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.merge(torch.cat([x, self.conv(x)], dim=1))
-
-
 class _Swish(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * torch.sigmoid(x)
@@ -138,14 +94,14 @@ OPERATIONS = {
     "gelu": lambda: nn.GELU(),
     "hardswish": lambda: nn.Hardswish(),
     "swish as x * sigmoid(x)": lambda: _Swish(),
-    "squeeze-excitation (sigmoid gate)": lambda: _SqueezeExcite(8, nn.Sigmoid()),
-    "squeeze-excitation (hardsigmoid gate)": lambda: _SqueezeExcite(8, nn.Hardsigmoid()),
+    "squeeze-excitation (sigmoid gate)": lambda: SqueezeExcite(8, nn.Sigmoid(), hidden=4),
+    "squeeze-excitation (hardsigmoid gate)": lambda: SqueezeExcite(8, nn.Hardsigmoid(), hidden=4),
     "groupnorm": lambda: _no_bias_norm(nn.GroupNorm(2, 8)),
     "layernorm2d (timm)": lambda: _no_bias_norm(timm.layers.LayerNorm2d(8)),
     "grouped conv": lambda: nn.Conv2d(8, 8, 3, padding=1, groups=2, bias=False),
     "depthwise conv": lambda: nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False),
-    "residual add": lambda: _Residual(),
-    "concatenation": lambda: _Concat(),
+    "residual add": lambda: ResidualBlock(),
+    "concatenation": lambda: ConcatBlock(),
     "max pool": lambda: nn.MaxPool2d(2),
     "average pool": lambda: nn.AvgPool2d(2),
 }
@@ -156,7 +112,7 @@ def test_relevance_is_conserved_through_each_operation(operation: str) -> None:
     """With the epsilon rule on every layer (which conserves up to epsilon whatever the signs; z+ loses the relevance
     of outputs whose positive contributions vanish) and no biases, every operation passes on all it receives."""
     torch.manual_seed(0)
-    model = _OneOp(OPERATIONS[operation]()).eval()
+    model = OneOp(OPERATIONS[operation]()).eval()
     assert graph_blocker(model, 16) is None
     inputs, targets = torch.randn(2, 3, 16, 16), torch.tensor([0, 1])
     maps, input_relevance = _graph_maps(model, inputs, targets, "epsilon", epsilon=1e-12)
