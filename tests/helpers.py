@@ -90,3 +90,10 @@ class ConcatBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.merge(torch.cat([x, self.conv(x)], dim=1))
+
+
+class Swish(nn.Module):
+    """Swish written as ``x * sigmoid(x)`` (a product of an activation with its own gate)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(x)

@@ -10,7 +10,7 @@ import pytest
 import timm
 import torch
 import torchvision
-from helpers import ConcatBlock, OneOp, ResidualBlock, SqueezeExcite
+from helpers import ConcatBlock, OneOp, ResidualBlock, SqueezeExcite, Swish
 from torch import nn
 
 import medprune.runs.score as score_module
@@ -94,11 +94,6 @@ class _Shuffle(nn.Module):
         return y.view(n, 2, c // 2, h, w).transpose(1, 2).contiguous().view(n, c, h, w)
 
 
-class _Swish(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.sigmoid(x)
-
-
 class _LayerScale(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -113,7 +108,7 @@ OPERATIONS = {
     "silu": lambda: nn.SiLU(),
     "gelu": lambda: nn.GELU(),
     "hardswish": lambda: nn.Hardswish(),
-    "swish as x * sigmoid(x)": lambda: _Swish(),
+    "swish as x * sigmoid(x)": lambda: Swish(),
     "squeeze-excitation (sigmoid gate)": lambda: SqueezeExcite(8, nn.Sigmoid(), hidden=8),
     "squeeze-excitation (hardsigmoid gate)": lambda: SqueezeExcite(8, nn.Hardsigmoid(), hidden=8),
     "batchnorm (not merged)": lambda: nn.BatchNorm2d(8),

@@ -7,7 +7,7 @@ import pytest
 import timm
 import torch
 import torchvision
-from helpers import ConcatBlock, OneOp, ResidualBlock, SqueezeExcite
+from helpers import ConcatBlock, OneOp, ResidualBlock, SqueezeExcite, Swish
 from torch import nn
 
 from medprune.models import create_model
@@ -76,11 +76,6 @@ def test_timm_resnet_blocks_are_torchvision_blocks() -> None:
     _assert_maps_equal(ours, reference, ours_input, reference_input)
 
 
-class _Swish(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.sigmoid(x)
-
-
 def _no_bias_norm(norm: nn.Module) -> nn.Module:
     with torch.no_grad():
         norm.bias.zero_()
@@ -93,7 +88,7 @@ OPERATIONS = {
     "silu": lambda: nn.SiLU(),
     "gelu": lambda: nn.GELU(),
     "hardswish": lambda: nn.Hardswish(),
-    "swish as x * sigmoid(x)": lambda: _Swish(),
+    "swish as x * sigmoid(x)": lambda: Swish(),
     "squeeze-excitation (sigmoid gate)": lambda: SqueezeExcite(8, nn.Sigmoid(), hidden=4),
     "squeeze-excitation (hardsigmoid gate)": lambda: SqueezeExcite(8, nn.Hardsigmoid(), hidden=4),
     "groupnorm": lambda: _no_bias_norm(nn.GroupNorm(2, 8)),
