@@ -97,3 +97,29 @@ class Swish(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * torch.sigmoid(x)
+
+
+def sweep_row(checkpoint: str, method: str, sampling: str, rate: float, split: str, seed: int = 0, **columns) -> dict:
+    """A results row: the curve identity every sweep row carries, at the defaults of a global signed curve of model
+    ``m`` on dataset ``d``, followed by ``columns`` (metrics; an identity column given here replaces its default in
+    place)."""
+    row = {
+        "model": "m",
+        "dataset": "d",
+        "checkpoint": checkpoint,
+        "method": method,
+        "sampling": sampling,
+        "sign": "signed",
+        "target": "true",
+        "n_per_class": 10,
+        "seed": seed,
+        "scope": "global",
+        "normalize": "none",
+        "recalibrate": "none",
+        "recalibrate_samples": 0,
+        "couplings": False,
+        "rate": rate,
+        "split": split,
+    }
+    row.update(columns)
+    return row

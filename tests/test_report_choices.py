@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import sweep_row
 
 from medprune.report.paired import paired_comparisons
 from medprune.report.tables import best_curve, best_line, lossless_rates, table1
@@ -16,31 +17,23 @@ def _row(ckpt, seed, method, sampling, rate, split, correct, achieved=None):
     rng = np.random.default_rng(abs(hash((ckpt, seed, method, rate, split))) % 2**32)
     right = rng.permutation(LABELS.size) < correct * LABELS.size
     predictions = np.where(right, LABELS, 1 - LABELS)
-    row = {
-        "model": "m",
-        "dataset": "d",
-        "checkpoint": ckpt,
-        "method": method,
-        "sampling": sampling,
-        "sign": "signed" if method != "baseline" else "none",
-        "target": "true",
-        "n_per_class": 10,
-        "seed": seed,
-        "scope": "global" if method != "baseline" else "none",
-        "normalize": "none",
-        "recalibrate": "none",
-        "recalibrate_samples": 0,
-        "couplings": False,
-        "rate": rate,
-        "split": split,
-        "achieved_rate": rate if achieved is None else achieved,
-        "accuracy": float(right.mean()),
-        "balanced_accuracy": float(right.mean()),
-        "auroc": 0.9,
-        "worst_recall": float(right.mean()),
-        "recall_a": float(right.mean()),
-        "predictions": encode_classes(predictions),
-    }
+    row = sweep_row(
+        ckpt,
+        method,
+        sampling,
+        rate,
+        split,
+        seed,
+        sign="signed" if method != "baseline" else "none",
+        scope="global" if method != "baseline" else "none",
+        achieved_rate=rate if achieved is None else achieved,
+        accuracy=float(right.mean()),
+        balanced_accuracy=float(right.mean()),
+        auroc=0.9,
+        worst_recall=float(right.mean()),
+        recall_a=float(right.mean()),
+        predictions=encode_classes(predictions),
+    )
     if method == "baseline":
         row["labels"] = encode_classes(LABELS)
     return row

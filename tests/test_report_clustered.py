@@ -7,6 +7,7 @@ import zlib
 
 import numpy as np
 import pytest
+from helpers import sweep_row
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -43,32 +44,22 @@ def _seeded(*key) -> np.random.Generator:
 def _row(ckpt, seed, method, sampling, rate, split, predictions, **extra):
     y = LABELS[split]
     recalls = [float((predictions[y == c] == c).mean()) for c in (0, 1)]
-    row = {
-        "model": "m",
-        "dataset": "d",
-        "checkpoint": ckpt,
-        "method": method,
-        "sampling": sampling,
-        "sign": "signed",
-        "target": "true",
-        "n_per_class": 10,
-        "seed": seed,
-        "scope": "global",
-        "normalize": "none",
-        "recalibrate": "none",
-        "recalibrate_samples": 0,
-        "couplings": False,
-        "rate": rate,
-        "split": split,
-        "achieved_rate": rate,
-        "accuracy": float((predictions == y).mean()),
-        "balanced_accuracy": float(np.mean(recalls)),
-        "worst_recall": min(recalls),
-        "recall_a": recalls[0],
-        "recall_b": recalls[1],
-        "predictions": encode_classes(predictions),
+    row = sweep_row(
+        ckpt,
+        method,
+        sampling,
+        rate,
+        split,
+        seed,
+        achieved_rate=rate,
+        accuracy=float((predictions == y).mean()),
+        balanced_accuracy=float(np.mean(recalls)),
+        worst_recall=min(recalls),
+        recall_a=recalls[0],
+        recall_b=recalls[1],
+        predictions=encode_classes(predictions),
         **extra,
-    }
+    )
     if method == "baseline":
         row["labels"] = encode_classes(y)
     return row

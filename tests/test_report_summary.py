@@ -4,6 +4,7 @@ answers are known."""
 from __future__ import annotations
 
 import pytest
+from helpers import sweep_row
 
 from medprune.report.page import compact_cell, paired_matrix, table1_display
 from medprune.report.paired import paired_comparisons
@@ -17,34 +18,23 @@ PARAMS = 1000
 
 
 def _row(checkpoint: str, method: str, sampling: str, rate: float, split: str, accuracy: float) -> dict:
-    return {
-        "model": "m",
-        "dataset": "d",
-        "checkpoint": checkpoint,
-        "method": method,
-        "sampling": sampling,
-        "sign": "signed",
-        "target": "true",
-        "n_per_class": 10,
-        "seed": 0,
-        "scope": "global",
-        "normalize": "none",
-        "recalibrate": "none",
-        "recalibrate_samples": 0,
-        "couplings": False,
-        "rate": rate,
-        "split": split,
-        "achieved_rate": rate,
-        "accuracy": accuracy,
-        "balanced_accuracy": accuracy,
-        "worst_recall": accuracy,
-        "recall_a": accuracy,
-        "recall_b": accuracy,
-        "params_removed": int(rate * PARAMS),
-        "params_removed_fraction": rate,
-        "macs_removed": int(rate * 2e6),
-        "macs_removed_fraction": rate,
-    }
+    return sweep_row(
+        checkpoint,
+        method,
+        sampling,
+        rate,
+        split,
+        achieved_rate=rate,
+        accuracy=accuracy,
+        balanced_accuracy=accuracy,
+        worst_recall=accuracy,
+        recall_a=accuracy,
+        recall_b=accuracy,
+        params_removed=int(rate * PARAMS),
+        params_removed_fraction=rate,
+        macs_removed=int(rate * 2e6),
+        macs_removed_fraction=rate,
+    )
 
 
 def _table(holds: dict[str, float]) -> list[dict]:
