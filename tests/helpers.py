@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
 
 import torch
 from torch import nn
@@ -123,3 +127,19 @@ def sweep_row(checkpoint: str, method: str, sampling: str, rate: float, split: s
     }
     row.update(columns)
     return row
+
+
+#: The repository root (scripts/ and bench/ are not packages: tests load their files with :func:`load_script`).
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_script(path: str) -> ModuleType:
+    """A script of the repository (``"scripts/verify_results.py"``) imported as a module named after its file, and
+    registered in ``sys.modules`` so its dataclasses resolve their own module."""
+    name = Path(path).stem
+    spec = importlib.util.spec_from_file_location(name, REPO / path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
+from helpers import load_script
 
-spec = importlib.util.spec_from_file_location(
-    "choose_default", Path(__file__).resolve().parents[1] / "scripts" / "choose_default.py"
-)
-choose_default = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(choose_default)
+choose_default = load_script("scripts/choose_default.py")
 
 PAPER_BN = ("global", "none", "signed", "bn")
 MEAN_BN = ("global", "mean", "signed", "bn")

@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO, load_script
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("compress_calibration", REPO / "bench" / "compress_calibration.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench/compress_calibration.py")
 
 
 def test_calibration_tables_are_generated_from_the_committed_csv() -> None:

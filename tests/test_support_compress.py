@@ -3,23 +3,16 @@ architecture, and the committed docs/support-compress.md it generated."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import REPO, load_script
 
 
 @pytest.fixture(scope="module")
 def script():  # noqa: ANN201 - the script as a module
-    spec = importlib.util.spec_from_file_location("support_compress", ROOT / "scripts" / "support_compress.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["support_compress"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scripts/support_compress.py")
 
 
 def test_a_mobilenet_is_compressed_end_to_end(script, tmp_path: Path, data_root: Path) -> None:  # noqa: ANN001
@@ -48,7 +41,7 @@ def test_a_refusal_is_one_line_and_a_crash_is_reported_as_failed(
 
 
 def test_the_committed_table_covers_the_matrix_without_a_failure(script) -> None:  # noqa: ANN001
-    text = (ROOT / "docs" / "support-compress.md").read_text()
+    text = (REPO / "docs" / "support-compress.md").read_text()
     rows = [line for line in text.splitlines() if line.startswith("| `")]
     assert {line.split("`")[1] for line in rows} == {arch for arch, _ in script.support_matrix.ARCHITECTURES}
     assert "| FAILED" not in text

@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import REPO, load_script
 
 
 @pytest.fixture(scope="module")
 def matrix():  # noqa: ANN201 - the script as a module
-    spec = importlib.util.spec_from_file_location("support_matrix", ROOT / "scripts" / "support_matrix.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["support_matrix"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scripts/support_matrix.py")
 
 
 def test_a_mobilenet_goes_through_every_stage(matrix, tmp_path: Path) -> None:  # noqa: ANN001
@@ -35,7 +28,7 @@ def test_a_mobilenet_goes_through_every_stage(matrix, tmp_path: Path) -> None:  
 
 
 def test_the_committed_matrix_covers_25_architectures_without_a_failure(matrix) -> None:  # noqa: ANN001
-    text = (ROOT / "docs" / "support.md").read_text()
+    text = (REPO / "docs" / "support.md").read_text()
     rows = [line for line in text.splitlines() if line.startswith("| `")]
     assert len(rows) >= 25
     assert {line.split("`")[1] for line in rows} == {arch for arch, _ in matrix.ARCHITECTURES}

@@ -4,23 +4,17 @@ and a changed number (in a document or in its source), or a new number typed by 
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import re
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import REPO, load_script
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-REPO = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("verify_results", REPO / "scripts" / "verify_results.py")
-assert spec is not None and spec.loader is not None
-verify_results = importlib.util.module_from_spec(spec)
-sys.modules["verify_results"] = verify_results
-spec.loader.exec_module(verify_results)
+verify_results = load_script("scripts/verify_results.py")
 
 
 @pytest.fixture
