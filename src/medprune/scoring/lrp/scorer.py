@@ -95,37 +95,14 @@ def relevance_maps(
     with eval_mode(model):
         if family == "vit":
             return vit_relevance(model, inputs, targets, groups, composite=composite, epsilon=epsilon)
+        rules = {"epsilon": epsilon, "stabilizer": stabilizer, "gamma": gamma, "low": low, "high": high, "fast": fast}
         if family not in ("vgg", "resnet"):  # rules per operation over the traced graph (lrp.graph)
 
             def composite_for(canonizers: list):  # noqa: ANN202 - zennit's Composite is untyped
-                return build_cnn_composite(
-                    composite,
-                    "other",
-                    inputs,
-                    epsilon=epsilon,
-                    stabilizer=stabilizer,
-                    gamma=gamma,
-                    low=low,
-                    high=high,
-                    fast=fast,
-                    canonizers=canonizers,
-                )
+                return build_cnn_composite(composite, "other", inputs, canonizers=canonizers, **rules)
 
             return graph_relevance(model, inputs, targets, groups, composite_for)
-        return cnn_relevance(
-            model,
-            inputs,
-            targets,
-            groups,
-            family,
-            composite,
-            epsilon=epsilon,
-            stabilizer=stabilizer,
-            gamma=gamma,
-            low=low,
-            high=high,
-            fast=fast,
-        )
+        return cnn_relevance(model, inputs, targets, groups, family, composite, **rules)
 
 
 @register_scorer(
