@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import torch
 
-from medprune.deploy.bundle import MONAI_SCHEMA, bundle_metadata, write_monai_bundle
+from medprune.deploy.bundle import METADATA_SCHEMA, MONAI_SCHEMA, bundle_metadata, check_bundle, write_monai_bundle
 from medprune.models import create_model
 from medprune.pruning import export_onnx
 
@@ -56,6 +56,10 @@ def test_layout_torchscript_and_provenance(bundle: dict[str, Any]) -> None:
     folder = bundle["folder"]
     for name in ("configs/metadata.json", "configs/inference.json", "models/model.ts", "models/model.onnx"):
         assert (folder / name).is_file(), name
+    state = torch.load(folder / "models" / "model.pt", weights_only=True)  # the specification's required weights
+    assert state.keys() == bundle["model"].state_dict().keys()
+    for name, tensor in bundle["model"].state_dict().items():
+        torch.testing.assert_close(state[name], tensor)
     assert (folder / "docs" / "README.md").read_text().startswith("# Model card")
     assert (folder / "docs" / "reliability.png").is_file()  # the card's images travel with it
     scripted = torch.jit.load(str(folder / "models" / "model.ts"))
@@ -115,3 +119,55 @@ def test_monai_verify_metadata(bundle: dict[str, Any], tmp_path: Path) -> None:
                 "MEDPRUNE_MONAI_SCHEMA to a local copy of meta_schema_20220324.json"
             )
     bundle_api.verify_metadata(meta_file=str(bundle["folder"] / "configs" / "metadata.json"), filepath=str(schema))
+
+
+def test_the_written_bundle_passes_the_specification_check(bundle: dict[str, Any]) -> None:
+    pytest.importorskip("jsonschema", reason="jsonschema comes with the monai extra (pip install 'medprune[monai]')")
+    assert check_bundle(bundle["folder"]) == []
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda m: m.pop("copyright"), "(top level): 'copyright' is a required property"),
+        (lambda m: m.pop("optional_packages_version"), "'optional_packages_version' is a required property"),
+        (lambda m: m.__setitem__("version", "first"), "version: 'first' does not match"),
+        (
+            lambda m: m["network_data_format"]["inputs"]["image"].pop("num_channels"),
+            "network_data_format/inputs/image: 'num_channels' is a required property",
+        ),
+        (
+            lambda m: m["network_data_format"]["outputs"]["pred"].__setitem__("value_range", [0.0]),
+            "network_data_format/outputs/pred/value_range",
+        ),
+    ],
+)
+def test_the_specification_check_names_what_breaks_it(bundle: dict[str, Any], change: Any, expected: str) -> None:
+    """The check can fail: each broken metadata is reported with the key path, and a missing model.pt by name."""
+    pytest.importorskip("jsonschema", reason="jsonschema comes with the monai extra (pip install 'medprune[monai]')")
+    metadata_file = bundle["folder"] / "configs" / "metadata.json"
+    metadata = json.loads(metadata_file.read_text())
+    change(metadata)
+    metadata_file.write_text(json.dumps(metadata))
+    (bundle["folder"] / "models" / "model.pt").unlink()
+    problems = check_bundle(bundle["folder"])
+    assert "models/model.pt is missing" in problems
+    assert any(expected in problem for problem in problems), problems
+
+
+def test_monai_verify_metadata_offline(bundle: dict[str, Any], tmp_path: Path) -> None:
+    """``monai.bundle.verify_metadata`` itself, offline: given the specification's schema (:data:`METADATA_SCHEMA`) as
+    the local copy, it passes the written metadata and rejects one without a mandatory key."""
+    bundle_api = pytest.importorskip(
+        "monai.bundle", reason="monai is an optional extra (pip install 'medprune[monai]')"
+    )
+    pytest.importorskip("jsonschema", reason="monai.bundle verify_metadata needs jsonschema")
+    schema = tmp_path / "schema.json"
+    schema.write_text(METADATA_SCHEMA.read_text())
+    metadata_file = bundle["folder"] / "configs" / "metadata.json"
+    bundle_api.verify_metadata(meta_file=str(metadata_file), filepath=str(schema))
+    broken = json.loads(metadata_file.read_text())
+    del broken["network_data_format"]
+    metadata_file.write_text(json.dumps(broken))
+    with pytest.raises(ValueError, match="network_data_format"):
+        bundle_api.verify_metadata(meta_file=str(metadata_file), filepath=str(schema))

@@ -4,8 +4,15 @@ sidecar), and a MONAI bundle of it (:func:`write_monai_bundle`).
 The bundle follows MONAI's layout: ``configs/metadata.json`` (MONAI's metadata schema, plus a ``medprune`` entry with
 the pruning and quantization provenance), ``configs/inference.json`` (the network as TorchScript), ``models/``
 (``model.ts``, ``model.onnx`` and the int8 ``model.int8.onnx`` when it shipped) and ``docs/README.md`` (the model
-card, its images beside it). Writing it needs torch only; checking it (``monai.bundle.verify_metadata``,
-``verify_net_in_out``) needs the ``monai`` extra.
+card, its images beside it). ``models/model.pt`` (the state dictionary, loadable with ``torch.load(...,
+weights_only=True)``) is there because the specification requires it; the network to load it into is medprune's
+smaller architecture, so ``inference.json`` loads the TorchScript model instead.
+
+Every bundle written is checked before it is handed over (:func:`check_bundle`): the files the specification
+requires, and ``metadata.json`` against ``monai_metadata.schema.json`` (beside this module: the specification's
+mandatory keys and tensor format keys, written out as a JSON schema, so the check runs offline; ``jsonschema`` comes
+with the ``monai`` extra). MONAI's own schema (the URL in ``schema``) is what ``monai.bundle verify_metadata``
+checks where it can be fetched.
 
 >>> preprocessing({"model": {"image_size": 28, "in_channels": 3},
 ...                "normalization": {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}})["input"]
@@ -16,6 +23,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import logging
 import re
 import shutil
 from collections.abc import Mapping
@@ -28,12 +36,18 @@ from torch import Tensor, nn
 
 from medprune.runtime import eval_mode
 
-__all__ = ["MONAI_SCHEMA", "preprocessing", "bundle_metadata", "write_monai_bundle"]
+logger = logging.getLogger(__name__)
+
+__all__ = ["MONAI_SCHEMA", "METADATA_SCHEMA", "preprocessing", "bundle_metadata", "check_bundle", "write_monai_bundle"]
 
 #: The metadata schema MONAI's model zoo bundles name (``monai.bundle.verify_metadata`` downloads it).
 MONAI_SCHEMA = (
     "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20220324.json"
 )
+#: The specification's metadata keys as a JSON schema (see the module docstring): what :func:`check_bundle` checks.
+METADATA_SCHEMA = Path(__file__).with_name("monai_metadata.schema.json")
+#: Files the specification requires in every bundle.
+REQUIRED_FILES = ("configs/metadata.json", "models/model.pt")
 #: The network of ``configs/inference.json``: the TorchScript model, no medprune needed to load it.
 INFERENCE_CONFIG = {
     "imports": ["$import torch"],
@@ -117,7 +131,9 @@ def bundle_metadata(card: Mapping[str, Any]) -> dict[str, Any]:
         "monai_version": _version("monai"),
         "pytorch_version": torch.__version__.split("+")[0],
         "numpy_version": np.__version__,
-        "required_packages_version": {},  # models/model.ts needs torch only
+        # models/model.ts needs torch only; the specification names the first key, MONAI 1.4+ writes the second
+        "optional_packages_version": {},
+        "required_packages_version": {},
         "name": card["title"],
         "task": f"image classification of {card['source'].get('dataset')} into {', '.join(names)}",
         "description": (
@@ -209,6 +225,9 @@ def write_monai_bundle(
     with eval_mode(model), torch.no_grad():
         traced = torch.jit.trace(model, example[:1].float())
     traced.save(str(folder / "models" / "model.ts"))
+    torch.save(
+        {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}, folder / "models" / "model.pt"
+    )
     for name, path in onnx_files.items():
         shutil.copyfile(path, folder / "models" / name)
     metadata = bundle_metadata(card)
@@ -220,4 +239,29 @@ def write_monai_bundle(
         if source.is_file():
             shutil.copyfile(source, folder / "docs" / Path(image).name)
     (folder / "docs" / "README.md").write_text(text)
+    problems = check_bundle(folder)
+    if problems:
+        raise RuntimeError(f"the MONAI bundle {folder} does not follow the specification: {'; '.join(problems)}")
     return folder
+
+
+def check_bundle(folder: str | Path) -> list[str]:
+    """What in the bundle at ``folder`` breaks the specification (empty: nothing found): missing required files, and
+    ``configs/metadata.json`` against :data:`METADATA_SCHEMA` (each problem names the key path). Without
+    ``jsonschema`` (the ``monai`` extra) the metadata's schema part is skipped, with a warning in the log."""
+    folder = Path(folder)
+    problems = [f"{name} is missing" for name in REQUIRED_FILES if not (folder / name).is_file()]
+    metadata_file = folder / "configs" / "metadata.json"
+    if not metadata_file.is_file():
+        return problems
+    try:
+        import jsonschema  # optional extra (monai)
+    except ImportError:
+        logger.warning("jsonschema is not installed (pip install 'medprune[monai]'): %s not checked", metadata_file)
+        return problems
+    schema = json.loads(METADATA_SCHEMA.read_text())
+    validator = jsonschema.Draft7Validator(schema)
+    for error in sorted(validator.iter_errors(json.loads(metadata_file.read_text())), key=lambda e: list(e.path)):
+        where = "/".join(str(part) for part in error.path) or "(top level)"
+        problems.append(f"configs/metadata.json {where}: {error.message}")
+    return problems
