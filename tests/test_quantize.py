@@ -18,7 +18,9 @@ from medprune.deploy.calibration import ECE_BINS
 from medprune.deploy.quantize import (
     CALIBRATION_SAMPLES,
     INT8_FILE,
+    INT8_GAIN_WARNING,
     REFUSED_FILE,
+    int8_speed_warning,
     judge_quantized,
     quantize_and_judge,
     quantize_int8,
@@ -168,3 +170,26 @@ def test_compress_command_line_takes_the_deploy_flags() -> None:
     bad = build_parser().parse_args(["compress", "ck", "--quantize", "int4"])
     with pytest.raises(ValueError, match="quantize.*int4.*valid values: none, int8"):
         config_from_args(bad, CompressConfig, compress_cli.FLAGS, checkpoint="ck")
+
+
+def _timed(fp32_ms: float, int8_ms: float) -> list[dict]:
+    return [
+        {"batch": batch, "threads": 2, "repeats": 20, "model": model, "median ms": ms * batch}
+        for batch in (1, 32)
+        for model, ms in (("original fp32", 0.2), ("compressed fp32", fp32_ms), ("compressed int8", int8_ms))
+    ]
+
+
+def test_the_card_warns_when_int8_bought_no_speed() -> None:
+    sizes = {"fp32": 80301, "int8": 50544}
+    slow = int8_speed_warning({"shipped": True, "latency": _timed(0.100, 0.103), "bytes": sizes})
+    assert slow is not None
+    assert slow.startswith("int8: 0.97x the speed of the compressed fp32 model at batch 1 (ONNX Runtime, 2 thread(s)")
+    assert "63% of the fp32 file's size" in slow
+    # a gain at or above the threshold, a refused int8 model, or no timing: nothing to warn about
+    assert (
+        int8_speed_warning({"shipped": True, "latency": _timed(0.100, 0.100 / INT8_GAIN_WARNING), "bytes": sizes})
+        is None
+    )
+    assert int8_speed_warning({"shipped": False, "latency": _timed(0.100, 0.2), "bytes": sizes}) is None
+    assert int8_speed_warning({"shipped": True}) is None

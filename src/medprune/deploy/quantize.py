@@ -41,6 +41,8 @@ __all__ = [
     "quantize_and_judge",
     "runtime_evidence",
     "ort_latency",
+    "INT8_GAIN_WARNING",
+    "int8_speed_warning",
 ]
 
 #: What :func:`quantize_int8` does, as the card states it.
@@ -253,3 +255,34 @@ def ort_latency(
         original_onnx = export_onnx(original, Path(scratch) / "original.onnx", example[:1])
         paths = {"original fp32": original_onnx, "compressed fp32": fp32, "compressed int8": int8}
         return onnx_latency(paths, example, threads=threads, repeats=repeats)
+
+
+#: Below this batch-1 speed-up (compressed fp32 / int8 under ONNX Runtime) the card warns that int8 bought no speed
+#: on the machine that measured it: a ratio this close to 1 is within the run-to-run spread of the timing.
+INT8_GAIN_WARNING = 1.1
+
+
+def int8_speed_warning(quantization: Mapping[str, Any]) -> str | None:
+    """The card's warning when a shipped int8 model is not faster than the compressed fp32 one at batch 1 (below
+    :data:`INT8_GAIN_WARNING`), with what it still gains (file size); ``None`` otherwise or when nothing was timed.
+    """
+    if not quantization.get("shipped"):
+        return None
+    batch1 = {row["model"]: row for row in quantization.get("latency") or [] if row["batch"] == 1}
+    fp32, int8 = batch1.get("compressed fp32"), batch1.get("compressed int8")
+    if not fp32 or not int8 or int8["median ms"] <= 0:
+        return None
+    gain = fp32["median ms"] / int8["median ms"]
+    if gain >= INT8_GAIN_WARNING:
+        return None
+    sizes = quantization.get("bytes") or {}
+    smaller = (
+        f"; it is {sizes['int8'] / sizes['fp32']:.0%} of the fp32 file's size"
+        if sizes.get("fp32") and sizes.get("int8")
+        else ""
+    )
+    return (
+        f"int8: {gain:.2f}x the speed of the compressed fp32 model at batch 1 (ONNX Runtime, {fp32['threads']} "
+        f"thread(s), median of {fp32['repeats']} interleaved runs on the machine that compressed it), below "
+        f"{INT8_GAIN_WARNING}x{smaller}; time both on the target CPU before choosing int8 for speed"
+    )

@@ -79,7 +79,14 @@ from medprune.data.splitting import limit_dataset
 from medprune.deploy.bundle import preprocessing, write_monai_bundle
 from medprune.deploy.calibration import calibration_summary, fit_temperature, softmax_with_temperature
 from medprune.deploy.explanations import explanation_drift
-from medprune.deploy.quantize import CALIBRATION_SAMPLES, INT8_FILE, ort_latency, quantize_and_judge, runtime_evidence
+from medprune.deploy.quantize import (
+    CALIBRATION_SAMPLES,
+    INT8_FILE,
+    int8_speed_warning,
+    ort_latency,
+    quantize_and_judge,
+    runtime_evidence,
+)
 from medprune.deploy.runtimes import onnx_logits, torch_logits
 from medprune.options import NO_SAMPLING
 from medprune.progress import visible_logs
@@ -318,6 +325,9 @@ def run_compress(config: CompressConfig) -> CompressResult:
                 threads=config.latency_threads,
                 repeats=config.latency_repeats,
             )
+            slow_int8 = int8_speed_warning(quantization)
+            if slow_int8:
+                warnings.append(slow_int8)
         layers = layer_changes(original, small, masks)
         timer.lap("latency")
         record = CompressionRecord(
