@@ -31,6 +31,12 @@ saved scores, compress's ranking and MACs floor; the validation split only): at 
 on 512 clean training images as compress's candidates are, without fine-tuning; validation balanced accuracy.
 
     .venv/bin/python bench/pruning.py --threads 1 --accuracy runs/calibration-cpu/compress/*-certified --rates 0.5 0.7
+
+``--deploy`` adds, for the ``floor`` and ``round+floor`` cuts, the deployment path's latency: each recalibrated model
+physically reduced, exported to ONNX, quantized to int8 as ``medprune quantize`` does (QDQ, per-channel, calibrated on
+256 of the recalibration images) and timed with ONNX Runtime beside the unpruned model's ONNX, all five models
+interleaved in one loop (1 intra-op thread, batch 1 and 32): so rounding's effect on fp32 and int8 speed is measured
+at equal MACs, in one run per checkpoint and rate.
 """
 
 from __future__ import annotations
@@ -53,9 +59,11 @@ from medprune.checkpoint.with_data import load_with_splits
 from medprune.compression.evidence import metric_value, predictions_and_metrics
 from medprune.compression.floor import floor_candidate, ranked_candidate
 from medprune.data import stack_samples
+from medprune.deploy.quantize import quantize_int8
+from medprune.deploy.runtimes import onnx_latency
 from medprune.models import create_model
 from medprune.models.units import unit_groups
-from medprune.pruning import coupled_groups, masks_from_scores, model_cost, remove_units
+from medprune.pruning import coupled_groups, export_onnx, masks_from_scores, model_cost, remove_units
 from medprune.pruning.cost import MacsMeter
 from medprune.pruning.folding import fold_batchnorms
 from medprune.pruning.masks import achieved_rate
@@ -296,8 +304,29 @@ def print_variants(rows: list[dict]) -> None:
         )
 
 
-def rounding_accuracy(runs: list[str], rates: list[float], multiple: int) -> list[dict]:
-    """Rows of ``--accuracy`` (module docstring): one per run, rate and cut."""
+def deploy_latency(
+    model: nn.Module, reduced: dict[str, nn.Module], calibration: torch.Tensor, folder: Path, repeats: int
+) -> dict[str, dict[int, dict]]:
+    """``--deploy``: ONNX fp32 and int8 of each reduced model, timed interleaved with the unpruned model's ONNX;
+    label -> batch -> onnx_latency row (``original`` for the unpruned model, ``<cut> fp32`` / ``<cut> int8``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    example = calibration[:1]
+    paths = {"original": export_onnx(model.eval(), folder / "original.onnx", example)}
+    for label, smaller in reduced.items():
+        fp32 = export_onnx(smaller.eval(), folder / f"{label}.onnx", example)
+        paths[f"{label} fp32"] = fp32
+        paths[f"{label} int8"] = quantize_int8(fp32, folder / f"{label}.int8.onnx", calibration)
+    timed: dict[str, dict[int, dict]] = {}
+    for row in onnx_latency(paths, example, batches=(1, 32), threads=1, repeats=repeats):
+        timed.setdefault(row["model"], {})[row["batch"]] = row
+    return timed
+
+
+def rounding_accuracy(
+    runs: list[str], rates: list[float], multiple: int, deploy: Path | None = None, repeats: int = 200
+) -> list[dict]:
+    """Rows of ``--accuracy`` (module docstring): one per run, rate and cut; with ``deploy`` (a scratch folder), the
+    ``--deploy`` latencies of the floor and round+floor cuts beside them."""
     rows = []
     for run in runs:
         config = json.loads((Path(run) / "run.json").read_text())["config"]
@@ -327,9 +356,12 @@ def rounding_accuracy(runs: list[str], rates: list[float], multiple: int) -> lis
             rounded_floor = floor_candidate(
                 lambda r, c=cut, f=rounding: f(c(r)), rate, total=total, cap=total - len(scores), meter=meter
             ).masks
+            reduced = {}
             for label, masks in (("floor", floor), ("floor+round", rounding(floor)), ("round+floor", rounded_floor)):
                 recovered = recover(model, masks, FinetuneRecipe(epochs=0), recalibration=recalibration)
                 value = metric_value(predictions_and_metrics(recovered, val, names)[1], "balanced_accuracy")
+                if label != "floor+round":
+                    reduced[label] = remove_units(recovered, masks)
                 rows.append(
                     {
                         "run": Path(run).name,
@@ -342,6 +374,15 @@ def rounding_accuracy(runs: list[str], rates: list[float], multiple: int) -> lis
                     }
                 )
                 logger.info("%s %.2f %s: balanced accuracy %.4f (unpruned %.4f)", run, rate, label, value, base)
+            if deploy is not None:
+                calibration = stack_samples(recalibration, range(min(256, len(recalibration))))[0]
+                timed = deploy_latency(model, reduced, calibration, deploy / f"{Path(run).name}-{rate}", repeats)
+                for row in rows[-3:]:
+                    if row["cut"] in reduced:
+                        for batch in (1, 32):
+                            for kind in ("fp32", "int8"):
+                                row[f"{kind} b{batch} ms"] = timed[f"{row['cut']} {kind}"][batch]["CPU median ms"]
+                            row[f"original b{batch} ms"] = timed["original"][batch]["CPU median ms"]
     return rows
 
 
@@ -353,6 +394,39 @@ def print_accuracy(rows: list[dict]) -> None:
             f"| {r['run']} | {r['rate']:.2f} | {r['cut']} | {r['units']:.3f} | {r['macs']:.3f} | {r['base']:.4f} | "
             f"{r['value']:.4f} |"
         )
+    timed = [r for r in rows if "fp32 b1 ms" in r]
+    if timed:
+        print(
+            "\nONNX Runtime, 1 thread, CPU ms per batch (median of interleaved repeats), fp32 and int8 of the same "
+            "reduced model, the unpruned model's fp32 beside:\n"
+        )
+        print(
+            "| run | rate | cut | MACs removed | original b1 | fp32 b1 | int8 b1 | fp32/int8 b1 | fp32 b32 | int8 b32 |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        for r in timed:
+            print(
+                f"| {r['run']} | {r['rate']:.2f} | {r['cut']} | {r['macs']:.3f} | {r['original b1 ms']:.3f} | "
+                f"{r['fp32 b1 ms']:.3f} | {r['int8 b1 ms']:.3f} | {r['fp32 b1 ms'] / r['int8 b1 ms']:.2f}x | "
+                f"{r['fp32 b32 ms']:.2f} | {r['int8 b32 ms']:.2f} |"
+            )
+        print("\nPaired over runs (round+floor / floor, ratio of CPU ms; below 1: rounding is faster):\n")
+        for rate in sorted({r["rate"] for r in timed}):
+            by = {(r["run"], r["cut"]): r for r in timed if r["rate"] == rate}
+            runs = sorted({run for run, _ in by})
+            for key in ("fp32 b1 ms", "int8 b1 ms", "fp32 b32 ms", "int8 b32 ms"):
+                ratios = [by[(run, "round+floor")][key] / by[(run, "floor")][key] for run in runs]
+                print(
+                    f"- rate {rate:.2f}, {key[:-3]}: {statistics.geometric_mean(ratios):.2f}x geometric mean "
+                    f"[{min(ratios):.2f}, {max(ratios):.2f}] over {len(ratios)} runs"
+                )
+            for cut in ("floor", "round+floor"):
+                speed = [by[(run, cut)]["fp32 b1 ms"] / by[(run, cut)]["int8 b1 ms"] for run in runs]
+                print(
+                    f"- rate {rate:.2f}, {cut}: int8 speed-up at batch 1 {statistics.geometric_mean(speed):.2f}x "
+                    f"[{min(speed):.2f}, {max(speed):.2f}]; at least 1.5x in {sum(v >= 1.5 for v in speed)} of "
+                    f"{len(speed)}"
+                )
     print("\nPaired over runs (difference of validation balanced accuracy, mean and [min, max]):\n")
     for rate in sorted({r["rate"] for r in rows}):
         by = {(r["run"], r["cut"]): r["value"] for r in rows if r["rate"] == rate}
@@ -379,12 +453,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--multiple", type=int, default=8, help="channel multiple of --variants' rounding")
     parser.add_argument("--normalize", default="max", help="per-layer normalisation of the global ranking")
     parser.add_argument("--accuracy", nargs="+", metavar="RUN", help="compress run folders: rounding's accuracy effect")
+    parser.add_argument(
+        "--deploy", type=Path, help="with --accuracy: scratch folder; time ONNX fp32 / int8 (docstring)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.accuracy:
-        rows = rounding_accuracy(args.accuracy, args.rates, args.multiple)
+        rows = rounding_accuracy(args.accuracy, args.rates, args.multiple, args.deploy, max(args.repeats, 200))
         print(
             f"\nmultiple {args.multiple}, validation split, one checkpoint per run, masked + recalibrated, "
             "no fine-tuning\n"
