@@ -65,7 +65,15 @@ REFUSED_FILE = "refused.int8.onnx"
 
 
 def quantize_int8(
-    fp32: str | Path, int8: str | Path, images: Tensor, batch_size: int = 32, quant_format: QuantFormatName = "QDQ"
+    fp32: str | Path,
+    int8: str | Path,
+    images: Tensor,
+    batch_size: int = 32,
+    quant_format: QuantFormatName = "QDQ",
+    *,
+    per_channel: bool = True,
+    keep_float: Sequence[str] = (),
+    op_types: Sequence[str] | None = None,
 ) -> Path:
     """Quantize the ONNX model ``fp32`` into ``int8`` (see the module docstring for the scheme).
 
@@ -74,6 +82,10 @@ def quantize_int8(
         images: (N, C, H, W) calibration images, preprocessed as the model expects (clean training images).
         batch_size: images per calibration pass.
         quant_format: the graph's layout (:data:`QuantFormatName`; the card's scheme is ``QDQ``).
+        per_channel, keep_float, op_types: departures from the card's scheme that bench/quantize.py measures: int8
+            weights per tensor instead of per output channel; ONNX node names left in float (after ONNX Runtime's
+            pre-processing, which keeps the exporter's node names); only these operator types quantized (``None``:
+            every type ONNX Runtime can).
 
     Returns:
         The path written.
@@ -110,11 +122,13 @@ def quantize_int8(
             str(int8),
             Reader(),
             quant_format=QuantFormat.QDQ if quant_format == "QDQ" else QuantFormat.QOperator,
-            per_channel=True,
+            per_channel=per_channel,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
             calibration_providers=["CPUExecutionProvider"],
+            nodes_to_exclude=list(keep_float),
+            op_types_to_quantize=list(op_types) if op_types is not None else None,
         )
     logger.info("quantized %s to int8 (%d calibration images): %s", fp32, len(array), int8)
     return int8
