@@ -17,12 +17,15 @@ kept channel counts rounded up to ``--multiple`` along the same ranking (``round
 the rounded masks remove at least the unrounded masks' convolution / linear MACs (``round@MACs``: what compress's MACs
 floor would ship with rounding on) and in ``channels_last`` memory format (``+cl``, weights and input).
 Each variant's speed-up is against ``base`` measured in the same run; its MACs reduction is that of its (unfolded)
-masks, so folding moves the efficiency only through latency.
+masks, so folding moves the efficiency only through latency. ``--onnx DIR`` times the deployment path instead of eager
+PyTorch: ``base``, ``pruned`` and ``round@MACs`` exported to ONNX under DIR and timed interleaved with ONNX Runtime
+(1 intra-op thread; it folds BatchNorm and picks its own memory layout, so ``+fold`` / ``+cl`` do not apply).
 
     .venv/bin/python bench/pruning.py                                  # vgg19, resnet50, vit_b_16; 30/50/70 %
     .venv/bin/python bench/pruning.py --models resnet50 --rates 0.5 --scopes layer --batch 4 --repeats 5
     .venv/bin/python bench/pruning.py --threads 1 --batch 4    # shared machine: read the CPU-time columns
     .venv/bin/python bench/pruning.py --threads 1 --variants --models resnet50 --rates 0.5 0.7 --batches 1 4
+    .venv/bin/python bench/pruning.py --threads 1 --variants --onnx /tmp/onnx --models resnet50 vgg19 --batches 1 4
 
 ``--accuracy RUN ...`` measures what rounding costs or buys in accuracy on compress runs (their checkpoint and their
 saved scores, compress's ranking and MACs floor; the validation split only): at each rate, the masks compress cuts
@@ -202,8 +205,10 @@ def bench_variants(
     repeats: int,
     multiple: int,
     normalize: str,
+    onnx_dir: Path | None = None,
 ) -> list[dict]:
-    """Rows of ``--variants`` (module docstring): one interleaved timing run per scope, rate and batch size."""
+    """Rows of ``--variants`` (module docstring): one interleaved timing run per scope, rate and batch size; with
+    ``onnx_dir``, under ONNX Runtime (``--onnx``)."""
     torch.manual_seed(0)
     model = create_model(name, num_classes=2, image_size=224).eval()
     example = torch.zeros(1, 3, 224, 224)
@@ -240,6 +245,9 @@ def bench_variants(
                     ["+fold", "+fold+cl"] if fold else ["", "+cl"],
                 ),
             }
+            if onnx_dir is not None:
+                rows += _onnx_variants(name, scope, rate, model, cuts, example, before, batches, repeats, onnx_dir)
+                continue
             for label, (chosen, suffixes) in cuts.items():
                 small = remove_units(model, chosen, example).eval()
                 count = model_cost(small, example)["macs"]
@@ -262,23 +270,8 @@ def bench_variants(
                 timed = interleaved(variants, inputs, repeats)
                 base_wall, base_cpu = timed["base"]
                 for label, (wall, cpu) in timed.items():
-                    reduction = before / macs[label]
-                    rows.append(
-                        {
-                            "model": name,
-                            "scope": scope,
-                            "rate": rate,
-                            "batch": batch,
-                            "variant": label,
-                            "macs": f"{macs[label] / 1e9:.2f}G",
-                            "macs_x": reduction,
-                            "cpu_ms": 1000 * cpu,
-                            "cpu_speedup": base_cpu / cpu,
-                            "cpu_efficiency": base_cpu / cpu / reduction,
-                            "wall_speedup": base_wall / wall,
-                            "load": load,
-                        }
-                    )
+                    timing = (1000 * cpu, 1000 * base_cpu, base_wall / wall)
+                    rows.append(variant_row(name, scope, rate, batch, label, macs[label], before, timing, load))
                 logger.info(
                     "%s %s %.2f batch %d: %s",
                     name,
@@ -287,6 +280,79 @@ def bench_variants(
                     batch,
                     ", ".join(f"{k} {timed['base'][1] / v[1]:.2f}x" for k, v in timed.items()),
                 )
+    return rows
+
+
+def variant_row(
+    name: str,
+    scope: str,
+    rate: float,
+    batch: int,
+    label: str,
+    macs: float,
+    before: float,
+    timing: tuple[float, float, float],
+    load: float,
+) -> dict:
+    """One ``--variants`` row; ``timing`` = (the variant's CPU ms, the unpruned model's CPU ms, wall speed-up)."""
+    cpu_ms, base_cpu_ms, wall_speedup = timing
+    reduction = before / macs
+    return {
+        "model": name,
+        "scope": scope,
+        "rate": rate,
+        "batch": batch,
+        "variant": label,
+        "macs": f"{macs / 1e9:.2f}G",
+        "macs_x": reduction,
+        "cpu_ms": cpu_ms,
+        "cpu_speedup": base_cpu_ms / cpu_ms,
+        "cpu_efficiency": base_cpu_ms / cpu_ms / reduction,
+        "wall_speedup": wall_speedup,
+        "load": load,
+    }
+
+
+def _onnx_variants(
+    name: str,
+    scope: str,
+    rate: float,
+    model: nn.Module,
+    cuts: dict[str, tuple[dict[str, torch.Tensor], list[str]]],
+    example: torch.Tensor,
+    before: float,
+    batches: list[int],
+    repeats: int,
+    folder: Path,
+) -> list[dict]:
+    """``--onnx``: the unpruned model, ``pruned`` and the ``@MACs`` rounded cut as ONNX, timed interleaved with ONNX
+    Runtime (1 intra-op thread); rows as the eager variants', labelled ``[ORT]``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = f"{name.replace(':', '_')}-{scope}-{rate}"
+    paths = {"base [ORT]": export_onnx(model, folder / f"{stem}-base.onnx", example)}
+    macs = {"base [ORT]": before}
+    for label, (chosen, _suffixes) in cuts.items():
+        if label == "pruned" or label.endswith("@MACs"):
+            small = remove_units(model, chosen, example).eval()
+            paths[f"{label} [ORT]"] = export_onnx(small, folder / f"{stem}-{label}.onnx", example)
+            macs[f"{label} [ORT]"] = model_cost(small, example)["macs"]
+    load = os.getloadavg()[0]
+    timed = onnx_latency(paths, torch.randn(1, 3, 224, 224), batches=batches, threads=1, repeats=repeats)
+    rows = []
+    for batch in batches:
+        of_batch = {row["model"]: row for row in timed if row["batch"] == batch}
+        base = of_batch["base [ORT]"]
+        for label, row in of_batch.items():
+            timing = (row["CPU median ms"], base["CPU median ms"], base["median ms"] / row["median ms"])
+            rows.append(variant_row(name, scope, rate, batch, label, macs[label], before, timing, load))
+        logger.info(
+            "%s %s %.2f batch %d [ORT]: %s",
+            name,
+            scope,
+            rate,
+            batch,
+            ", ".join(f"{r['variant']} {r['cpu_speedup']:.2f}x (eff. {r['cpu_efficiency']:.2f})" for r in rows[-3:]),
+        )
     return rows
 
 
@@ -473,7 +539,15 @@ def main(argv: list[str] | None = None) -> int:
         rows = []
         for name in args.models:
             rows += bench_variants(
-                name, args.rates, args.scopes, args.scores, args.batches, args.repeats, args.multiple, args.normalize
+                name,
+                args.rates,
+                args.scopes,
+                args.scores,
+                args.batches,
+                args.repeats,
+                args.multiple,
+                args.normalize,
+                args.onnx,
             )
         print(
             f"\n{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "

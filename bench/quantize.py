@@ -99,6 +99,27 @@ def formats(folders: list[str], out: Path, threads: int, repeats: int, samples: 
     """One run over every folder: the compressed fp32 model, its int8 model in both layouts (:data:`FORMATS`, the
     same calibration images) and an identity model (the per-call floor) timed interleaved; each int8 model judged on
     validation by the folder's own rule, as ``medprune quantize`` judges. Writes ``out/<folder name>/formats.json``."""
+    layouts = {layout: {"quant_format": layout} for layout in FORMATS}
+    compare_int8(folders, out, threads, repeats, samples, data_root, layouts, "formats.json", "int8 ", floor=True)
+
+
+def compare_int8(
+    folders: list[str],
+    out: Path,
+    threads: int,
+    repeats: int,
+    samples: int,
+    data_root: str | None,
+    variants: dict[str, dict[str, Any]],
+    record_name: str,
+    label_prefix: str = "",
+    floor: bool = False,
+) -> None:
+    """The ``formats`` and ``schemes`` steps: per folder, its int8 model under each of ``variants`` (label ->
+    :func:`quantize_int8` keywords; ``keep_float`` is filled with the model's stem and head) from the same
+    calibration images, each judged on validation by the folder's own rule, then all timed interleaved with the
+    compressed fp32 model (and, with ``floor``, an identity model: ONNX Runtime's per-call floor). Writes
+    ``out/<folder name>/<record_name>``; the latency rows name each variant ``label_prefix + label``."""
     for folder in folders:
         target = out / Path(folder).name
         target.mkdir(parents=True, exist_ok=True)
@@ -107,21 +128,25 @@ def formats(folders: list[str], out: Path, threads: int, repeats: int, samples: 
         inputs = check_inputs(config)
         with fixed_threads(1):
             ready = prepare(inputs, config, target)
-            val, fp32, predicted, baseline = ready.val, ready.fp32, ready.predicted, ready.baseline
-            names, images = ready.names, ready.calibration_images
-            paths: dict[str, Path] = {"compressed fp32": fp32}
+            paths: dict[str, Path] = {"compressed fp32": ready.fp32}
             judged = {}
-            for layout in FORMATS:
-                path = quantize_int8(fp32, target / f"model.{layout}.onnx", images, quant_format=layout)
-                logits = onnx_logits(path, val[0])
-                judged[layout] = judge_quantized(inputs.rule, val[1].numpy(), predicted, baseline, logits, names)
-                paths[f"int8 {layout}"] = path
-            paths["per-call floor"] = _identity(target / "identity.onnx", tuple(val[0][:1].shape))
+            for label, options in variants.items():
+                if "keep_float" in options:
+                    options = {**options, "keep_float": _stem_and_head(ready.fp32)}
+                name = label.replace(" ", "-").replace("+", "-")
+                path = quantize_int8(ready.fp32, target / f"model.{name}.onnx", ready.calibration_images, **options)
+                logits = onnx_logits(path, ready.val[0])
+                judged[label] = judge_quantized(
+                    inputs.rule, ready.val[1].numpy(), ready.predicted, ready.baseline, logits, ready.names
+                )
+                paths[label_prefix + label] = path
+            if floor:
+                paths["per-call floor"] = _identity(target / "identity.onnx", tuple(ready.val[0][:1].shape))
             load_before, started, cpu = os.getloadavg(), time.time(), time.process_time()
-            rows = onnx_latency(paths, val[0][:1], threads=threads, repeats=repeats)
+            rows = onnx_latency(paths, ready.val[0][:1], threads=threads, repeats=repeats)
         record = {
             "target": str(inputs.checkpoint),
-            "calibration images": len(images),
+            "calibration images": len(ready.calibration_images),
             "validation": judged,
             "latency": rows,
             "load average before": load_before,
@@ -129,8 +154,8 @@ def formats(folders: list[str], out: Path, threads: int, repeats: int, samples: 
             "timing wall seconds": time.time() - started,
             "timing CPU seconds": time.process_time() - cpu,
         }
-        (target / "formats.json").write_text(json.dumps(to_jsonable(record), indent=2) + "\n")
-        print(f"{folder}: {json.dumps([(r['batch'], r['model'], round(r['median ms'], 4)) for r in rows])}")
+        (target / record_name).write_text(json.dumps(to_jsonable(record), indent=2) + "\n")
+        print(f"{folder}: {json.dumps([(r['batch'], r['model'], round(r['CPU median ms'], 4)) for r in rows])}")
 
 
 def formats_section(out: Path) -> list[str]:
@@ -220,38 +245,7 @@ def schemes(folders: list[str], out: Path, threads: int, repeats: int, samples: 
     """One run over every folder: the compressed fp32 model and its int8 model under each of :data:`SCHEMES` (the same
     calibration images), timed interleaved, each judged on validation by the folder's own rule. Writes
     ``out/<folder name>/schemes.json``."""
-    for folder in folders:
-        target = out / Path(folder).name
-        target.mkdir(parents=True, exist_ok=True)
-        overrides = {"target": folder, "out": str(target / "unused"), "calibration_samples": samples}
-        config = build_config(QuantizeConfig, overrides={**overrides, "data_root": data_root})
-        inputs = check_inputs(config)
-        with fixed_threads(1):
-            ready = prepare(inputs, config, target)
-            paths: dict[str, Path] = {"compressed fp32": ready.fp32}
-            judged = {}
-            for label, options in SCHEMES.items():
-                if "keep_float" in options:
-                    options = {**options, "keep_float": _stem_and_head(ready.fp32)}
-                name = label.replace(" ", "-").replace("+", "-")
-                path = quantize_int8(ready.fp32, target / f"model.{name}.onnx", ready.calibration_images, **options)
-                logits = onnx_logits(path, ready.val[0])
-                judged[label] = judge_quantized(
-                    inputs.rule, ready.val[1].numpy(), ready.predicted, ready.baseline, logits, ready.names
-                )
-                paths[label] = path
-            load_before = os.getloadavg()
-            rows = onnx_latency(paths, ready.val[0][:1], threads=threads, repeats=repeats)
-        record = {
-            "target": str(inputs.checkpoint),
-            "calibration images": len(ready.calibration_images),
-            "validation": judged,
-            "latency": rows,
-            "load average before": load_before,
-            "load average after": os.getloadavg(),
-        }
-        (target / "schemes.json").write_text(json.dumps(to_jsonable(record), indent=2) + "\n")
-        print(f"{folder}: {json.dumps([(r['batch'], r['model'], round(r['CPU median ms'], 4)) for r in rows])}")
+    compare_int8(folders, out, threads, repeats, samples, data_root, SCHEMES, "schemes.json")
 
 
 def schemes_section(out: Path) -> list[str]:
