@@ -16,7 +16,7 @@ def script():  # noqa: ANN201 - the script as a module
 
 
 def test_a_mobilenet_is_compressed_end_to_end(script, tmp_path: Path, data_root: Path) -> None:  # noqa: ANN001
-    row = script.run_one("torchvision:mobilenet_v2", 32, tmp_path, str(data_root))
+    row = script.run_one("torchvision:mobilenet_v3_small", 32, tmp_path, str(data_root))
     assert row.outcome == "shipped" and row.method == "lrp", row
     assert re.fullmatch(r"\d+%", row.units) and re.fullmatch(r"\d+\.\d\dM -> \d+\.\d\dM", row.params)
     text = script.markdown([row], row.seconds)
