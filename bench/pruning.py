@@ -26,6 +26,7 @@ PyTorch: ``base``, ``pruned`` and ``round@MACs`` exported to ONNX under DIR and 
     .venv/bin/python bench/pruning.py --threads 1 --batch 4    # shared machine: read the CPU-time columns
     .venv/bin/python bench/pruning.py --threads 1 --variants --models resnet50 --rates 0.5 0.7 --batches 1 4
     .venv/bin/python bench/pruning.py --threads 1 --variants --onnx /tmp/onnx --models resnet50 vgg19 --batches 1 4
+    .venv/bin/python bench/pruning.py --threads 1 --variants --onnx /tmp/onnx --int8 --scopes global --batches 1 4
 
 ``--accuracy RUN ...`` measures what rounding costs or buys in accuracy on compress runs (their checkpoint and their
 saved scores, compress's ranking and MACs floor; the validation split only): at each rate, the masks compress cuts
@@ -206,6 +207,7 @@ def bench_variants(
     multiple: int,
     normalize: str,
     onnx_dir: Path | None = None,
+    int8: bool = False,
 ) -> list[dict]:
     """Rows of ``--variants`` (module docstring): one interleaved timing run per scope, rate and batch size; with
     ``onnx_dir``, under ONNX Runtime (``--onnx``)."""
@@ -246,7 +248,9 @@ def bench_variants(
                 ),
             }
             if onnx_dir is not None:
-                rows += _onnx_variants(name, scope, rate, model, cuts, example, before, batches, repeats, onnx_dir)
+                rows += _onnx_variants(
+                    name, scope, rate, model, cuts, example, before, batches, repeats, onnx_dir, int8
+                )
                 continue
             for label, (chosen, suffixes) in cuts.items():
                 small = remove_units(model, chosen, example).eval()
@@ -324,9 +328,12 @@ def _onnx_variants(
     batches: list[int],
     repeats: int,
     folder: Path,
+    int8: bool = False,
 ) -> list[dict]:
     """``--onnx``: the unpruned model, ``pruned`` and the ``@MACs`` rounded cut as ONNX, timed interleaved with ONNX
-    Runtime (1 intra-op thread); rows as the eager variants', labelled ``[ORT]``."""
+    Runtime (1 intra-op thread); rows as the eager variants', labelled ``[ORT]``. With ``int8`` (``--int8``) each is
+    also quantized with the card's scheme, calibrated on 16 seeded Gaussian images (random weights: a timing, not an
+    accuracy figure), and timed in the same loop (``[ORT] int8``)."""
     folder.mkdir(parents=True, exist_ok=True)
     stem = f"{name.replace(':', '_')}-{scope}-{rate}"
     base = folder / f"{name.replace(':', '_')}-base.onnx"  # one export per model (VGG19's is 0.5 GB)
@@ -337,6 +344,12 @@ def _onnx_variants(
             small = remove_units(model, chosen, example).eval()
             paths[f"{label} [ORT]"] = export_onnx(small, folder / f"{stem}-{label}.onnx", example)
             macs[f"{label} [ORT]"] = model_cost(small, example)["macs"]
+    if int8:
+        calibration = torch.randn(16, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+        for label, path in list(paths.items()):
+            quantized = path.with_name(path.stem + ".int8.onnx")
+            paths[f"{label} int8"] = quantized if quantized.is_file() else quantize_int8(path, quantized, calibration)
+            macs[f"{label} int8"] = macs[label]
     load = os.getloadavg()[0]
     timed = onnx_latency(paths, torch.randn(1, 3, 224, 224), batches=batches, threads=1, repeats=repeats)
     rows = []
@@ -352,9 +365,35 @@ def _onnx_variants(
             scope,
             rate,
             batch,
-            ", ".join(f"{r['variant']} {r['cpu_speedup']:.2f}x (eff. {r['cpu_efficiency']:.2f})" for r in rows[-3:]),
+            ", ".join(
+                f"{r['variant']} {r['cpu_speedup']:.2f}x (eff. {r['cpu_efficiency']:.2f})"
+                for r in rows[-len(of_batch) :]
+            ),
         )
     return rows
+
+
+def print_int8(rows: list[dict]) -> None:
+    """``--int8``: per model, scope, rate and batch, each ONNX model's fp32 / int8 CPU-time ratio, and the unpruned
+    fp32 model's time over the rounded cut's int8 time (what pruning and int8 buy together)."""
+    print(
+        "\n| model | scope | rate | batch | unpruned fp32 / int8 | pruned fp32 / int8 | rounded fp32 / int8 | "
+        "unpruned fp32 / rounded int8 |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    timed: dict[tuple, dict[str, float]] = {}
+    for r in rows:
+        timed.setdefault((r["model"], r["scope"], r["rate"], r["batch"]), {})[r["variant"]] = r["cpu_ms"]
+    for (model, scope, rate, batch), ms in timed.items():
+        rounded = next(label for label in ms if label.endswith("@MACs [ORT]"))
+
+        def ratio(label: str, ms: dict[str, float] = ms) -> str:
+            return f"{ms[label] / ms[label + ' int8']:.2f}x"
+
+        print(
+            f"| {model} | {scope} | {rate:.2f} | {batch} | {ratio('base [ORT]')} | {ratio('pruned [ORT]')} | "
+            f"{ratio(rounded)} | {ms['base [ORT]'] / ms[rounded + ' int8']:.1f}x |"
+        )
 
 
 def print_variants(rows: list[dict]) -> None:
@@ -524,6 +563,7 @@ def main(argv: list[str] | None = None) -> int:
         "--deploy", type=Path, help="with --accuracy: scratch folder; time ONNX fp32 / int8 (docstring)"
     )
     parser.add_argument("--onnx", type=Path, help="with --variants: scratch folder; time ONNX Runtime (docstring)")
+    parser.add_argument("--int8", action="store_true", help="with --onnx: also time each model's int8 (docstring)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.threads:
@@ -550,6 +590,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.multiple,
                 args.normalize,
                 args.onnx,
+                args.int8,
             )
         print(
             f"\n{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
@@ -557,6 +598,8 @@ def main(argv: list[str] | None = None) -> int:
             f"224 px, random init; load average {start_load[0]:.1f} at start, {os.getloadavg()[0]:.1f} at end\n"
         )
         print_variants(rows)
+        if args.int8:
+            print_int8(rows)
         return 0
     rows = []
     for name in args.models:
