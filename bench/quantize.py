@@ -166,13 +166,18 @@ def compare_int8(
         print(f"{folder}: {json.dumps([(r['batch'], r['model'], round(r['CPU median ms'], 4)) for r in rows])}")
 
 
+def _documents(out: Path, name: str) -> dict[str, dict[str, Any]]:
+    """Folder name -> the ``name`` record of every folder under ``out`` that holds one (sorted by folder)."""
+    folders = sorted(p for p in out.iterdir() if (p / name).is_file())
+    return {folder.name: json.loads((folder / name).read_text()) for folder in folders}
+
+
 def formats_section(out: Path) -> list[str]:
     """The results of the ``formats`` step: wall and CPU medians per model, the fp32 / int8 ratio of each layout,
     the per-call floor, each layout's decision on validation and the load."""
-    folders = sorted(p for p in out.iterdir() if (p / "formats.json").is_file())
-    if not folders:
+    documents = _documents(out, "formats.json")
+    if not documents:
         return []
-    documents = {folder.name: json.loads((folder / "formats.json").read_text()) for folder in folders}
     first = next(iter(documents.values()))["latency"][0]
     lines = [
         "## int8 layouts: QDQ against QOperator, measured in one run",
@@ -258,10 +263,9 @@ def schemes(folders: list[str], out: Path, threads: int, repeats: int, samples: 
 
 def schemes_section(out: Path) -> list[str]:
     """The ``schemes`` step's results: per run, batch-1 fp32 / int8 CPU-time ratio of each scheme and its decision."""
-    folders = sorted(p for p in out.iterdir() if (p / "schemes.json").is_file())
-    if not folders:
+    documents = _documents(out, "schemes.json")
+    if not documents:
         return []
-    documents = {folder.name: json.loads((folder / "schemes.json").read_text()) for folder in folders}
     first = next(iter(documents.values()))["latency"][0]
     lines = [
         "## int8 schemes: what is said to make int8 faster, measured in one run",
@@ -531,27 +535,19 @@ def table(out: Path, formats_out: Path | None = None, schemes_out: Path | None =
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="step", required=True)
-    go = sub.add_parser("run")
-    go.add_argument("--folders", nargs="+", required=True, help="compress output folders (read only)")
-    go.add_argument("--out", type=Path, required=True)
-    go.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads of the latency")
-    go.add_argument("--repeats", type=int, default=30, help="interleaved timed passes per model and batch")
-    go.add_argument("--samples", type=int, default=256, help="calibration images (stratified, clean, training)")
-    go.add_argument("--data-root", default=os.environ.get("MEDPRUNE_DATA"))
-    layouts = sub.add_parser("formats", help="QDQ against QOperator on the same folders, timed in one run")
-    layouts.add_argument("--folders", nargs="+", required=True, help="compress output folders (read only)")
-    layouts.add_argument("--out", type=Path, required=True)
-    layouts.add_argument("--threads", type=int, default=1)
-    layouts.add_argument("--repeats", type=int, default=500)
-    layouts.add_argument("--samples", type=int, default=256)
-    layouts.add_argument("--data-root", default=os.environ.get("MEDPRUNE_DATA"))
-    variants = sub.add_parser("schemes", help="int8 scheme variants (SCHEMES) on the same folders, timed in one run")
-    variants.add_argument("--folders", nargs="+", required=True, help="compress output folders (read only)")
-    variants.add_argument("--out", type=Path, required=True)
-    variants.add_argument("--threads", type=int, default=1)
-    variants.add_argument("--repeats", type=int, default=400)
-    variants.add_argument("--samples", type=int, default=256)
-    variants.add_argument("--data-root", default=os.environ.get("MEDPRUNE_DATA"))
+    steps = {
+        "run": ("one medprune quantize per compress folder", 30),
+        "formats": ("QDQ against QOperator on the same folders, timed in one run", 500),
+        "schemes": ("int8 scheme variants (SCHEMES) on the same folders, timed in one run", 400),
+    }
+    for step, (description, repeats) in steps.items():
+        timed = sub.add_parser(step, help=description)
+        timed.add_argument("--folders", nargs="+", required=True, help="compress output folders (read only)")
+        timed.add_argument("--out", type=Path, required=True)
+        timed.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads of the latency")
+        timed.add_argument("--repeats", type=int, default=repeats, help="interleaved timed passes per model and batch")
+        timed.add_argument("--samples", type=int, default=256, help="calibration images (stratified, clean, training)")
+        timed.add_argument("--data-root", default=os.environ.get("MEDPRUNE_DATA"))
     where = sub.add_parser("profile", help="ONNX Runtime's profiler on the run step's fp32 and int8 models")
     where.add_argument("--out", type=Path, required=True, help="the run step's --out")
     where.add_argument("--runs", type=int, default=500)
