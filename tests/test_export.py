@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from medprune.compression.evidence import ONNX_TOLERANCE, onnx_tolerance
 from medprune.models import create_model
 from medprune.models.units import unit_groups
 from medprune.pruning import export as export_module
@@ -69,3 +70,14 @@ def test_falls_back_to_the_other_exporter_and_refuses_bad_requests(tmp_path: Pat
         export_onnx(model, tmp_path / "m.onnx", torch.zeros(1, 3, 2, 2), exporter="tflite")
     with pytest.raises(ValueError, match=r"must be \(N, C, H, W\)"):
         export_onnx(model, tmp_path / "m.onnx", torch.zeros(3, 2, 2))
+
+
+def test_the_onnx_tolerance_follows_the_logits_scale() -> None:
+    """float32 rounding grows with the logits: a model with logits of 2e4 may differ by 2 (1e-4 of them), one with
+    logits below 1 by 1e-4; the check that the card prints cannot pass a difference above that."""
+    assert onnx_tolerance(torch.tensor([[0.5, -0.2]])) == pytest.approx(ONNX_TOLERANCE)
+    assert onnx_tolerance(torch.tensor([[2e4, -3.0]])) == pytest.approx(2e4 * ONNX_TOLERANCE)
+    assert onnx_tolerance(torch.tensor([[-50.0, 3.0]])) == pytest.approx(50 * ONNX_TOLERANCE)
+    measured = 1.4  # efficientnet_b0 with random weights: logits ~1.4e4, float32 noise of the export
+    assert measured <= onnx_tolerance(torch.tensor([[1.4e4, 0.0]]))
+    assert not measured <= onnx_tolerance(torch.tensor([[10.0, 0.0]]))
