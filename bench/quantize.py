@@ -46,7 +46,7 @@ from onnx import TensorProto, helper
 
 from medprune.config import build_config
 from medprune.deploy.quantize import INT8_FILE, REFUSED_FILE, judge_quantized, quantize_int8
-from medprune.deploy.runtimes import onnx_latency, onnx_logits
+from medprune.deploy.runtimes import latency_row, onnx_latency, onnx_logits
 from medprune.provenance import to_jsonable
 from medprune.runs.quantize import QuantizeConfig, check_inputs, prepare, run_quantize
 from medprune.runtime import fixed_threads
@@ -201,7 +201,7 @@ def formats_section(out: Path) -> list[str]:
     for name, document in documents.items():
         rows, judged = document["latency"], document["validation"]
         for batch in sorted({r["batch"] for r in rows}):
-            ms = {m: _ms(rows, batch, m) for m in FORMAT_MODELS}
+            ms = {m: latency_row(rows, batch, m) for m in FORMAT_MODELS}
             cells = [name, str(batch)]
             cells += [f"{ms[m]['median ms']:.3f} ({ms[m]['CPU median ms']:.3f})" for m in FORMAT_MODELS[:3]]
             cells.append(f"{ms['per-call floor']['median ms']:.4f}")
@@ -214,7 +214,8 @@ def formats_section(out: Path) -> list[str]:
             lines.append("| " + " | ".join(cells) + " |")
             better += [ratios[1] / ratios[0], cpu[1] / cpu[0]]
     floor = [
-        _ms(d["latency"], 1, "per-call floor")["median ms"] / _ms(d["latency"], 1, "compressed fp32")["median ms"]
+        latency_row(d["latency"], 1, "per-call floor")["median ms"]
+        / latency_row(d["latency"], 1, "compressed fp32")["median ms"]
         for d in documents.values()
     ]
     same_decisions = all(
@@ -284,10 +285,10 @@ def schemes_section(out: Path) -> list[str]:
     met = dict.fromkeys(SCHEMES, 0)
     for name, document in documents.items():
         rows, judged = document["latency"], document["validation"]
-        fp32 = _ms(rows, 1, "compressed fp32")["CPU median ms"]
+        fp32 = latency_row(rows, 1, "compressed fp32")["CPU median ms"]
         cells = [name]
         for label in SCHEMES:
-            ratio = fp32 / _ms(rows, 1, label)["CPU median ms"]
+            ratio = fp32 / latency_row(rows, 1, label)["CPU median ms"]
             accepted = judged[label]["accepted"]
             met[label] += accepted and ratio >= TARGET_SPEEDUP
             cells.append(f"{ratio:.2f}x" + ("" if accepted else " (refused)"))
@@ -376,17 +377,16 @@ def profile_section(out: Path, runs: int) -> list[str]:
     return lines
 
 
-def _ms(rows: list[dict[str, Any]], batch: int, model: str) -> dict[str, Any]:
-    return next(r for r in rows if r["batch"] == batch and r["model"] == model)
-
-
 #: The issue's acceptance: int8 batch-1 latency at least this many times lower than the fp32 compressed model's.
 TARGET_SPEEDUP = 1.5
 
 
 def _ratio(rows: list[dict[str, Any]], batch: int, key: str) -> float | None:
     """Compressed fp32 over int8 in ``key`` (``None`` where rows written before CPU time was recorded lack it)."""
-    fp32, int8 = _ms(rows, batch, "compressed fp32").get(key), _ms(rows, batch, "compressed int8").get(key)
+    fp32, int8 = (
+        latency_row(rows, batch, "compressed fp32").get(key),
+        latency_row(rows, batch, "compressed int8").get(key),
+    )
     return None if fp32 is None or int8 is None else fp32 / int8
 
 
@@ -474,7 +474,7 @@ def table(out: Path, formats_out: Path | None = None, schemes_out: Path | None =
         test = q["equivalence"]["test"]
         val = q["equivalence"]["validation"]
         rows = q["latency"]
-        fp32_1, int8_1 = _ms(rows, 1, "compressed fp32"), _ms(rows, 1, "compressed int8")
+        fp32_1, int8_1 = latency_row(rows, 1, "compressed fp32"), latency_row(rows, 1, "compressed int8")
         ratio = fp32_1["median ms"] / int8_1["median ms"]
         verdict = "shipped" if q["shipped"] else f"NOT shipped ({q['why not']})"
         lines += [f"## {folder.name}", ""]
@@ -513,7 +513,7 @@ def table(out: Path, formats_out: Path | None = None, schemes_out: Path | None =
             cells.append(f"{calibration['ece'][label]:.3f}")
             cells.append("—" if runtime is None else f"{100 * test[runtime]['agreement']:.1f}%")
             for batch in (1, 32):
-                row = _ms(rows, batch, latency_label)
+                row = latency_row(rows, batch, latency_label)
                 cpu_ms = "" if row.get("CPU median ms") is None else f" {row['CPU median ms']:.3f}"
                 cells.append(f"{row['median ms']:.3f} ({row['IQR ms'][0]:.3f}-{row['IQR ms'][1]:.3f}){cpu_ms}")
             lines.append("| " + " | ".join(cells) + " |")

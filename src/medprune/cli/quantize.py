@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from medprune.cli.config_args import add_config_arguments, add_positional, config_from_args
+from medprune.deploy.runtimes import latency_row
 from medprune.runs.quantize import QuantizeConfig, run_quantize
 
 HELP = "int8 (ONNX Runtime static, QDQ) for a compress folder or a checkpoint, judged on validation; latency, ECE"
@@ -29,8 +30,7 @@ def run(args: argparse.Namespace) -> int:
     extra = {"target": args.target} if args.target else {}
     result = run_quantize(config_from_args(args, QuantizeConfig, FLAGS, **extra))
     record = result.record["quantization"]
-    latency = {(r["batch"], r["model"]): r["median ms"] for r in record["latency"]}
-    fp32, int8 = latency[(1, "compressed fp32")], latency[(1, "compressed int8")]
+    fp32, int8 = (latency_row(record["latency"], 1, m)["median ms"] for m in ("compressed fp32", "compressed int8"))
     verdict = "shipped" if result.shipped else f"NOT shipped ({record['why not']})"
     ece = result.record["calibration"]["ece"]
     print(

@@ -21,6 +21,7 @@ from typing import Any
 
 from medprune.compression.card import CompressionRecord, SplitMetrics
 from medprune.compression.card_html import render_html
+from medprune.deploy.runtimes import latency_row
 from medprune.provenance import to_jsonable
 
 __all__ = [
@@ -162,7 +163,8 @@ def calibration_lines(calibration: dict[str, Any]) -> list[str]:
 
 
 def _latency_of(rows: list[dict[str, Any]], batch: int, model: str) -> float | None:
-    return next((r["median ms"] for r in rows if r["batch"] == batch and r["model"] == model), None)
+    row = latency_row(rows, batch, model)
+    return None if row is None else row["median ms"]
 
 
 def quantization_lines(quantization: dict[str, Any]) -> list[str]:

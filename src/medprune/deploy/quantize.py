@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from medprune.compression.decision import AcceptanceRule
 from medprune.compression.evidence import metric_value
-from medprune.deploy.runtimes import equivalence, onnx_latency, onnx_logits, torch_logits
+from medprune.deploy.runtimes import equivalence, latency_row, onnx_latency, onnx_logits, torch_logits
 from medprune.metrics import metrics_from_predictions
 from medprune.provenance import file_sha256
 from medprune.pruning.export import export_onnx
@@ -282,8 +282,8 @@ def int8_speed_warning(quantization: Mapping[str, Any]) -> str | None:
     """
     if not quantization.get("shipped"):
         return None
-    batch1 = {row["model"]: row for row in quantization.get("latency") or [] if row["batch"] == 1}
-    fp32, int8 = batch1.get("compressed fp32"), batch1.get("compressed int8")
+    rows = quantization.get("latency") or []
+    fp32, int8 = latency_row(rows, 1, "compressed fp32"), latency_row(rows, 1, "compressed int8")
     if not fp32 or not int8 or int8["median ms"] <= 0:
         return None
     gain = fp32["median ms"] / int8["median ms"]
