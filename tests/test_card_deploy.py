@@ -20,8 +20,8 @@ from medprune.compression.decision import AcceptanceRule
 from medprune.compression.evidence import predictions_and_metrics
 from medprune.data import stack_samples
 from medprune.deploy.calibration import expected_calibration_error, fit_temperature, softmax_with_temperature
-from medprune.deploy.quantize import INT8_FILE, judge_quantized
-from medprune.deploy.runtimes import onnx_logits, torch_logits
+from medprune.deploy.quantize import INT8_FILE, INT8_GAIN_WARNING, int8_speed_warning, judge_quantized
+from medprune.deploy.runtimes import latency_row, onnx_logits, torch_logits
 from medprune.models import create_model
 from medprune.report.heatmaps import pearson, pick_images, relevance
 from medprune.runs.compress import compress
@@ -157,6 +157,14 @@ def test_quantize_command_on_a_compress_folder(run: dict[str, Any], capsys: pyte
     assert document["calibration"]["ece"]["compressed int8"] == pytest.approx(int8_ece, abs=1e-9)
     printed = capsys.readouterr().out
     assert "int8 shipped" in printed and f"{int8_ece:.3f}" in printed
+    # the card's "int8 bought no speed" warning follows the measured batch-1 latencies, in all three places
+    fp32_ms, int8_ms = (
+        latency_row(record["latency"], 1, m)["median ms"] for m in ("compressed fp32", "compressed int8")
+    )
+    slow = fp32_ms / int8_ms < INT8_GAIN_WARNING
+    assert record["warnings"] == ([int8_speed_warning(record)] if slow else [])
+    assert ("warning: int8:" in printed) is slow
+    assert ("**Warning:** int8:" in (out / "quantization.md").read_text()) is slow
     assert main(["quantize", str(run["out"].parent / "nothing"), "--out", str(out / "x")]) == 2
 
 

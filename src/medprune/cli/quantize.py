@@ -37,4 +37,6 @@ def run(args: argparse.Namespace) -> int:
         f"int8 {verdict}: batch-1 latency {fp32:.2f} -> {int8:.2f} ms ({fp32 / int8:.2f}x), test ECE "
         f"{ece['compressed fp32']:.3f} -> {ece['compressed int8']:.3f}; {result.files['md']}"
     )
+    for warning in record["warnings"]:
+        print(f"warning: {warning}")
     return 0

@@ -36,7 +36,13 @@ from medprune.compression.evidence import predictions_and_metrics, promise_on_te
 from medprune.config import ConfigError, config_to_dict, option
 from medprune.data import DatasetSplits, stack_samples
 from medprune.deploy.calibration import ECE_BINS, calibration_summary, softmax_with_temperature
-from medprune.deploy.quantize import CALIBRATION_SAMPLES, ort_latency, quantize_and_judge, runtime_evidence
+from medprune.deploy.quantize import (
+    CALIBRATION_SAMPLES,
+    int8_speed_warning,
+    ort_latency,
+    quantize_and_judge,
+    runtime_evidence,
+)
 from medprune.deploy.runtimes import onnx_logits, torch_logits
 from medprune.provenance import file_sha256, to_jsonable
 from medprune.pruning import export_onnx
@@ -233,6 +239,10 @@ def run_quantize(config: QuantizeConfig) -> QuantizeResult:
         record["latency"] = ort_latency(
             original, fp32, int8, val[0][:1], threads=config.latency_threads, repeats=config.latency_repeats
         )
+        slow_int8 = int8_speed_warning(record)  # the card's warning, here too: a shipped int8 that bought no speed
+        record["warnings"] = [slow_int8] if slow_int8 else []
+        if slow_int8:
+            logger.warning("%s", slow_int8)
         document = {
             "base_model": {"name": inputs.original.name, "sha256": read_meta(inputs.original).get("weights_sha256")},
             "target": {"checkpoint": str(inputs.checkpoint), "sha256": file_sha256(inputs.checkpoint)},
@@ -243,6 +253,7 @@ def run_quantize(config: QuantizeConfig) -> QuantizeResult:
         }
         write_text_atomic(out / "quantization.json", json.dumps(to_jsonable(document), indent=2) + "\n")
         lines = [f"# int8: {inputs.checkpoint}", "", f"Derived from `{inputs.original}` ({document['relation']}).", ""]
+        lines += [f"**Warning:** {warning}" for warning in record["warnings"]] + ([""] if record["warnings"] else [])
         write_text_atomic(
             out / "quantization.md", "\n".join(lines + quantization_lines(record) + calibration_lines(calibration))
         )
