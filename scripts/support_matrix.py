@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from medprune.checkpoint import load_checkpoint
+from medprune.compression.evidence import ONNX_TOLERANCE, onnx_tolerance
 from medprune.models import create_model
 from medprune.models.importing import import_model
 from medprune.models.support import UnsupportedModelError, check_units, scorer_blocker
@@ -202,16 +203,18 @@ def removable_note(plan: RemovalPlan) -> str:
 
 
 def onnx_check(model: nn.Module, path: Path, size: int, generator: torch.Generator) -> str:
-    """Export the smaller model to ONNX, run it in onnxruntime and compare with PyTorch; the verdict."""
+    """Export the smaller model to ONNX, run it in onnxruntime and compare with PyTorch under compress's own
+    tolerance (:func:`medprune.compression.evidence.onnx_tolerance`: relative to the largest |logit|); the verdict."""
     check = torch.randn(4, 3, size, size, generator=generator)
     try:
         export_onnx(model, path, check[:1])
         with torch.no_grad():
-            diff = float((run_onnx(path, check) - model(check)).abs().max())
+            reference = model(check)
+            diff = float((run_onnx(path, check) - reference).abs().max())
     except Exception as error:  # noqa: BLE001 - the matrix reports every failure
         logging.debug("onnx:\n%s", traceback.format_exc())
         return f"FAILED: {type(error).__name__}: {short(error)}"
-    return f"{'ok' if diff <= 1e-4 else 'MISMATCH'}: max diff {diff:.1e}"
+    return f"{'ok' if diff <= onnx_tolerance(reference) else 'MISMATCH'}: max diff {diff:.1e}"
 
 
 def removal(
@@ -282,7 +285,8 @@ def markdown(rows: list[Row], total: float) -> str:
         "every kind of channel is removed). Each removal compares the smaller model's logits with the masked model's",
         "on 4 other random images: max absolute difference, relative to the largest masked logit (ok at <=",
         f"{TOLERANCE:g}), and parameters. *onnx* exports the smaller (global) model and compares onnxruntime's logits",
-        "with PyTorch's.",
+        f"with PyTorch's under compress's tolerance ({ONNX_TOLERANCE:g} x the largest |logit|,",
+        f"at least {ONNX_TOLERANCE:g}).",
         "",
         "LRP and DLB run their exact family rules on torchvision VGG / ResNet and timm ViTs, and rules per operation",
         "over the traced graph on other CNNs (`medprune.scoring.lrp.graph`, `medprune.scoring.dlb.graph`).",
