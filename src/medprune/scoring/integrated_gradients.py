@@ -15,8 +15,8 @@ of each step only, as captum's ``LayerConductance`` does; with a zero baseline R
 ``left`` loses about 1/n of the total (docs/method.md §3). ``gauss_legendre`` evaluates the integrand
 ``∂F/∂a · da/dα`` itself at the n Gauss-Legendre nodes of ``[0, 1]`` (both ends excluded) and sums it with their
 weights: ``da/dα`` comes from forward-mode differentiation along ``x − b`` in the same pass (attention runs on the math
-kernel there, the only one with forward-mode derivatives), so one point costs about a third more than a trapezoid
-point, and n nodes integrate a path on which the integrand is a polynomial of degree ≤ 2n − 1 exactly
+kernel there, the only one with forward-mode derivatives), so one point costs 2-4 trapezoid points (measured at 28
+and 224 px), and n nodes integrate a path on which the integrand is a polynomial of degree ≤ 2n − 1 exactly
 (bench/ig_quadrature_results.md measures the completeness error per node count).
 
 >>> from medprune.models import create_model
