@@ -150,6 +150,30 @@ def test_fast_composite_uses_lean_hooks() -> None:
         assert not has_hooks(model)
 
 
+@pytest.mark.parametrize("composite", ["epsilon_plus_flat", "epsilon"])
+def test_lean_dense_layers_reuse_the_forward_output(composite: str) -> None:
+    """The lean epsilon rule on a dense layer runs the layer once (the forward pass), the stock hook twice (it
+    recomputes the output in the backward pass); the relevance is the same (test above)."""
+    model = _with_biases("vgg_small")
+    x, y = _inputs(batch=2)
+    dense = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    calls: list[bool] = []
+
+    def counted(forward):  # noqa: ANN001,ANN202 - wraps a bound forward
+        def run(*args, **kwargs):  # noqa: ANN002,ANN003,ANN202
+            calls.append(True)
+            return forward(*args, **kwargs)
+
+        return run
+
+    for module in dense:  # an instance attribute: the rules call module.forward directly, not through hooks
+        module.forward = counted(module.forward)
+    for fast, runs in ((True, 1), (False, 2)):
+        calls.clear()
+        relevance_maps(model, x, y, unit_groups(model), composite=composite, fast=fast)
+        assert len(calls) == runs * len(dense), (fast, len(calls))
+
+
 @pytest.mark.parametrize("name", CNNS)
 def test_inplace_relu_gives_identical_scores(name: str) -> None:
     model = _bias_free(name)

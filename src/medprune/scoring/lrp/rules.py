@@ -21,7 +21,14 @@ from zennit.torchvision import ResNetCanonizer
 from zennit.types import Convolution, Linear
 
 from medprune.scoring.lrp.graph import ACTIVATIONS_AND_NORMS
-from medprune.scoring.lrp.lean_hooks import LeanPass, LeanZPlus, lean, lean_layer_map_base, lean_resnet_canonizer
+from medprune.scoring.lrp.lean_hooks import (
+    LeanEpsilon,
+    LeanPass,
+    LeanZPlus,
+    lean,
+    lean_layer_map_base,
+    lean_resnet_canonizer,
+)
 
 CnnComposite = Literal[
     "epsilon_plus_flat",
@@ -136,7 +143,7 @@ def build_cnn_composite(
     if family == "other":  # the graph path: every elementwise activation and normalisation passes relevance on
         base = [(ACTIVATIONS_AND_NORMS, LeanPass() if fast else Pass()), *base]
     if name == "epsilon":
-        layer_map = base + layer_map_base(stabilizer) + [(Linear, wrap(Epsilon(epsilon=epsilon)))]
+        layer_map = base + layer_map_base(stabilizer) + [(Linear, LeanEpsilon(epsilon) if fast else Epsilon(epsilon))]
         return LayerMapComposite(layer_map=layer_map, canonizers=canonizers)
     kwargs: dict = {"epsilon": epsilon, "stabilizer": stabilizer, "canonizers": canonizers}
     conv_rule = ZPlus(stabilizer=stabilizer) if "plus" in name else AlphaBeta(2.0, 1.0, stabilizer=stabilizer)
@@ -154,5 +161,6 @@ def build_cnn_composite(
         kwargs.update(low=lo, high=hi, gamma=gamma)
         kwargs["first_map"] = [(Convolution, wrap(ZBox(low=lo, high=hi, stabilizer=stabilizer)))]
     conv_hook = LeanZPlus(stabilizer=stabilizer) if fast and isinstance(conv_rule, ZPlus) else wrap(conv_rule)
-    kwargs["layer_map"] = base + [(Convolution, conv_hook), (torch.nn.Linear, wrap(Epsilon(epsilon=epsilon)))]
+    dense_hook = LeanEpsilon(epsilon=epsilon) if fast else Epsilon(epsilon=epsilon)
+    kwargs["layer_map"] = base + [(Convolution, conv_hook), (torch.nn.Linear, dense_hook)]
     return COMPOSITES[name](**kwargs)
