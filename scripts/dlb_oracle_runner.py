@@ -5,7 +5,8 @@ torch state (threads, MKL-DNN, determinism) and prints a lot. Usage::
 
     .oracle-venv/bin/python scripts/dlb_oracle_runner.py WORKDIR
 
-Model mode: ``WORKDIR`` holds ``spec.json`` (``create_model`` arguments), ``weights.safetensors`` (state dict) and
+Model mode: ``WORKDIR`` holds ``spec.json`` (``create_model`` arguments, or ``factory``: a model class of
+``tests/helpers.py`` built with ``num_classes``), ``weights.safetensors`` (state dict) and
 ``input.safetensors`` (key ``x``, shape (1, C, H, W)). Written back: ``relevance.safetensors`` with, for every Conv2d /
 Linear module, ``<module>`` = relevance at the module's OUTPUT summed over spatial positions / tokens (per channel), and
 ``<module>:input`` = relevance at its INPUT likewise; and ``result.json`` (node count, wall and CPU seconds, module per
@@ -103,7 +104,13 @@ def main(workdir: str) -> int:
         _lenient_align()
     from medprune.models import create_model
 
-    model = create_model(spec["name"], spec["num_classes"], spec.get("in_channels", 3), spec["image_size"])
+    if spec.get("factory"):  # a model class of tests/helpers.py (the graph path's operations), not a registry name
+        sys.path.insert(0, str(HERE.parent / "tests"))
+        import helpers
+
+        model = getattr(helpers, spec["factory"])(spec["num_classes"])
+    else:
+        model = create_model(spec["name"], spec["num_classes"], spec.get("in_channels", 3), spec["image_size"])
     model.load_state_dict(load_file(str(work / "weights.safetensors")))
     model.eval()
     x = load_file(str(work / "input.safetensors"))["x"]

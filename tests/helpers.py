@@ -96,6 +96,28 @@ class ConcatBlock(nn.Module):
         return self.merge(torch.cat([x, self.conv(x)], dim=1))
 
 
+class GraphOracleNet(nn.Module):
+    """The operations the DLB graph path takes from the package's source (product, ``mean``, ``cat``) in one small
+    CNN for the oracle: stem conv -> BN -> ReLU -> squeeze-excitation (mean, sigmoid gate, product) -> concatenation
+    block -> swish as ``x * sigmoid(x)`` -> mean over positions -> linear. Built the same way by
+    ``scripts/dlb_oracle_runner.py``."""
+
+    def __init__(self, num_classes: int = 3) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.norm = nn.BatchNorm2d(8)
+        self.excite = SqueezeExcite(8, nn.Sigmoid(), hidden=4)
+        self.concat = ConcatBlock()
+        self.head = nn.Linear(8, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.excite(torch.relu(self.norm(self.stem(x))))
+        x = self.concat(x)
+        x = x * torch.sigmoid(x)  # swish written out: a product of an activation with its own gate
+        # keepdim, then flatten: the package's `mean` rule cannot broadcast a mean that dropped its dimensions
+        return self.head(x.mean((2, 3), keepdim=True).flatten(1))
+
+
 class Swish(nn.Module):
     """Swish written as ``x * sigmoid(x)`` (a product of an activation with its own gate)."""
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import GraphOracleNet
 from safetensors.torch import load_file, save_file
 from scipy.stats import spearmanr
 
@@ -101,6 +102,30 @@ def test_model_parity(oracle: Path, tmp_path: Path, name: str, size: int) -> Non
         ref_units = ref_units.reshape(group.num_units, group.unit_width).sum(1)
         report[group.name] = _compare(group.name, ours[group.name][0], ref_units)
     print(json.dumps({name: report}))  # figures for docs/dlb.md (pytest -s)
+    bad = {k: v for k, v in report.items() if v[0] < SPEARMAN_MIN or v[1] > REL_L1_MAX}
+    assert not bad, f"groups off the package (spearman, rel L1): {bad}"
+
+
+def test_graph_operations_parity(oracle: Path, tmp_path: Path) -> None:
+    """The graph path's rules the family models never meet (a product of activations, ``mean`` over positions,
+    ``cat``; docs/dlb.md) equal the package's on a small CNN made of them (argmax start, total 100, batch 1)."""
+    torch.manual_seed(0)
+    model = GraphOracleNet(num_classes=3).eval()
+    _randomise(model)
+    with torch.no_grad():  # the gate's hidden units active (post-ReLU input, positive weights): relevance reaches them
+        model.excite.reduce.weight.abs_()
+    x = torch.randn(1, 3, 12, 12)
+    ref = _run(oracle, tmp_path, {"factory": "GraphOracleNet", "num_classes": 3}, {"x": x}, model.state_dict())
+    groups = unit_groups(model)
+    ours = dlb_relevance(model, x, groups=groups, start="argmax")
+    report = {}
+    for group in groups:
+        ref_units = ref[group.module if group.site == "output" else f"{group.module}:input"]
+        ref_units = ref_units.reshape(group.num_units, group.unit_width).sum(1)
+        assert float(ref_units.abs().sum()) > 0, f"{group.name}: no relevance reaches it, nothing is compared"
+        report[group.name] = _compare(group.name, ours[group.name][0], ref_units)
+    print(json.dumps({"graph": report}))  # figures for docs/dlb.md (pytest -s)
+    assert {"excite.reduce", "excite.expand", "concat.conv"} <= set(report), sorted(report)  # each operation's branch
     bad = {k: v for k, v in report.items() if v[0] < SPEARMAN_MIN or v[1] > REL_L1_MAX}
     assert not bad, f"groups off the package (spearman, rel L1): {bad}"
 
