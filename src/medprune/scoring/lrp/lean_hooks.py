@@ -15,6 +15,8 @@ The rules, composites and canonizers are zennit's; tests check the lean hooks ag
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 from zennit.canonizers import CompositeCanonizer, SequentialMergeBatchNorm
@@ -165,11 +167,38 @@ class LeanZPlus(_LeanHook, ZPlus):
         return original * grad
 
 
-class LeanEpsilon(_LeanHook, Epsilon):
-    """zennit's ``Epsilon`` rule, lean; on a dense layer with (B, features) inputs in two steps that reuse the forward
-    pass's output ``z`` instead of recomputing it: ``s = R / stabilize(z)``, ``R_in = x * (s @ W)`` (the input
-    gradient autograd would take). The rule's parameters are unmodified, so the recomputed ``z`` would be the same
-    numbers; on VGG's 25088 x 4096 classifier that recomputation re-reads 400 MB of weights per batch."""
+class _ReusesOutput(_LeanHook):
+    """Mixin for the single-pass rules that leave the layer's parameters as they are (epsilon, norm): their
+    backward step is ``R_in = x * vjp(R / stabilize(z))`` with ``z`` the layer's own output, so the forward pass's
+    output is kept and, for the layers below, the vector-Jacobian product is taken directly instead of running the
+    layer again under autograd; any other layer falls back to the general lean step (same numbers either way)."""
+
+    def post_forward(self, module: nn.Module, input: tuple, output: Tensor) -> Tensor | None:  # noqa: A002
+        self.stored_tensors["output"] = output.detach()
+        return super().post_forward(module, input, output)
+
+    def _input_gradient(self, module: nn.Module, original: Tensor) -> Callable[[Tensor], Tensor] | None:
+        """The layer's vector-Jacobian product with respect to its input, where it is one cheap operation."""
+        if isinstance(module, nn.Linear) and original.dim() == 2:  # dense layer: one matrix product
+            weight = module.weight.detach()
+            return lambda scaled: scaled.mm(weight)
+        if isinstance(module, Sum):  # residual sum: the same gradient for every summand
+            return lambda scaled: scaled.unsqueeze(module.dim).expand_as(original)
+        return None
+
+    def relevance(self, module: nn.Module, out_grad: Tensor) -> Tensor:
+        original = self.stored_tensors["input"][0]
+        backward = self._input_gradient(module, original)
+        if backward is None:
+            return super().relevance(module, out_grad)
+        self._check_version(module)
+        scaled = self.gradient_mapper(out_grad, [self.stored_tensors["output"]])
+        return self.reducer([original.detach()], [backward(scaled)])
+
+
+class LeanEpsilon(_ReusesOutput, Epsilon):
+    """zennit's ``Epsilon`` rule, lean; on a dense layer it reuses the forward output (on VGG's 25088 x 4096
+    classifier, running the layer again re-reads 400 MB of weights per batch)."""
 
     def __init__(self, epsilon: float = 1e-6, zero_params: list[str] | None = None) -> None:
         Epsilon.__init__(self, epsilon=epsilon, zero_params=zero_params)
@@ -179,17 +208,20 @@ class LeanEpsilon(_LeanHook, Epsilon):
     def copy(self) -> LeanEpsilon:
         return LeanEpsilon(self.epsilon, self.zero_params)
 
-    def post_forward(self, module: nn.Module, input: tuple, output: Tensor) -> Tensor | None:  # noqa: A002
-        self.stored_tensors["output"] = output.detach()
-        return super().post_forward(module, input, output)
+    def _input_gradient(self, module: nn.Module, original: Tensor) -> Callable[[Tensor], Tensor] | None:
+        return None if self.zero_params else super()._input_gradient(module, original)
 
-    def relevance(self, module: nn.Module, out_grad: Tensor) -> Tensor:
-        original = self.stored_tensors["input"][0]
-        if not isinstance(module, nn.Linear) or self.zero_params or original.dim() != 2:
-            return super().relevance(module, out_grad)
-        self._check_version(module)
-        scaled = self.gradient_mapper(out_grad, [self.stored_tensors["output"]])
-        return self.reducer([original.detach()], [scaled.mm(module.weight.detach())])
+
+class LeanNorm(_ReusesOutput, Norm):
+    """zennit's ``Norm`` rule (residual sums, average pools), lean; on a residual ``Sum`` it reuses the forward output
+    and hands every summand the same gradient instead of summing again under autograd."""
+
+    def __init__(self, stabilizer: float = 1e-6) -> None:
+        Norm.__init__(self, stabilizer=stabilizer)
+        self.stabilizer = stabilizer
+
+    def copy(self) -> LeanNorm:
+        return LeanNorm(self.stabilizer)
 
 
 class LeanPass(Hook):
@@ -212,8 +244,8 @@ def lean_layer_map_base(stabilizer: float) -> list:
     """zennit's ``layer_map_base`` (activations and BatchNorm: pass; sums and average pools: norm) with lean hooks."""
     return [
         (Activation, LeanPass()),
-        (Sum, lean(Norm(stabilizer=stabilizer))),
-        (AvgPool, lean(Norm(stabilizer=stabilizer))),
+        (Sum, LeanNorm(stabilizer)),
+        (AvgPool, LeanNorm(stabilizer)),
         (BatchNorm, LeanPass()),
     ]
 
