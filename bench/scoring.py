@@ -4,9 +4,10 @@
     .venv/bin/python bench/scoring.py --models resnet50 --methods lrp --threads 1 --images 1 --profile
 
 Random init, 224 px, ``--threads`` torch threads (default 2). The forward pass is timed on
-one image (median of ``--repeats``, after a warm-up); each method scores one image as a warm-up, then ``--images``
-images in one :func:`medprune.scoring.score` call, reported as seconds per image and as a multiple of the forward
-pass, in wall time and in process CPU time. IG's target: <= 3 x steps forwards
+one image (median of ``--repeats``, after a warm-up); each method scores the ``--images`` images once as a warm-up
+(the same batch shape as the timed calls: a new shape pays oneDNN's one-off kernel set-up again), then in
+``--method-repeats`` :func:`medprune.scoring.score` calls, reported as the median call's seconds per image and as a
+multiple of the forward pass, in wall time and in process CPU time. IG's target: <= 3 x steps forwards
 (forward + backward at steps + 1 points).
 """
 
@@ -47,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3, help="forward-pass timings (median)")
+    parser.add_argument("--method-repeats", type=int, default=3, help="timed calls per method (median)")
     parser.add_argument("--steps", type=int, default=20, help="IG steps")
     parser.add_argument("--chunk-size", type=int, default=None, help="IG chunk size (default: the method's)")
     parser.add_argument("--profile", action="store_true", help="also print torch.profiler's top operations per method")
@@ -74,18 +76,19 @@ def main(argv: list[str] | None = None) -> int:
         forward, forward_cpu = _forward_seconds(model, x[:1], args.repeats)
         cells = []
         for method in methods:
-            try:  # warm-up on one image, as the forward pass is warmed up (first calls pay one-off set-up costs)
-                score(model, x[:1], y[:1], method, batch_size=1, **options.get(method, {}))
-            except NotImplementedError:
-                pass
-            start, cpu = time.perf_counter(), time.process_time()
-            try:
+            try:  # warm-up on the timed batch, as the forward pass is warmed up (first calls pay one-off set-up)
                 score(model, x, y, method, batch_size=args.images, **options.get(method, {}))
             except NotImplementedError as error:
                 cells.append(f"n/a ({error})")
                 continue
+            calls = []
+            for _ in range(args.method_repeats):
+                start, cpu = time.perf_counter(), time.process_time()
+                score(model, x, y, method, batch_size=args.images, **options.get(method, {}))
+                calls.append((time.perf_counter() - start, time.process_time() - cpu))
             count = 1 if scorer_entry(method).data_free else args.images
-            per_image, per_image_cpu = (time.perf_counter() - start) / count, (time.process_time() - cpu) / count
+            per_image = statistics.median(c[0] for c in calls) / count
+            per_image_cpu = statistics.median(c[1] for c in calls) / count
             if args.profile:  # after the timing: the profiler slows what it records
                 with profile(activities=[ProfilerActivity.CPU]) as prof:
                     score(model, x, y, method, batch_size=args.images, **options.get(method, {}))
@@ -96,8 +99,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         print(f"| {name} | {forward:.3f} ({forward_cpu:.3f}) | {' | '.join(cells)} |", flush=True)
     print(
-        "cells: wall seconds per image (multiple of one forward pass; process CPU time and its multiple beside); "
-        "data-free methods: seconds per call"
+        f"cells: wall seconds per image, median of {args.method_repeats} calls (multiple of one forward pass; process "
+        "CPU time and its multiple beside); data-free methods: seconds per call"
     )
     return 0
 
