@@ -10,6 +10,11 @@ input is all zeros (z+ and alpha-beta evaluate the negative-input passes on post
 - skips a pass whose modified input is all zeros (its output is just its modified bias; its share of relevance is
   ``0 * gradient = 0``) and the gradient of a pass whose mapped output gradient is all zeros (gamma's sign pass).
 
+Three rules go further: :class:`LeanZPlus` (post-ReLU inputs: one modified pass, computed in place),
+:class:`LeanEpsilon` on dense layers and :class:`LeanNorm` on residual sums (the rule leaves the parameters alone, so
+the forward pass's output is reused and the layer's input gradient is taken directly instead of running it again).
+Each gives the same bits as the general lean step (bench/scoring_results.md has what each saves).
+
 The rules, composites and canonizers are zennit's; tests check the lean hooks against zennit's stock hooks.
 """
 
