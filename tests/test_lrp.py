@@ -7,11 +7,15 @@ import copy
 import pytest
 import torch
 from helpers import has_hooks
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
+from zennit.core import stabilize as zennit_stabilize
 
 from medprune.models import create_model
 from medprune.models.units import UnitGroup, unit_groups
 from medprune.scoring.lrp import input_relevance, lrp_scores, relevance_maps
+from medprune.scoring.lrp.lean_hooks import stabilized
 from medprune.scoring.lrp.rules import CNN_COMPOSITES, build_cnn_composite
 from medprune.scoring.registry import score, scorer_entry
 
@@ -148,6 +152,21 @@ def test_fast_composite_uses_lean_hooks() -> None:
             names = {type(hook).__name__ for hook in composite.hook_refs}
         assert ({"LeanZPlus", "LeanFlat", "LeanPass", "LeanNorm"} <= names) == fast, names
         assert not has_hooks(model)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    values=st.lists(
+        st.sampled_from([0.0, -0.0, 1e-7, -1e-7, 1.0, -2.5, 3e4, float("inf"), float("-inf")]) | st.floats(-1e3, 1e3),
+        min_size=1,
+        max_size=40,
+    ),
+    epsilon=st.sampled_from([1e-6, 1e-9, 0.25, 0.0]),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+)
+def test_stabilized_is_zennits_stabilize_bit_for_bit(values: list[float], epsilon: float, dtype: torch.dtype) -> None:
+    z = torch.tensor(values, dtype=dtype)
+    assert torch.equal(stabilized(z, epsilon), zennit_stabilize(z, epsilon))
 
 
 @pytest.mark.parametrize("composite", ["epsilon_plus_flat", "epsilon"])
