@@ -171,7 +171,8 @@ def score(
         groups: unit groups to score (default: :func:`medprune.models.units.unit_groups`).
         sign: ``signed`` sums relevance over samples as is (paper); ``abs`` sums its absolute value.
         target: start relevance at the ``true`` class (default) or the ``predicted`` one.
-        batch_size: samples per scorer call; results do not depend on it.
+        batch_size: samples per scorer call; results depend on it only in the last bits (per-call sums and
+            batch-shaped kernels; up to 4e-6 relative in LRP on vgg_small between 12 and 5 samples a call).
         seed: seeds data-free random scorers (passed as a ``generator`` option).
         **options: method options (see ``scorer_entry(method).options``).
 

@@ -50,7 +50,8 @@ __all__ = [
 
 #: Data-free controls scored once (sampling ``none``) and swept beside every method by default.
 DEFAULT_CONTROLS: tuple[str, ...] = ("random", "magnitude")
-#: SweepConfig fields that may differ between runs into one folder (rows do not depend on them).
+#: SweepConfig fields that may differ between runs into one folder: where and how the work runs, not what it
+#: measures (rows depend on the batch sizes and the device only through float rounding).
 COSMETIC: tuple[str, ...] = ("out", "data_root", "batch_size", "score_batch_size", "device", *EXECUTOR_FIELDS)
 #: SweepConfig fields added after sweep folders existed, with the value that gives the rows those folders hold: a
 #: folder recorded without them resumes when they keep it.
