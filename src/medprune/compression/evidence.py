@@ -312,7 +312,7 @@ def latency_rows(
     original: nn.Module,
     compressed: nn.Module,
     batches: Sequence[int] = (1, 32),
-    threads: int = 2,
+    threads: int = 1,
     repeats: int = 20,
     macs_ratio: float | None = None,
 ) -> list[Latency]:

@@ -80,7 +80,9 @@ class QuantizeConfig(OutputFolder):
     seed: int = option(0, help="draws the calibration images")
     ece_bins: int = option(ECE_BINS, help="equal-width confidence bins of the expected calibration error")
     threads: int = option(1, help="CPU threads of PyTorch evaluation")
-    latency_threads: int = option(2, help="ONNX Runtime intra-op threads of the latency measurement")
+    latency_threads: int = option(
+        1, help="ONNX Runtime intra-op threads of the latency measurement (1: repeatable; see compress's)"
+    )
     latency_repeats: int = option(20, help="timed passes of each model per batch size (interleaved)")
     data_root: str | None = option(None, help="where the data is", shown_default="as recorded in the checkpoint")
     dataset: str | None = option(None, help="which dataset", shown_default="as recorded in the checkpoint")
