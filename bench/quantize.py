@@ -22,6 +22,12 @@ and the classifier left in float, weights per tensor, only Conv / Gemm quantized
     python bench/quantize.py schemes --folders FOLDER ... --out SCHEMES --threads 1 --repeats 400
     python bench/quantize.py table --out OUT --formats FORMATS --schemes SCHEMES > bench/quantize_results.md
 
+``sessions`` times each compress folder's fp32 and int8 models in several fresh ONNX Runtime sessions per thread count
+and prints how far their ratio moves from one session to the next (why the card times at one thread by default):
+
+    python bench/quantize.py sessions --folders FOLDER ... --threads 1 2 --sessions 5 --repeats 100 \
+        >> bench/quantize_results.md
+
 ``profile`` reads the ``run`` step's folders (each holds the fp32 ``model.onnx`` and its int8 model, shipped or
 refused) and prints where ONNX Runtime spends a batch-1 call of each, per operator type (its own profiler, 1 thread),
 beside the convolutions' channel widths:
@@ -42,6 +48,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+import torch
 from onnx import TensorProto, helper
 
 from medprune.config import build_config
@@ -532,6 +539,37 @@ def table(out: Path, formats_out: Path | None = None, schemes_out: Path | None =
     return "\n".join(lines)
 
 
+def sessions_section(folders: list[str], thread_counts: list[int], sessions: int, repeats: int) -> list[str]:
+    """How much the card's fp32 / int8 latency ratio moves from one ONNX Runtime session to the next, per thread
+    count: each folder's ``model.onnx`` and int8 model timed ``sessions`` times with :func:`onnx_latency` (fresh
+    sessions each time, ``repeats`` interleaved passes), on a random image of the model's input shape."""
+    lines = [
+        f"fp32 / int8 latency ratio in {sessions} fresh ONNX Runtime sessions per row ({repeats} interleaved "
+        "passes each; load average at the start " + " ".join(f"{v:.1f}" for v in os.getloadavg()) + "):",
+        "",
+        "| folder | threads | batch | fp32 ms (min-max) | int8 ms (min-max) | ratio per session |",
+        "| --- | ---: | ---: | --- | --- | --- |",
+    ]
+    for folder in map(Path, folders):
+        paths = {"fp32": folder / "model.onnx", "int8": folder / INT8_FILE}
+        shape = onnx.load(str(paths["fp32"])).graph.input[0].type.tensor_type.shape.dim
+        example = torch.randn(1, *(d.dim_value for d in list(shape)[1:]), generator=torch.Generator().manual_seed(0))
+        for threads in thread_counts:
+            timed: dict[int, list[tuple[float, float]]] = {1: [], 32: []}
+            for _ in range(sessions):
+                rows = onnx_latency(paths, example, threads=threads, repeats=repeats)
+                for batch in timed:
+                    fp32, int8 = (latency_row(rows, batch, m)["median ms"] for m in ("fp32", "int8"))
+                    timed[batch].append((fp32, int8))
+            for batch, pairs in timed.items():
+                fp32s, int8s = [p[0] for p in pairs], [p[1] for p in pairs]
+                lines.append(
+                    f"| {folder.name} | {threads} | {batch} | {min(fp32s):.3f}-{max(fp32s):.3f} | "
+                    f"{min(int8s):.3f}-{max(int8s):.3f} | {' '.join(f'{a / b:.2f}' for a, b in pairs)} |"
+                )
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="step", required=True)
@@ -551,6 +589,11 @@ def main() -> None:
     where = sub.add_parser("profile", help="ONNX Runtime's profiler on the run step's fp32 and int8 models")
     where.add_argument("--out", type=Path, required=True, help="the run step's --out")
     where.add_argument("--runs", type=int, default=500)
+    spread = sub.add_parser("sessions", help="fp32 / int8 ratio across fresh ONNX Runtime sessions per thread count")
+    spread.add_argument("--folders", nargs="+", required=True, help="compress output folders with an int8 model")
+    spread.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    spread.add_argument("--sessions", type=int, default=5)
+    spread.add_argument("--repeats", type=int, default=100)
     show = sub.add_parser("table")
     show.add_argument("--out", type=Path, required=True)
     show.add_argument("--formats", type=Path, default=None, help="the formats step's --out")
@@ -562,6 +605,8 @@ def main() -> None:
         formats(args.folders, args.out, args.threads, args.repeats, args.samples, args.data_root)
     elif args.step == "profile":
         print("\n".join(profile_section(args.out, args.runs)))
+    elif args.step == "sessions":
+        print("\n".join(sessions_section(args.folders, args.threads, args.sessions, args.repeats)))
     elif args.step == "schemes":
         schemes(args.folders, args.out, args.threads, args.repeats, args.samples, args.data_root)
     else:

@@ -148,7 +148,8 @@ class CompressConfig(OutputFolder):
         1,
         help=(
             "intra-op threads of the card's CPU latency timings (PyTorch and ONNX Runtime); 1 by default because it "
-            "repeats: on a 2-core machine two threads gave batch-1 fp32/int8 ratios of 0.75-1.58x across sessions"
+            "repeats: on a quiet 2-core machine two threads moved batch-1 fp32/int8 ratios by up to 2x between "
+            "sessions, one thread by 0.02 (bench/quantize_results.md)"
         ),
     )
     latency_repeats: int = option(20, help="CPU latency measurement")
