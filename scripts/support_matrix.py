@@ -31,13 +31,13 @@ import torch
 from torch import nn
 
 from medprune.checkpoint import load_checkpoint
-from medprune.compression.evidence import ONNX_TOLERANCE, onnx_tolerance
+from medprune.compression.evidence import ONNX_TOLERANCE, onnx_difference
 from medprune.models import create_model
 from medprune.models.importing import import_model
 from medprune.models.support import UnsupportedModelError, check_units, scorer_blocker
 from medprune.models.units import unit_groups
 from medprune.pruning import mask_model, masks_from_scores, remove_units
-from medprune.pruning.export import export_onnx, run_onnx
+from medprune.pruning.export import export_onnx
 from medprune.pruning.physical import MIN_REMOVABLE_SHARE, RemovalPlan, check_compressible, removal_plan
 from medprune.scoring import score
 
@@ -204,17 +204,15 @@ def removable_note(plan: RemovalPlan) -> str:
 
 def onnx_check(model: nn.Module, path: Path, size: int, generator: torch.Generator) -> str:
     """Export the smaller model to ONNX, run it in onnxruntime and compare with PyTorch under compress's own
-    tolerance (:func:`medprune.compression.evidence.onnx_tolerance`: relative to the largest |logit|); the verdict."""
+    tolerance (:func:`medprune.compression.evidence.onnx_difference`: relative to the largest |logit|); the verdict."""
     check = torch.randn(4, 3, size, size, generator=generator)
     try:
         export_onnx(model, path, check[:1])
-        with torch.no_grad():
-            reference = model(check)
-            diff = float((run_onnx(path, check) - reference).abs().max())
+        diff, limit = onnx_difference(path, model, check)
     except Exception as error:  # noqa: BLE001 - the matrix reports every failure
         logging.debug("onnx:\n%s", traceback.format_exc())
         return f"FAILED: {type(error).__name__}: {short(error)}"
-    return f"{'ok' if diff <= onnx_tolerance(reference) else 'MISMATCH'}: max diff {diff:.1e}"
+    return f"{'ok' if diff <= limit else 'MISMATCH'}: max diff {diff:.1e}"
 
 
 def removal(

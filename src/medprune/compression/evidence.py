@@ -36,6 +36,7 @@ from medprune.metrics import metrics_from_predictions, predict
 from medprune.models.units import unit_groups
 from medprune.options import LOSSLESS_METRICS
 from medprune.pruning.cost import interleaved_latency, layer_costs, model_cost
+from medprune.pruning.export import run_onnx
 from medprune.pruning.folding import batchnorm_pairs
 from medprune.pruning.physical import example_inputs_for
 from medprune.report.figures import plot_gallery
@@ -47,6 +48,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "ONNX_TOLERANCE",
     "onnx_tolerance",
+    "onnx_difference",
     "choice_record",
     "reproduce_command",
     "metric_value",
@@ -372,6 +374,14 @@ def onnx_tolerance(reference: Tensor) -> float:
     (0.0001, 2.0)
     """
     return ONNX_TOLERANCE * max(1.0, float(reference.detach().abs().max()))
+
+
+def onnx_difference(path: str | Path, model: nn.Module, inputs: Tensor) -> tuple[float, float]:
+    """The exported model at ``path`` run in ONNX Runtime against ``model`` in PyTorch on ``inputs``: the largest
+    |logit difference| and the :func:`onnx_tolerance` it is judged by (compress's check and the support matrix's)."""
+    with torch.no_grad():
+        reference = model(inputs)
+    return float((run_onnx(path, inputs) - reference).abs().max()), onnx_tolerance(reference)
 
 
 def folding_record(unfolded: nn.Module, folded: nn.Module) -> dict[str, Any]:
