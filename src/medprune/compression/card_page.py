@@ -21,7 +21,7 @@ from typing import Any
 
 from medprune.compression.card import CompressionRecord, SplitMetrics
 from medprune.compression.card_html import render_html
-from medprune.deploy.runtimes import latency_row
+from medprune.deploy.runtimes import latency_ms
 from medprune.provenance import to_jsonable
 
 __all__ = [
@@ -162,11 +162,6 @@ def calibration_lines(calibration: dict[str, Any]) -> list[str]:
     return lines + [f"![reliability diagram]({calibration['diagram']})", ""]
 
 
-def _latency_of(rows: list[dict[str, Any]], batch: int, model: str) -> float | None:
-    row = latency_row(rows, batch, model)
-    return None if row is None else row["median ms"]
-
-
 def quantization_lines(quantization: dict[str, Any]) -> list[str]:
     """The int8 model: the decision on validation, equivalence across runtimes, ONNX Runtime latency."""
     judged = quantization["validation"]
@@ -305,8 +300,8 @@ def decision_lines(record: CompressionRecord) -> list[str]:
         rows = quantization["latency"]
         ort = []
         for batch in sorted({r["batch"] for r in rows}):
-            base_ms = _latency_of(rows, batch, "original fp32")
-            steps = [_latency_of(rows, batch, m) for m in ("compressed fp32", "compressed int8")]
+            base_ms = latency_ms(rows, batch, "original fp32")
+            steps = [latency_ms(rows, batch, m) for m in ("compressed fp32", "compressed int8")]
             ort.append(
                 f"batch {batch}: {milliseconds(base_ms)} -> {milliseconds(steps[0])} (fp32) -> "
                 f"{milliseconds(steps[1])} ms (int8, {times(base_ms / steps[1] if base_ms and steps[1] else None)})"

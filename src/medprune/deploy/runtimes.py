@@ -25,7 +25,7 @@ from medprune.compression.evidence import class_rates
 from medprune.metrics import metrics_from_predictions
 from medprune.runtime import eval_mode
 
-__all__ = ["torch_logits", "onnx_session", "onnx_logits", "equivalence", "onnx_latency", "latency_row"]
+__all__ = ["torch_logits", "onnx_session", "onnx_logits", "equivalence", "onnx_latency", "latency_row", "latency_ms"]
 
 
 def torch_logits(model: nn.Module, inputs: Tensor, batch_size: int = 256) -> np.ndarray:
@@ -170,3 +170,9 @@ def onnx_latency(
 def latency_row(rows: Sequence[Mapping[str, Any]], batch: int, model: str) -> dict[str, Any] | None:
     """The :func:`onnx_latency` row of ``model`` at ``batch`` (``None`` when it was not timed)."""
     return next((dict(row) for row in rows if row["batch"] == batch and row["model"] == model), None)
+
+
+def latency_ms(rows: Sequence[Mapping[str, Any]], batch: int, model: str) -> float | None:
+    """The median milliseconds of :func:`latency_row` (``None`` when it was not timed)."""
+    row = latency_row(rows, batch, model)
+    return None if row is None else row["median ms"]

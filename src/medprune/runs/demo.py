@@ -25,7 +25,7 @@ import torch
 
 from medprune.compression.search import NoCandidateError
 from medprune.config import build_config, config_to_dict, option, save_config
-from medprune.deploy.runtimes import latency_row
+from medprune.deploy.runtimes import latency_ms
 from medprune.options import LosslessMetric
 from medprune.provenance import to_jsonable
 from medprune.pruning.masks import MAX_RATES
@@ -340,12 +340,11 @@ def compress_summary(rate: float, record: Any, files: dict[str, str]) -> dict[st
     int8 = None
     if quantization:
         rows = quantization.get("latency", [])
-        batch1 = [latency_row(rows, 1, model) for model in ("compressed fp32", "compressed int8")]
         int8 = {
             "shipped": quantization["shipped"],
             "why_not": quantization["why not"],
             "onnx": files.get("onnx_int8"),
-            "ort_batch1_ms": [None if row is None else row["median ms"] for row in batch1],
+            "ort_batch1_ms": [latency_ms(rows, 1, model) for model in ("compressed fp32", "compressed int8")],
         }
     return {
         "rate": rate,
