@@ -191,7 +191,10 @@ class _ReusesOutput(_LeanHook):
     """Mixin for the single-pass rules that leave the layer's parameters as they are (epsilon, norm): their
     backward step is ``R_in = x * vjp(R / stabilize(z))`` with ``z`` the layer's own output, so the forward pass's
     output is kept and, for the layers below, the vector-Jacobian product is taken directly instead of running the
-    layer again under autograd; any other layer falls back to the general lean step (same numbers either way)."""
+    layer again under autograd; any other layer falls back to the general lean step (same numbers either way).
+    ``stabilizer`` is the rule's (epsilon's ``epsilon``)."""
+
+    stabilizer: float
 
     def post_forward(self, module: nn.Module, input: tuple, output: Tensor) -> Tensor | None:  # noqa: A002
         self.stored_tensors["output"] = output.detach()
@@ -212,17 +215,13 @@ class _ReusesOutput(_LeanHook):
         if backward is None:
             return super().relevance(module, out_grad)
         self._check_version(module)
-        output, epsilon = self.stored_tensors["output"], self._epsilon()
+        output, epsilon = self.stored_tensors["output"], _number(self.stabilizer)
         if epsilon is None:  # a callable stabiliser: the rule's own mapper
             scaled = self.gradient_mapper(out_grad, [output])
         else:  # the rule's ``R / stabilize(z)`` in one new tensor
             denominator = stabilized(output, epsilon)
             scaled = torch.div(out_grad, denominator, out=denominator)
         return original.detach() * backward(scaled)
-
-    def _epsilon(self) -> float | None:
-        """The rule's stabiliser when it is a number (``None``: a callable)."""
-        raise NotImplementedError
 
 
 class LeanEpsilon(_ReusesOutput, Epsilon):
@@ -231,14 +230,11 @@ class LeanEpsilon(_ReusesOutput, Epsilon):
 
     def __init__(self, epsilon: float = 1e-6, zero_params: list[str] | None = None) -> None:
         Epsilon.__init__(self, epsilon=epsilon, zero_params=zero_params)
-        self.epsilon = epsilon
+        self.stabilizer = epsilon
         self.zero_params = zero_params
 
     def copy(self) -> LeanEpsilon:
-        return LeanEpsilon(self.epsilon, self.zero_params)
-
-    def _epsilon(self) -> float | None:
-        return _number(self.epsilon)
+        return LeanEpsilon(self.stabilizer, self.zero_params)
 
     def _input_gradient(self, module: nn.Module, original: Tensor) -> Callable[[Tensor], Tensor] | None:
         return None if self.zero_params else super()._input_gradient(module, original)
@@ -254,9 +250,6 @@ class LeanNorm(_ReusesOutput, Norm):
 
     def copy(self) -> LeanNorm:
         return LeanNorm(self.stabilizer)
-
-    def _epsilon(self) -> float | None:
-        return _number(self.stabilizer)
 
 
 class LeanPass(Hook):
