@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from scipy.stats import spearmanr
 
 from medprune.models import create_model
-from medprune.models.units import unit_groups
+from medprune.models.units import UnitGroup, unit_groups
 from medprune.scoring.dlb import dlb_relevance
 from medprune.scoring.dlb.rules import align_rule, attention_rule, conv2d_rule, linear_rule
 
@@ -65,6 +65,17 @@ def _randomise(model: torch.nn.Module) -> None:
                 module.weight.normal_(0, 0.1, generator=generator)
 
 
+def _reference_units(ref: dict[str, torch.Tensor], group: UnitGroup) -> torch.Tensor:
+    """The package's relevance of ``group``'s units (the runner writes channels at a module's output or input)."""
+    units = ref[group.module if group.site == "output" else f"{group.module}:input"]
+    return units.reshape(group.num_units, group.unit_width).sum(1)
+
+
+def _assert_on_the_package(report: dict[str, tuple[float, float]]) -> None:
+    bad = {k: v for k, v in report.items() if v[0] < SPEARMAN_MIN or v[1] > REL_L1_MAX}
+    assert not bad, f"groups off the package (spearman, rel L1): {bad}"
+
+
 def _compare(name: str, ours: torch.Tensor, ref: torch.Tensor) -> tuple[float, float]:
     ours, ref = ours.double().flatten(), ref.double().flatten()
     assert ours.shape == ref.shape, f"{name}: {ours.shape} vs {ref.shape}"
@@ -96,14 +107,9 @@ def test_model_parity(oracle: Path, tmp_path: Path, name: str, size: int) -> Non
         last = f"blocks.{len(model.blocks) - 1}."
         groups = [g for g in groups if g.name.startswith(last)]
     ours = dlb_relevance(model, x, groups=groups, start="argmax")
-    report = {}
-    for group in groups:
-        ref_units = ref[group.module if group.site == "output" else f"{group.module}:input"]
-        ref_units = ref_units.reshape(group.num_units, group.unit_width).sum(1)
-        report[group.name] = _compare(group.name, ours[group.name][0], ref_units)
+    report = {group.name: _compare(group.name, ours[group.name][0], _reference_units(ref, group)) for group in groups}
     print(json.dumps({name: report}))  # figures for docs/dlb.md (pytest -s)
-    bad = {k: v for k, v in report.items() if v[0] < SPEARMAN_MIN or v[1] > REL_L1_MAX}
-    assert not bad, f"groups off the package (spearman, rel L1): {bad}"
+    _assert_on_the_package(report)
 
 
 def test_graph_operations_parity(oracle: Path, tmp_path: Path) -> None:
@@ -120,14 +126,12 @@ def test_graph_operations_parity(oracle: Path, tmp_path: Path) -> None:
     ours = dlb_relevance(model, x, groups=groups, start="argmax")
     report = {}
     for group in groups:
-        ref_units = ref[group.module if group.site == "output" else f"{group.module}:input"]
-        ref_units = ref_units.reshape(group.num_units, group.unit_width).sum(1)
+        ref_units = _reference_units(ref, group)
         assert float(ref_units.abs().sum()) > 0, f"{group.name}: no relevance reaches it, nothing is compared"
         report[group.name] = _compare(group.name, ours[group.name][0], ref_units)
     print(json.dumps({"graph": report}))  # figures for docs/dlb.md (pytest -s)
     assert {"excite.reduce", "excite.expand", "concat.conv"} <= set(report), sorted(report)  # each operation's branch
-    bad = {k: v for k, v in report.items() if v[0] < SPEARMAN_MIN or v[1] > REL_L1_MAX}
-    assert not bad, f"groups off the package (spearman, rel L1): {bad}"
+    _assert_on_the_package(report)
 
 
 def _rule_cases() -> dict[str, torch.Tensor]:
